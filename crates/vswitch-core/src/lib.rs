@@ -1,0 +1,27 @@
+//! The forwarding core of vswitch: what to do with a frame, never how it moves.
+//!
+//! This crate holds no file descriptors, spawns no threads and reads no clock. Frames come in as
+//! byte slices together with the ingress [`PortId`] and the current [`Timestamp`]; out comes a
+//! [`Decision`]: drop (with a [`DropReason`]), send to one port, or flood. The I/O side
+//! (`vswitch-datapath`) feeds it from TAPs and sockets, and tests feed it from memory with a fake
+//! clock, so learning and ageing are tested without sleeping.
+//!
+//! The layers, bottom up:
+//! - [`wire`]: zero-copy views of Ethernet headers and MAC addresses.
+//! - [`table`]: the MAC table (forwarding database), keyed by (VLAN, MAC), with learning, ageing,
+//!   capacity and fair eviction.
+//! - [`forward`]: the forwarding decision for one frame.
+//! - [`counters`]: per-port and per-table counters that any thread may read at any time.
+#![forbid(unsafe_code)]
+
+pub mod counters;
+pub mod forward;
+pub mod table;
+pub mod time;
+pub mod wire;
+
+pub use counters::{DropReason, PortCounters, TableCounters};
+pub use forward::{Decision, Egress, ForwardingConfig, LearnRequest};
+pub use table::{FdbKey, MacTable, TableConfig, TableEvent};
+pub use time::Timestamp;
+pub use wire::{EthernetFrame, MacAddr, PortId, VlanId};
