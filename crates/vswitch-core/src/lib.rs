@@ -20,8 +20,8 @@ pub mod table;
 pub mod time;
 pub mod wire;
 
-pub use counters::{DropReason, PortCounters, TableCounters};
+pub use counters::{DropReason, PortCounters, PortStats, TableCounters, TableStats};
 pub use forward::{Decision, Egress, ForwardingConfig, LearnRequest};
 pub use table::{FdbKey, MacTable, TableConfig, TableEvent};
 pub use time::Timestamp;
-pub use wire::{EthernetFrame, MacAddr, PortId, VlanId};
+pub use wire::{EthernetFrame, MacAddr, PortId, VlanId, fits_mtu};

@@ -1,0 +1,93 @@
+//! Ports: a device that moves frames, plus the switch's per-port state.
+
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+
+use vswitch_core::{PortCounters, PortId};
+
+/// Something frames can be read from and written to through a pollable, non-blocking fd.
+///
+/// TAPs implement it now; packet sockets on existing interfaces, VXLAN and others later. Tests use
+/// [`crate::MemoryPort`]. Methods take `&self` because one worker reads a port while others write
+/// to it.
+pub trait PortDevice: Send + Sync + std::fmt::Debug {
+    /// Reads one frame into `buf`, returning its length; `WouldBlock` when there is none.
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Writes one frame; `WouldBlock` when the device's queue is full.
+    fn send(&self, frame: &[u8]) -> io::Result<()>;
+    /// The fd the worker polls for readability.
+    fn fd(&self) -> BorrowedFd<'_>;
+    /// The device's MTU now (it may change while the switch runs).
+    fn mtu(&self) -> io::Result<u32>;
+    /// A short name of the kind of device, for tables and logs.
+    fn kind(&self) -> &'static str;
+}
+
+/// A port attached to the switch: its device, counters and cached MTU.
+#[derive(Debug)]
+pub struct Port {
+    id: PortId,
+    name: String,
+    device: Box<dyn PortDevice>,
+    counters: PortCounters,
+    mtu: AtomicU32,
+    gone: AtomicBool,
+}
+
+impl Port {
+    pub(crate) fn new(id: PortId, name: String, device: Box<dyn PortDevice>) -> Self {
+        let mtu = device.mtu().unwrap_or(1500);
+        Port {
+            id,
+            name,
+            device,
+            counters: PortCounters::default(),
+            mtu: AtomicU32::new(mtu),
+            gone: AtomicBool::new(false),
+        }
+    }
+
+    /// The port's id in the forwarding core.
+    pub fn id(&self) -> PortId {
+        self.id
+    }
+
+    /// The name the user gave it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The device.
+    pub fn device(&self) -> &dyn PortDevice {
+        &*self.device
+    }
+
+    /// Its traffic counters.
+    pub fn counters(&self) -> &PortCounters {
+        &self.counters
+    }
+
+    /// The MTU as last read from the device.
+    pub fn mtu(&self) -> u32 {
+        self.mtu.load(Relaxed)
+    }
+
+    /// Re-reads the MTU from the device; keeps the old value if the device can't say.
+    pub(crate) fn refresh_mtu(&self) {
+        if let Ok(mtu) = self.device.mtu()
+            && mtu != self.mtu.swap(mtu, Relaxed)
+        {
+            tracing::info!(port = %self.name, mtu, "MTU changed");
+        }
+    }
+
+    /// True once the device disappeared and the port was removed from the switch.
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(Relaxed)
+    }
+
+    pub(crate) fn mark_gone(&self) {
+        self.gone.store(true, Relaxed);
+    }
+}

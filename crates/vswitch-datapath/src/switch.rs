@@ -1,0 +1,454 @@
+//! The running switch: worker threads around the forwarding core.
+//!
+//! Each port's receive side belongs to one worker, so frames of one flow stay in order. A worker
+//! waits on its ports with epoll (mio), reads up to [`BATCH`] frames from a ready port into
+//! preallocated buffers, decides all of them under one shared (read) lock of the table, transmits,
+//! and then applies any learning under the exclusive lock — rare once hosts are known. A
+//! housekeeping thread ages the table and re-reads port MTUs once a second.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use vswitch_core::forward::decide;
+use vswitch_core::{
+    DropReason, Egress, FdbKey, ForwardingConfig, LearnRequest, MacTable, PortId, TableConfig,
+    TableCounters, TableEvent, TableStats, Timestamp, fits_mtu,
+};
+
+use crate::port::{Port, PortDevice};
+
+/// Frames read from one port before the worker looks at its other ports.
+pub const BATCH: usize = 32;
+/// Receive buffer size: the largest frame a 64 KiB MTU allows, with a VLAN tag.
+const MAX_FRAME: usize = 65536 + 18;
+const WAKER: Token = Token(usize::MAX);
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How the switch behaves.
+#[derive(Debug, Clone)]
+pub struct SwitchConfig {
+    /// Worker threads (at most one per port is useful).
+    pub threads: usize,
+    /// MAC table limits and ageing.
+    pub table: TableConfig,
+    /// Forwarding options.
+    pub forwarding: ForwardingConfig,
+}
+
+impl Default for SwitchConfig {
+    /// One worker per CPU, the default table, no link-local forwarding.
+    fn default() -> Self {
+        SwitchConfig {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            table: TableConfig::default(),
+            forwarding: ForwardingConfig::default(),
+        }
+    }
+}
+
+/// Why the switch could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    /// A switch needs at least one port.
+    #[error("no ports given")]
+    NoPorts,
+    /// Two ports with one name.
+    #[error("port {0} is given twice")]
+    DuplicatePort(String),
+    /// More ports than port ids.
+    #[error("too many ports (at most {max})")]
+    TooManyPorts {
+        /// The limit.
+        max: usize,
+    },
+    /// epoll or thread setup failed.
+    #[error("couldn't set up worker {worker}")]
+    Worker {
+        /// Which worker.
+        worker: usize,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// State the workers share: the table and the live ports, behind one read-mostly lock.
+#[derive(Debug)]
+struct State {
+    table: MacTable,
+    ports: Vec<Option<Arc<Port>>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: RwLock<State>,
+    forwarding: ForwardingConfig,
+    table_counters: TableCounters,
+    epoch: Instant,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn count_events(&self, events: &mut Vec<TableEvent>) {
+        let c = &self.table_counters;
+        for event in events.drain(..) {
+            let counter = match event {
+                TableEvent::Learned { .. } => &c.learned,
+                TableEvent::Moved { .. } => &c.moved,
+                TableEvent::Aged { .. } => &c.aged,
+                TableEvent::Evicted { .. } => &c.evicted,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(?event, "table");
+        }
+    }
+
+    /// Takes a port whose device failed out of the switch, forgetting its MACs.
+    fn remove_port(&self, port: &Port, error: &io::Error) {
+        let flushed = {
+            let mut state = self.write();
+            if let Some(slot) = state.ports.get_mut(port.id().index()) {
+                *slot = None;
+            }
+            state.table.flush_port(port.id())
+        };
+        port.mark_gone();
+        tracing::warn!(port = port.name(), %error, flushed, "port disappeared; removed from the switch");
+    }
+}
+
+/// A running switch. Dropping it stops the workers (see [`Switch::stop`]).
+#[derive(Debug)]
+pub struct Switch {
+    shared: Arc<Shared>,
+    ports: Vec<Arc<Port>>,
+    workers: Vec<(JoinHandle<()>, Arc<Waker>)>,
+    housekeeper: Option<(JoinHandle<()>, mpsc::Sender<()>)>,
+}
+
+impl Switch {
+    /// Starts switching among `ports` (name and device each) with `config`.
+    pub fn start(
+        config: SwitchConfig,
+        ports: Vec<(String, Box<dyn PortDevice>)>,
+    ) -> Result<Switch, SwitchError> {
+        if ports.is_empty() {
+            return Err(SwitchError::NoPorts);
+        }
+        if ports.len() > usize::from(u16::MAX) {
+            return Err(SwitchError::TooManyPorts {
+                max: usize::from(u16::MAX),
+            });
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (name, _) in &ports {
+            if !seen.insert(name.as_str()) {
+                return Err(SwitchError::DuplicatePort(name.clone()));
+            }
+        }
+        let ports: Vec<Arc<Port>> = ports
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, dev))| Arc::new(Port::new(PortId(i as u16), name, dev)))
+            .collect();
+        let shared = Arc::new(Shared {
+            state: RwLock::new(State {
+                table: MacTable::new(config.table.clone()),
+                ports: ports.iter().cloned().map(Some).collect(),
+            }),
+            forwarding: config.forwarding,
+            table_counters: TableCounters::default(),
+            epoch: Instant::now(),
+            stop: AtomicBool::new(false),
+        });
+        let threads = config.threads.clamp(1, ports.len());
+        let mut switch = Switch {
+            shared: shared.clone(),
+            ports: ports.clone(),
+            workers: Vec::new(),
+            housekeeper: None,
+        };
+        for w in 0..threads {
+            let mine: Vec<Arc<Port>> = ports.iter().skip(w).step_by(threads).cloned().collect();
+            let worker_err = |source| SwitchError::Worker { worker: w, source };
+            let poll = Poll::new().map_err(worker_err)?;
+            for (i, port) in mine.iter().enumerate() {
+                let fd = port.device().fd().as_raw_fd();
+                poll.registry()
+                    .register(&mut SourceFd(&fd), Token(i), Interest::READABLE)
+                    .map_err(worker_err)?;
+            }
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(worker_err)?);
+            let worker = Worker::new(shared.clone(), mine, poll);
+            let handle = std::thread::Builder::new()
+                .name(format!("vswitch-worker{w}"))
+                .spawn(move || worker.run())
+                .map_err(worker_err)?;
+            switch.workers.push((handle, waker));
+        }
+        let (tx, rx) = mpsc::channel();
+        let hk_shared = shared.clone();
+        let hk_ports = ports.clone();
+        let handle = std::thread::Builder::new()
+            .name("vswitch-housekeeping".into())
+            .spawn(move || housekeeping(&hk_shared, &hk_ports, &rx))
+            .map_err(|source| SwitchError::Worker { worker: threads, source })?;
+        switch.housekeeper = Some((handle, tx));
+        tracing::info!(ports = ports.len(), threads, "switch started");
+        Ok(switch)
+    }
+
+    /// Every port ever attached, including ones whose device has gone.
+    pub fn ports(&self) -> &[Arc<Port>] {
+        &self.ports
+    }
+
+    /// The port called `name`.
+    pub fn port(&self, name: &str) -> Option<&Arc<Port>> {
+        self.ports.iter().find(|p| p.name() == name)
+    }
+
+    /// Table events so far.
+    pub fn table_stats(&self) -> TableStats {
+        self.shared.table_counters.snapshot()
+    }
+
+    /// The table's entries now: key, port name, and time since last seen.
+    pub fn fdb(&self) -> Vec<(FdbKey, String, Duration)> {
+        let now = self.shared.now();
+        let state = self.shared.read();
+        state
+            .table
+            .entries()
+            .filter(|(key, _, _)| state.table.lookup(*key, now).is_some())
+            .map(|(key, port, seen)| {
+                let name = self.ports[port.index()].name().to_owned();
+                (key, name, now.saturating_since(seen))
+            })
+            .collect()
+    }
+
+    /// Stops the workers and the housekeeper and waits for them. Devices close when the switch is
+    /// dropped (TAPs this process created disappear then).
+    pub fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for (_, waker) in &self.workers {
+            if let Err(e) = waker.wake() {
+                tracing::error!(error = %e, "couldn't wake a worker");
+            }
+        }
+        for (handle, _) in self.workers.drain(..) {
+            if handle.join().is_err() {
+                tracing::error!("a worker panicked");
+            }
+        }
+        if let Some((handle, tx)) = self.housekeeper.take() {
+            drop(tx);
+            if handle.join().is_err() {
+                tracing::error!("the housekeeping thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn housekeeping(shared: &Shared, ports: &[Arc<Port>], stop: &mpsc::Receiver<()>) {
+    let mut events = Vec::new();
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(HOUSEKEEPING_INTERVAL) {
+        let now = shared.now();
+        shared.write().table.age(now, &mut events);
+        shared.count_events(&mut events);
+        for port in ports.iter().filter(|p| !p.is_gone()) {
+            port.refresh_mtu();
+        }
+    }
+}
+
+/// What reading a port's queue ended with.
+enum Drain {
+    /// The batch filled up: more may be waiting.
+    More,
+    /// The device had nothing more (`WouldBlock`).
+    Empty,
+    /// The device failed for good.
+    Failed(io::Error),
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    ports: Vec<Option<Arc<Port>>>,
+    poll: Poll,
+    buffers: Vec<Vec<u8>>,
+    lengths: [usize; BATCH],
+    learn: Vec<LearnRequest>,
+    events: Vec<TableEvent>,
+}
+
+impl Worker {
+    fn new(shared: Arc<Shared>, ports: Vec<Arc<Port>>, poll: Poll) -> Self {
+        Worker {
+            shared,
+            ports: ports.into_iter().map(Some).collect(),
+            poll,
+            buffers: (0..BATCH).map(|_| vec![0u8; MAX_FRAME]).collect(),
+            lengths: [0; BATCH],
+            learn: Vec::with_capacity(BATCH),
+            events: Vec::new(),
+        }
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        let mut ready: VecDeque<usize> = VecDeque::new();
+        let mut queued = vec![false; self.ports.len()];
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            let timeout = (!ready.is_empty()).then_some(Duration::ZERO);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                tracing::error!(error = %e, "epoll failed; worker stops");
+                return;
+            }
+            for event in events.iter() {
+                let i = event.token().0;
+                if event.token() != WAKER && !queued[i] {
+                    queued[i] = true;
+                    ready.push_back(i);
+                }
+            }
+            // Serve each ready port one batch per round, so a busy port can't starve the others.
+            for _ in 0..ready.len() {
+                let Some(i) = ready.pop_front() else { break };
+                queued[i] = false;
+                let Some(port) = self.ports[i].clone() else { continue };
+                match self.serve(&port) {
+                    Drain::More => {
+                        queued[i] = true;
+                        ready.push_back(i);
+                    }
+                    Drain::Empty => {}
+                    Drain::Failed(error) => {
+                        let fd = port.device().fd().as_raw_fd();
+                        if let Err(e) = self.poll.registry().deregister(&mut SourceFd(&fd)) {
+                            tracing::debug!(error = %e, "deregister failed");
+                        }
+                        self.ports[i] = None;
+                        self.shared.remove_port(&port, &error);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads one batch from `port` and forwards it.
+    fn serve(&mut self, port: &Port) -> Drain {
+        let mut count = 0;
+        let mut outcome = Drain::More;
+        while count < BATCH {
+            match port.device().recv(&mut self.buffers[count]) {
+                Ok(len) => {
+                    port.counters().count_rx(len);
+                    self.lengths[count] = len;
+                    count += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    outcome = Drain::Empty;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    outcome = Drain::Failed(e);
+                    break;
+                }
+            }
+        }
+        if count > 0 {
+            self.forward(port, count);
+        }
+        outcome
+    }
+
+    /// Decides and transmits the first `count` buffered frames, then applies learning.
+    fn forward(&mut self, in_port: &Port, count: usize) {
+        let now = self.shared.now();
+        {
+            let state = self.shared.read();
+            for (buf, &len) in self.buffers.iter().zip(&self.lengths[..count]) {
+                let frame = &buf[..len];
+                let d = decide(&state.table, &self.shared.forwarding, now, in_port.id(), frame);
+                self.learn.extend(d.learn);
+                match d.egress {
+                    Egress::Drop(reason) => in_port.counters().count_drop(reason),
+                    Egress::Port(out) => {
+                        if let Some(Some(out)) = state.ports.get(out.index()) {
+                            transmit(out, frame);
+                        }
+                    }
+                    Egress::Flood => {
+                        for out in state.ports.iter().flatten() {
+                            if out.id() != in_port.id() {
+                                transmit(out, frame);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if !self.learn.is_empty() {
+            {
+                let mut state = self.shared.write();
+                for req in self.learn.drain(..) {
+                    // A port removed meanwhile must not get entries back.
+                    if state.ports.get(req.port.index()).is_some_and(Option::is_some) {
+                        state.table.learn(req.key, req.port, now, &mut self.events);
+                    }
+                }
+            }
+            self.shared.count_events(&mut self.events);
+        }
+    }
+}
+
+/// Sends one frame out of `out`, counting the outcome on it.
+fn transmit(out: &Port, frame: &[u8]) {
+    if !fits_mtu(frame, out.mtu()) {
+        out.counters().count_drop(DropReason::Oversize);
+        return;
+    }
+    match out.device().send(frame) {
+        Ok(()) => out.counters().count_tx(frame.len()),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            out.counters().count_drop(DropReason::EgressQueueFull)
+        }
+        Err(e) => {
+            out.counters().count_drop(DropReason::IoError);
+            tracing::trace!(port = out.name(), error = %e, "send failed");
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The crate's only `unsafe` code: the few ioctls and syscalls that std does not wrap.
+//!
+//! Each function takes and returns owned or borrowed fds and plain values, and turns errno into
+//! `io::Error` in one place, so the rest of the crate stays safe.
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// `_IOW('T', 202, int)`: attach the fd to a TUN/TAP device, creating it if needed.
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+/// `_IOR('T', 210, unsigned int)`: name and flags of the attached device.
+const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
+/// `_IO('T', 227)`: an fd for the network namespace the device lives in now.
+const TUNGETDEVNETNS: libc::c_ulong = 0x54e3;
+
+/// `IFF_TAP`: Ethernet frames, not IP packets.
+pub const IFF_TAP: libc::c_short = 0x0002;
+/// `IFF_NO_PI`: no 4-byte packet-information prefix.
+pub const IFF_NO_PI: libc::c_short = 0x1000;
+
+fn ifreq_with_name(name: &str) -> io::Result<libc::ifreq> {
+    // SAFETY: ifreq is plain old data (integers, arrays and a union of them); all-zero is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.len() >= req.ifr_name.len() {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    Ok(req)
+}
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `TUNSETIFF`: attaches `fd` (an open `/dev/net/tun`) to device `name` with `flags`.
+pub fn tun_set_iff(fd: BorrowedFd<'_>, name: &str, flags: libc::c_short) -> io::Result<()> {
+    let mut req = ifreq_with_name(name)?;
+    req.ifr_ifru.ifru_flags = flags;
+    // SAFETY: `fd` is a valid open fd for the call's duration and `req` is a valid, initialised
+    // ifreq that the kernel reads and writes within its size.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req) })?;
+    Ok(())
+}
+
+/// `TUNGETIFF`: the current name of the device `fd` is attached to (it may have been renamed).
+pub fn tun_get_name(fd: BorrowedFd<'_>) -> io::Result<String> {
+    let mut req = ifreq_with_name("")?;
+    // SAFETY: as in `tun_set_iff`: valid fd, valid ifreq the kernel fills in.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), TUNGETIFF, &mut req) })?;
+    let bytes: Vec<u8> = req
+        .ifr_name
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// `TUNGETDEVNETNS`: the network namespace the device lives in now, as an owned fd.
+pub fn tun_get_netns(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: valid fd; this ioctl takes no argument and returns a new fd or -1.
+    let ns = check(unsafe { libc::ioctl(fd.as_raw_fd(), TUNGETDEVNETNS) })?;
+    // SAFETY: on success the kernel returned a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ns) })
+}
+
+/// Moves the calling thread into the network namespace `ns`.
+pub fn setns_net(ns: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: valid fd; setns only changes the calling thread's namespace.
+    check(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) })?;
+    Ok(())
+}
+
+/// An `AF_INET` datagram socket, the handle for interface ioctls in the caller's namespace.
+pub fn ioctl_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call with constant arguments.
+    let fd = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `SIOCGIFMTU` on interface `name`, in the namespace `sock` was created in.
+pub fn if_mtu(sock: BorrowedFd<'_>, name: &str) -> io::Result<u32> {
+    let mut req = ifreq_with_name(name)?;
+    // SAFETY: valid socket fd and a valid ifreq the kernel fills in.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU, &mut req) })?;
+    // SAFETY: after SIOCGIFMTU the union holds the MTU.
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    Ok(u32::try_from(mtu).unwrap_or(0))
+}
+
+/// Sets `IFF_UP` on interface `name`, in the namespace `sock` was created in.
+pub fn if_set_up(sock: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    let mut req = ifreq_with_name(name)?;
+    // SAFETY: valid socket fd and a valid ifreq the kernel fills in.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
+    // SAFETY: after SIOCGIFFLAGS the union holds the flags; we write the same member back.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: as above; the kernel only reads `req`.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &mut req) })?;
+    Ok(())
+}
+
+/// A connected pair of `SOCK_SEQPACKET` Unix sockets: a cable whose two ends keep frame
+/// boundaries and report a hang-up when the other end closes.
+pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two fds socketpair writes.
+    check(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: on success both are fresh fds that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Whether an interface called `name` exists in the calling thread's namespace.
+pub fn interface_exists(name: &CStr) -> bool {
+    // SAFETY: `name` is a valid NUL-terminated string for the call's duration.
+    unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
+}

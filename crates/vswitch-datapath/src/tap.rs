@@ -1,0 +1,206 @@
+//! TAP devices owned by the switch: create or attach, bring up, read and write frames.
+//!
+//! Our own small module rather than `tokio-tun`: we need owned fds usable from plain threads,
+//! names that are never silently truncated, and (next) `IFF_VNET_HDR`/`TUNSETOFFLOAD`.
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+use crate::port::PortDevice;
+use crate::sys;
+
+/// Longest interface name Linux accepts (IFNAMSIZ - 1).
+pub const MAX_IFNAME_LEN: usize = 15;
+
+/// Why a TAP could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    /// Empty, too long, or with characters Linux rejects.
+    #[error(transparent)]
+    InvalidName(#[from] InvalidIfName),
+    /// `/dev/net/tun` is missing or cannot be opened.
+    #[error("couldn't open /dev/net/tun (is the tun module loaded?)")]
+    OpenTun(#[source] io::Error),
+    /// The caller lacks CAP_NET_ADMIN.
+    #[error("creating TAP {0} needs CAP_NET_ADMIN (run as root or grant the capability)")]
+    PermissionDenied(String),
+    /// An interface of that name exists and is not a TAP.
+    #[error("interface {0} exists and is not a TAP device")]
+    NotATap(String),
+    /// A persistent TAP of that name is attached to another process.
+    #[error("TAP {0} is busy: another process has it open")]
+    Busy(String),
+    /// Any other failure of an ioctl.
+    #[error("{op} on TAP {name} failed")]
+    Ioctl {
+        /// What was attempted.
+        op: &'static str,
+        /// The interface.
+        name: String,
+        /// The errno.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// An interface name Linux would reject.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidIfName {
+    /// The empty string.
+    #[error("interface name is empty")]
+    Empty,
+    /// Longer than 15 bytes.
+    #[error("interface name {0:?} is longer than 15 bytes")]
+    TooLong(String),
+    /// Contains '/', ':', whitespace or NUL, or is "." or "..".
+    #[error("interface name {0:?} contains characters Linux does not allow (/, :, whitespace)")]
+    BadCharacters(String),
+}
+
+/// Checks `name` against the kernel's `dev_valid_name` rules.
+pub fn validate_ifname(name: &str) -> Result<(), InvalidIfName> {
+    if name.is_empty() {
+        return Err(InvalidIfName::Empty);
+    }
+    if name.len() > MAX_IFNAME_LEN {
+        return Err(InvalidIfName::TooLong(name.to_owned()));
+    }
+    if name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
+    {
+        return Err(InvalidIfName::BadCharacters(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// An open TAP device. Dropping it closes the fd, which removes a TAP that this process created
+/// (it is never made persistent) and leaves a pre-existing persistent one in place.
+#[derive(Debug)]
+pub struct Tap {
+    file: File,
+    name: String,
+    created: bool,
+}
+
+impl Tap {
+    /// Creates TAP `name` (IFF_TAP | IFF_NO_PI), or attaches to an existing persistent TAP of
+    /// that name, and sets it up. The fd is non-blocking.
+    pub fn open(name: &str) -> Result<Tap, TapError> {
+        validate_ifname(name)?;
+        let cname = CString::new(name).map_err(|_| InvalidIfName::BadCharacters(name.into()))?;
+        let existed = sys::interface_exists(&cname);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open("/dev/net/tun")
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EACCES) | Some(libc::EPERM) => TapError::PermissionDenied(name.into()),
+                _ => TapError::OpenTun(e),
+            })?;
+        sys::tun_set_iff(file.as_fd(), name, sys::IFF_TAP | sys::IFF_NO_PI).map_err(|e| {
+            match e.raw_os_error() {
+                Some(libc::EPERM) | Some(libc::EACCES) => TapError::PermissionDenied(name.into()),
+                Some(libc::EINVAL) if existed => TapError::NotATap(name.into()),
+                Some(libc::EBUSY) => TapError::Busy(name.into()),
+                _ => TapError::Ioctl {
+                    op: "TUNSETIFF",
+                    name: name.into(),
+                    source: e,
+                },
+            }
+        })?;
+        let tap = Tap {
+            file,
+            name: name.to_owned(),
+            created: !existed,
+        };
+        let sock = sys::ioctl_socket().map_err(|e| tap.ioctl_error("socket", e))?;
+        sys::if_set_up(sock.as_fd(), name).map_err(|e| tap.ioctl_error("SIOCSIFFLAGS", e))?;
+        Ok(tap)
+    }
+
+    fn ioctl_error(&self, op: &'static str, source: io::Error) -> TapError {
+        TapError::Ioctl {
+            op,
+            name: self.name.clone(),
+            source,
+        }
+    }
+
+    /// The name the TAP was opened with.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True if this process created the device (it disappears when the TAP is dropped).
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    /// The device's MTU now, wherever it lives: a TAP moved into another namespace is asked there,
+    /// under its current name.
+    pub fn current_mtu(&self) -> io::Result<u32> {
+        let name = sys::tun_get_name(self.file.as_fd())?;
+        let netns = sys::tun_get_netns(self.file.as_fd())?;
+        let sock = socket_in_netns(netns)?;
+        sys::if_mtu(sock.as_fd(), &name)
+    }
+}
+
+/// An ioctl socket in the namespace `netns`, made on a short-lived thread so that no other
+/// thread's namespace changes.
+fn socket_in_netns(netns: OwnedFd) -> io::Result<OwnedFd> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            sys::setns_net(netns.as_fd())?;
+            sys::ioctl_socket()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("namespace helper thread panicked")))
+    })
+}
+
+impl PortDevice for Tap {
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&self.file).read(buf)
+    }
+
+    fn send(&self, frame: &[u8]) -> io::Result<()> {
+        (&self.file).write(frame).map(drop)
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    fn mtu(&self) -> io::Result<u32> {
+        self.current_mtu()
+    }
+
+    fn kind(&self) -> &'static str {
+        "tap"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_like_the_kernel_does() {
+        assert_eq!(validate_ifname(""), Err(InvalidIfName::Empty));
+        assert!(validate_ifname("tap0").is_ok());
+        assert!(validate_ifname("a23456789012345").is_ok());
+        assert!(matches!(validate_ifname("a234567890123456"), Err(InvalidIfName::TooLong(_))));
+        for bad in ["a/b", "a b", "a:b", ".", ".."] {
+            assert!(matches!(validate_ifname(bad), Err(InvalidIfName::BadCharacters(_))), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! rtnetlink messages: building requests and reading replies, with no socket in sight.
+//!
+//! Only what the plumbing needs: `RTM_{NEW,DEL,GET}LINK` with names, MTU, MAC, namespace and a
+//! veth peer; `RTM_NEWADDR`; `RTM_NEWROUTE` for a default route. Layouts follow
+//! `<linux/netlink.h>`, `<linux/rtnetlink.h>` and `<linux/if_link.h>`; all fields are in host byte
+//! order except addresses.
+
+use std::net::IpAddr;
+
+/// Message types.
+pub const RTM_NEWLINK: u16 = 16;
+/// Delete a link.
+pub const RTM_DELLINK: u16 = 17;
+/// Get a link.
+pub const RTM_GETLINK: u16 = 18;
+/// Add an address.
+pub const RTM_NEWADDR: u16 = 20;
+/// Add a route.
+pub const RTM_NEWROUTE: u16 = 24;
+/// An error or acknowledgement.
+pub const NLMSG_ERROR: u16 = 2;
+/// End of a dump.
+pub const NLMSG_DONE: u16 = 3;
+
+/// Header flags.
+pub const NLM_F_REQUEST: u16 = 0x1;
+/// Ask for an acknowledgement.
+pub const NLM_F_ACK: u16 = 0x4;
+/// Fail if the object exists.
+pub const NLM_F_EXCL: u16 = 0x200;
+/// Create the object.
+pub const NLM_F_CREATE: u16 = 0x400;
+
+const IFLA_ADDRESS: u16 = 1;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_NET_NS_FD: u16 = 28;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const VETH_INFO_PEER: u16 = 1;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const RTA_GATEWAY: u16 = 5;
+const NLA_F_NESTED: u16 = 0x8000;
+
+/// `IFF_UP` in `ifinfomsg.ifi_flags`.
+pub const IFF_UP: u32 = 0x1;
+
+const NLMSG_HDRLEN: usize = 16;
+
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+/// A request under construction: a netlink header, a fixed family header, then attributes.
+#[derive(Debug, Clone)]
+pub struct Request {
+    buf: Vec<u8>,
+    nests: Vec<usize>,
+}
+
+impl Request {
+    /// A request of type `kind` with `flags` (NLM_F_REQUEST is added) and sequence `seq`.
+    pub fn new(kind: u16, flags: u16, seq: u32) -> Self {
+        let mut buf = Vec::with_capacity(256);
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // length, set by `finish`
+        buf.extend_from_slice(&kind.to_ne_bytes());
+        buf.extend_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
+        buf.extend_from_slice(&seq.to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
+        Request {
+            buf,
+            nests: Vec::new(),
+        }
+    }
+
+    /// Appends an `ifinfomsg` for interface `index` (0: by name), setting `flags` under `change`.
+    pub fn ifinfo(mut self, index: u32, flags: u32, change: u32) -> Self {
+        self.put_ifinfo(index, flags, change);
+        self
+    }
+
+    fn put_ifinfo(&mut self, index: u32, flags: u32, change: u32) {
+        self.buf.extend_from_slice(&[libc::AF_UNSPEC as u8, 0]);
+        self.buf.extend_from_slice(&0u16.to_ne_bytes()); // device type
+        self.buf.extend_from_slice(&index.to_ne_bytes());
+        self.buf.extend_from_slice(&flags.to_ne_bytes());
+        self.buf.extend_from_slice(&change.to_ne_bytes());
+    }
+
+    /// Appends an `ifaddrmsg` for an address of `prefix` bits on interface `index`.
+    pub fn ifaddr(mut self, addr: IpAddr, prefix: u8, index: u32) -> Self {
+        self.buf
+            .extend_from_slice(&[family(addr), prefix, 0, 0 /* RT_SCOPE_UNIVERSE */]);
+        self.buf.extend_from_slice(&index.to_ne_bytes());
+        self
+    }
+
+    /// Appends an `rtmsg` for a main-table unicast route to a `dst_len`-bit prefix.
+    pub fn rtmsg(mut self, addr_family: u8, dst_len: u8) -> Self {
+        // family, dst_len, src_len, tos, table RT_TABLE_MAIN, protocol RTPROT_BOOT,
+        // scope RT_SCOPE_UNIVERSE, type RTN_UNICAST; then flags.
+        self.buf
+            .extend_from_slice(&[addr_family, dst_len, 0, 0, 254, 3, 0, 1]);
+        self.buf.extend_from_slice(&0u32.to_ne_bytes());
+        self
+    }
+
+    /// Appends attribute `kind` with raw `data`.
+    pub fn attr(mut self, kind: u16, data: &[u8]) -> Self {
+        self.put_attr(kind, data);
+        self
+    }
+
+    fn put_attr(&mut self, kind: u16, data: &[u8]) {
+        let len = 4 + data.len();
+        self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
+        self.buf.extend_from_slice(&kind.to_ne_bytes());
+        self.buf.extend_from_slice(data);
+        self.buf.resize(align4(self.buf.len()), 0);
+    }
+
+    /// Appends a NUL-terminated string attribute.
+    pub fn attr_str(self, kind: u16, s: &str) -> Self {
+        let mut data = s.as_bytes().to_vec();
+        data.push(0);
+        self.attr(kind, &data)
+    }
+
+    /// Appends a `u32` attribute.
+    pub fn attr_u32(self, kind: u16, v: u32) -> Self {
+        self.attr(kind, &v.to_ne_bytes())
+    }
+
+    /// The interface name attribute.
+    pub fn ifname(self, name: &str) -> Self {
+        self.attr_str(IFLA_IFNAME, name)
+    }
+
+    /// The MTU attribute.
+    pub fn mtu(self, mtu: u32) -> Self {
+        self.attr_u32(IFLA_MTU, mtu)
+    }
+
+    /// The hardware address attribute.
+    pub fn mac(self, mac: [u8; 6]) -> Self {
+        self.attr(IFLA_ADDRESS, &mac)
+    }
+
+    /// Move to (or, for a veth peer, create in) the namespace open as `fd`.
+    pub fn netns_fd(self, fd: i32) -> Self {
+        self.attr(IFLA_NET_NS_FD, &fd.to_ne_bytes())
+    }
+
+    /// Opens a nested attribute; close it with [`Request::end_nest`].
+    pub fn begin_nest(mut self, kind: u16) -> Self {
+        self.nests.push(self.buf.len());
+        self.put_attr(kind | NLA_F_NESTED, &[]);
+        self
+    }
+
+    /// Closes the innermost nested attribute.
+    pub fn end_nest(mut self) -> Self {
+        if let Some(start) = self.nests.pop() {
+            let len = (self.buf.len() - start) as u16;
+            self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+        }
+        self
+    }
+
+    /// `IFLA_LINKINFO { KIND "veth", DATA { PEER { ifinfomsg, name, [mac], [netns] } } }`.
+    pub fn veth_peer(self, peer: &str, peer_mac: Option<[u8; 6]>, peer_netns: Option<i32>) -> Self {
+        let mut req = self
+            .begin_nest(IFLA_LINKINFO)
+            .attr_str(IFLA_INFO_KIND, "veth")
+            .begin_nest(IFLA_INFO_DATA)
+            .begin_nest(VETH_INFO_PEER);
+        req.put_ifinfo(0, 0, 0);
+        let mut req = req.ifname(peer);
+        if let Some(mac) = peer_mac {
+            req = req.mac(mac);
+        }
+        if let Some(fd) = peer_netns {
+            req = req.netns_fd(fd);
+        }
+        req.end_nest().end_nest().end_nest()
+    }
+
+    /// Local and peer address attributes of an `RTM_NEWADDR`.
+    pub fn address(self, addr: IpAddr) -> Self {
+        let bytes = ip_bytes(addr);
+        self.attr(IFA_LOCAL, &bytes).attr(IFA_ADDRESS, &bytes)
+    }
+
+    /// The gateway attribute of a route.
+    pub fn gateway(self, gw: IpAddr) -> Self {
+        self.attr(RTA_GATEWAY, &ip_bytes(gw))
+    }
+
+    /// The finished message bytes.
+    pub fn finish(mut self) -> Vec<u8> {
+        let len = self.buf.len() as u32;
+        self.buf[..4].copy_from_slice(&len.to_ne_bytes());
+        self.buf
+    }
+}
+
+/// The address family byte for `addr`.
+pub fn family(addr: IpAddr) -> u8 {
+    match addr {
+        IpAddr::V4(_) => libc::AF_INET as u8,
+        IpAddr::V6(_) => libc::AF_INET6 as u8,
+    }
+}
+
+fn ip_bytes(addr: IpAddr) -> Vec<u8> {
+    match addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// One message of a reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// An acknowledgement (error 0) or an error, as a positive errno.
+    Status {
+        /// Sequence number of the request it answers.
+        seq: u32,
+        /// 0 for success, else the errno.
+        errno: i32,
+    },
+    /// A link description (answer to `RTM_GETLINK`): its index.
+    Link {
+        /// Sequence number.
+        seq: u32,
+        /// Interface index.
+        index: u32,
+    },
+    /// End of a dump.
+    Done,
+    /// Anything else.
+    Other,
+}
+
+/// Splits a datagram from the kernel into messages. Truncated or malformed tails are ignored.
+pub fn parse_replies(mut data: &[u8]) -> Vec<Reply> {
+    let mut out = Vec::new();
+    while data.len() >= NLMSG_HDRLEN {
+        let u32_at = |d: &[u8], o: usize| u32::from_ne_bytes([d[o], d[o + 1], d[o + 2], d[o + 3]]);
+        let len = u32_at(data, 0) as usize;
+        if len < NLMSG_HDRLEN || len > data.len() {
+            break;
+        }
+        let kind = u16::from_ne_bytes([data[4], data[5]]);
+        let seq = u32_at(data, 8);
+        let body = &data[NLMSG_HDRLEN..len];
+        out.push(match kind {
+            NLMSG_ERROR if body.len() >= 4 => Reply::Status {
+                seq,
+                errno: -(u32_at(body, 0) as i32),
+            },
+            NLMSG_DONE => Reply::Done,
+            RTM_NEWLINK if body.len() >= 16 => Reply::Link {
+                seq,
+                index: u32_at(body, 4),
+            },
+            _ => Reply::Other,
+        });
+        data = &data[align4(len).min(data.len())..];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_up_by_name_layout() {
+        let msg = Request::new(RTM_NEWLINK, NLM_F_ACK, 7)
+            .ifinfo(0, IFF_UP, IFF_UP)
+            .ifname("tap0")
+            .finish();
+        // 16 header + 16 ifinfomsg + (4 + "tap0\0" = 9, padded to 12)
+        assert_eq!(msg.len(), 44);
+        assert_eq!(u32::from_ne_bytes(msg[0..4].try_into().unwrap()), 44);
+        assert_eq!(u16::from_ne_bytes([msg[4], msg[5]]), RTM_NEWLINK);
+        assert_eq!(u16::from_ne_bytes([msg[6], msg[7]]), NLM_F_REQUEST | NLM_F_ACK);
+        assert_eq!(u32::from_ne_bytes(msg[8..12].try_into().unwrap()), 7);
+        assert_eq!(u32::from_ne_bytes(msg[24..28].try_into().unwrap()), IFF_UP);
+        assert_eq!(u16::from_ne_bytes([msg[32], msg[33]]), 9);
+        assert_eq!(u16::from_ne_bytes([msg[34], msg[35]]), IFLA_IFNAME);
+        assert_eq!(&msg[36..41], b"tap0\0");
+    }
+
+    #[test]
+    fn veth_nesting_lengths_add_up() {
+        let msg = Request::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK, 1)
+            .ifinfo(0, 0, 0)
+            .ifname("a")
+            .veth_peer("b", None, Some(5))
+            .finish();
+        // Walk the attributes after the ifinfomsg: IFNAME, then LINKINFO spanning the rest.
+        let attrs = &msg[32..];
+        let first = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
+        let linkinfo = &attrs[align4(first)..];
+        let li_len = u16::from_ne_bytes([linkinfo[0], linkinfo[1]]) as usize;
+        assert_eq!(li_len, linkinfo.len());
+        assert_eq!(u16::from_ne_bytes([linkinfo[2], linkinfo[3]]), IFLA_LINKINFO | NLA_F_NESTED);
+        // KIND "veth\0" (4 + 5 -> 12), then DATA nest holding PEER nest.
+        let data = &linkinfo[4 + 12..];
+        let data_len = u16::from_ne_bytes([data[0], data[1]]) as usize;
+        assert_eq!(data_len, data.len());
+        let peer = &data[4..];
+        let peer_len = u16::from_ne_bytes([peer[0], peer[1]]) as usize;
+        // PEER: 4 + ifinfomsg 16 + IFNAME "b\0" 8 + NET_NS_FD 8
+        assert_eq!(peer_len, 4 + 16 + 8 + 8);
+    }
+
+    #[test]
+    fn parses_ack_error_and_link() {
+        let mut data = Vec::new();
+        // An error message: header + errno -17 + the original header.
+        data.extend_from_slice(&36u32.to_ne_bytes());
+        data.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        data.extend_from_slice(&0u16.to_ne_bytes());
+        data.extend_from_slice(&3u32.to_ne_bytes());
+        data.extend_from_slice(&0u32.to_ne_bytes());
+        data.extend_from_slice(&(-17i32).to_ne_bytes());
+        data.extend_from_slice(&[0u8; 16]);
+        // A link message with index 42.
+        let link = Request::new(RTM_NEWLINK, 0, 4).ifinfo(42, 0, 0).finish();
+        data.extend_from_slice(&link);
+        assert_eq!(
+            parse_replies(&data),
+            [Reply::Status { seq: 3, errno: 17 }, Reply::Link { seq: 4, index: 42 }]
+        );
+        assert!(parse_replies(&data[..20]).len() <= 1, "truncated input must not panic");
+    }
+}

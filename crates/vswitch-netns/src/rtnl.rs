@@ -1,0 +1,193 @@
+//! A synchronous rtnetlink client for the namespace of the thread that opens it.
+//!
+//! A netlink socket belongs to the namespace it was created in, so work inside another namespace
+//! opens its own [`Netlink`] within [`crate::Netns::run`].
+
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, send,
+    socket,
+};
+
+use crate::error::NetnsError;
+use crate::message::{
+    IFF_UP, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, RTM_DELLINK, RTM_GETLINK, RTM_NEWADDR,
+    RTM_NEWLINK, RTM_NEWROUTE, Reply, Request, family, parse_replies,
+};
+use crate::netns::Netns;
+
+/// Checks a link name the way the kernel will, so the error names the problem.
+pub fn check_link_name(name: &str) -> Result<(), NetnsError> {
+    let bad = name.is_empty()
+        || name.len() > 15
+        || name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace());
+    if bad {
+        Err(NetnsError::InvalidLinkName(name.to_owned()))
+    } else {
+        Ok(())
+    }
+}
+
+/// An rtnetlink socket in the caller's network namespace.
+#[derive(Debug)]
+pub struct Netlink {
+    fd: OwnedFd,
+    seq: u32,
+}
+
+impl Netlink {
+    /// Opens a route netlink socket in the calling thread's namespace.
+    pub fn open() -> Result<Netlink, NetnsError> {
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkRoute,
+        )
+        .map_err(|e| NetnsError::from_errno("opening a netlink socket", "", e.into()))?;
+        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))
+            .map_err(|e| NetnsError::from_errno("binding a netlink socket", "", e.into()))?;
+        Ok(Netlink { fd, seq: 0 })
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    /// Sends `req` (built with sequence `seq`) and waits for its acknowledgement; returns the
+    /// interface index if the reply carried a link.
+    fn transact(&mut self, seq: u32, req: Request) -> io::Result<Option<u32>> {
+        let msg = req.finish();
+        send(self.fd.as_raw_fd(), &msg, MsgFlags::empty())?;
+        let mut buf = vec![0u8; 65536];
+        let mut index = None;
+        loop {
+            let n = recv(self.fd.as_fd().as_raw_fd(), &mut buf, MsgFlags::empty())?;
+            for reply in parse_replies(&buf[..n]) {
+                match reply {
+                    Reply::Status { seq: s, errno } if s == seq => {
+                        return if errno == 0 {
+                            Ok(index)
+                        } else {
+                            Err(io::Error::from_raw_os_error(errno))
+                        };
+                    }
+                    Reply::Link { seq: s, index: i } if s == seq => index = Some(i),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// The index of interface `name`.
+    pub fn link_index(&mut self, name: &str) -> Result<u32, NetnsError> {
+        check_link_name(name)?;
+        let seq = self.next_seq();
+        let req = Request::new(RTM_GETLINK, NLM_F_ACK, seq).ifinfo(0, 0, 0).ifname(name);
+        match self.transact(seq, req) {
+            Ok(Some(index)) => Ok(index),
+            Ok(None) => Err(NetnsError::LinkNotFound(name.to_owned())),
+            Err(e) => Err(NetnsError::from_errno(format!("looking up link {name}"), name, e)),
+        }
+    }
+
+    /// Whether interface `name` exists here.
+    pub fn link_exists(&mut self, name: &str) -> Result<bool, NetnsError> {
+        match self.link_index(name) {
+            Ok(_) => Ok(true),
+            Err(NetnsError::LinkNotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn set_link(&mut self, name: &str, op: &str, build: impl FnOnce(Request) -> Request) -> Result<(), NetnsError> {
+        check_link_name(name)?;
+        let seq = self.next_seq();
+        let req = build(Request::new(RTM_NEWLINK, NLM_F_ACK, seq));
+        self.transact(seq, req)
+            .map(drop)
+            .map_err(|e| NetnsError::from_errno(format!("{op} {name}"), name, e))
+    }
+
+    /// Brings interface `name` up.
+    pub fn set_up(&mut self, name: &str) -> Result<(), NetnsError> {
+        self.set_link(name, "setting up link", |r| r.ifinfo(0, IFF_UP, IFF_UP).ifname(name))
+    }
+
+    /// Sets the MTU of `name`.
+    pub fn set_mtu(&mut self, name: &str, mtu: u32) -> Result<(), NetnsError> {
+        self.set_link(name, "setting the MTU of", |r| r.ifinfo(0, 0, 0).ifname(name).mtu(mtu))
+    }
+
+    /// Sets the MAC address of `name`.
+    pub fn set_mac(&mut self, name: &str, mac: [u8; 6]) -> Result<(), NetnsError> {
+        self.set_link(name, "setting the MAC of", |r| r.ifinfo(0, 0, 0).ifname(name).mac(mac))
+    }
+
+    /// Moves `name` into namespace `ns` (it goes down on the way, as with `ip link set netns`).
+    pub fn move_to(&mut self, name: &str, ns: &Netns) -> Result<(), NetnsError> {
+        let fd = ns.as_fd().as_raw_fd();
+        self.set_link(name, "moving link", |r| r.ifinfo(0, 0, 0).ifname(name).netns_fd(fd))
+    }
+
+    /// Creates a veth pair `name` (here) and `peer` (here, or in `peer_ns`).
+    pub fn add_veth(
+        &mut self,
+        name: &str,
+        peer: &str,
+        peer_ns: Option<&Netns>,
+    ) -> Result<(), NetnsError> {
+        check_link_name(name)?;
+        check_link_name(peer)?;
+        let seq = self.next_seq();
+        let peer_fd = peer_ns.map(|ns| ns.as_fd().as_raw_fd());
+        let req = Request::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK, seq)
+            .ifinfo(0, 0, 0)
+            .ifname(name)
+            .veth_peer(peer, None, peer_fd);
+        self.transact(seq, req).map(drop).map_err(|e| {
+            NetnsError::from_errno(format!("creating veth pair {name}/{peer}"), name, e)
+        })
+    }
+
+    /// Deletes interface `name` (a veth's peer goes with it).
+    pub fn delete_link(&mut self, name: &str) -> Result<(), NetnsError> {
+        check_link_name(name)?;
+        let seq = self.next_seq();
+        let req = Request::new(RTM_DELLINK, NLM_F_ACK, seq).ifinfo(0, 0, 0).ifname(name);
+        self.transact(seq, req)
+            .map(drop)
+            .map_err(|e| NetnsError::from_errno(format!("deleting link {name}"), name, e))
+    }
+
+    /// Adds `addr/prefix` to interface `name`.
+    pub fn add_address(&mut self, name: &str, addr: IpAddr, prefix: u8) -> Result<(), NetnsError> {
+        let index = self.link_index(name)?;
+        let seq = self.next_seq();
+        let req = Request::new(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK, seq)
+            .ifaddr(addr, prefix, index)
+            .address(addr);
+        self.transact(seq, req)
+            .map(drop)
+            .map_err(|e| NetnsError::from_errno(format!("adding {addr}/{prefix} to {name}"), name, e))
+    }
+
+    /// Adds a default route via `gateway`.
+    pub fn add_default_route(&mut self, gateway: IpAddr) -> Result<(), NetnsError> {
+        let seq = self.next_seq();
+        let req = Request::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK, seq)
+            .rtmsg(family(gateway), 0)
+            .gateway(gateway);
+        self.transact(seq, req)
+            .map(drop)
+            .map_err(|e| NetnsError::from_errno(format!("adding default route via {gateway}"), "", e))
+    }
+}
