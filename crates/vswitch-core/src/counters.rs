@@ -18,19 +18,22 @@ pub enum DropReason {
     LinkLocal,
     /// The egress device would have blocked (its queue is full).
     EgressQueueFull,
-    /// The device returned an error other than a full queue.
+    /// The egress device is down (a TAP moved into a namespace and not yet set up).
+    LinkDown,
+    /// The device returned an error other than a full queue or a down link.
     IoError,
 }
 
 impl DropReason {
     /// Every reason, in display order.
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::Filtered,
         DropReason::Runt,
         DropReason::Oversize,
         DropReason::BadSource,
         DropReason::LinkLocal,
         DropReason::EgressQueueFull,
+        DropReason::LinkDown,
         DropReason::IoError,
     ];
 
@@ -43,6 +46,7 @@ impl DropReason {
             DropReason::BadSource => "bad_source",
             DropReason::LinkLocal => "link_local",
             DropReason::EgressQueueFull => "queue_full",
+            DropReason::LinkDown => "link_down",
             DropReason::IoError => "io_error",
         }
     }
@@ -60,7 +64,8 @@ impl fmt::Display for DropReason {
 
 /// Traffic counters of one port. Aligned to a cache line so that ports served by different
 /// workers never share one. Drops caused on ingress (runt, bad source, link-local, filtered) count
-/// on the ingress port; drops on the way out (oversize, queue full, I/O error) on the egress port.
+/// on the ingress port; drops on the way out (oversize, queue full, link down, I/O error) on the
+/// egress port.
 #[derive(Debug, Default)]
 #[repr(align(64))]
 pub struct PortCounters {

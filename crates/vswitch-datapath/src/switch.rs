@@ -446,6 +446,10 @@ fn transmit(out: &Port, frame: &[u8]) {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
             out.counters().count_drop(DropReason::EgressQueueFull)
         }
+        // A TAP whose interface is down answers EIO.
+        Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+            out.counters().count_drop(DropReason::LinkDown)
+        }
         Err(e) => {
             out.counters().count_drop(DropReason::IoError);
             tracing::trace!(port = out.name(), error = %e, "send failed");

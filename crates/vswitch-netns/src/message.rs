@@ -221,6 +221,40 @@ fn ip_bytes(addr: IpAddr) -> Vec<u8> {
     }
 }
 
+/// What a link description says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LinkInfo {
+    /// Interface index.
+    pub index: u32,
+    /// Hardware address, if it has a 6-byte one.
+    pub mac: Option<[u8; 6]>,
+    /// MTU.
+    pub mtu: Option<u32>,
+}
+
+fn parse_link(body: &[u8]) -> LinkInfo {
+    let mut info = LinkInfo {
+        index: u32::from_ne_bytes([body[4], body[5], body[6], body[7]]),
+        ..LinkInfo::default()
+    };
+    let mut attrs = &body[16..];
+    while attrs.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
+        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & !NLA_F_NESTED;
+        if len < 4 || len > attrs.len() {
+            break;
+        }
+        let data = &attrs[4..len];
+        match (kind, data.len()) {
+            (IFLA_ADDRESS, 6) => info.mac = data.try_into().ok(),
+            (IFLA_MTU, 4) => info.mtu = Some(u32::from_ne_bytes([data[0], data[1], data[2], data[3]])),
+            _ => {}
+        }
+        attrs = &attrs[align4(len).min(attrs.len())..];
+    }
+    info
+}
+
 /// One message of a reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
@@ -231,12 +265,12 @@ pub enum Reply {
         /// 0 for success, else the errno.
         errno: i32,
     },
-    /// A link description (answer to `RTM_GETLINK`): its index.
+    /// A link description (answer to `RTM_GETLINK`).
     Link {
         /// Sequence number.
         seq: u32,
-        /// Interface index.
-        index: u32,
+        /// What it says of the link.
+        info: LinkInfo,
     },
     /// End of a dump.
     Done,
@@ -264,7 +298,7 @@ pub fn parse_replies(mut data: &[u8]) -> Vec<Reply> {
             NLMSG_DONE => Reply::Done,
             RTM_NEWLINK if body.len() >= 16 => Reply::Link {
                 seq,
-                index: u32_at(body, 4),
+                info: parse_link(body),
             },
             _ => Reply::Other,
         });
@@ -330,12 +364,14 @@ mod tests {
         data.extend_from_slice(&0u32.to_ne_bytes());
         data.extend_from_slice(&(-17i32).to_ne_bytes());
         data.extend_from_slice(&[0u8; 16]);
-        // A link message with index 42.
-        let link = Request::new(RTM_NEWLINK, 0, 4).ifinfo(42, 0, 0).finish();
-        data.extend_from_slice(&link);
+        // A link message with index 42, a MAC and an MTU.
+        let mac = [2, 0, 0, 0, 0, 9];
+        let link = Request::new(RTM_NEWLINK, 0, 4).ifinfo(42, 0, 0).ifname("x").mac(mac).mtu(9000);
+        data.extend_from_slice(&link.finish());
+        let info = LinkInfo { index: 42, mac: Some(mac), mtu: Some(9000) };
         assert_eq!(
             parse_replies(&data),
-            [Reply::Status { seq: 3, errno: 17 }, Reply::Link { seq: 4, index: 42 }]
+            [Reply::Status { seq: 3, errno: 17 }, Reply::Link { seq: 4, info }]
         );
         assert!(parse_replies(&data[..20]).len() <= 1, "truncated input must not panic");
     }

@@ -14,7 +14,7 @@ use nix::sys::socket::{
 
 use crate::error::NetnsError;
 use crate::message::{
-    IFF_UP, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, RTM_DELLINK, RTM_GETLINK, RTM_NEWADDR,
+    IFF_UP, LinkInfo, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, RTM_DELLINK, RTM_GETLINK, RTM_NEWADDR,
     RTM_NEWLINK, RTM_NEWROUTE, Reply, Request, family, parse_replies,
 };
 use crate::netns::Netns;
@@ -63,8 +63,8 @@ impl Netlink {
     }
 
     /// Sends `req` (built with sequence `seq`) and waits for its acknowledgement; returns the
-    /// interface index if the reply carried a link.
-    fn transact(&mut self, seq: u32, req: Request) -> io::Result<Option<u32>> {
+    /// link description if the reply carried one.
+    fn transact(&mut self, seq: u32, req: Request) -> io::Result<Option<LinkInfo>> {
         let msg = req.finish();
         send(self.fd.as_raw_fd(), &msg, MsgFlags::empty())?;
         let mut buf = vec![0u8; 65536];
@@ -80,7 +80,7 @@ impl Netlink {
                             Err(io::Error::from_raw_os_error(errno))
                         };
                     }
-                    Reply::Link { seq: s, index: i } if s == seq => index = Some(i),
+                    Reply::Link { seq: s, info } if s == seq => index = Some(info),
                     _ => {}
                 }
             }
@@ -89,11 +89,16 @@ impl Netlink {
 
     /// The index of interface `name`.
     pub fn link_index(&mut self, name: &str) -> Result<u32, NetnsError> {
+        self.link(name).map(|info| info.index)
+    }
+
+    /// Index, MAC and MTU of interface `name`.
+    pub fn link(&mut self, name: &str) -> Result<LinkInfo, NetnsError> {
         check_link_name(name)?;
         let seq = self.next_seq();
         let req = Request::new(RTM_GETLINK, NLM_F_ACK, seq).ifinfo(0, 0, 0).ifname(name);
         match self.transact(seq, req) {
-            Ok(Some(index)) => Ok(index),
+            Ok(Some(info)) => Ok(info),
             Ok(None) => Err(NetnsError::LinkNotFound(name.to_owned())),
             Err(e) => Err(NetnsError::from_errno(format!("looking up link {name}"), name, e)),
         }

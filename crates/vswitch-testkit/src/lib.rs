@@ -1,1 +1,237 @@
-//! placeholder
+//! Helpers shared by vswitch's tests and benchmarks.
+//!
+//! - [`require_root`]: privileged tests skip with a reason when not root, and fail instead when
+//!   `VSWITCH_REQUIRE_PRIV=1` (as in CI).
+//! - [`unique_name`]: names that parallel test runs can't collide on, within 15 bytes.
+//! - [`Host`]: a namespace with one interface and an IPv4 address, deleted on drop.
+//! - [`ping`], [`tcp_transfer`]: real traffic between kernel stacks, with checked results.
+#![forbid(unsafe_code)]
+
+use std::hash::Hasher;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use vswitch_netns::{Netlink, Netns, NetnsError, NetnsGuard};
+
+/// True when the caller may run a privileged test. Otherwise prints why the test is skipped and
+/// returns false, or panics when `VSWITCH_REQUIRE_PRIV=1` says skipping is not allowed.
+pub fn require_root(test: &str) -> bool {
+    if std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+    {
+        return true;
+    }
+    let reason = format!("{test}: needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) for namespaces and TAPs");
+    if std::env::var("VSWITCH_REQUIRE_PRIV").as_deref() == Ok("1") {
+        panic!("{reason}, and VSWITCH_REQUIRE_PRIV=1 forbids skipping");
+    }
+    eprintln!("SKIPPED {reason}");
+    false
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this process and call: `prefix` + pid + counter, at most 15 bytes (the
+/// interface name limit), so tests running in parallel never collide.
+pub fn unique_name(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = format!("{prefix}{}x{n}", std::process::id() % 100_000);
+    assert!(name.len() <= 15, "{name} is longer than 15 bytes: use a shorter prefix");
+    name
+}
+
+/// A network namespace standing for one host: one interface with an IPv4 /24 address, loopback
+/// up, IPv6 off (so no router solicitations or MLD reports add traffic the tests would count).
+/// Dropping it deletes the namespace and whatever link lives only there.
+#[derive(Debug)]
+pub struct Host {
+    /// The host's namespace.
+    pub ns: NetnsGuard,
+    /// Its interface.
+    pub ifname: String,
+    /// Its address.
+    pub addr: Ipv4Addr,
+}
+
+impl Host {
+    /// Makes a namespace, moves `ifname` (from the caller's namespace) into it, and configures it.
+    pub fn with_link(ifname: &str, addr: Ipv4Addr) -> Result<Host, NetnsError> {
+        let ns = NetnsGuard::create(&unique_name("vsh"))?;
+        Netlink::open()?.move_to(ifname, &ns)?;
+        ns.run(|| -> Result<(), NetnsError> {
+            for path in ["all", "default", ifname] {
+                let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{path}/disable_ipv6"), "1");
+            }
+            let mut nl = Netlink::open()?;
+            nl.add_address(ifname, IpAddr::V4(addr), 24)?;
+            nl.set_up(ifname)
+        })??;
+        Ok(Host {
+            ns,
+            ifname: ifname.to_owned(),
+            addr,
+        })
+    }
+
+    /// Sets the MTU of the host's interface.
+    pub fn set_mtu(&self, mtu: u32) -> Result<(), NetnsError> {
+        self.ns.run(|| Netlink::open()?.set_mtu(&self.ifname, mtu))?
+    }
+
+    /// The MAC address of the host's interface, as `aa:bb:cc:dd:ee:ff`.
+    pub fn mac(&self) -> Result<String, NetnsError> {
+        let info = self.ns.run(|| Netlink::open()?.link(&self.ifname))??;
+        let mac = info.mac.ok_or_else(|| NetnsError::LinkNotFound(self.ifname.clone()))?;
+        Ok(mac.map(|b| format!("{b:02x}")).join(":"))
+    }
+}
+
+/// Sends `count` pings from `from` to `to` (0.05 s apart, 1 s timeout each); true if every
+/// reply came back.
+pub fn ping(from: &Netns, to: Ipv4Addr, count: u32) -> bool {
+    ping_with(from, to, count, &[])
+}
+
+/// Like [`ping`], with extra `ping` arguments (e.g. `-s 8000`, `-M do`).
+pub fn ping_with(from: &Netns, to: Ipv4Addr, count: u32, extra: &[&str]) -> bool {
+    let target = to.to_string();
+    let count = count.to_string();
+    let result = from.run(|| {
+        Command::new("ping")
+            .args(["-q", "-c", &count, "-i", "0.05", "-W", "1"])
+            .args(extra)
+            .arg(&target)
+            .output()
+    });
+    match result {
+        Ok(Ok(out)) => out.status.success(),
+        Ok(Err(e)) => panic!("couldn't run ping (install iputils-ping): {e}"),
+        Err(e) => panic!("couldn't enter namespace: {e}"),
+    }
+}
+
+/// What a [`tcp_transfer`] sent and received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transfer {
+    /// Bytes written by the client.
+    pub sent: u64,
+    /// Bytes read by the server.
+    pub received: u64,
+    /// Hash of the bytes sent.
+    pub sent_digest: u64,
+    /// Hash of the bytes received.
+    pub received_digest: u64,
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so a transfer isn't a compressible pattern.
+fn fill(buf: &mut [u8], state: &mut u64) {
+    for chunk in buf.chunks_mut(8) {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+}
+
+/// Streams `bytes` of pseudo-random data over TCP from a client in `client` to a server in
+/// `server` listening on `server_addr:port`, and hashes both sides.
+pub fn tcp_transfer(
+    client: &Netns,
+    server: &Netns,
+    server_addr: Ipv4Addr,
+    port: u16,
+    bytes: u64,
+) -> io::Result<Transfer> {
+    let listen = SocketAddr::new(IpAddr::V4(server_addr), port);
+    let listener = server.run(|| TcpListener::bind(listen)).map_err(io::Error::other)??;
+    let receiver = std::thread::spawn(move || -> io::Result<(u64, u64)> {
+        let (mut stream, _) = listener.accept()?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut hasher = std::hash::DefaultHasher::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = stream.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.write(&buf[..n]);
+            total += n as u64;
+        }
+        Ok((total, hasher.finish()))
+    });
+    let mut stream = client
+        .run(|| TcpStream::connect_timeout(&listen, Duration::from_secs(5)))
+        .map_err(io::Error::other)??;
+    stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+    let mut hasher = std::hash::DefaultHasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut sent = 0u64;
+    while sent < bytes {
+        let n = (bytes - sent).min(buf.len() as u64) as usize;
+        fill(&mut buf[..n], &mut state);
+        stream.write_all(&buf[..n])?;
+        hasher.write(&buf[..n]);
+        sent += n as u64;
+    }
+    stream.shutdown(std::net::Shutdown::Write)?;
+    drop(stream);
+    let (received, received_digest) = receiver
+        .join()
+        .map_err(|_| io::Error::other("receiver thread panicked"))??;
+    Ok(Transfer {
+        sent,
+        received,
+        sent_digest: hasher.finish(),
+        received_digest,
+    })
+}
+
+/// A switch over TAPs with one [`Host`] namespace per TAP, addressed 10.77.0.1, .2, ...
+///
+/// Dropping it stops the switch and deletes the hosts' namespaces, TAPs included.
+#[derive(Debug)]
+pub struct TapLab {
+    /// The running switch; port `i` serves `hosts[i]`.
+    pub switch: vswitch_datapath::Switch,
+    /// The hosts.
+    pub hosts: Vec<Host>,
+}
+
+impl TapLab {
+    /// Starts a switch with `config` over `n` new TAPs and puts each TAP in its own host.
+    pub fn new(n: usize, config: vswitch_datapath::SwitchConfig) -> Result<TapLab, Box<dyn std::error::Error>> {
+        let mut ports: Vec<(String, Box<dyn vswitch_datapath::PortDevice>)> = Vec::new();
+        for _ in 0..n {
+            let name = unique_name("vst");
+            let tap = vswitch_datapath::Tap::open(&name)?;
+            ports.push((name, Box::new(tap)));
+        }
+        let names: Vec<String> = ports.iter().map(|(name, _)| name.clone()).collect();
+        let switch = vswitch_datapath::Switch::start(config, ports)?;
+        let mut lab = TapLab {
+            switch,
+            hosts: Vec::new(),
+        };
+        for (i, name) in names.iter().enumerate() {
+            let addr = Ipv4Addr::new(10, 77, 0, u8::try_from(i + 1)?);
+            lab.hosts.push(Host::with_link(name, addr)?);
+        }
+        Ok(lab)
+    }
+
+    /// Counters of the switch port serving host `i`.
+    pub fn port_stats(&self, i: usize) -> vswitch_core::PortStats {
+        self.switch.ports()[i].counters().snapshot()
+    }
+}

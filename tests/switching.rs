@@ -1,0 +1,166 @@
+//! End-to-end switching between real kernel stacks: namespaces joined by TAPs of a running
+//! switch. Needs root; skips with a reason otherwise (fails instead under VSWITCH_REQUIRE_PRIV=1).
+
+use std::time::{Duration, Instant};
+
+use vswitch_core::{DropReason, TableConfig};
+use vswitch_datapath::SwitchConfig;
+use vswitch_testkit::{TapLab, ping, ping_with, require_root, tcp_transfer};
+
+fn config() -> SwitchConfig {
+    SwitchConfig {
+        threads: 2,
+        ..SwitchConfig::default()
+    }
+}
+
+/// Polls `cond` every 100 ms for up to `limit`.
+fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cond()
+}
+
+#[test]
+fn two_hosts_ping_and_move_50_mb_over_tcp_intact() {
+    if !require_root("two_hosts_ping_and_move_50_mb_over_tcp_intact") {
+        return;
+    }
+    let lab = TapLab::new(2, config()).expect("lab");
+    let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
+    assert!(ping(&a.ns, b.addr, 3), "a -> b");
+    assert!(ping(&b.ns, a.addr, 3), "b -> a");
+    let size = 50 << 20;
+    let t = tcp_transfer(&a.ns, &b.ns, b.addr, 5001, size).expect("transfer");
+    assert_eq!(t.sent, size);
+    assert_eq!(t.received, size, "bytes lost or added");
+    assert_eq!(t.sent_digest, t.received_digest, "bytes corrupted");
+    // Every payload byte crossed the switch: a's port received it, b's port sent it.
+    assert!(lab.port_stats(0).rx_bytes > size);
+    assert!(lab.port_stats(1).tx_bytes > size);
+}
+
+#[test]
+fn four_hosts_reach_each_other_all_pairs_both_ways() {
+    if !require_root("four_hosts_reach_each_other_all_pairs_both_ways") {
+        return;
+    }
+    let lab = TapLab::new(4, config()).expect("lab");
+    for (i, from) in lab.hosts.iter().enumerate() {
+        for (j, to) in lab.hosts.iter().enumerate() {
+            if i != j {
+                assert!(ping(&from.ns, to.addr, 2), "host {i} can't reach host {j}");
+            }
+        }
+    }
+    let stats = lab.switch.table_stats();
+    assert_eq!(stats.learned, 4, "one entry per host");
+    assert_eq!(lab.switch.fdb().len(), 4);
+}
+
+#[test]
+fn learned_unicast_does_not_reach_a_third_port() {
+    if !require_root("learned_unicast_does_not_reach_a_third_port") {
+        return;
+    }
+    let lab = TapLab::new(3, config()).expect("lab");
+    let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
+    assert!(ping(&a.ns, b.addr, 2) && ping(&b.ns, a.addr, 2));
+    let before = lab.port_stats(2);
+    let b_before = lab.port_stats(1);
+    let t = tcp_transfer(&a.ns, &b.ns, b.addr, 5002, 5 << 20).expect("transfer");
+    assert_eq!(t.received_digest, t.sent_digest);
+    let after = lab.port_stats(2);
+    assert_eq!(after.tx_packets, before.tx_packets, "unicast leaked to the third port");
+    assert!(lab.port_stats(1).tx_packets > b_before.tx_packets + 3000);
+}
+
+#[test]
+fn broadcast_reaches_every_other_port_but_not_the_sender() {
+    if !require_root("broadcast_reaches_every_other_port_but_not_the_sender") {
+        return;
+    }
+    let lab = TapLab::new(4, config()).expect("lab");
+    let before: Vec<_> = (0..4).map(|i| lab.port_stats(i)).collect();
+    // Nobody has 10.77.0.99: host 0 broadcasts ARP requests for it.
+    assert!(!ping_with(&lab.hosts[0].ns, "10.77.0.99".parse().unwrap(), 1, &[]));
+    for i in 1..4 {
+        assert!(lab.port_stats(i).tx_packets > before[i].tx_packets, "ARP broadcast missed port {i}");
+    }
+    assert_eq!(lab.port_stats(0).tx_packets, before[0].tx_packets, "flooded back to the sender");
+    assert!(lab.port_stats(0).rx_packets > before[0].rx_packets);
+}
+
+#[test]
+fn silent_macs_age_out_and_unicast_floods_again() {
+    if !require_root("silent_macs_age_out_and_unicast_floods_again") {
+        return;
+    }
+    let cfg = SwitchConfig {
+        table: TableConfig {
+            ageing_time: Duration::from_secs(2),
+            ..TableConfig::default()
+        },
+        ..config()
+    };
+    let lab = TapLab::new(3, cfg).expect("lab");
+    let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
+    assert!(ping(&a.ns, b.addr, 1));
+    let fdb = lab.switch.fdb();
+    let mac_b = b.mac().expect("mac");
+    let entry = fdb.iter().find(|(key, _, _)| key.mac.to_string() == mac_b).expect("b learned");
+    assert_eq!(entry.1, lab.switch.ports()[1].name(), "b learned on its own port");
+    assert!(
+        eventually(Duration::from_secs(10), || lab.switch.table_stats().aged >= 2),
+        "entries not aged after 10 s: {:?}",
+        lab.switch.fdb()
+    );
+    assert!(lab.switch.fdb().is_empty());
+    // a still knows b's MAC (ARP cache) and sends unicast; the switch no longer does: it floods.
+    let before = lab.port_stats(2);
+    assert!(ping(&a.ns, b.addr, 1));
+    assert!(lab.port_stats(2).tx_packets > before.tx_packets, "unknown unicast was not flooded");
+}
+
+#[test]
+fn frames_over_the_egress_mtu_are_dropped_and_counted() {
+    if !require_root("frames_over_the_egress_mtu_are_dropped_and_counted") {
+        return;
+    }
+    let lab = TapLab::new(3, config()).expect("lab");
+    let (a, b, c) = (&lab.hosts[0], &lab.hosts[1], &lab.hosts[2]);
+    a.set_mtu(9000).expect("mtu");
+    b.set_mtu(9000).expect("mtu");
+    assert!(
+        eventually(Duration::from_secs(5), || lab.switch.ports()[..2].iter().all(|p| p.mtu() == 9000)),
+        "switch did not see the new MTUs"
+    );
+    assert!(ping_with(&a.ns, b.addr, 2, &["-s", "8000", "-M", "do"]), "jumbo a -> b");
+    assert!(ping(&a.ns, c.addr, 1), "a -> c with small frames");
+    let before = lab.port_stats(2).drops(DropReason::Oversize);
+    assert!(!ping_with(&a.ns, c.addr, 2, &["-s", "8000", "-M", "do"]), "c's MTU is 1500");
+    assert!(lab.port_stats(2).drops(DropReason::Oversize) >= before + 2);
+}
+
+#[test]
+fn a_port_whose_namespace_is_deleted_is_removed_and_the_rest_keeps_forwarding() {
+    if !require_root("a_port_whose_namespace_is_deleted_is_removed_and_the_rest_keeps_forwarding") {
+        return;
+    }
+    let mut lab = TapLab::new(3, config()).expect("lab");
+    assert!(ping(&lab.hosts[0].ns, lab.hosts[2].addr, 1));
+    drop(lab.hosts.pop()); // deletes the namespace and with it the TAP
+    let gone = &lab.switch.ports()[2];
+    assert!(eventually(Duration::from_secs(5), || gone.is_gone()), "port not removed");
+    assert!(
+        lab.switch.fdb().iter().all(|(_, port, _)| port != gone.name()),
+        "MACs of the removed port remain"
+    );
+    assert!(ping(&lab.hosts[0].ns, lab.hosts[1].addr, 3));
+    assert!(ping(&lab.hosts[1].ns, lab.hosts[0].addr, 3));
+}
