@@ -1,1 +1,149 @@
-fn main() {}
+//! Criterion micro-benchmarks of the per-frame path: the forwarding decision at several table
+//! sizes, learning new MACs, and frames through the real workers over in-memory ports.
+
+use std::hint::black_box;
+use std::io;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use vswitch_core::forward::decide;
+use vswitch_core::{FdbKey, ForwardingConfig, MacAddr, MacTable, PortId, TableConfig, Timestamp};
+use vswitch_datapath::{MemoryPort, PortDevice, Switch, SwitchConfig};
+
+fn mac(n: u32) -> MacAddr {
+    let b = n.to_be_bytes();
+    MacAddr([0x02, 0, b[0], b[1], b[2], b[3]])
+}
+
+fn frame(dst: MacAddr, src: MacAddr) -> Vec<u8> {
+    let mut f = vec![0u8; 64];
+    f[..6].copy_from_slice(&dst.0);
+    f[6..12].copy_from_slice(&src.0);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    f
+}
+
+fn filled_table(n: u32) -> MacTable {
+    let mut table = MacTable::new(TableConfig {
+        capacity: n as usize + 1,
+        ..TableConfig::default()
+    });
+    let mut events = Vec::new();
+    for i in 0..n {
+        table.learn(
+            FdbKey::untagged(mac(i)),
+            PortId((i % 8) as u16),
+            Timestamp::ZERO,
+            &mut events,
+        );
+        events.clear();
+    }
+    table
+}
+
+fn decision(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decide_known_unicast");
+    group.throughput(Throughput::Elements(1));
+    for n in [1u32, 1_000, 1_000_000] {
+        let table = filled_table(n);
+        // Frames between learned hosts spread over the table, so lookups miss the cache as a
+        // large table would.
+        let frames: Vec<Vec<u8>> = (0..1024u32)
+            .map(|i| frame(mac((i * 7919) % n), mac((i * 104_729 + 1) % n)))
+            .collect();
+        let cfg = ForwardingConfig::default();
+        group.bench_with_input(BenchmarkId::from_parameter(n), &frames, |b, frames| {
+            let mut i = 0;
+            b.iter(|| {
+                let f = &frames[i & 1023];
+                i += 1;
+                let src_port = PortId((((i - 1) * 104_729 + 1) as u32 % n % 8) as u16);
+                black_box(decide(
+                    &table,
+                    &cfg,
+                    Timestamp::ZERO,
+                    src_port,
+                    black_box(f),
+                ))
+            })
+        });
+    }
+    group.finish();
+}
+
+fn learning(c: &mut Criterion) {
+    let mut group = c.benchmark_group("learn_new_mac");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("into_65536_table_with_eviction", |b| {
+        let mut table = filled_table(65_535);
+        let mut events = Vec::new();
+        let mut i = 1_000_000u32;
+        b.iter(|| {
+            i += 1;
+            table.learn(
+                FdbKey::untagged(mac(i)),
+                PortId(0),
+                Timestamp::ZERO,
+                &mut events,
+            );
+            events.clear();
+        })
+    });
+    group.finish();
+}
+
+/// Frames through the real workers: port 0 sends 64-byte unicast to port 1's learned host.
+fn workers(c: &mut Criterion) {
+    let mut group = c.benchmark_group("workers_memory_ports");
+    group.measurement_time(Duration::from_secs(5));
+    let batch = 256u64;
+    group.throughput(Throughput::Elements(batch));
+    let (p0, peer0) = MemoryPort::pair(1500).expect("pair");
+    let (p1, peer1) = MemoryPort::pair(1500).expect("pair");
+    let ports: Vec<(String, Box<dyn PortDevice>)> =
+        vec![("m0".into(), Box::new(p0)), ("m1".into(), Box::new(p1))];
+    let switch = Switch::start(
+        SwitchConfig {
+            threads: 2,
+            ..SwitchConfig::default()
+        },
+        ports,
+    )
+    .expect("switch");
+    // Teach the switch where mac(1) lives.
+    peer1
+        .send(&frame(MacAddr::BROADCAST, mac(1)))
+        .expect("send");
+    std::thread::sleep(Duration::from_millis(50));
+    let f = frame(mac(1), mac(0));
+    let mut buf = vec![0u8; 2048];
+    group.bench_function("unicast_64B", |b| {
+        b.iter(|| {
+            let mut received = 0;
+            let mut sent = 0;
+            while received < batch {
+                if sent < batch {
+                    match peer0.send(&f) {
+                        Ok(()) => sent += 1,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                match peer1.recv(&mut buf) {
+                    Ok(_) => received += 1,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if sent == batch {
+                            std::thread::yield_now();
+                        }
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        })
+    });
+    group.finish();
+    drop(switch);
+}
+
+criterion_group!(benches, decision, learning, workers);
+criterion_main!(benches);

@@ -76,7 +76,10 @@ fn learned_unicast_does_not_reach_a_third_port() {
     let t = tcp_transfer(&a.ns, &b.ns, b.addr, 5002, 5 << 20).expect("transfer");
     assert_eq!(t.received_digest, t.sent_digest);
     let after = lab.port_stats(2);
-    assert_eq!(after.tx_packets, before.tx_packets, "unicast leaked to the third port");
+    assert_eq!(
+        after.tx_packets, before.tx_packets,
+        "unicast leaked to the third port"
+    );
     assert!(lab.port_stats(1).tx_packets > b_before.tx_packets + 3000);
 }
 
@@ -88,11 +91,23 @@ fn broadcast_reaches_every_other_port_but_not_the_sender() {
     let lab = TapLab::new(4, config()).expect("lab");
     let before: Vec<_> = (0..4).map(|i| lab.port_stats(i)).collect();
     // Nobody has 10.77.0.99: host 0 broadcasts ARP requests for it.
-    assert!(!ping_with(&lab.hosts[0].ns, "10.77.0.99".parse().unwrap(), 1, &[]));
-    for i in 1..4 {
-        assert!(lab.port_stats(i).tx_packets > before[i].tx_packets, "ARP broadcast missed port {i}");
+    assert!(!ping_with(
+        &lab.hosts[0].ns,
+        "10.77.0.99".parse().unwrap(),
+        1,
+        &[]
+    ));
+    for (i, before) in before.iter().enumerate().skip(1) {
+        assert!(
+            lab.port_stats(i).tx_packets > before.tx_packets,
+            "ARP broadcast missed port {i}"
+        );
     }
-    assert_eq!(lab.port_stats(0).tx_packets, before[0].tx_packets, "flooded back to the sender");
+    assert_eq!(
+        lab.port_stats(0).tx_packets,
+        before[0].tx_packets,
+        "flooded back to the sender"
+    );
     assert!(lab.port_stats(0).rx_packets > before[0].rx_packets);
 }
 
@@ -113,10 +128,18 @@ fn silent_macs_age_out_and_unicast_floods_again() {
     assert!(ping(&a.ns, b.addr, 1));
     let fdb = lab.switch.fdb();
     let mac_b = b.mac().expect("mac");
-    let entry = fdb.iter().find(|(key, _, _)| key.mac.to_string() == mac_b).expect("b learned");
-    assert_eq!(entry.1, lab.switch.ports()[1].name(), "b learned on its own port");
+    let entry = fdb
+        .iter()
+        .find(|(key, _, _)| key.mac.to_string() == mac_b)
+        .expect("b learned");
+    assert_eq!(
+        entry.1,
+        lab.switch.ports()[1].name(),
+        "b learned on its own port"
+    );
     assert!(
-        eventually(Duration::from_secs(10), || lab.switch.table_stats().aged >= 2),
+        eventually(Duration::from_secs(10), || lab.switch.table_stats().aged
+            >= 2),
         "entries not aged after 10 s: {:?}",
         lab.switch.fdb()
     );
@@ -124,7 +147,10 @@ fn silent_macs_age_out_and_unicast_floods_again() {
     // a still knows b's MAC (ARP cache) and sends unicast; the switch no longer does: it floods.
     let before = lab.port_stats(2);
     assert!(ping(&a.ns, b.addr, 1));
-    assert!(lab.port_stats(2).tx_packets > before.tx_packets, "unknown unicast was not flooded");
+    assert!(
+        lab.port_stats(2).tx_packets > before.tx_packets,
+        "unknown unicast was not flooded"
+    );
 }
 
 #[test]
@@ -137,13 +163,21 @@ fn frames_over_the_egress_mtu_are_dropped_and_counted() {
     a.set_mtu(9000).expect("mtu");
     b.set_mtu(9000).expect("mtu");
     assert!(
-        eventually(Duration::from_secs(5), || lab.switch.ports()[..2].iter().all(|p| p.mtu() == 9000)),
+        eventually(Duration::from_secs(5), || lab.switch.ports()[..2]
+            .iter()
+            .all(|p| p.mtu() == 9000)),
         "switch did not see the new MTUs"
     );
-    assert!(ping_with(&a.ns, b.addr, 2, &["-s", "8000", "-M", "do"]), "jumbo a -> b");
+    assert!(
+        ping_with(&a.ns, b.addr, 2, &["-s", "8000", "-M", "do"]),
+        "jumbo a -> b"
+    );
     assert!(ping(&a.ns, c.addr, 1), "a -> c with small frames");
     let before = lab.port_stats(2).drops(DropReason::Oversize);
-    assert!(!ping_with(&a.ns, c.addr, 2, &["-s", "8000", "-M", "do"]), "c's MTU is 1500");
+    assert!(
+        !ping_with(&a.ns, c.addr, 2, &["-s", "8000", "-M", "do"]),
+        "c's MTU is 1500"
+    );
     assert!(lab.port_stats(2).drops(DropReason::Oversize) >= before + 2);
 }
 
@@ -156,9 +190,15 @@ fn a_port_whose_namespace_is_deleted_is_removed_and_the_rest_keeps_forwarding() 
     assert!(ping(&lab.hosts[0].ns, lab.hosts[2].addr, 1));
     drop(lab.hosts.pop()); // deletes the namespace and with it the TAP
     let gone = &lab.switch.ports()[2];
-    assert!(eventually(Duration::from_secs(5), || gone.is_gone()), "port not removed");
     assert!(
-        lab.switch.fdb().iter().all(|(_, port, _)| port != gone.name()),
+        eventually(Duration::from_secs(5), || gone.is_gone()),
+        "port not removed"
+    );
+    assert!(
+        lab.switch
+            .fdb()
+            .iter()
+            .all(|(_, port, _)| port != gone.name()),
         "MACs of the removed port remain"
     );
     assert!(ping(&lab.hosts[0].ns, lab.hosts[1].addr, 3));

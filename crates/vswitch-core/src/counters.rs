@@ -184,7 +184,10 @@ mod tests {
         c.count_drop(DropReason::Runt);
         c.count_drop(DropReason::Oversize);
         let s = c.snapshot();
-        assert_eq!((s.rx_packets, s.rx_bytes, s.tx_packets, s.tx_bytes), (1, 100, 2, 120));
+        assert_eq!(
+            (s.rx_packets, s.rx_bytes, s.tx_packets, s.tx_bytes),
+            (1, 100, 2, 120)
+        );
         assert_eq!(s.drops(DropReason::Runt), 2);
         assert_eq!(s.drops(DropReason::Oversize), 1);
         assert_eq!(s.drops(DropReason::Filtered), 0);

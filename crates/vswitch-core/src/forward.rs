@@ -120,7 +120,12 @@ mod tests {
     fn run(t: &mut MacTable, cfg: &ForwardingConfig, now: u64, port: u16, f: &[u8]) -> Decision {
         let d = decide(t, cfg, Timestamp::from_secs(now), PortId(port), f);
         if let Some(req) = d.learn {
-            t.learn(req.key, req.port, Timestamp::from_secs(now), &mut Vec::new());
+            t.learn(
+                req.key,
+                req.port,
+                Timestamp::from_secs(now),
+                &mut Vec::new(),
+            );
         }
         d
     }
@@ -131,11 +136,23 @@ mod tests {
         let cfg = ForwardingConfig::default();
         let d = run(&mut t, &cfg, 0, 0, &frame(B, A));
         assert_eq!(d.egress, Egress::Flood);
-        assert_eq!(d.learn, Some(LearnRequest { key: FdbKey::untagged(A), port: PortId(0) }));
+        assert_eq!(
+            d.learn,
+            Some(LearnRequest {
+                key: FdbKey::untagged(A),
+                port: PortId(0)
+            })
+        );
         let d = run(&mut t, &cfg, 0, 1, &frame(A, B));
         assert_eq!(d.egress, Egress::Port(PortId(0)));
         let d = run(&mut t, &cfg, 0, 0, &frame(B, A));
-        assert_eq!(d, Decision { egress: Egress::Port(PortId(1)), learn: None });
+        assert_eq!(
+            d,
+            Decision {
+                egress: Egress::Port(PortId(1)),
+                learn: None
+            }
+        );
     }
 
     #[test]
@@ -153,16 +170,26 @@ mod tests {
         let mut t = MacTable::new(TableConfig::default());
         let cfg = ForwardingConfig::default();
         run(&mut t, &cfg, 0, 1, &frame(A, B));
-        assert_eq!(run(&mut t, &cfg, 0, 0, &frame(MacAddr::BROADCAST, A)).egress, Egress::Flood);
+        assert_eq!(
+            run(&mut t, &cfg, 0, 0, &frame(MacAddr::BROADCAST, A)).egress,
+            Egress::Flood
+        );
         let mcast = MacAddr([0x01, 0, 0x5e, 0, 0, 1]);
-        assert_eq!(run(&mut t, &cfg, 0, 0, &frame(mcast, A)).egress, Egress::Flood);
+        assert_eq!(
+            run(&mut t, &cfg, 0, 0, &frame(mcast, A)).egress,
+            Egress::Flood
+        );
     }
 
     #[test]
     fn bad_sources_are_dropped_and_not_learned() {
         let mut t = MacTable::new(TableConfig::default());
         let cfg = ForwardingConfig::default();
-        for src in [MacAddr::BROADCAST, MacAddr([0x01, 0, 0x5e, 0, 0, 1]), MacAddr::ZERO] {
+        for src in [
+            MacAddr::BROADCAST,
+            MacAddr([0x01, 0, 0x5e, 0, 0, 1]),
+            MacAddr::ZERO,
+        ] {
             let d = run(&mut t, &cfg, 0, 0, &frame(B, src));
             assert_eq!(d, Decision::drop(DropReason::BadSource));
         }
@@ -172,7 +199,13 @@ mod tests {
     #[test]
     fn runts_are_dropped() {
         let t = MacTable::new(TableConfig::default());
-        let d = decide(&t, &ForwardingConfig::default(), Timestamp::ZERO, PortId(0), &[0; 13]);
+        let d = decide(
+            &t,
+            &ForwardingConfig::default(),
+            Timestamp::ZERO,
+            PortId(0),
+            &[0; 13],
+        );
         assert_eq!(d, Decision::drop(DropReason::Runt));
     }
 
@@ -184,17 +217,39 @@ mod tests {
         let lldp = MacAddr([0x01, 0x80, 0xc2, 0, 0, 0x0e]);
         let none = ForwardingConfig::default();
         for dst in [stp, lacp, lldp] {
-            assert_eq!(run(&mut t, &none, 0, 0, &frame(dst, A)).egress, Egress::Drop(DropReason::LinkLocal));
+            assert_eq!(
+                run(&mut t, &none, 0, 0, &frame(dst, A)).egress,
+                Egress::Drop(DropReason::LinkLocal)
+            );
         }
-        let some = ForwardingConfig { link_local_mask: 1 << 0x0e | 1 << 0x02 };
-        assert_eq!(run(&mut t, &some, 0, 0, &frame(stp, A)).egress, Egress::Drop(DropReason::LinkLocal));
-        assert_eq!(run(&mut t, &some, 0, 0, &frame(lacp, A)).egress, Egress::Flood);
-        assert_eq!(run(&mut t, &some, 0, 0, &frame(lldp, A)).egress, Egress::Flood);
-        let all = ForwardingConfig { link_local_mask: 0xffff };
-        assert_eq!(run(&mut t, &all, 0, 0, &frame(stp, A)).egress, Egress::Flood);
+        let some = ForwardingConfig {
+            link_local_mask: 1 << 0x0e | 1 << 0x02,
+        };
+        assert_eq!(
+            run(&mut t, &some, 0, 0, &frame(stp, A)).egress,
+            Egress::Drop(DropReason::LinkLocal)
+        );
+        assert_eq!(
+            run(&mut t, &some, 0, 0, &frame(lacp, A)).egress,
+            Egress::Flood
+        );
+        assert_eq!(
+            run(&mut t, &some, 0, 0, &frame(lldp, A)).egress,
+            Egress::Flood
+        );
+        let all = ForwardingConfig {
+            link_local_mask: 0xffff,
+        };
+        assert_eq!(
+            run(&mut t, &all, 0, 0, &frame(stp, A)).egress,
+            Egress::Flood
+        );
         // 01:80:c2:00:00:10 is not link-local: an ordinary multicast.
         let not_ll = MacAddr([0x01, 0x80, 0xc2, 0, 0, 0x10]);
-        assert_eq!(run(&mut t, &none, 0, 0, &frame(not_ll, A)).egress, Egress::Flood);
+        assert_eq!(
+            run(&mut t, &none, 0, 0, &frame(not_ll, A)).egress,
+            Egress::Flood
+        );
     }
 
     #[test]
@@ -203,7 +258,16 @@ mod tests {
         let cfg = ForwardingConfig::default();
         run(&mut t, &cfg, 0, 0, &frame(B, A));
         let d = run(&mut t, &cfg, 1, 2, &frame(B, A));
-        assert_eq!(d.learn, Some(LearnRequest { key: FdbKey::untagged(A), port: PortId(2) }));
-        assert_eq!(run(&mut t, &cfg, 1, 1, &frame(A, B)).egress, Egress::Port(PortId(2)));
+        assert_eq!(
+            d.learn,
+            Some(LearnRequest {
+                key: FdbKey::untagged(A),
+                port: PortId(2)
+            })
+        );
+        assert_eq!(
+            run(&mut t, &cfg, 1, 1, &frame(A, B)).egress,
+            Egress::Port(PortId(2))
+        );
     }
 }

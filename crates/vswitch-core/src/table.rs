@@ -199,7 +199,8 @@ impl MacTable {
         events: &mut Vec<TableEvent>,
     ) {
         if self.ports.len() <= port.index() {
-            self.ports.resize_with(port.index() + 1, PortEntries::default);
+            self.ports
+                .resize_with(port.index() + 1, PortEntries::default);
         }
         let from = match self.entries.get(&key) {
             Some(entry) if entry.port == port => {
@@ -249,7 +250,11 @@ impl MacTable {
             self.compact(port);
         }
         events.push(match from {
-            Some(from) => TableEvent::Moved { key, from, to: port },
+            Some(from) => TableEvent::Moved {
+                key,
+                from,
+                to: port,
+            },
             None => TableEvent::Learned { key, port },
         });
     }
@@ -279,9 +284,10 @@ impl MacTable {
             let last = entry.last_seen.load(Relaxed);
             if last > item.stamp {
                 // Used since it was queued: a second chance at the back.
-                self.ports[port.index()]
-                    .recency
-                    .push_back(QueueItem { stamp: last, ..item });
+                self.ports[port.index()].recency.push_back(QueueItem {
+                    stamp: last,
+                    ..item
+                });
                 continue;
             }
             self.entries.remove(&item.key);
@@ -372,15 +378,28 @@ mod tests {
         let now = Timestamp::from_secs(1);
         assert!(!t.refresh(key(1), PortId(0), now));
         t.learn(key(1), PortId(0), now, &mut ev);
-        assert_eq!(ev, [TableEvent::Learned { key: key(1), port: PortId(0) }]);
+        assert_eq!(
+            ev,
+            [TableEvent::Learned {
+                key: key(1),
+                port: PortId(0)
+            }]
+        );
         assert!(t.refresh(key(1), PortId(0), now));
         assert_eq!(t.lookup(key(1), now), Some(PortId(0)));
-        assert!(!t.refresh(key(1), PortId(1), now), "seen elsewhere: must learn");
+        assert!(
+            !t.refresh(key(1), PortId(1), now),
+            "seen elsewhere: must learn"
+        );
         ev.clear();
         t.learn(key(1), PortId(1), now, &mut ev);
         assert_eq!(
             ev,
-            [TableEvent::Moved { key: key(1), from: PortId(0), to: PortId(1) }]
+            [TableEvent::Moved {
+                key: key(1),
+                from: PortId(0),
+                to: PortId(1)
+            }]
         );
         assert_eq!(t.lookup(key(1), now), Some(PortId(1)));
         assert_eq!((t.port_len(PortId(0)), t.port_len(PortId(1))), (0, 1));
@@ -399,7 +418,13 @@ mod tests {
         assert_eq!(t.lookup(key(2), later), Some(PortId(1)));
         ev.clear();
         t.age(later, &mut ev);
-        assert_eq!(ev, [TableEvent::Aged { key: key(1), port: PortId(0) }]);
+        assert_eq!(
+            ev,
+            [TableEvent::Aged {
+                key: key(1),
+                port: PortId(0)
+            }]
+        );
         assert_eq!(t.len(), 1);
         assert_eq!(t.port_len(PortId(0)), 0);
     }
@@ -418,11 +443,21 @@ mod tests {
         assert_eq!(
             ev,
             [
-                TableEvent::Evicted { key: key(0), port: PortId(1) },
-                TableEvent::Learned { key: key(3), port: PortId(1) }
+                TableEvent::Evicted {
+                    key: key(0),
+                    port: PortId(1)
+                },
+                TableEvent::Learned {
+                    key: key(3),
+                    port: PortId(1)
+                }
             ]
         );
-        assert_eq!(t.lookup(key(100), now), Some(PortId(0)), "the quiet host survives");
+        assert_eq!(
+            t.lookup(key(100), now),
+            Some(PortId(0)),
+            "the quiet host survives"
+        );
         assert_eq!(t.len(), 4);
     }
 
@@ -436,7 +471,13 @@ mod tests {
         assert!(t.refresh(key(0), PortId(0), Timestamp::from_secs(5)));
         ev.clear();
         t.learn(key(9), PortId(0), Timestamp::from_secs(6), &mut ev);
-        assert_eq!(ev[0], TableEvent::Evicted { key: key(1), port: PortId(0) });
+        assert_eq!(
+            ev[0],
+            TableEvent::Evicted {
+                key: key(1),
+                port: PortId(0)
+            }
+        );
         assert!(t.lookup(key(0), Timestamp::from_secs(6)).is_some());
     }
 

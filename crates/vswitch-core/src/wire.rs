@@ -80,7 +80,9 @@ impl FromStr for MacAddr {
 
     /// Accepts `aa:bb:cc:dd:ee:ff` and `aa-bb-cc-dd-ee-ff`, in either case.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ParseMacError { input: s.to_owned() };
+        let err = || ParseMacError {
+            input: s.to_owned(),
+        };
         let mut out = [0u8; 6];
         let mut parts = s.split([':', '-']);
         for byte in &mut out {
@@ -228,8 +230,13 @@ mod tests {
 
     #[test]
     fn mac_parse_rejects_malformed() {
-        for bad in ["", "02:00:00:00:00", "02:00:00:00:00:00:00", "2:0:0:0:0:0", "zz:00:00:00:00:00"]
-        {
+        for bad in [
+            "",
+            "02:00:00:00:00",
+            "02:00:00:00:00:00:00",
+            "2:0:0:0:0:0",
+            "zz:00:00:00:00:00",
+        ] {
             let err = bad.parse::<MacAddr>().unwrap_err();
             assert!(err.to_string().contains("invalid MAC address"), "{bad}");
         }
@@ -241,13 +248,19 @@ mod tests {
         assert!(!MacAddr::ZERO.is_valid_source());
         assert!(MacAddr([0x02, 0, 0, 0, 0, 1]).is_valid_source());
         assert!(!MacAddr([0x01, 0, 0x5e, 0, 0, 1]).is_valid_source());
-        assert_eq!(MacAddr([0x01, 0x80, 0xc2, 0, 0, 0x0e]).link_local_group(), Some(0x0e));
-        assert_eq!(MacAddr([0x01, 0x80, 0xc2, 0, 0, 0x10]).link_local_group(), None);
+        assert_eq!(
+            MacAddr([0x01, 0x80, 0xc2, 0, 0, 0x0e]).link_local_group(),
+            Some(0x0e)
+        );
+        assert_eq!(
+            MacAddr([0x01, 0x80, 0xc2, 0, 0, 0x10]).link_local_group(),
+            None
+        );
     }
 
     #[test]
     fn frame_view_reads_header_and_vlan() {
-        let mut frame = vec![0u8; 64];
+        let mut frame = [0u8; 64];
         frame[..6].copy_from_slice(&[0xff; 6]);
         frame[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 7]);
         frame[12..14].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());

@@ -212,7 +212,10 @@ impl Switch {
         let handle = std::thread::Builder::new()
             .name("vswitch-housekeeping".into())
             .spawn(move || housekeeping(&hk_shared, &hk_ports, &rx))
-            .map_err(|source| SwitchError::Worker { worker: threads, source })?;
+            .map_err(|source| SwitchError::Worker {
+                worker: threads,
+                source,
+            })?;
         switch.housekeeper = Some((handle, tx));
         tracing::info!(ports = ports.len(), threads, "switch started");
         Ok(switch)
@@ -346,7 +349,9 @@ impl Worker {
             for _ in 0..ready.len() {
                 let Some(i) = ready.pop_front() else { break };
                 queued[i] = false;
-                let Some(port) = self.ports[i].clone() else { continue };
+                let Some(port) = self.ports[i].clone() else {
+                    continue;
+                };
                 match self.serve(&port) {
                     Drain::More => {
                         queued[i] = true;
@@ -401,7 +406,13 @@ impl Worker {
             let state = self.shared.read();
             for (buf, &len) in self.buffers.iter().zip(&self.lengths[..count]) {
                 let frame = &buf[..len];
-                let d = decide(&state.table, &self.shared.forwarding, now, in_port.id(), frame);
+                let d = decide(
+                    &state.table,
+                    &self.shared.forwarding,
+                    now,
+                    in_port.id(),
+                    frame,
+                );
                 self.learn.extend(d.learn);
                 match d.egress {
                     Egress::Drop(reason) => in_port.counters().count_drop(reason),
@@ -425,7 +436,11 @@ impl Worker {
                 let mut state = self.shared.write();
                 for req in self.learn.drain(..) {
                     // A port removed meanwhile must not get entries back.
-                    if state.ports.get(req.port.index()).is_some_and(Option::is_some) {
+                    if state
+                        .ports
+                        .get(req.port.index())
+                        .is_some_and(Option::is_some)
+                    {
                         state.table.learn(req.key, req.port, now, &mut self.events);
                     }
                 }

@@ -82,7 +82,8 @@ pub fn setns_net(ns: BorrowedFd<'_>) -> io::Result<()> {
 /// An `AF_INET` datagram socket, the handle for interface ioctls in the caller's namespace.
 pub fn ioctl_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2) call with constant arguments.
-    let fd = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    let fd =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: a fresh fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -104,17 +104,17 @@ impl Tap {
                 Some(libc::EACCES) | Some(libc::EPERM) => TapError::PermissionDenied(name.into()),
                 _ => TapError::OpenTun(e),
             })?;
-        sys::tun_set_iff(file.as_fd(), name, sys::IFF_TAP | sys::IFF_NO_PI).map_err(|e| {
-            match e.raw_os_error() {
-                Some(libc::EPERM) | Some(libc::EACCES) => TapError::PermissionDenied(name.into()),
-                Some(libc::EINVAL) if existed => TapError::NotATap(name.into()),
-                Some(libc::EBUSY) => TapError::Busy(name.into()),
-                _ => TapError::Ioctl {
-                    op: "TUNSETIFF",
-                    name: name.into(),
-                    source: e,
-                },
-            }
+        sys::tun_set_iff(file.as_fd(), name, sys::IFF_TAP | sys::IFF_NO_PI).map_err(|e| match e
+            .raw_os_error()
+        {
+            Some(libc::EPERM) | Some(libc::EACCES) => TapError::PermissionDenied(name.into()),
+            Some(libc::EINVAL) if existed => TapError::NotATap(name.into()),
+            Some(libc::EBUSY) => TapError::Busy(name.into()),
+            _ => TapError::Ioctl {
+                op: "TUNSETIFF",
+                name: name.into(),
+                source: e,
+            },
         })?;
         let tap = Tap {
             file,
@@ -198,9 +198,15 @@ mod tests {
         assert_eq!(validate_ifname(""), Err(InvalidIfName::Empty));
         assert!(validate_ifname("tap0").is_ok());
         assert!(validate_ifname("a23456789012345").is_ok());
-        assert!(matches!(validate_ifname("a234567890123456"), Err(InvalidIfName::TooLong(_))));
+        assert!(matches!(
+            validate_ifname("a234567890123456"),
+            Err(InvalidIfName::TooLong(_))
+        ));
         for bad in ["a/b", "a b", "a:b", ".", ".."] {
-            assert!(matches!(validate_ifname(bad), Err(InvalidIfName::BadCharacters(_))), "{bad}");
+            assert!(
+                matches!(validate_ifname(bad), Err(InvalidIfName::BadCharacters(_))),
+                "{bad}"
+            );
         }
     }
 }

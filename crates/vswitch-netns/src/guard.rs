@@ -34,7 +34,10 @@ impl Deref for NetnsGuard {
 impl Drop for NetnsGuard {
     fn drop(&mut self) {
         if let Err(e) = Netns::delete(self.netns.name()) {
-            eprintln!("warning: couldn't delete namespace {}: {e}", self.netns.name());
+            eprintln!(
+                "warning: couldn't delete namespace {}: {e}",
+                self.netns.name()
+            );
         }
     }
 }

@@ -247,7 +247,9 @@ fn parse_link(body: &[u8]) -> LinkInfo {
         let data = &attrs[4..len];
         match (kind, data.len()) {
             (IFLA_ADDRESS, 6) => info.mac = data.try_into().ok(),
-            (IFLA_MTU, 4) => info.mtu = Some(u32::from_ne_bytes([data[0], data[1], data[2], data[3]])),
+            (IFLA_MTU, 4) => {
+                info.mtu = Some(u32::from_ne_bytes([data[0], data[1], data[2], data[3]]))
+            }
             _ => {}
         }
         attrs = &attrs[align4(len).min(attrs.len())..];
@@ -321,7 +323,10 @@ mod tests {
         assert_eq!(msg.len(), 44);
         assert_eq!(u32::from_ne_bytes(msg[0..4].try_into().unwrap()), 44);
         assert_eq!(u16::from_ne_bytes([msg[4], msg[5]]), RTM_NEWLINK);
-        assert_eq!(u16::from_ne_bytes([msg[6], msg[7]]), NLM_F_REQUEST | NLM_F_ACK);
+        assert_eq!(
+            u16::from_ne_bytes([msg[6], msg[7]]),
+            NLM_F_REQUEST | NLM_F_ACK
+        );
         assert_eq!(u32::from_ne_bytes(msg[8..12].try_into().unwrap()), 7);
         assert_eq!(u32::from_ne_bytes(msg[24..28].try_into().unwrap()), IFF_UP);
         assert_eq!(u16::from_ne_bytes([msg[32], msg[33]]), 9);
@@ -342,7 +347,10 @@ mod tests {
         let linkinfo = &attrs[align4(first)..];
         let li_len = u16::from_ne_bytes([linkinfo[0], linkinfo[1]]) as usize;
         assert_eq!(li_len, linkinfo.len());
-        assert_eq!(u16::from_ne_bytes([linkinfo[2], linkinfo[3]]), IFLA_LINKINFO | NLA_F_NESTED);
+        assert_eq!(
+            u16::from_ne_bytes([linkinfo[2], linkinfo[3]]),
+            IFLA_LINKINFO | NLA_F_NESTED
+        );
         // KIND "veth\0" (4 + 5 -> 12), then DATA nest holding PEER nest.
         let data = &linkinfo[4 + 12..];
         let data_len = u16::from_ne_bytes([data[0], data[1]]) as usize;
@@ -366,13 +374,27 @@ mod tests {
         data.extend_from_slice(&[0u8; 16]);
         // A link message with index 42, a MAC and an MTU.
         let mac = [2, 0, 0, 0, 0, 9];
-        let link = Request::new(RTM_NEWLINK, 0, 4).ifinfo(42, 0, 0).ifname("x").mac(mac).mtu(9000);
+        let link = Request::new(RTM_NEWLINK, 0, 4)
+            .ifinfo(42, 0, 0)
+            .ifname("x")
+            .mac(mac)
+            .mtu(9000);
         data.extend_from_slice(&link.finish());
-        let info = LinkInfo { index: 42, mac: Some(mac), mtu: Some(9000) };
+        let info = LinkInfo {
+            index: 42,
+            mac: Some(mac),
+            mtu: Some(9000),
+        };
         assert_eq!(
             parse_replies(&data),
-            [Reply::Status { seq: 3, errno: 17 }, Reply::Link { seq: 4, info }]
+            [
+                Reply::Status { seq: 3, errno: 17 },
+                Reply::Link { seq: 4, info }
+            ]
         );
-        assert!(parse_replies(&data[..20]).len() <= 1, "truncated input must not panic");
+        assert!(
+            parse_replies(&data[..20]).len() <= 1,
+            "truncated input must not panic"
+        );
     }
 }

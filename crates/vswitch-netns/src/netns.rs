@@ -41,17 +41,36 @@ fn sys_err(op: String, subject: &str, e: nix::Error) -> NetnsError {
 
 /// Makes /run/netns a shared mount point, as iproute2 does, so mounts under it propagate.
 fn prepare_run_dir() -> Result<(), NetnsError> {
-    fs::create_dir_all(NETNS_RUN_DIR).map_err(|e| NetnsError::from_errno(format!("creating {NETNS_RUN_DIR}"), "", e))?;
+    fs::create_dir_all(NETNS_RUN_DIR)
+        .map_err(|e| NetnsError::from_errno(format!("creating {NETNS_RUN_DIR}"), "", e))?;
     let shared = MsFlags::MS_SHARED | MsFlags::MS_REC;
-    match mount(None::<&str>, NETNS_RUN_DIR, None::<&str>, shared, None::<&str>) {
+    match mount(
+        None::<&str>,
+        NETNS_RUN_DIR,
+        None::<&str>,
+        shared,
+        None::<&str>,
+    ) {
         Ok(()) => Ok(()),
         Err(nix::Error::EINVAL) => {
             // Not a mount point yet: bind it onto itself first.
             let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
-            mount(Some(NETNS_RUN_DIR), NETNS_RUN_DIR, None::<&str>, bind, None::<&str>)
-                .map_err(|e| sys_err(format!("bind-mounting {NETNS_RUN_DIR}"), "", e))?;
-            mount(None::<&str>, NETNS_RUN_DIR, None::<&str>, shared, None::<&str>)
-                .map_err(|e| sys_err(format!("making {NETNS_RUN_DIR} shared"), "", e))
+            mount(
+                Some(NETNS_RUN_DIR),
+                NETNS_RUN_DIR,
+                None::<&str>,
+                bind,
+                None::<&str>,
+            )
+            .map_err(|e| sys_err(format!("bind-mounting {NETNS_RUN_DIR}"), "", e))?;
+            mount(
+                None::<&str>,
+                NETNS_RUN_DIR,
+                None::<&str>,
+                shared,
+                None::<&str>,
+            )
+            .map_err(|e| sys_err(format!("making {NETNS_RUN_DIR} shared"), "", e))
         }
         Err(e) => Err(sys_err(format!("making {NETNS_RUN_DIR} shared"), "", e)),
     }
@@ -131,7 +150,13 @@ impl Netns {
         let dir = match fs::read_dir(NETNS_RUN_DIR) {
             Ok(dir) => dir,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(NetnsError::from_errno(format!("listing {NETNS_RUN_DIR}"), "", e)),
+            Err(e) => {
+                return Err(NetnsError::from_errno(
+                    format!("listing {NETNS_RUN_DIR}"),
+                    "",
+                    e,
+                ));
+            }
         };
         let mut names: Vec<String> = dir
             .filter_map(Result::ok)
@@ -151,8 +176,9 @@ impl Netns {
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
         std::thread::scope(|s| {
             s.spawn(|| {
-                setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| sys_err(format!("entering namespace {}", self.name), &self.name, e))?;
+                setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| {
+                    sys_err(format!("entering namespace {}", self.name), &self.name, e)
+                })?;
                 Ok(f())
             })
             .join()

@@ -96,11 +96,17 @@ impl Netlink {
     pub fn link(&mut self, name: &str) -> Result<LinkInfo, NetnsError> {
         check_link_name(name)?;
         let seq = self.next_seq();
-        let req = Request::new(RTM_GETLINK, NLM_F_ACK, seq).ifinfo(0, 0, 0).ifname(name);
+        let req = Request::new(RTM_GETLINK, NLM_F_ACK, seq)
+            .ifinfo(0, 0, 0)
+            .ifname(name);
         match self.transact(seq, req) {
             Ok(Some(info)) => Ok(info),
             Ok(None) => Err(NetnsError::LinkNotFound(name.to_owned())),
-            Err(e) => Err(NetnsError::from_errno(format!("looking up link {name}"), name, e)),
+            Err(e) => Err(NetnsError::from_errno(
+                format!("looking up link {name}"),
+                name,
+                e,
+            )),
         }
     }
 
@@ -113,7 +119,12 @@ impl Netlink {
         }
     }
 
-    fn set_link(&mut self, name: &str, op: &str, build: impl FnOnce(Request) -> Request) -> Result<(), NetnsError> {
+    fn set_link(
+        &mut self,
+        name: &str,
+        op: &str,
+        build: impl FnOnce(Request) -> Request,
+    ) -> Result<(), NetnsError> {
         check_link_name(name)?;
         let seq = self.next_seq();
         let req = build(Request::new(RTM_NEWLINK, NLM_F_ACK, seq));
@@ -124,23 +135,31 @@ impl Netlink {
 
     /// Brings interface `name` up.
     pub fn set_up(&mut self, name: &str) -> Result<(), NetnsError> {
-        self.set_link(name, "setting up link", |r| r.ifinfo(0, IFF_UP, IFF_UP).ifname(name))
+        self.set_link(name, "setting up link", |r| {
+            r.ifinfo(0, IFF_UP, IFF_UP).ifname(name)
+        })
     }
 
     /// Sets the MTU of `name`.
     pub fn set_mtu(&mut self, name: &str, mtu: u32) -> Result<(), NetnsError> {
-        self.set_link(name, "setting the MTU of", |r| r.ifinfo(0, 0, 0).ifname(name).mtu(mtu))
+        self.set_link(name, "setting the MTU of", |r| {
+            r.ifinfo(0, 0, 0).ifname(name).mtu(mtu)
+        })
     }
 
     /// Sets the MAC address of `name`.
     pub fn set_mac(&mut self, name: &str, mac: [u8; 6]) -> Result<(), NetnsError> {
-        self.set_link(name, "setting the MAC of", |r| r.ifinfo(0, 0, 0).ifname(name).mac(mac))
+        self.set_link(name, "setting the MAC of", |r| {
+            r.ifinfo(0, 0, 0).ifname(name).mac(mac)
+        })
     }
 
     /// Moves `name` into namespace `ns` (it goes down on the way, as with `ip link set netns`).
     pub fn move_to(&mut self, name: &str, ns: &Netns) -> Result<(), NetnsError> {
         let fd = ns.as_fd().as_raw_fd();
-        self.set_link(name, "moving link", |r| r.ifinfo(0, 0, 0).ifname(name).netns_fd(fd))
+        self.set_link(name, "moving link", |r| {
+            r.ifinfo(0, 0, 0).ifname(name).netns_fd(fd)
+        })
     }
 
     /// Creates a veth pair `name` (here) and `peer` (here, or in `peer_ns`).
@@ -167,7 +186,9 @@ impl Netlink {
     pub fn delete_link(&mut self, name: &str) -> Result<(), NetnsError> {
         check_link_name(name)?;
         let seq = self.next_seq();
-        let req = Request::new(RTM_DELLINK, NLM_F_ACK, seq).ifinfo(0, 0, 0).ifname(name);
+        let req = Request::new(RTM_DELLINK, NLM_F_ACK, seq)
+            .ifinfo(0, 0, 0)
+            .ifname(name);
         self.transact(seq, req)
             .map(drop)
             .map_err(|e| NetnsError::from_errno(format!("deleting link {name}"), name, e))
@@ -180,9 +201,9 @@ impl Netlink {
         let req = Request::new(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK, seq)
             .ifaddr(addr, prefix, index)
             .address(addr);
-        self.transact(seq, req)
-            .map(drop)
-            .map_err(|e| NetnsError::from_errno(format!("adding {addr}/{prefix} to {name}"), name, e))
+        self.transact(seq, req).map(drop).map_err(|e| {
+            NetnsError::from_errno(format!("adding {addr}/{prefix} to {name}"), name, e)
+        })
     }
 
     /// Adds a default route via `gateway`.
@@ -191,8 +212,8 @@ impl Netlink {
         let req = Request::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK, seq)
             .rtmsg(family(gateway), 0)
             .gateway(gateway);
-        self.transact(seq, req)
-            .map(drop)
-            .map_err(|e| NetnsError::from_errno(format!("adding default route via {gateway}"), "", e))
+        self.transact(seq, req).map(drop).map_err(|e| {
+            NetnsError::from_errno(format!("adding default route via {gateway}"), "", e)
+        })
     }
 }

@@ -30,7 +30,8 @@ pub fn require_root(test: &str) -> bool {
     {
         return true;
     }
-    let reason = format!("{test}: needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) for namespaces and TAPs");
+    let reason =
+        format!("{test}: needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) for namespaces and TAPs");
     if std::env::var("VSWITCH_REQUIRE_PRIV").as_deref() == Ok("1") {
         panic!("{reason}, and VSWITCH_REQUIRE_PRIV=1 forbids skipping");
     }
@@ -45,7 +46,10 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 pub fn unique_name(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let name = format!("{prefix}{}x{n}", std::process::id() % 100_000);
-    assert!(name.len() <= 15, "{name} is longer than 15 bytes: use a shorter prefix");
+    assert!(
+        name.len() <= 15,
+        "{name} is longer than 15 bytes: use a shorter prefix"
+    );
     name
 }
 
@@ -84,13 +88,16 @@ impl Host {
 
     /// Sets the MTU of the host's interface.
     pub fn set_mtu(&self, mtu: u32) -> Result<(), NetnsError> {
-        self.ns.run(|| Netlink::open()?.set_mtu(&self.ifname, mtu))?
+        self.ns
+            .run(|| Netlink::open()?.set_mtu(&self.ifname, mtu))?
     }
 
     /// The MAC address of the host's interface, as `aa:bb:cc:dd:ee:ff`.
     pub fn mac(&self) -> Result<String, NetnsError> {
         let info = self.ns.run(|| Netlink::open()?.link(&self.ifname))??;
-        let mac = info.mac.ok_or_else(|| NetnsError::LinkNotFound(self.ifname.clone()))?;
+        let mac = info
+            .mac
+            .ok_or_else(|| NetnsError::LinkNotFound(self.ifname.clone()))?;
         Ok(mac.map(|b| format!("{b:02x}")).join(":"))
     }
 }
@@ -152,7 +159,9 @@ pub fn tcp_transfer(
     bytes: u64,
 ) -> io::Result<Transfer> {
     let listen = SocketAddr::new(IpAddr::V4(server_addr), port);
-    let listener = server.run(|| TcpListener::bind(listen)).map_err(io::Error::other)??;
+    let listener = server
+        .run(|| TcpListener::bind(listen))
+        .map_err(io::Error::other)??;
     let receiver = std::thread::spawn(move || -> io::Result<(u64, u64)> {
         let (mut stream, _) = listener.accept()?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -210,7 +219,10 @@ pub struct TapLab {
 
 impl TapLab {
     /// Starts a switch with `config` over `n` new TAPs and puts each TAP in its own host.
-    pub fn new(n: usize, config: vswitch_datapath::SwitchConfig) -> Result<TapLab, Box<dyn std::error::Error>> {
+    pub fn new(
+        n: usize,
+        config: vswitch_datapath::SwitchConfig,
+    ) -> Result<TapLab, Box<dyn std::error::Error>> {
         let mut ports: Vec<(String, Box<dyn vswitch_datapath::PortDevice>)> = Vec::new();
         for _ in 0..n {
             let name = unique_name("vst");

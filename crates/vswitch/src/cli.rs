@@ -9,7 +9,12 @@ use clap::{Args, Parser, Subcommand};
 /// on SIGUSR1). Move a TAP into a namespace with `ip link set tap0 netns NS` while the switch runs
 /// to connect that namespace.
 #[derive(Debug, Parser)]
-#[command(name = "vswitch", version, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(
+    name = "vswitch",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

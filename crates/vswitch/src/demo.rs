@@ -25,13 +25,27 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     }
     let pid = std::process::id();
     let hosts = [
-        (format!("vsdemo{pid}-h1"), format!("vsd{pid}a"), Ipv4Addr::new(10, 0, 1, 1)),
-        (format!("vsdemo{pid}-h2"), format!("vsd{pid}b"), Ipv4Addr::new(10, 0, 1, 2)),
+        (
+            format!("vsdemo{pid}-h1"),
+            format!("vsd{pid}a"),
+            Ipv4Addr::new(10, 0, 1, 1),
+        ),
+        (
+            format!("vsdemo{pid}-h2"),
+            format!("vsd{pid}b"),
+            Ipv4Addr::new(10, 0, 1, 2),
+        ),
     ];
     let taps: Vec<String> = hosts.iter().map(|(_, tap, _)| tap.clone()).collect();
-    println!("demo: creating TAPs {} and namespaces {}, {}", taps.join(", "), hosts[0].0, hosts[1].0);
+    println!(
+        "demo: creating TAPs {} and namespaces {}, {}",
+        taps.join(", "),
+        hosts[0].0,
+        hosts[1].0
+    );
     let ports = open_taps(&taps)?;
-    let mut switch = Switch::start(SwitchConfig::default(), ports).context("couldn't start the switch")?;
+    let mut switch =
+        Switch::start(SwitchConfig::default(), ports).context("couldn't start the switch")?;
 
     let mut namespaces = Vec::new();
     let mut netlink = Netlink::open()?;
@@ -56,10 +70,21 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             bail!("interrupted");
         }
         let target = hosts[to].2.to_string();
-        println!("demo: ip netns exec {} ping -c {} {target}", hosts[from].0, args.count);
+        println!(
+            "demo: ip netns exec {} ping -c {} {target}",
+            hosts[from].0, args.count
+        );
         let status = namespaces[from].run(|| {
             Command::new("ping")
-                .args(["-c", &args.count.to_string(), "-i", "0.2", "-W", "2", &target])
+                .args([
+                    "-c",
+                    &args.count.to_string(),
+                    "-i",
+                    "0.2",
+                    "-W",
+                    "2",
+                    &target,
+                ])
                 .status()
         })?;
         match status {

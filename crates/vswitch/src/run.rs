@@ -47,7 +47,11 @@ pub fn open_taps(names: &[String]) -> Result<Vec<(String, Box<dyn PortDevice>)>>
         tracing::info!(
             port = name,
             "{} TAP",
-            if tap.created() { "created" } else { "attached to existing" }
+            if tap.created() {
+                "created"
+            } else {
+                "attached to existing"
+            }
         );
         ports.push((name.clone(), Box::new(tap)));
     }
@@ -60,7 +64,8 @@ pub fn run(args: &SwitchArgs) -> Result<()> {
     let mut signals =
         Signals::new([SIGINT, SIGTERM, SIGUSR1]).context("couldn't install signal handlers")?;
     let ports = open_taps(&args.ports)?;
-    let mut switch = Switch::start(switch_config(args), ports).context("couldn't start the switch")?;
+    let mut switch =
+        Switch::start(switch_config(args), ports).context("couldn't start the switch")?;
     println!(
         "vswitch: switching among {}; Ctrl-C to stop, SIGUSR1 for counters",
         args.ports.join(", ")

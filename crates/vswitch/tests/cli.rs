@@ -1,0 +1,220 @@
+//! The `vswitch` binary as a user meets it: errors, help, signals, cleanup.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use vswitch_testkit::{require_root, unique_name};
+
+fn vswitch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vswitch"))
+        .args(args)
+        .output()
+        .expect("run vswitch")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+#[test]
+fn bad_port_lists_fail_with_one_clear_line_and_create_nothing() {
+    let cases: [(&[&str], &str); 5] = [
+        (&["--ports", "vsa0,vsa0"], "given twice"),
+        (&["--ports", "vsa0,,vsa1"], "interface name is empty"),
+        (&["--ports", "a234567890123456"], "longer than 15 bytes"),
+        (&["--ports", "a/b"], "characters Linux does not allow"),
+        (
+            &["--ports", "vsa0", "--forward-link-local", "lldp"],
+            "not a 16-bit mask",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = vswitch(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(!stderr(&out).contains("panicked"), "{args:?} panicked");
+    }
+    assert!(!link_exists("vsa0"));
+}
+
+#[test]
+fn missing_ports_and_unknown_flags_are_usage_errors() {
+    let out = vswitch(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--ports"));
+    let out = vswitch(&["--ports", "x", "--frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--frobnicate"));
+}
+
+#[test]
+fn help_explains_every_flag_with_its_default() {
+    let out = vswitch(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "--ports",
+        "--ageing-time",
+        "[default: 300]",
+        "--max-macs",
+        "[default: 65536]",
+        "--max-macs-per-port",
+        "--forward-link-local",
+        "--threads",
+        "demo",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+    }
+}
+
+#[test]
+fn without_cap_net_admin_the_error_names_the_capability() {
+    if !require_root("without_cap_net_admin_the_error_names_the_capability") {
+        return;
+    }
+    // Drop to an unprivileged user with no capabilities, running a copy of the binary that user
+    // can reach wherever the build tree lives.
+    let name = unique_name("vsc");
+    let dir = std::env::temp_dir().join(unique_name("vsbin"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let bin = dir.join("vswitch");
+    std::fs::copy(env!("CARGO_BIN_EXE_vswitch"), &bin).expect("copy binary");
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+        ])
+        .arg(&bin)
+        .args(["--ports", &name])
+        .output()
+        .expect("setpriv (util-linux)");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("CAP_NET_ADMIN"), "{}", stderr(&out));
+    assert!(!link_exists(&name));
+}
+
+/// Starts the switch and waits for its "switching among" line.
+fn start_switch(ports: &[String]) -> (Child, BufReader<std::process::ChildStdout>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vswitch"))
+        .args(["--ports", &ports.join(","), "--threads", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vswitch");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read");
+    assert!(
+        line.contains("switching among"),
+        "unexpected first line {line:?}"
+    );
+    (child, stdout)
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("vswitch did not stop within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_and_sigint_stop_cleanly_print_counters_and_remove_the_taps() {
+    if !require_root("sigterm_and_sigint_stop_cleanly_print_counters_and_remove_the_taps") {
+        return;
+    }
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        let ports = [unique_name("vsc"), unique_name("vsc")];
+        let (mut child, mut stdout) = start_switch(&ports);
+        assert!(ports.iter().all(|p| link_exists(p)), "TAPs not created");
+        // SIGUSR1 prints the table while running.
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGUSR1).expect("kill");
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read");
+        assert!(line.starts_with("PORT"), "SIGUSR1 printed {line:?}");
+        kill(Pid::from_raw(child.id() as i32), signal).expect("kill");
+        let status = wait_exit(&mut child);
+        assert!(status.success(), "{signal}: exit {status}");
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest).expect("read");
+        for port in &ports {
+            assert!(
+                rest.contains(port.as_str()),
+                "{signal}: counters lack {port}:\n{rest}"
+            );
+            assert!(!link_exists(port), "{signal}: TAP {port} left behind");
+        }
+        assert!(rest.contains("mac table:"));
+    }
+}
+
+#[test]
+fn an_existing_persistent_tap_is_attached_and_left_in_place() {
+    if !require_root("an_existing_persistent_tap_is_attached_and_left_in_place") {
+        return;
+    }
+    let name = unique_name("vsp");
+    let made = Command::new("ip")
+        .args(["tuntap", "add", "mode", "tap", "name", &name])
+        .status()
+        .expect("ip");
+    assert!(made.success());
+    let _guard = vswitch_netns::LinkGuard::new(&name);
+    let (mut child, _stdout) = start_switch(std::slice::from_ref(&name));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("kill");
+    assert!(wait_exit(&mut child).success());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read");
+    assert!(err.contains("attached to existing"), "{err}");
+    assert!(
+        link_exists(&name),
+        "a TAP the switch did not create was removed"
+    );
+}
+
+#[test]
+fn the_demo_pings_across_and_leaves_nothing_behind() {
+    if !require_root("the_demo_pings_across_and_leaves_nothing_behind") {
+        return;
+    }
+    let out = vswitch(&["demo", "--count", "2"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(text.contains("demo: OK"));
+    let leftovers = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("vsdemo"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(leftovers, 0, "demo namespaces left behind");
+}

@@ -1,0 +1,200 @@
+//! The real worker threads over in-memory ports, without root: what the datapath does with good,
+//! malformed and unlucky frames.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use vswitch_core::{DropReason, MacAddr};
+use vswitch_datapath::{MemoryPeer, MemoryPort, PortDevice, Switch, SwitchConfig};
+
+const MTU: u32 = 1500;
+
+fn mac(n: u8) -> MacAddr {
+    MacAddr([0x02, 0, 0, 0, 0, n])
+}
+
+fn frame(dst: MacAddr, src: MacAddr, len: usize, tag: u32) -> Vec<u8> {
+    let mut f = vec![0u8; len.max(18)];
+    f[..6].copy_from_slice(&dst.0);
+    f[6..12].copy_from_slice(&src.0);
+    f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes()); // local experimental EtherType
+    f[14..18].copy_from_slice(&tag.to_be_bytes());
+    f.truncate(len);
+    f
+}
+
+fn start(n: usize, threads: usize) -> (Switch, Vec<MemoryPeer>) {
+    let mut ports: Vec<(String, Box<dyn PortDevice>)> = Vec::new();
+    let mut peers = Vec::new();
+    for i in 0..n {
+        let (port, peer) = MemoryPort::pair(MTU).expect("socketpair");
+        ports.push((format!("mem{i}"), Box::new(port)));
+        peers.push(peer);
+    }
+    let config = SwitchConfig {
+        threads,
+        ..SwitchConfig::default()
+    };
+    (Switch::start(config, ports).expect("start"), peers)
+}
+
+/// Receives one frame within a second.
+fn recv(peer: &MemoryPeer) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut buf = vec![0u8; 65536];
+    while Instant::now() < deadline {
+        match peer.recv(&mut buf) {
+            Ok(n) => return Some(buf[..n].to_vec()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+    None
+}
+
+/// Asserts nothing arrives within 200 ms.
+fn assert_silent(peer: &MemoryPeer, what: &str) {
+    std::thread::sleep(Duration::from_millis(200));
+    let mut buf = vec![0u8; 65536];
+    match peer.recv(&mut buf) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        other => panic!("{what}: expected nothing, got {other:?}"),
+    }
+}
+
+fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+#[test]
+fn unknown_unicast_floods_then_learned_unicast_goes_to_one_port() {
+    let (switch, peers) = start(3, 2);
+    let f = frame(mac(2), mac(1), 60, 1);
+    peers[0].send(&f).unwrap();
+    assert_eq!(recv(&peers[1]).as_deref(), Some(&f[..]));
+    assert_eq!(recv(&peers[2]).as_deref(), Some(&f[..]));
+    // 2 answers 1: the switch knows 1 now, so only port 0 gets it.
+    let reply = frame(mac(1), mac(2), 60, 2);
+    peers[1].send(&reply).unwrap();
+    assert_eq!(recv(&peers[0]).as_deref(), Some(&reply[..]));
+    assert_silent(&peers[2], "learned unicast leaked");
+    assert_silent(&peers[1], "sent back to the sender");
+    assert!(wait_for(|| switch.table_stats().learned == 2));
+}
+
+#[test]
+fn malformed_frames_are_dropped_by_reason_and_others_keep_flowing() {
+    let (switch, peers) = start(2, 2);
+    peers[0].send(&[0u8; 5]).unwrap(); // runt
+    peers[0]
+        .send(&frame(mac(2), MacAddr::BROADCAST, 60, 0))
+        .unwrap(); // group source
+    peers[0]
+        .send(&frame(MacAddr([0x01, 0x80, 0xc2, 0, 0, 0]), mac(1), 60, 0))
+        .unwrap(); // STP
+    peers[0]
+        .send(&frame(mac(2), mac(1), 14 + MTU as usize + 1, 0))
+        .unwrap(); // oversize
+    let good = frame(mac(2), mac(1), 60, 7);
+    peers[0].send(&good).unwrap();
+    assert_eq!(
+        recv(&peers[1]).as_deref(),
+        Some(&good[..]),
+        "a good frame after bad ones"
+    );
+    assert_silent(&peers[1], "a bad frame was forwarded");
+    let ingress = switch.ports()[0].counters().snapshot();
+    let egress = switch.ports()[1].counters().snapshot();
+    assert_eq!(ingress.drops(DropReason::Runt), 1);
+    assert_eq!(ingress.drops(DropReason::BadSource), 1);
+    assert_eq!(ingress.drops(DropReason::LinkLocal), 1);
+    assert_eq!(egress.drops(DropReason::Oversize), 1);
+    assert_eq!(ingress.rx_packets, 5);
+    assert_eq!(egress.tx_packets, 1);
+}
+
+#[test]
+fn order_within_a_flow_is_kept() {
+    let (switch, peers) = start(2, 2);
+    let mut peers = peers.into_iter();
+    let (p0, p1) = (peers.next().unwrap(), peers.next().unwrap());
+    let n = 2000u32;
+    let sender = std::thread::spawn(move || {
+        for i in 0..n {
+            let f = frame(mac(2), mac(1), 100, i);
+            // Back off while the switch's queue from us is full.
+            while let Err(e) = p0.send(&f) {
+                assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    });
+    let mut last = None;
+    let mut got = 0u64;
+    while let Some(f) = recv(&p1) {
+        let tag = u32::from_be_bytes(f[14..18].try_into().unwrap());
+        if let Some(prev) = last {
+            assert!(tag > prev, "frame {tag} after {prev}");
+        }
+        last = Some(tag);
+        got += 1;
+    }
+    sender.join().unwrap();
+    let egress = switch.ports()[1].counters().snapshot();
+    assert!(got > 0);
+    assert_eq!(
+        got + egress.drops(DropReason::EgressQueueFull),
+        u64::from(n),
+        "frames unaccounted for"
+    );
+}
+
+#[test]
+fn a_port_whose_peer_hangs_up_is_removed_and_others_keep_forwarding() {
+    let (switch, mut peers) = start(3, 2);
+    drop(peers.pop());
+    assert!(
+        wait_for(|| switch.ports()[2].is_gone()),
+        "port 2 not removed"
+    );
+    let f = frame(MacAddr::BROADCAST, mac(1), 60, 3);
+    peers[0].send(&f).unwrap();
+    assert_eq!(recv(&peers[1]).as_deref(), Some(&f[..]));
+}
+
+#[test]
+fn a_full_egress_queue_is_counted_not_fatal() {
+    let (switch, peers) = start(2, 1);
+    // Port 1's peer never reads: its socket buffer fills and the switch must drop and count.
+    let f = frame(MacAddr::BROADCAST, mac(1), 1400, 0);
+    let mut sent = 0;
+    while sent < 5000 {
+        match peers[0].send(&f) {
+            Ok(()) => sent += 1,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_micros(100))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(wait_for(|| switch.ports()[0]
+        .counters()
+        .snapshot()
+        .rx_packets
+        == 5000));
+    let egress = switch.ports()[1].counters().snapshot();
+    assert!(egress.drops(DropReason::EgressQueueFull) > 0);
+    assert_eq!(
+        egress.tx_packets + egress.drops(DropReason::EgressQueueFull),
+        5000
+    );
+}
