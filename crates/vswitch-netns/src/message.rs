@@ -34,6 +34,7 @@ pub const NLM_F_CREATE: u16 = 0x400;
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
+const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_INFO_KIND: u16 = 1;
@@ -151,6 +152,18 @@ impl Request {
     /// Move to (or, for a veth peer, create in) the namespace open as `fd`.
     pub fn netns_fd(self, fd: i32) -> Self {
         self.attr(IFLA_NET_NS_FD, &fd.to_ne_bytes())
+    }
+
+    /// Enslaves the link to the bridge with index `master` (0 to release it).
+    pub fn master(self, master: u32) -> Self {
+        self.attr_u32(IFLA_MASTER, master)
+    }
+
+    /// `IFLA_LINKINFO { KIND kind }`, for link types that need no further data (e.g. "bridge").
+    pub fn link_kind(self, kind: &str) -> Self {
+        self.begin_nest(IFLA_LINKINFO)
+            .attr_str(IFLA_INFO_KIND, kind)
+            .end_nest()
     }
 
     /// Opens a nested attribute; close it with [`Request::end_nest`].

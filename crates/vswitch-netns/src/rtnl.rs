@@ -182,6 +182,27 @@ impl Netlink {
         })
     }
 
+    /// Creates a kernel bridge `name` (like `ip link add NAME type bridge`).
+    pub fn add_bridge(&mut self, name: &str) -> Result<(), NetnsError> {
+        check_link_name(name)?;
+        let seq = self.next_seq();
+        let req = Request::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK, seq)
+            .ifinfo(0, 0, 0)
+            .ifname(name)
+            .link_kind("bridge");
+        self.transact(seq, req)
+            .map(drop)
+            .map_err(|e| NetnsError::from_errno(format!("creating bridge {name}"), name, e))
+    }
+
+    /// Makes `name` a port of bridge `master` (like `ip link set NAME master MASTER`).
+    pub fn set_master(&mut self, name: &str, master: &str) -> Result<(), NetnsError> {
+        let index = self.link_index(master)?;
+        self.set_link(name, "enslaving", |r| {
+            r.ifinfo(0, 0, 0).ifname(name).master(index)
+        })
+    }
+
     /// Deletes interface `name` (a veth's peer goes with it).
     pub fn delete_link(&mut self, name: &str) -> Result<(), NetnsError> {
         check_link_name(name)?;

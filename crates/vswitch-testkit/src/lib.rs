@@ -19,15 +19,7 @@ use vswitch_netns::{Netlink, Netns, NetnsError, NetnsGuard};
 /// True when the caller may run a privileged test. Otherwise prints why the test is skipped and
 /// returns false, or panics when `VSWITCH_REQUIRE_PRIV=1` says skipping is not allowed.
 pub fn require_root(test: &str) -> bool {
-    if std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-    {
+    if is_root() {
         return true;
     }
     let reason =
@@ -37,6 +29,18 @@ pub fn require_root(test: &str) -> bool {
     }
     eprintln!("SKIPPED {reason}");
     false
+}
+
+/// Whether the process runs with effective uid 0.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -1,0 +1,406 @@
+//! End-to-end comparison, as root: two namespaces joined by (1) a direct veth pair, (2) the
+//! kernel bridge with veth ports, (3) vswitch with TAP ports — built in one run and measured
+//! interleaved over several rounds, medians reported as ratios to the kernel bridge.
+//!
+//! `cargo bench --bench e2e` (needs iperf3 and ping). `VSWITCH_E2E_ROUNDS` (default 3) and
+//! `VSWITCH_E2E_SECONDS` (per iperf3 run, default 3) tune it. Writes a Markdown table to stdout,
+//! and `bench-results/e2e.json` and `bench-results/e2e.svg`.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use vswitch_datapath::SwitchConfig;
+use vswitch_netns::{LinkGuard, Netlink, Netns};
+use vswitch_testkit::{Host, TapLab, unique_name};
+
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+
+/// One way of joining the two hosts, kept alive while measured.
+enum Topology {
+    Wire {
+        hosts: Vec<Host>,
+    },
+    Bridge {
+        hosts: Vec<Host>,
+        _bridge: LinkGuard,
+    },
+    Vswitch {
+        lab: TapLab,
+    },
+}
+
+impl Topology {
+    fn hosts(&self) -> &[Host] {
+        match self {
+            Topology::Wire { hosts } | Topology::Bridge { hosts, .. } => hosts,
+            Topology::Vswitch { lab } => &lab.hosts,
+        }
+    }
+}
+
+type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn wire() -> BoxResult<Topology> {
+    let (a, b) = (unique_name("vbw"), unique_name("vbw"));
+    Netlink::open()?.add_veth(&a, &b, None)?;
+    let hosts = vec![
+        Host::with_link(&a, Ipv4Addr::new(10, 77, 0, 1))?,
+        Host::with_link(&b, SERVER)?,
+    ];
+    Ok(Topology::Wire { hosts })
+}
+
+fn bridge() -> BoxResult<Topology> {
+    let br = unique_name("vbb");
+    let mut nl = Netlink::open()?;
+    nl.add_bridge(&br)?;
+    let bridge = LinkGuard::new(&br);
+    let mut hosts = Vec::new();
+    for addr in [Ipv4Addr::new(10, 77, 0, 1), SERVER] {
+        let (inner, outer) = (unique_name("vbh"), unique_name("vbp"));
+        nl.add_veth(&inner, &outer, None)?;
+        hosts.push(Host::with_link(&inner, addr)?);
+        nl.set_master(&outer, &br)?;
+        nl.set_up(&outer)?;
+    }
+    nl.set_up(&br)?;
+    Ok(Topology::Bridge {
+        hosts,
+        _bridge: bridge,
+    })
+}
+
+fn vswitch_tap() -> BoxResult<Topology> {
+    let lab = TapLab::new(
+        2,
+        SwitchConfig {
+            threads: 2,
+            ..SwitchConfig::default()
+        },
+    )?;
+    Ok(Topology::Vswitch { lab })
+}
+
+/// Process CPU time (user + system) in seconds: the switch's threads when vswitch is measured.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0 // utime, stime; USER_HZ is 100 on Linux
+}
+
+fn in_ns(ns: &Netns, cmd: &mut Command) -> BoxResult<std::process::Output> {
+    Ok(ns.run(|| cmd.output())??)
+}
+
+fn iperf_server(ns: &Netns) -> BoxResult<Child> {
+    let child = ns.run(|| {
+        Command::new("iperf3")
+            .args(["-s", "-p", "5299"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    })??;
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(child)
+}
+
+fn iperf_json(client: &Netns, args: &[&str], secs: u64) -> BoxResult<Value> {
+    let out = in_ns(
+        client,
+        Command::new("iperf3")
+            .args([
+                "-c",
+                &SERVER.to_string(),
+                "-p",
+                "5299",
+                "-J",
+                "-t",
+                &secs.to_string(),
+            ])
+            .args(args),
+    )?;
+    let json: Value = serde_json::from_slice(&out.stdout)?;
+    if let Some(err) = json.get("error") {
+        return Err(format!("iperf3: {err}").into());
+    }
+    Ok(json)
+}
+
+/// Gbit/s received and bytes moved.
+fn tcp(client: &Netns, streams: u32, secs: u64) -> BoxResult<(f64, f64)> {
+    let json = iperf_json(client, &["-P", &streams.to_string()], secs)?;
+    let sum = &json["end"]["sum_received"];
+    Ok((
+        sum["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9,
+        sum["bytes"].as_f64().unwrap_or(0.0),
+    ))
+}
+
+/// 64-byte UDP datagrams: received packets per second and loss percentage.
+fn udp64(client: &Netns, secs: u64) -> BoxResult<(f64, f64)> {
+    let json = iperf_json(client, &["-u", "-l", "64", "-b", "0"], secs)?;
+    let sum = &json["end"]["sum"];
+    let packets = sum["packets"].as_f64().unwrap_or(0.0);
+    let lost = sum["lost_packets"].as_f64().unwrap_or(0.0);
+    let seconds = sum["seconds"].as_f64().unwrap_or(secs as f64).max(0.001);
+    Ok((
+        (packets - lost) / seconds,
+        sum["lost_percent"].as_f64().unwrap_or(0.0),
+    ))
+}
+
+/// Ping RTT p50 and p99 in microseconds over 500 echoes 2 ms apart.
+fn rtt(client: &Netns) -> BoxResult<(f64, f64)> {
+    let out = in_ns(
+        client,
+        Command::new("ping").args(["-c", "500", "-i", "0.002", "-W", "1", &SERVER.to_string()]),
+    )?;
+    let mut samples: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|ms| ms * 1000.0)
+        .collect();
+    if samples.is_empty() {
+        return Err("no ping replies".into());
+    }
+    samples.sort_by(f64::total_cmp);
+    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    Ok((pick(0.5), pick(0.99)))
+}
+
+#[derive(Default, Clone)]
+struct Samples {
+    tcp1: Vec<f64>,
+    tcp4: Vec<f64>,
+    udp_pps: Vec<f64>,
+    udp_loss: Vec<f64>,
+    rtt_p50: Vec<f64>,
+    rtt_p99: Vec<f64>,
+    cpu_ms_per_gbit: Vec<f64>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn measure(
+    topology: &Topology,
+    secs: u64,
+    samples: &mut Samples,
+    switch_cpu: bool,
+) -> BoxResult<()> {
+    let (client, server) = (&topology.hosts()[0].ns, &topology.hosts()[1].ns);
+    let mut srv = iperf_server(server)?;
+    let result = (|| -> BoxResult<()> {
+        let cpu0 = cpu_seconds();
+        let (gbit, bytes) = tcp(client, 1, secs)?;
+        let cpu = cpu_seconds() - cpu0;
+        samples.tcp1.push(gbit);
+        if switch_cpu && bytes > 0.0 {
+            // CPU milliseconds per Gbit moved.
+            samples
+                .cpu_ms_per_gbit
+                .push(cpu * 1000.0 / (bytes * 8.0 / 1e9));
+        }
+        samples.tcp4.push(tcp(client, 4, secs)?.0);
+        let (pps, loss) = udp64(client, secs)?;
+        samples.udp_pps.push(pps);
+        samples.udp_loss.push(loss);
+        let (p50, p99) = rtt(client)?;
+        samples.rtt_p50.push(p50);
+        samples.rtt_p99.push(p99);
+        Ok(())
+    })();
+    let _ = srv.kill();
+    let _ = srv.wait();
+    result
+}
+
+fn main() -> BoxResult<()> {
+    if !vswitch_testkit::is_root() {
+        eprintln!("e2e benchmark skipped: needs root (namespaces, TAPs, bridges)");
+        return Ok(());
+    }
+    if Command::new("iperf3").arg("--version").output().is_err() {
+        return Err("e2e benchmark needs iperf3 (apt-get install iperf3)".into());
+    }
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (rounds, secs) = (env("VSWITCH_E2E_ROUNDS", 3), env("VSWITCH_E2E_SECONDS", 3));
+    type Build = fn() -> BoxResult<Topology>;
+    let candidates: [(&str, Build); 3] = [
+        ("veth pair (the wire)", wire),
+        ("kernel bridge, veth ports", bridge),
+        ("vswitch, TAP ports", vswitch_tap),
+    ];
+    let topologies: Vec<Topology> = candidates
+        .iter()
+        .map(|(_, build)| build())
+        .collect::<BoxResult<_>>()?;
+    let mut samples = vec![Samples::default(); candidates.len()];
+    for round in 1..=rounds {
+        for (i, topology) in topologies.iter().enumerate() {
+            eprintln!("round {round}/{rounds}: {}", candidates[i].0);
+            let is_switch = matches!(topology, Topology::Vswitch { .. });
+            measure(topology, secs, &mut samples[i], is_switch)?;
+        }
+    }
+    drop(topologies);
+    report(&candidates.map(|(name, _)| name), &samples)
+}
+
+fn report(names: &[&str], samples: &[Samples]) -> BoxResult<()> {
+    let bridge = 1; // index of the kernel bridge: the reference
+    let ratio = |v: f64, base: f64| if base > 0.0 { v / base } else { f64::NAN };
+    let b = &samples[bridge];
+    let (b1, b4, bu, br) = (
+        median(&b.tcp1),
+        median(&b.tcp4),
+        median(&b.udp_pps),
+        median(&b.rtt_p50),
+    );
+    let mut md = String::new();
+    writeln!(
+        md,
+        "| two namespaces joined by | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | UDP 64 B delivered kpps (loss) | ping p50 / p99 µs | switch CPU ms per Gbit |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|")?;
+    let mut json = Vec::new();
+    for (name, s) in names.iter().zip(samples) {
+        let (t1, t4, u, l) = (
+            median(&s.tcp1),
+            median(&s.tcp4),
+            median(&s.udp_pps),
+            median(&s.udp_loss),
+        );
+        let (p50, p99, cpu) = (
+            median(&s.rtt_p50),
+            median(&s.rtt_p99),
+            median(&s.cpu_ms_per_gbit),
+        );
+        writeln!(
+            md,
+            "| {name} | {t1:.2} ({:.2}×) | {t4:.2} ({:.2}×) | {:.0} ({:.2}×, {l:.1}% loss) | {p50:.0} / {p99:.0} ({:.2}×) | {} |",
+            ratio(t1, b1),
+            ratio(t4, b4),
+            u / 1000.0,
+            ratio(u, bu),
+            ratio(p50, br),
+            if cpu.is_nan() {
+                "n/a (kernel)".to_string()
+            } else {
+                format!("{cpu:.0}")
+            }
+        )?;
+        json.push(serde_json::json!({
+            "name": name, "tcp1_gbit": t1, "tcp4_gbit": t4, "udp64_pps": u, "udp64_loss_pct": l,
+            "rtt_p50_us": p50, "rtt_p99_us": p99, "cpu_ms_per_gbit": if cpu.is_nan() { Value::Null } else { cpu.into() },
+            "ratio_to_bridge": { "tcp1": ratio(t1, b1), "tcp4": ratio(t4, b4), "udp64": ratio(u, bu), "rtt_p50": ratio(p50, br) },
+            "samples": { "tcp1": s.tcp1, "tcp4": s.tcp4, "udp64_pps": s.udp_pps, "rtt_p50": s.rtt_p50 },
+        }));
+    }
+    print!("{md}");
+    std::fs::create_dir_all("bench-results")?;
+    std::fs::write(
+        "bench-results/e2e.json",
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    std::fs::write("bench-results/e2e.svg", svg(names, samples, bridge))?;
+    eprintln!("wrote bench-results/e2e.json and bench-results/e2e.svg");
+    Ok(())
+}
+
+/// A grouped bar chart of each metric as a ratio to the kernel bridge (higher is better; for
+/// latency the inverse ratio is drawn so that higher is better there too).
+fn svg(names: &[&str], samples: &[Samples], bridge: usize) -> String {
+    let metrics: [(&str, fn(&Samples) -> f64, bool); 4] = [
+        ("TCP 1 stream", |s| median(&s.tcp1), false),
+        ("TCP 4 streams", |s| median(&s.tcp4), false),
+        ("UDP 64 B pps", |s| median(&s.udp_pps), false),
+        ("ping p50 (inverse)", |s| median(&s.rtt_p50), true),
+    ];
+    let colors = ["#888888", "#1f77b4", "#d62728", "#2ca02c"];
+    let (w, h, top, bottom, left) = (760.0, 360.0, 40.0, 60.0, 50.0);
+    let plot_h = h - top - bottom;
+    let max_ratio = 2.0f64;
+    let mut out = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<text x="{left}" y="20" font-size="14">Ratio to the kernel bridge (same run; 1.0 = bridge, higher is better)</text>
+"#
+    );
+    let y_of = |r: f64| top + plot_h * (1.0 - (r.min(max_ratio) / max_ratio));
+    for tick in [0.0, 0.5, 1.0, 1.5, 2.0] {
+        let y = y_of(tick);
+        let _ = writeln!(
+            out,
+            r#"<line x1="{left}" x2="{}" y1="{y}" y2="{y}" stroke="{}"/><text x="10" y="{}">{tick:.1}</text>"#,
+            w - 10.0,
+            if tick == 1.0 { "#000" } else { "#ddd" },
+            y + 4.0
+        );
+    }
+    let group_w = (w - left - 20.0) / metrics.len() as f64;
+    let bar_w = group_w / (names.len() as f64 + 1.0);
+    for (m, (label, get, inverse)) in metrics.iter().enumerate() {
+        let base = get(&samples[bridge]);
+        let gx = left + m as f64 * group_w;
+        for (c, s) in samples.iter().enumerate() {
+            let v = get(s);
+            let r = if *inverse { base / v } else { v / base };
+            let r = if r.is_finite() { r } else { 0.0 };
+            let x = gx + (c as f64 + 0.5) * bar_w;
+            let y = y_of(r);
+            let _ = writeln!(
+                out,
+                r#"<rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{}"/><text x="{x:.1}" y="{:.1}" font-size="10">{r:.2}</text>"#,
+                bar_w * 0.9,
+                top + plot_h - y,
+                colors[c % colors.len()],
+                y - 3.0
+            );
+        }
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}">{label}</text>"#,
+            gx + bar_w * 0.5,
+            h - bottom + 18.0
+        );
+    }
+    for (c, name) in names.iter().enumerate() {
+        let x = left + c as f64 * 220.0;
+        let _ = writeln!(
+            out,
+            r#"<rect x="{x}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{}">{name}</text>"#,
+            h - 22.0,
+            colors[c % colors.len()],
+            x + 16.0,
+            h - 12.0
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
