@@ -337,7 +337,8 @@ fn report(names: &[&str], samples: &[Samples]) -> BoxResult<()> {
 /// A grouped bar chart of each metric as a ratio to the kernel bridge (higher is better; for
 /// latency the inverse ratio is drawn so that higher is better there too).
 fn svg(names: &[&str], samples: &[Samples], bridge: usize) -> String {
-    let metrics: [(&str, fn(&Samples) -> f64, bool); 4] = [
+    type Metric = (&'static str, fn(&Samples) -> f64, bool);
+    let metrics: [Metric; 4] = [
         ("TCP 1 stream", |s| median(&s.tcp1), false),
         ("TCP 4 streams", |s| median(&s.tcp4), false),
         ("UDP 64 B pps", |s| median(&s.udp_pps), false),
