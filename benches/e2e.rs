@@ -1,5 +1,6 @@
 //! End-to-end comparison, as root: two namespaces joined by (1) a direct veth pair, (2) the
-//! kernel bridge with veth ports, (3) vswitch with TAP ports — built in one run and measured
+//! kernel bridge with veth ports, (3) vswitch with TAP ports, with and without offloads — built
+//! in one run and measured
 //! interleaved over several rounds, medians reported as ratios to the kernel bridge.
 //!
 //! `cargo bench --bench e2e` (needs iperf3 and ping). `VSWITCH_E2E_ROUNDS` (default 3) and
@@ -73,15 +74,21 @@ fn bridge() -> BoxResult<Topology> {
     })
 }
 
-fn vswitch_tap() -> BoxResult<Topology> {
-    let lab = TapLab::new(
-        2,
-        SwitchConfig {
-            threads: 2,
-            ..SwitchConfig::default()
-        },
-    )?;
+fn vswitch_tap_with(offload: bool) -> BoxResult<Topology> {
+    let config = SwitchConfig {
+        threads: 2,
+        ..SwitchConfig::default()
+    };
+    let lab = TapLab::new(2, config, offload)?;
     Ok(Topology::Vswitch { lab })
+}
+
+fn vswitch_tap() -> BoxResult<Topology> {
+    vswitch_tap_with(true)
+}
+
+fn vswitch_tap_no_offload() -> BoxResult<Topology> {
+    vswitch_tap_with(false)
 }
 
 /// Process CPU time (user + system) in seconds: the switch's threads when vswitch is measured.
@@ -252,10 +259,11 @@ fn main() -> BoxResult<()> {
     };
     let (rounds, secs) = (env("VSWITCH_E2E_ROUNDS", 3), env("VSWITCH_E2E_SECONDS", 3));
     type Build = fn() -> BoxResult<Topology>;
-    let candidates: [(&str, Build); 3] = [
+    let candidates: [(&str, Build); 4] = [
         ("veth pair (the wire)", wire),
         ("kernel bridge, veth ports", bridge),
         ("vswitch, TAP ports", vswitch_tap),
+        ("vswitch, TAP ports, --no-offload", vswitch_tap_no_offload),
     ];
     let topologies: Vec<Topology> = candidates
         .iter()

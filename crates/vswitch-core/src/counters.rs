@@ -18,6 +18,9 @@ pub enum DropReason {
     LinkLocal,
     /// The egress device would have blocked (its queue is full).
     EgressQueueFull,
+    /// A segmentation-offload (GSO) frame for a port without offloads: software segmentation is
+    /// not implemented yet.
+    GsoUnsupported,
     /// The egress device is down (a TAP moved into a namespace and not yet set up).
     LinkDown,
     /// The device returned an error other than a full queue or a down link.
@@ -26,13 +29,14 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in display order.
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::Filtered,
         DropReason::Runt,
         DropReason::Oversize,
         DropReason::BadSource,
         DropReason::LinkLocal,
         DropReason::EgressQueueFull,
+        DropReason::GsoUnsupported,
         DropReason::LinkDown,
         DropReason::IoError,
     ];
@@ -46,6 +50,7 @@ impl DropReason {
             DropReason::BadSource => "bad_source",
             DropReason::LinkLocal => "link_local",
             DropReason::EgressQueueFull => "queue_full",
+            DropReason::GsoUnsupported => "gso_unsupp",
             DropReason::LinkDown => "link_down",
             DropReason::IoError => "io_error",
         }
@@ -64,7 +69,8 @@ impl fmt::Display for DropReason {
 
 /// Traffic counters of one port. Aligned to a cache line so that ports served by different
 /// workers never share one. Drops caused on ingress (runt, bad source, link-local, filtered) count
-/// on the ingress port; drops on the way out (oversize, queue full, link down, I/O error) on the
+/// on the ingress port; drops on the way out (oversize, queue full, GSO unsupported,
+/// link down, I/O error) on the
 /// egress port.
 #[derive(Debug, Default)]
 #[repr(align(64))]

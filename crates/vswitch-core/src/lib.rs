@@ -11,6 +11,8 @@
 //! - [`table`]: the MAC table (forwarding database), keyed by (VLAN, MAC), with learning, ageing,
 //!   capacity and fair eviction.
 //! - [`forward`]: the forwarding decision for one frame.
+//! - [`vnet`]: the virtio-net header that carries offload metadata (GSO, partial checksums)
+//!   with each frame, and what the switch must check or finish because of it.
 //! - [`counters`]: per-port and per-table counters that any thread may read at any time.
 #![forbid(unsafe_code)]
 
@@ -18,10 +20,12 @@ pub mod counters;
 pub mod forward;
 pub mod table;
 pub mod time;
+pub mod vnet;
 pub mod wire;
 
 pub use counters::{DropReason, PortCounters, PortStats, TableCounters, TableStats};
 pub use forward::{Decision, Egress, ForwardingConfig, LearnRequest};
 pub use table::{FdbKey, MacTable, TableConfig, TableEvent};
 pub use time::Timestamp;
-pub use wire::{EthernetFrame, MacAddr, PortId, VlanId, fits_mtu};
+pub use vnet::{VNET_HDR_LEN, VnetHeader};
+pub use wire::{EthernetFrame, MacAddr, PortId, VlanId};

@@ -210,12 +210,6 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     }
 }
 
-/// Whether `frame` may leave through an interface with MTU `mtu`: its payload (after the header
-/// and one VLAN tag) must fit, as in the kernel's `is_skb_forwardable`. Runts never fit.
-pub fn fits_mtu(frame: &[u8], mtu: u32) -> bool {
-    EthernetFrame::new_checked(frame).is_ok_and(|f| f.payload_len() <= mtu as usize)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,16 +264,6 @@ mod tests {
         assert_eq!(view.src(), MacAddr([2, 0, 0, 0, 0, 7]));
         assert_eq!(view.vlan(), Some(VlanId::new(100)));
         assert_eq!(view.payload_len(), 64 - 18);
-    }
-
-    #[test]
-    fn mtu_check_ignores_header_and_tag() {
-        let mut frame = vec![0u8; 14 + 1500];
-        assert!(fits_mtu(&frame, 1500));
-        assert!(!fits_mtu(&frame, 1499));
-        frame[12..14].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
-        assert!(fits_mtu(&frame, 1496) && !fits_mtu(&frame, 1495));
-        assert!(!fits_mtu(&frame[..10], 9000));
     }
 
     #[test]

@@ -12,9 +12,11 @@ use vswitch_core::{PortCounters, PortId};
 /// [`crate::MemoryPort`]. Methods take `&self` because one worker reads a port while others write
 /// to it.
 pub trait PortDevice: Send + Sync + std::fmt::Debug {
-    /// Reads one frame into `buf`, returning its length; `WouldBlock` when there is none.
+    /// Reads one frame into `buf` (behind a virtio-net header if [`PortDevice::vnet_header`]),
+    /// returning the length read; `WouldBlock` when there is none.
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize>;
-    /// Writes one frame; `WouldBlock` when the device's queue is full.
+    /// Writes one frame (behind a virtio-net header if [`PortDevice::vnet_header`]);
+    /// `WouldBlock` when the device's queue is full.
     fn send(&self, frame: &[u8]) -> io::Result<()>;
     /// The fd the worker polls for readability.
     fn fd(&self) -> BorrowedFd<'_>;
@@ -22,6 +24,12 @@ pub trait PortDevice: Send + Sync + std::fmt::Debug {
     fn mtu(&self) -> io::Result<u32>;
     /// A short name of the kind of device, for tables and logs.
     fn kind(&self) -> &'static str;
+    /// True if every frame read or written carries a virtio-net header in front
+    /// ([`vswitch_core::VNET_HDR_LEN`] bytes) and the device takes GSO frames and partial
+    /// checksums.
+    fn vnet_header(&self) -> bool {
+        false
+    }
 }
 
 /// A port attached to the switch: its device, counters and cached MTU.

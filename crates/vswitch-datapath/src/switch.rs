@@ -18,17 +18,19 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use vswitch_core::forward::decide;
+use vswitch_core::vnet::{F_DATA_VALID, F_NEEDS_CSUM, complete_checksum, fits_mtu};
 use vswitch_core::{
     DropReason, Egress, FdbKey, ForwardingConfig, LearnRequest, MacTable, PortId, TableConfig,
-    TableCounters, TableEvent, TableStats, Timestamp, fits_mtu,
+    TableCounters, TableEvent, TableStats, Timestamp, VNET_HDR_LEN, VnetHeader,
 };
 
 use crate::port::{Port, PortDevice};
 
 /// Frames read from one port before the worker looks at its other ports.
 pub const BATCH: usize = 32;
-/// Receive buffer size: the largest frame a 64 KiB MTU allows, with a VLAN tag.
-const MAX_FRAME: usize = 65536 + 18;
+/// Receive buffer size: a virtio-net header and the largest frame a 64 KiB MTU (or a 64 KiB GSO
+/// segment) allows, with a VLAN tag.
+const MAX_FRAME: usize = VNET_HDR_LEN + 65536 + 18;
 const WAKER: Token = Token(usize::MAX);
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -372,13 +374,31 @@ impl Worker {
     }
 
     /// Reads one batch from `port` and forwards it.
+    ///
+    /// Every buffer is laid out as `[virtio-net header | frame]`: devices with offloads read
+    /// both at once; others read the frame behind a zeroed header. So a frame can go out to
+    /// either kind of device from the same buffer without copying.
     fn serve(&mut self, port: &Port) -> Drain {
+        let vnet = port.device().vnet_header();
         let mut count = 0;
         let mut outcome = Drain::More;
         while count < BATCH {
-            match port.device().recv(&mut self.buffers[count]) {
-                Ok(len) => {
+            let buf = &mut self.buffers[count];
+            let read = if vnet {
+                port.device().recv(buf)
+            } else {
+                buf[..VNET_HDR_LEN].fill(0);
+                port.device()
+                    .recv(&mut buf[VNET_HDR_LEN..])
+                    .map(|n| n + VNET_HDR_LEN)
+            };
+            match read {
+                Ok(len) if len < VNET_HDR_LEN => {
                     port.counters().count_rx(len);
+                    port.counters().count_drop(DropReason::Runt);
+                }
+                Ok(len) => {
+                    port.counters().count_rx(len - VNET_HDR_LEN);
                     self.lengths[count] = len;
                     count += 1;
                 }
@@ -404,8 +424,9 @@ impl Worker {
         let now = self.shared.now();
         {
             let state = self.shared.read();
-            for (buf, &len) in self.buffers.iter().zip(&self.lengths[..count]) {
-                let frame = &buf[..len];
+            for (buf, &len) in self.buffers.iter_mut().zip(&self.lengths[..count]) {
+                let buf = &mut buf[..len];
+                let frame = &buf[VNET_HDR_LEN..];
                 let d = decide(
                     &state.table,
                     &self.shared.forwarding,
@@ -418,13 +439,13 @@ impl Worker {
                     Egress::Drop(reason) => in_port.counters().count_drop(reason),
                     Egress::Port(out) => {
                         if let Some(Some(out)) = state.ports.get(out.index()) {
-                            transmit(out, frame);
+                            transmit(out, buf);
                         }
                     }
                     Egress::Flood => {
                         for out in state.ports.iter().flatten() {
                             if out.id() != in_port.id() {
-                                transmit(out, frame);
+                                transmit(out, buf);
                             }
                         }
                     }
@@ -450,14 +471,35 @@ impl Worker {
     }
 }
 
-/// Sends one frame out of `out`, counting the outcome on it.
-fn transmit(out: &Port, frame: &[u8]) {
-    if !fits_mtu(frame, out.mtu()) {
+/// Sends the frame in `buf` (`[virtio-net header | frame]`) out of `out`, counting the outcome
+/// on it. For a device without offloads, a partial checksum is finished first (in place, and
+/// the header updated, so later ports of a flood see a complete frame).
+fn transmit(out: &Port, buf: &mut [u8]) {
+    let Some(vnet) = VnetHeader::parse(buf) else {
+        return;
+    };
+    let frame_len = buf.len() - VNET_HDR_LEN;
+    if !fits_mtu(&buf[VNET_HDR_LEN..], &vnet, out.mtu()) {
         out.counters().count_drop(DropReason::Oversize);
         return;
     }
-    match out.device().send(frame) {
-        Ok(()) => out.counters().count_tx(frame.len()),
+    let wire = if out.device().vnet_header() {
+        &buf[..]
+    } else {
+        if vnet.is_gso() {
+            out.counters().count_drop(DropReason::GsoUnsupported);
+            return;
+        }
+        if vnet.needs_csum() {
+            let (header, frame) = buf.split_at_mut(VNET_HDR_LEN);
+            if complete_checksum(frame, &vnet) {
+                header[0] = (vnet.flags & !F_NEEDS_CSUM) | F_DATA_VALID;
+            }
+        }
+        &buf[VNET_HDR_LEN..]
+    };
+    match out.device().send(wire) {
+        Ok(()) => out.counters().count_tx(frame_len),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
             out.counters().count_drop(DropReason::EgressQueueFull)
         }

@@ -12,6 +12,10 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 /// `_IOR('T', 210, unsigned int)`: name and flags of the attached device.
 const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
+/// `_IOR('T', 207, unsigned int)`: the flags this kernel's TUN/TAP driver supports.
+const TUNGETFEATURES: libc::c_ulong = 0x8004_54cf;
+/// `_IOW('T', 208, unsigned int)`: the offloads the reader of the fd can take.
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 /// `_IO('T', 227)`: an fd for the network namespace the device lives in now.
 const TUNGETDEVNETNS: libc::c_ulong = 0x54e3;
 
@@ -19,6 +23,11 @@ const TUNGETDEVNETNS: libc::c_ulong = 0x54e3;
 pub const IFF_TAP: libc::c_short = 0x0002;
 /// `IFF_NO_PI`: no 4-byte packet-information prefix.
 pub const IFF_NO_PI: libc::c_short = 0x1000;
+/// `IFF_VNET_HDR`: a `virtio_net_hdr` in front of every frame.
+pub const IFF_VNET_HDR: libc::c_short = 0x4000;
+/// `TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN`: partial checksums and TCP segments up
+/// to 64 KiB, both ways.
+pub const TUN_OFFLOADS: libc::c_uint = 0x01 | 0x02 | 0x04 | 0x08;
 
 fn ifreq_with_name(name: &str) -> io::Result<libc::ifreq> {
     // SAFETY: ifreq is plain old data (integers, arrays and a union of them); all-zero is valid.
@@ -47,6 +56,21 @@ pub fn tun_set_iff(fd: BorrowedFd<'_>, name: &str, flags: libc::c_short) -> io::
     // SAFETY: `fd` is a valid open fd for the call's duration and `req` is a valid, initialised
     // ifreq that the kernel reads and writes within its size.
     check(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req) })?;
+    Ok(())
+}
+
+/// `TUNGETFEATURES`: the `IFF_*` flags the driver supports.
+pub fn tun_get_features(fd: BorrowedFd<'_>) -> io::Result<libc::c_uint> {
+    let mut features: libc::c_uint = 0;
+    // SAFETY: valid fd; the kernel writes one unsigned int to the pointer we pass.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), TUNGETFEATURES, &mut features) })?;
+    Ok(features)
+}
+
+/// `TUNSETOFFLOAD`: tells the kernel which offloads the fd's reader handles.
+pub fn tun_set_offload(fd: BorrowedFd<'_>, offloads: libc::c_uint) -> io::Result<()> {
+    // SAFETY: valid fd; this ioctl takes the flags by value.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD, offloads as libc::c_ulong) })?;
     Ok(())
 }
 

@@ -222,15 +222,17 @@ pub struct TapLab {
 }
 
 impl TapLab {
-    /// Starts a switch with `config` over `n` new TAPs and puts each TAP in its own host.
+    /// Starts a switch with `config` over `n` new TAPs (with or without `offload`, see
+    /// [`vswitch_datapath::Tap::open`]) and puts each TAP in its own host.
     pub fn new(
         n: usize,
         config: vswitch_datapath::SwitchConfig,
+        offload: bool,
     ) -> Result<TapLab, Box<dyn std::error::Error>> {
         let mut ports: Vec<(String, Box<dyn vswitch_datapath::PortDevice>)> = Vec::new();
         for _ in 0..n {
             let name = unique_name("vst");
-            let tap = vswitch_datapath::Tap::open(&name)?;
+            let tap = vswitch_datapath::Tap::open(&name, offload)?;
             ports.push((name, Box::new(tap)));
         }
         let names: Vec<String> = ports.iter().map(|(name, _)| name.clone()).collect();

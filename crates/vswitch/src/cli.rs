@@ -48,6 +48,11 @@ pub struct SwitchArgs {
     #[arg(long, default_value = "0", value_name = "MASK", value_parser = parse_link_local_mask)]
     pub forward_link_local: u16,
 
+    /// Open TAPs without virtio-net headers and offloads: every TCP segment then crosses the
+    /// switch as MTU-sized frames with full checksums (slower; for comparison and debugging).
+    #[arg(long)]
+    pub no_offload: bool,
+
     /// Worker threads [default: number of CPUs].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,

@@ -43,7 +43,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         hosts[0].0,
         hosts[1].0
     );
-    let ports = open_taps(&taps)?;
+    let ports = open_taps(&taps, true)?;
     let mut switch =
         Switch::start(SwitchConfig::default(), ports).context("couldn't start the switch")?;
 

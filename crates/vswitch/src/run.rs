@@ -40,12 +40,13 @@ pub fn switch_config(args: &SwitchArgs) -> SwitchConfig {
 }
 
 /// Opens every TAP or none: on an error the ones already opened are closed (and so removed).
-pub fn open_taps(names: &[String]) -> Result<Vec<(String, Box<dyn PortDevice>)>> {
+pub fn open_taps(names: &[String], offload: bool) -> Result<Vec<(String, Box<dyn PortDevice>)>> {
     let mut ports: Vec<(String, Box<dyn PortDevice>)> = Vec::new();
     for name in names {
-        let tap = Tap::open(name)?;
+        let tap = Tap::open(name, offload)?;
         tracing::info!(
             port = name,
+            offload = tap.offload(),
             "{} TAP",
             if tap.created() {
                 "created"
@@ -63,7 +64,7 @@ pub fn run(args: &SwitchArgs) -> Result<()> {
     check_port_names(&args.ports)?;
     let mut signals =
         Signals::new([SIGINT, SIGTERM, SIGUSR1]).context("couldn't install signal handlers")?;
-    let ports = open_taps(&args.ports)?;
+    let ports = open_taps(&args.ports, !args.no_offload)?;
     let mut switch =
         Switch::start(switch_config(args), ports).context("couldn't start the switch")?;
     println!(
