@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 use vswitch_datapath::SwitchConfig;
 use vswitch_netns::{LinkGuard, Netlink, Netns};
-use vswitch_testkit::{Host, TapLab, unique_name};
+use vswitch_testkit::{Attach, Host, SwitchLab, unique_name};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 
@@ -29,7 +29,7 @@ enum Topology {
         _bridge: LinkGuard,
     },
     Vswitch {
-        lab: TapLab,
+        lab: SwitchLab,
     },
 }
 
@@ -79,7 +79,7 @@ fn vswitch_tap_with(offload: bool) -> BoxResult<Topology> {
         threads: 2,
         ..SwitchConfig::default()
     };
-    let lab = TapLab::new(2, config, offload)?;
+    let lab = SwitchLab::new(2, config, Attach::Tap { offload })?;
     Ok(Topology::Vswitch { lab })
 }
 

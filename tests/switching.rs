@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use vswitch_core::{DropReason, TableConfig};
 use vswitch_datapath::SwitchConfig;
-use vswitch_testkit::{TapLab, ping, ping_with, require_root, tcp_transfer};
+use vswitch_testkit::{Attach, SwitchLab, ping, ping_with, require_root, tcp_transfer};
 
 fn config() -> SwitchConfig {
     SwitchConfig {
@@ -31,7 +31,7 @@ fn two_hosts_ping_and_move_50_mb_over_tcp_intact() {
     if !require_root("two_hosts_ping_and_move_50_mb_over_tcp_intact") {
         return;
     }
-    let lab = TapLab::new(2, config(), true).expect("lab");
+    let lab = SwitchLab::new(2, config(), Attach::Tap { offload: true }).expect("lab");
     let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
     assert!(ping(&a.ns, b.addr, 3), "a -> b");
     assert!(ping(&b.ns, a.addr, 3), "b -> a");
@@ -46,11 +46,56 @@ fn two_hosts_ping_and_move_50_mb_over_tcp_intact() {
 }
 
 #[test]
+fn veth_ports_ping_and_move_50_mb_over_tcp_intact() {
+    if !require_root("veth_ports_ping_and_move_50_mb_over_tcp_intact") {
+        return;
+    }
+    // The veth ends carry GSO segments and partial checksums: the packet sockets must pass them.
+    let lab = SwitchLab::new(2, config(), Attach::Veth).expect("lab");
+    let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
+    assert!(ping(&a.ns, b.addr, 3), "a -> b");
+    assert!(ping(&b.ns, a.addr, 3), "b -> a");
+    let size = 50 << 20;
+    let t = tcp_transfer(&b.ns, &a.ns, a.addr, 5003, size).expect("transfer");
+    assert_eq!(t.received, size, "bytes lost or added");
+    assert_eq!(t.sent_digest, t.received_digest, "bytes corrupted");
+    assert!(lab.port_stats(1).rx_bytes > size);
+    assert!(lab.port_stats(0).tx_bytes > size);
+}
+
+#[test]
+fn tcp_is_intact_without_offloads_too() {
+    if !require_root("tcp_is_intact_without_offloads_too") {
+        return;
+    }
+    let lab = SwitchLab::new(2, config(), Attach::Tap { offload: false }).expect("lab");
+    let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
+    let t = tcp_transfer(&a.ns, &b.ns, b.addr, 5004, 20 << 20).expect("transfer");
+    assert_eq!((t.received, t.received_digest), (t.sent, t.sent_digest));
+}
+
+#[test]
+fn a_veth_port_whose_namespace_is_deleted_is_removed() {
+    if !require_root("a_veth_port_whose_namespace_is_deleted_is_removed") {
+        return;
+    }
+    let mut lab = SwitchLab::new(3, config(), Attach::Veth).expect("lab");
+    assert!(ping(&lab.hosts[0].ns, lab.hosts[2].addr, 1));
+    drop(lab.hosts.pop()); // the veth pair dies with the namespace
+    let gone = &lab.switch.ports()[2];
+    assert!(
+        eventually(Duration::from_secs(5), || gone.is_gone()),
+        "port not removed"
+    );
+    assert!(ping(&lab.hosts[0].ns, lab.hosts[1].addr, 3));
+}
+
+#[test]
 fn four_hosts_reach_each_other_all_pairs_both_ways() {
     if !require_root("four_hosts_reach_each_other_all_pairs_both_ways") {
         return;
     }
-    let lab = TapLab::new(4, config(), true).expect("lab");
+    let lab = SwitchLab::new(4, config(), Attach::Tap { offload: true }).expect("lab");
     for (i, from) in lab.hosts.iter().enumerate() {
         for (j, to) in lab.hosts.iter().enumerate() {
             if i != j {
@@ -68,7 +113,7 @@ fn learned_unicast_does_not_reach_a_third_port() {
     if !require_root("learned_unicast_does_not_reach_a_third_port") {
         return;
     }
-    let lab = TapLab::new(3, config(), true).expect("lab");
+    let lab = SwitchLab::new(3, config(), Attach::Tap { offload: true }).expect("lab");
     let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
     assert!(ping(&a.ns, b.addr, 2) && ping(&b.ns, a.addr, 2));
     let before = lab.port_stats(2);
@@ -88,7 +133,7 @@ fn broadcast_reaches_every_other_port_but_not_the_sender() {
     if !require_root("broadcast_reaches_every_other_port_but_not_the_sender") {
         return;
     }
-    let lab = TapLab::new(4, config(), true).expect("lab");
+    let lab = SwitchLab::new(4, config(), Attach::Tap { offload: true }).expect("lab");
     let before: Vec<_> = (0..4).map(|i| lab.port_stats(i)).collect();
     // Nobody has 10.77.0.99: host 0 broadcasts ARP requests for it.
     assert!(!ping_with(
@@ -123,7 +168,7 @@ fn silent_macs_age_out_and_unicast_floods_again() {
         },
         ..config()
     };
-    let lab = TapLab::new(3, cfg, true).expect("lab");
+    let lab = SwitchLab::new(3, cfg, Attach::Tap { offload: true }).expect("lab");
     let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
     assert!(ping(&a.ns, b.addr, 1));
     let fdb = lab.switch.fdb();
@@ -158,7 +203,7 @@ fn frames_over_the_egress_mtu_are_dropped_and_counted() {
     if !require_root("frames_over_the_egress_mtu_are_dropped_and_counted") {
         return;
     }
-    let lab = TapLab::new(3, config(), true).expect("lab");
+    let lab = SwitchLab::new(3, config(), Attach::Tap { offload: true }).expect("lab");
     let (a, b, c) = (&lab.hosts[0], &lab.hosts[1], &lab.hosts[2]);
     a.set_mtu(9000).expect("mtu");
     b.set_mtu(9000).expect("mtu");
@@ -186,7 +231,7 @@ fn a_port_whose_namespace_is_deleted_is_removed_and_the_rest_keeps_forwarding() 
     if !require_root("a_port_whose_namespace_is_deleted_is_removed_and_the_rest_keeps_forwarding") {
         return;
     }
-    let mut lab = TapLab::new(3, config(), true).expect("lab");
+    let mut lab = SwitchLab::new(3, config(), Attach::Tap { offload: true }).expect("lab");
     assert!(ping(&lab.hosts[0].ns, lab.hosts[2].addr, 1));
     drop(lab.hosts.pop()); // deletes the namespace and with it the TAP
     let gone = &lab.switch.ports()[2];

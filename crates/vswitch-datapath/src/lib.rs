@@ -1,7 +1,9 @@
 //! vswitch's I/O side: it moves frames between devices and asks `vswitch-core` where they go.
 //!
 //! - [`tap`]: TAP devices the switch creates or attaches to.
+//! - [`packet`]: existing interfaces (veth ends, NICs) through `AF_PACKET` sockets.
 //! - [`memory`]: in-memory ports (Unix seqpacket pairs) for tests without root.
+//! - [`spec`]: `tap:NAME`, `dev:NAME` or a bare name, as given on `--ports`.
 //! - [`port`]: the [`PortDevice`] trait every kind of port implements, and [`Port`], the switch's
 //!   per-port state (counters, MTU).
 //! - [`switch`]: the running [`Switch`]: worker threads that poll ports, batch frames through the
@@ -10,12 +12,16 @@
 #![deny(unsafe_code)]
 
 pub mod memory;
+pub mod packet;
 pub mod port;
+pub mod spec;
 pub mod switch;
 mod sys;
 pub mod tap;
 
 pub use memory::{MemoryPeer, MemoryPort};
+pub use packet::{PacketPort, PacketPortError};
 pub use port::{Port, PortDevice};
+pub use spec::{OpenPortError, PortSpec};
 pub use switch::{Switch, SwitchConfig, SwitchError};
 pub use tap::{InvalidIfName, Tap, TapError, validate_ifname};

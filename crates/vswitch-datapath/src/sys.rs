@@ -6,7 +6,7 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// `_IOW('T', 202, int)`: attach the fd to a TUN/TAP device, creating it if needed.
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
@@ -155,4 +155,100 @@ pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 pub fn interface_exists(name: &CStr) -> bool {
     // SAFETY: `name` is a valid NUL-terminated string for the call's duration.
     unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
+}
+
+/// `ETH_P_ALL` in network byte order, as packet sockets want it.
+const ETH_P_ALL_BE: u16 = (libc::ETH_P_ALL as u16).to_be();
+/// `SOL_PACKET` options.
+const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
+const PACKET_MR_PROMISC: libc::c_ushort = 1;
+const PACKET_VNET_HDR: libc::c_int = 15;
+const PACKET_QDISC_BYPASS: libc::c_int = 20;
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+/// Socket buffer size asked for packet sockets.
+const SOCKET_BUFFER: libc::c_int = 8 << 20;
+
+fn set_packet_option(
+    fd: BorrowedFd<'_>,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    set_int_option(fd, libc::SOL_PACKET, option, value)
+}
+
+fn set_int_option(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: valid fd; we pass a pointer to an int and its exact size.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// An `AF_PACKET` raw socket bound to interface `ifindex`, non-blocking, in promiscuous mode,
+/// not seeing the frames it sends itself, and with a virtio-net header on every frame if `vnet`.
+pub fn packet_socket(ifindex: u32, vnet: bool) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call; protocol 0 receives nothing until bound below.
+    let fd = check(unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    })?;
+    // SAFETY: a fresh fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    if vnet {
+        set_packet_option(fd.as_fd(), PACKET_VNET_HDR, 1)?;
+    }
+    set_packet_option(fd.as_fd(), PACKET_IGNORE_OUTGOING, 1)?;
+    // The default receive buffer (~200 KiB) holds three 64 KiB segments: a burst overflows it
+    // and TCP retransmits. Ask for more, past rmem_max when privileged.
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        if set_int_option(fd.as_fd(), libc::SOL_SOCKET, force, SOCKET_BUFFER).is_err() {
+            set_int_option(fd.as_fd(), libc::SOL_SOCKET, plain, SOCKET_BUFFER)?;
+        }
+    }
+    set_packet_option(fd.as_fd(), PACKET_QDISC_BYPASS, 1)?;
+    // SAFETY: sockaddr_ll is plain old data; all-zero is valid.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as libc::c_ushort;
+    addr.sll_protocol = ETH_P_ALL_BE;
+    addr.sll_ifindex = ifindex as libc::c_int;
+    // SAFETY: valid fd; `addr` is a sockaddr_ll and we pass its exact size.
+    check(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    })?;
+    // SAFETY: packet_mreq is plain old data; all-zero is valid.
+    let mut mreq: libc::packet_mreq = unsafe { std::mem::zeroed() };
+    mreq.mr_ifindex = ifindex as libc::c_int;
+    mreq.mr_type = PACKET_MR_PROMISC;
+    // SAFETY: valid fd; `mreq` is a packet_mreq and we pass its exact size.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            PACKET_ADD_MEMBERSHIP,
+            (&mreq as *const libc::packet_mreq).cast(),
+            std::mem::size_of::<libc::packet_mreq>() as libc::socklen_t,
+        )
+    })?;
+    Ok(fd)
 }

@@ -140,6 +140,15 @@ impl Netlink {
         })
     }
 
+    /// Renames link `name` to `new_name` (it must be down).
+    pub fn rename(&mut self, name: &str, new_name: &str) -> Result<(), NetnsError> {
+        check_link_name(new_name)?;
+        let index = self.link_index(name)?;
+        self.set_link(name, "renaming link", |r| {
+            r.ifinfo(index, 0, 0).ifname(new_name)
+        })
+    }
+
     /// Sets the MTU of `name`.
     pub fn set_mtu(&mut self, name: &str, mtu: u32) -> Result<(), NetnsError> {
         self.set_link(name, "setting the MTU of", |r| {

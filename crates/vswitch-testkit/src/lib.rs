@@ -210,41 +210,71 @@ pub fn tcp_transfer(
     })
 }
 
-/// A switch over TAPs with one [`Host`] namespace per TAP, addressed 10.77.0.1, .2, ...
+/// How a [`SwitchLab`] joins its hosts to the switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    /// A TAP of the switch moved into each host, with or without offloads.
+    Tap {
+        /// Virtio-net headers and TSO on the TAPs.
+        offload: bool,
+    },
+    /// A veth pair per host, the outer end a `dev:` port of the switch (packet socket).
+    Veth,
+}
+
+/// A switch with one [`Host`] namespace per port, addressed 10.77.0.1, .2, ...
 ///
-/// Dropping it stops the switch and deletes the hosts' namespaces, TAPs included.
+/// Dropping it stops the switch and deletes the hosts' namespaces, and with them the TAPs or
+/// veth pairs.
 #[derive(Debug)]
-pub struct TapLab {
+pub struct SwitchLab {
     /// The running switch; port `i` serves `hosts[i]`.
     pub switch: vswitch_datapath::Switch,
     /// The hosts.
     pub hosts: Vec<Host>,
 }
 
-impl TapLab {
-    /// Starts a switch with `config` over `n` new TAPs (with or without `offload`, see
-    /// [`vswitch_datapath::Tap::open`]) and puts each TAP in its own host.
+impl SwitchLab {
+    /// Starts a switch with `config` and `n` hosts attached as `attach` says.
     pub fn new(
         n: usize,
         config: vswitch_datapath::SwitchConfig,
-        offload: bool,
-    ) -> Result<TapLab, Box<dyn std::error::Error>> {
+        attach: Attach,
+    ) -> Result<SwitchLab, Box<dyn std::error::Error>> {
         let mut ports: Vec<(String, Box<dyn vswitch_datapath::PortDevice>)> = Vec::new();
+        let mut inner = Vec::new();
+        // Veth pairs whose host end is not yet in its namespace; deleted on an early return.
+        let mut pending = Vec::new();
         for _ in 0..n {
-            let name = unique_name("vst");
-            let tap = vswitch_datapath::Tap::open(&name, offload)?;
-            ports.push((name, Box::new(tap)));
+            let name = unique_name("vsp");
+            let device: Box<dyn vswitch_datapath::PortDevice> = match attach {
+                Attach::Tap { offload } => {
+                    inner.push(name.clone());
+                    Box::new(vswitch_datapath::Tap::open(&name, offload)?)
+                }
+                Attach::Veth => {
+                    let host_end = unique_name("vsv");
+                    Netlink::open()?.add_veth(&name, &host_end, None)?;
+                    pending.push(vswitch_netns::LinkGuard::new(&name));
+                    inner.push(host_end);
+                    Box::new(vswitch_datapath::PacketPort::open(&name)?)
+                }
+            };
+            ports.push((name, device));
         }
-        let names: Vec<String> = ports.iter().map(|(name, _)| name.clone()).collect();
         let switch = vswitch_datapath::Switch::start(config, ports)?;
-        let mut lab = TapLab {
+        let mut lab = SwitchLab {
             switch,
             hosts: Vec::new(),
         };
-        for (i, name) in names.iter().enumerate() {
+        for (i, name) in inner.iter().enumerate() {
             let addr = Ipv4Addr::new(10, 77, 0, u8::try_from(i + 1)?);
             lab.hosts.push(Host::with_link(name, addr)?);
         }
+        // Each pair now dies with its host's namespace.
+        pending
+            .into_iter()
+            .for_each(vswitch_netns::LinkGuard::disarm);
         Ok(lab)
     }
 

@@ -25,9 +25,11 @@ pub struct Cli {
 /// Options of the switch itself.
 #[derive(Debug, Args)]
 pub struct SwitchArgs {
-    /// TAP devices to switch among, comma-separated (e.g. tap0,tap1,tap2). Each is created, or
-    /// attached to if a persistent TAP of that name exists; names are at most 15 bytes.
-    #[arg(long, value_delimiter = ',', required = true, value_name = "NAMES")]
+    /// Ports to switch among, comma-separated: `tap:NAME` creates TAP NAME (or attaches to a
+    /// persistent TAP of that name); `dev:NAME` attaches to existing interface NAME (a veth end,
+    /// a NIC) with a packet socket; a bare NAME is `dev:` if NAME exists and is not a TAP, else
+    /// `tap:`. Names are at most 15 bytes. Example: tap0,tap1,dev:veth0
+    #[arg(long, value_delimiter = ',', required = true, value_name = "PORTS")]
     pub ports: Vec<String>,
 
     /// Seconds a silent MAC address stays in the table.
@@ -62,6 +64,132 @@ pub struct SwitchArgs {
 pub enum Command {
     /// Build two namespaces joined by the switch, ping across, print counters, clean up.
     Demo(DemoArgs),
+    /// Namespaces joined by one switch: `lab up`, `lab check`, `lab down`.
+    #[command(subcommand)]
+    Lab(LabCommand),
+    /// Named network namespaces, as `ip netns` (add, del, list, exec).
+    #[command(subcommand)]
+    Ns(NsCommand),
+    /// veth pairs, as `ip link add type veth`.
+    #[command(subcommand)]
+    Veth(VethCommand),
+}
+
+/// How lab hosts are joined to the switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    /// A TAP of the switch moved into each host's namespace.
+    Tap,
+    /// A veth pair per host: eth0 inside, a dev: port of the switch outside.
+    Veth,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Create the hosts, join them to a switch and run it until Ctrl-C, then remove everything.
+    Up(LabUpArgs),
+    /// Remove what a crashed `lab up` left behind.
+    Down {
+        /// The lab's name.
+        #[arg(long, default_value = "lab")]
+        name: String,
+    },
+    /// Ping every pair of hosts of a running lab and print a reachability matrix with RTTs.
+    Check {
+        /// The lab's name.
+        #[arg(long, default_value = "lab")]
+        name: String,
+    },
+}
+
+/// Options of `lab up`.
+#[derive(Debug, Args)]
+pub struct LabUpArgs {
+    /// Number of hosts (namespaces LAB-h1 .. LAB-hN).
+    #[arg(long, default_value_t = 2)]
+    pub hosts: usize,
+    /// Subnet for the hosts; host i gets address i in it.
+    #[arg(long, default_value = "10.0.1.0/24")]
+    pub subnet: crate::lab::Subnet,
+    /// How hosts are joined to the switch.
+    #[arg(long, value_enum, default_value_t = Via::Tap)]
+    pub via: Via,
+    /// The lab's name: prefixes namespaces (LAB-hN) and links (LABhN); at most 10 characters.
+    #[arg(long, default_value = "lab")]
+    pub name: String,
+    /// Ping all pairs once the lab is up and print the matrix.
+    #[arg(long)]
+    pub check: bool,
+    /// Seconds a silent MAC stays in the switch's table.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub ageing_time: u64,
+    /// Worker threads [default: number of CPUs].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+}
+
+impl LabUpArgs {
+    /// The switch options a lab runs with.
+    pub fn switch_args(&self) -> SwitchArgs {
+        SwitchArgs {
+            ports: Vec::new(),
+            ageing_time: self.ageing_time,
+            max_macs: 65536,
+            max_macs_per_port: None,
+            forward_link_local: 0,
+            no_offload: false,
+            threads: self.threads,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NsCommand {
+    /// Create a named namespace (loopback up), visible to `ip netns`.
+    Add {
+        /// Its name.
+        name: String,
+    },
+    /// Delete a named namespace.
+    Del {
+        /// Its name.
+        name: String,
+    },
+    /// List named namespaces.
+    List,
+    /// Run a command inside a namespace.
+    Exec {
+        /// The namespace.
+        name: String,
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VethCommand {
+    /// Create a veth pair NAME/PEER.
+    Add {
+        /// One end.
+        name: String,
+        /// The other end.
+        peer: String,
+        /// Namespace for NAME [default: the current one].
+        #[arg(long)]
+        netns: Option<String>,
+        /// Namespace for PEER [default: NAME's].
+        #[arg(long)]
+        peer_netns: Option<String>,
+    },
+    /// Delete a veth pair by either end.
+    Del {
+        /// Either end.
+        name: String,
+        /// The namespace it is in [default: the current one].
+        #[arg(long)]
+        netns: Option<String>,
+    },
 }
 
 /// Options of the demo.

@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use signal_hook::consts::{SIGINT, SIGTERM};
-use vswitch_datapath::{Switch, SwitchConfig};
+use vswitch_datapath::{PortSpec, Switch, SwitchConfig};
 use vswitch_netns::{Netlink, NetnsGuard};
 
 use crate::cli::DemoArgs;
 use crate::report;
-use crate::run::open_taps;
+use crate::run::open_ports;
 
 /// Runs the demo; every namespace and TAP it made is gone when it returns, error or not.
 pub fn run(args: &DemoArgs) -> Result<()> {
@@ -43,7 +43,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         hosts[0].0,
         hosts[1].0
     );
-    let ports = open_taps(&taps, true)?;
+    let specs: Vec<PortSpec> = taps.iter().map(|t| PortSpec::Tap(t.clone())).collect();
+    let ports = open_ports(&specs, true)?;
     let mut switch =
         Switch::start(SwitchConfig::default(), ports).context("couldn't start the switch")?;
 

@@ -1,7 +1,9 @@
-//! The `vswitch` command: run a switch over TAP ports, or a self-contained demo lab.
+//! The `vswitch` command: run a switch, a demo or a lab of namespaces, and plumb namespaces.
 
 mod cli;
 mod demo;
+mod lab;
+mod plumbing;
 mod report;
 mod run;
 
@@ -21,6 +23,9 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Some(cli::Command::Demo(args)) => demo::run(&args),
+        Some(cli::Command::Lab(cmd)) => lab::run(&cmd),
+        Some(cli::Command::Ns(cmd)) => plumbing::ns(&cmd),
+        Some(cli::Command::Veth(cmd)) => plumbing::veth(&cmd),
         None => run::run(&cli.switch),
     };
     match result {

@@ -1,4 +1,4 @@
-//! `vswitch --ports ...`: open the TAPs, run the switch until a signal, report.
+//! `vswitch --ports ...`: open the ports, run the switch until a signal, report.
 
 use std::time::Duration;
 
@@ -6,21 +6,24 @@ use anyhow::{Context, Result, bail};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 use vswitch_core::{ForwardingConfig, TableConfig};
-use vswitch_datapath::{PortDevice, Switch, SwitchConfig, Tap, validate_ifname};
+use vswitch_datapath::{PortDevice, PortSpec, Switch, SwitchConfig};
 
 use crate::cli::SwitchArgs;
 use crate::report;
 
-/// Checks the port list before anything is created, so a bad list leaves nothing behind.
-pub fn check_port_names(names: &[String]) -> Result<()> {
+/// Parses and checks the port list before anything is created, so a bad list leaves nothing
+/// behind.
+pub fn parse_ports(specs: &[String]) -> Result<Vec<PortSpec>> {
     let mut seen = std::collections::HashSet::new();
-    for name in names {
-        validate_ifname(name).with_context(|| format!("bad port name {name:?}"))?;
-        if !seen.insert(name) {
-            bail!("port {name} is given twice");
+    let mut ports = Vec::new();
+    for spec in specs {
+        let port: PortSpec = spec.parse().with_context(|| format!("bad port {spec:?}"))?;
+        if !seen.insert(port.name().to_owned()) {
+            bail!("port {} is given twice", port.name());
         }
+        ports.push(port);
     }
-    Ok(())
+    Ok(ports)
 }
 
 /// Switch configuration from the command line.
@@ -39,32 +42,29 @@ pub fn switch_config(args: &SwitchArgs) -> SwitchConfig {
     }
 }
 
-/// Opens every TAP or none: on an error the ones already opened are closed (and so removed).
-pub fn open_taps(names: &[String], offload: bool) -> Result<Vec<(String, Box<dyn PortDevice>)>> {
+/// Opens every port or none: on an error the ones already opened are closed (TAPs the switch
+/// created are removed with them).
+pub fn open_ports(specs: &[PortSpec], offload: bool) -> Result<Vec<(String, Box<dyn PortDevice>)>> {
     let mut ports: Vec<(String, Box<dyn PortDevice>)> = Vec::new();
-    for name in names {
-        let tap = Tap::open(name, offload)?;
+    for spec in specs {
+        let device = spec.open(offload)?;
         tracing::info!(
-            port = name,
-            offload = tap.offload(),
-            "{} TAP",
-            if tap.created() {
-                "created"
-            } else {
-                "attached to existing"
-            }
+            port = spec.name(),
+            kind = device.kind(),
+            offload = device.vnet_header(),
+            "attached"
         );
-        ports.push((name.clone(), Box::new(tap)));
+        ports.push((spec.name().to_owned(), device));
     }
     Ok(ports)
 }
 
 /// Runs the switch in the foreground until SIGINT or SIGTERM.
 pub fn run(args: &SwitchArgs) -> Result<()> {
-    check_port_names(&args.ports)?;
+    let specs = parse_ports(&args.ports)?;
     let mut signals =
         Signals::new([SIGINT, SIGTERM, SIGUSR1]).context("couldn't install signal handlers")?;
-    let ports = open_taps(&args.ports, !args.no_offload)?;
+    let ports = open_ports(&specs, !args.no_offload)?;
     let mut switch =
         Switch::start(switch_config(args), ports).context("couldn't start the switch")?;
     println!(

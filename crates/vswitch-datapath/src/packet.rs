@@ -1,0 +1,128 @@
+//! Existing interfaces (a veth end, a physical NIC, any netdev) as switch ports, through an
+//! `AF_PACKET` socket in promiscuous mode.
+//!
+//! The socket asks for virtio-net headers (`PACKET_VNET_HDR`), so TCP segments of up to 64 KiB
+//! and partial checksums — what veth hands over when the host's stack offloads — pass through
+//! untouched, as on TAPs. `PACKET_IGNORE_OUTGOING` keeps the switch from reading back the frames
+//! it sends, and `PACKET_QDISC_BYPASS` skips the egress queueing discipline.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+
+use crate::port::PortDevice;
+use crate::sys;
+use crate::tap::{InvalidIfName, validate_ifname};
+
+/// Why an interface could not be attached.
+#[derive(Debug, thiserror::Error)]
+pub enum PacketPortError {
+    /// Empty, too long, or with characters Linux rejects.
+    #[error(transparent)]
+    InvalidName(#[from] InvalidIfName),
+    /// No interface of that name in the switch's namespace.
+    #[error("interface {0} not found (dev: ports must exist in the switch's namespace)")]
+    NotFound(String),
+    /// The caller lacks CAP_NET_RAW.
+    #[error("attaching to {0} needs CAP_NET_RAW (run as root or grant the capability)")]
+    PermissionDenied(String),
+    /// Any other failure.
+    #[error("couldn't attach a packet socket to {name}")]
+    Socket {
+        /// The interface.
+        name: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// An existing interface attached through a packet socket.
+#[derive(Debug)]
+pub struct PacketPort {
+    file: File,
+    name: String,
+    ifindex: u32,
+    ioctl: std::os::fd::OwnedFd,
+}
+
+/// The index of interface `name` in the caller's namespace, if it exists.
+pub fn interface_index(name: &str) -> Option<u32> {
+    nix::net::if_::if_nametoindex(name).ok()
+}
+
+impl PacketPort {
+    /// Attaches to interface `name`, sets it up and puts it in promiscuous mode.
+    pub fn open(name: &str) -> Result<PacketPort, PacketPortError> {
+        validate_ifname(name)?;
+        let ifindex =
+            interface_index(name).ok_or_else(|| PacketPortError::NotFound(name.into()))?;
+        let err = |source: io::Error| match source.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => {
+                PacketPortError::PermissionDenied(name.into())
+            }
+            _ => PacketPortError::Socket {
+                name: name.into(),
+                source,
+            },
+        };
+        let fd = sys::packet_socket(ifindex, true).map_err(err)?;
+        let ioctl = sys::ioctl_socket().map_err(err)?;
+        sys::if_set_up(ioctl.as_fd(), name).map_err(err)?;
+        Ok(PacketPort {
+            file: File::from(fd),
+            name: name.to_owned(),
+            ifindex,
+            ioctl,
+        })
+    }
+
+    /// The interface's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The interface still exists under the index it had when attached (a link going down
+    /// reports the same error on the socket as a link being deleted).
+    fn still_exists(&self) -> bool {
+        interface_index(&self.name) == Some(self.ifindex)
+    }
+}
+
+impl PortDevice for PacketPort {
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match (&self.file).read(buf) {
+            // ENETDOWN: the link went down (keep the port; it may come back up) or was deleted.
+            Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) && self.still_exists() => {
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+            other => other,
+        }
+    }
+
+    fn send(&self, frame: &[u8]) -> io::Result<()> {
+        match (&self.file).write(frame) {
+            // A link that is down reports ENETDOWN; the datapath counts it as such.
+            Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => {
+                Err(io::Error::from_raw_os_error(libc::EIO))
+            }
+            other => other.map(drop),
+        }
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    fn mtu(&self) -> io::Result<u32> {
+        sys::if_mtu(self.ioctl.as_fd(), &self.name)
+    }
+
+    fn kind(&self) -> &'static str {
+        "dev"
+    }
+
+    fn vnet_header(&self) -> bool {
+        true
+    }
+}

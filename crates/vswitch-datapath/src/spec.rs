@@ -1,0 +1,104 @@
+//! What the user names on `--ports`: `tap:NAME`, `dev:NAME`, or a bare `NAME`.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use crate::packet::{PacketPort, PacketPortError, interface_index};
+use crate::port::PortDevice;
+use crate::tap::{InvalidIfName, Tap, TapError, validate_ifname};
+
+/// A port as the user asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortSpec {
+    /// A TAP the switch creates, or attaches to if a persistent one exists.
+    Tap(String),
+    /// An existing interface attached with a packet socket.
+    Dev(String),
+    /// A bare name: an existing interface that is not a TAP becomes [`PortSpec::Dev`], anything
+    /// else [`PortSpec::Tap`]; decided when opened.
+    Auto(String),
+}
+
+/// Why a port could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenPortError {
+    /// A TAP failed.
+    #[error(transparent)]
+    Tap(#[from] TapError),
+    /// A packet socket failed.
+    #[error(transparent)]
+    Dev(#[from] PacketPortError),
+}
+
+impl PortSpec {
+    /// The interface name.
+    pub fn name(&self) -> &str {
+        match self {
+            PortSpec::Tap(n) | PortSpec::Dev(n) | PortSpec::Auto(n) => n,
+        }
+    }
+
+    /// Opens the port. `offload` asks TAPs for virtio-net headers and offloads.
+    pub fn open(&self, offload: bool) -> Result<Box<dyn PortDevice>, OpenPortError> {
+        let is_dev = match self {
+            PortSpec::Tap(_) => false,
+            PortSpec::Dev(_) => true,
+            PortSpec::Auto(name) => interface_index(name).is_some() && !is_tun(name),
+        };
+        Ok(if is_dev {
+            Box::new(PacketPort::open(self.name())?)
+        } else {
+            Box::new(Tap::open(self.name(), offload)?)
+        })
+    }
+}
+
+/// Whether interface `name` is a TUN/TAP device (only those have `tun_flags` in sysfs).
+fn is_tun(name: &str) -> bool {
+    Path::new("/sys/class/net")
+        .join(name)
+        .join("tun_flags")
+        .exists()
+}
+
+impl FromStr for PortSpec {
+    type Err = InvalidIfName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let spec = if let Some(name) = s.strip_prefix("tap:") {
+            PortSpec::Tap(name.to_owned())
+        } else if let Some(name) = s.strip_prefix("dev:") {
+            PortSpec::Dev(name.to_owned())
+        } else {
+            PortSpec::Auto(s.to_owned())
+        };
+        validate_ifname(spec.name())?;
+        Ok(spec)
+    }
+}
+
+impl fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortSpec::Tap(n) => write!(f, "tap:{n}"),
+            PortSpec::Dev(n) => write!(f, "dev:{n}"),
+            PortSpec::Auto(n) => f.write_str(n),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kinds_and_checks_names() {
+        assert_eq!("tap:t0".parse(), Ok(PortSpec::Tap("t0".into())));
+        assert_eq!("dev:veth1".parse(), Ok(PortSpec::Dev("veth1".into())));
+        assert_eq!("eth0".parse(), Ok(PortSpec::Auto("eth0".into())));
+        assert!("tap:".parse::<PortSpec>().is_err());
+        assert!("dev:a234567890123456".parse::<PortSpec>().is_err());
+        assert_eq!(PortSpec::Dev("x".into()).to_string(), "dev:x");
+    }
+}
