@@ -81,19 +81,14 @@ impl PacketPort {
     pub fn name(&self) -> &str {
         &self.name
     }
-
-    /// The interface still exists under the index it had when attached (a link going down
-    /// reports the same error on the socket as a link being deleted).
-    fn still_exists(&self) -> bool {
-        interface_index(&self.name) == Some(self.ifindex)
-    }
 }
 
 impl PortDevice for PacketPort {
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         match (&self.file).read(buf) {
-            // ENETDOWN: the link went down (keep the port; it may come back up) or was deleted.
-            Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) && self.still_exists() => {
+            // ENETDOWN: the link went down (keep the port; it may come back up) or is being
+            // deleted, which `is_present` tells the housekeeper.
+            Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => {
                 Err(io::ErrorKind::WouldBlock.into())
             }
             other => other,
@@ -124,5 +119,10 @@ impl PortDevice for PacketPort {
 
     fn vnet_header(&self) -> bool {
         true
+    }
+
+    /// The interface still exists under the index it had when attached.
+    fn is_present(&self) -> bool {
+        interface_index(&self.name) == Some(self.ifindex)
     }
 }

@@ -30,6 +30,12 @@ pub trait PortDevice: Send + Sync + std::fmt::Debug {
     fn vnet_header(&self) -> bool {
         false
     }
+    /// False once the device is known to be gone for good. For devices whose fd reports that
+    /// only ambiguously (a packet socket says the same when its interface goes down and when it
+    /// is deleted), the housekeeping thread asks this once a second.
+    fn is_present(&self) -> bool {
+        true
+    }
 }
 
 /// A port attached to the switch: its device, counters and cached MTU.

@@ -125,8 +125,12 @@ impl Shared {
         }
     }
 
-    /// Takes a port whose device failed out of the switch, forgetting its MACs.
-    fn remove_port(&self, port: &Port, error: &io::Error) {
+    /// Takes a port whose device failed out of the switch, forgetting its MACs. Its worker
+    /// stops polling it when it next looks.
+    fn remove_port(&self, port: &Port, error: &dyn std::fmt::Display) {
+        if port.is_gone() {
+            return;
+        }
         let flushed = {
             let mut state = self.write();
             if let Some(slot) = state.ports.get_mut(port.id().index()) {
@@ -289,7 +293,11 @@ fn housekeeping(shared: &Shared, ports: &[Arc<Port>], stop: &mpsc::Receiver<()>)
         shared.write().table.age(now, &mut events);
         shared.count_events(&mut events);
         for port in ports.iter().filter(|p| !p.is_gone()) {
-            port.refresh_mtu();
+            if port.device().is_present() {
+                port.refresh_mtu();
+            } else {
+                shared.remove_port(port, &"interface deleted");
+            }
         }
     }
 }

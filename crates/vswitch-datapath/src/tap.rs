@@ -135,6 +135,16 @@ impl Tap {
             sys::tun_set_offload(tap.file.as_fd(), sys::TUN_OFFLOADS)
                 .map_err(|e| tap.ioctl_error("TUNSETOFFLOAD", e))?;
         }
+        tracing::info!(
+            tap = name,
+            offload,
+            "{}",
+            if existed {
+                "attached to existing TAP"
+            } else {
+                "created TAP"
+            }
+        );
         let sock = sys::ioctl_socket().map_err(|e| tap.ioctl_error("socket", e))?;
         sys::if_set_up(sock.as_fd(), name).map_err(|e| tap.ioctl_error("SIOCSIFFLAGS", e))?;
         Ok(tap)

@@ -48,7 +48,6 @@ impl Drop for NetnsGuard {
 pub struct LinkGuard {
     name: String,
     netns: Option<String>,
-    armed: bool,
 }
 
 impl LinkGuard {
@@ -57,7 +56,6 @@ impl LinkGuard {
         LinkGuard {
             name: name.to_owned(),
             netns: None,
-            armed: true,
         }
     }
 
@@ -66,7 +64,6 @@ impl LinkGuard {
         LinkGuard {
             name: name.to_owned(),
             netns: Some(netns.name().to_owned()),
-            armed: true,
         }
     }
 
@@ -74,19 +71,10 @@ impl LinkGuard {
     pub fn name(&self) -> &str {
         &self.name
     }
-
-    /// Gives up charge of the link: something else (e.g. a namespace it moved into) will
-    /// remove it.
-    pub fn disarm(mut self) {
-        self.armed = false;
-    }
 }
 
 impl Drop for LinkGuard {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
         let delete = || Netlink::open()?.delete_link(&self.name);
         let result = match &self.netns {
             None => delete(),

@@ -230,6 +230,9 @@ pub enum Attach {
 pub struct SwitchLab {
     /// The running switch; port `i` serves `hosts[i]`.
     pub switch: vswitch_datapath::Switch,
+    /// Outer veth ends, deleted before the hosts: a namespace's links disappear only
+    /// asynchronously after it, deleting a veth end removes the pair at once.
+    _links: Vec<vswitch_netns::LinkGuard>,
     /// The hosts.
     pub hosts: Vec<Host>,
 }
@@ -243,8 +246,7 @@ impl SwitchLab {
     ) -> Result<SwitchLab, Box<dyn std::error::Error>> {
         let mut ports: Vec<(String, Box<dyn vswitch_datapath::PortDevice>)> = Vec::new();
         let mut inner = Vec::new();
-        // Veth pairs whose host end is not yet in its namespace; deleted on an early return.
-        let mut pending = Vec::new();
+        let mut links = Vec::new();
         for _ in 0..n {
             let name = unique_name("vsp");
             let device: Box<dyn vswitch_datapath::PortDevice> = match attach {
@@ -255,7 +257,7 @@ impl SwitchLab {
                 Attach::Veth => {
                     let host_end = unique_name("vsv");
                     Netlink::open()?.add_veth(&name, &host_end, None)?;
-                    pending.push(vswitch_netns::LinkGuard::new(&name));
+                    links.push(vswitch_netns::LinkGuard::new(&name));
                     inner.push(host_end);
                     Box::new(vswitch_datapath::PacketPort::open(&name)?)
                 }
@@ -265,16 +267,13 @@ impl SwitchLab {
         let switch = vswitch_datapath::Switch::start(config, ports)?;
         let mut lab = SwitchLab {
             switch,
+            _links: links,
             hosts: Vec::new(),
         };
         for (i, name) in inner.iter().enumerate() {
             let addr = Ipv4Addr::new(10, 77, 0, u8::try_from(i + 1)?);
             lab.hosts.push(Host::with_link(name, addr)?);
         }
-        // Each pair now dies with its host's namespace.
-        pending
-            .into_iter()
-            .for_each(vswitch_netns::LinkGuard::disarm);
         Ok(lab)
     }
 

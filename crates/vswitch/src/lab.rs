@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use vswitch_datapath::{PortSpec, Switch};
-use vswitch_netns::{Netlink, Netns, NetnsGuard};
+use vswitch_netns::{LinkGuard, Netlink, Netns, NetnsGuard};
 
 use crate::cli::{LabCommand, LabUpArgs, Via};
 use crate::report;
@@ -146,11 +146,15 @@ fn up(args: &LabUpArgs) -> Result<()> {
         namespaces.push(NetnsGuard::create(&host.netns)?);
     }
     let mut netlink = Netlink::open()?;
+    // Outer veth ends are deleted explicitly: a namespace's links go away asynchronously after
+    // the namespace, and `lab up` returns only when everything is gone.
+    let mut veth_guards = Vec::new();
     let specs: Vec<PortSpec> = match args.via {
         Via::Tap => links.iter().map(|l| PortSpec::Tap(l.clone())).collect(),
         Via::Veth => {
             for (link, ns) in links.iter().zip(&namespaces) {
                 netlink.add_veth(link, "eth0", Some(ns))?;
+                veth_guards.push(LinkGuard::new(link));
             }
             links.iter().map(|l| PortSpec::Dev(l.clone())).collect()
         }
@@ -205,6 +209,7 @@ fn up(args: &LabUpArgs) -> Result<()> {
     switch.stop();
     print!("{}", report::render(&switch));
     drop(switch);
+    drop(veth_guards);
     drop(namespaces);
     let _ = std::fs::remove_file(state_path(&args.name));
     println!("lab {}: removed", args.name);
@@ -214,22 +219,24 @@ fn up(args: &LabUpArgs) -> Result<()> {
 /// Removes what a lab left behind: its namespaces (`LAB-h*`), its links (`LABh*`) and its state.
 fn down(name: &str) -> Result<()> {
     check_lab_name(name)?;
-    let prefix = format!("{name}-h");
     let mut removed = 0;
+    // Links first: deleting a veth end removes its pair at once, while a namespace's links
+    // disappear asynchronously after it.
+    let mut netlink = Netlink::open()?;
+    for i in 1..=250 {
+        let link = format!("{name}h{i}");
+        if netlink.link_exists(&link)? {
+            netlink.delete_link(&link)?;
+            removed += 1;
+        }
+    }
+    let prefix = format!("{name}-h");
     for ns in Netns::list()? {
         if ns
             .strip_prefix(&prefix)
             .is_some_and(|rest| rest.parse::<u32>().is_ok())
         {
             Netns::delete(&ns)?;
-            removed += 1;
-        }
-    }
-    let mut netlink = Netlink::open()?;
-    for i in 1..=250 {
-        let link = format!("{name}h{i}");
-        if netlink.link_exists(&link)? {
-            netlink.delete_link(&link)?;
             removed += 1;
         }
     }
