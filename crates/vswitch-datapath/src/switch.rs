@@ -43,6 +43,10 @@ pub struct SwitchConfig {
     pub table: TableConfig,
     /// Forwarding options.
     pub forwarding: ForwardingConfig,
+    /// After handling traffic, a worker keeps polling without sleeping for this long before it
+    /// blocks again (`--busy-poll`): lower latency for more CPU. Zero: block at once, so an idle
+    /// switch uses no CPU.
+    pub busy_poll: Duration,
 }
 
 impl Default for SwitchConfig {
@@ -52,6 +56,7 @@ impl Default for SwitchConfig {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             table: TableConfig::default(),
             forwarding: ForwardingConfig::default(),
+            busy_poll: Duration::ZERO,
         }
     }
 }
@@ -92,6 +97,7 @@ struct State {
 #[derive(Debug)]
 struct Shared {
     state: RwLock<State>,
+    busy_poll: Duration,
     forwarding: ForwardingConfig,
     table_counters: TableCounters,
     epoch: Instant,
@@ -183,6 +189,7 @@ impl Switch {
                 ports: ports.iter().cloned().map(Some).collect(),
             }),
             forwarding: config.forwarding,
+            busy_poll: config.busy_poll,
             table_counters: TableCounters::default(),
             epoch: Instant::now(),
             stop: AtomicBool::new(false),
@@ -339,14 +346,20 @@ impl Worker {
         let mut events = Events::with_capacity(256);
         let mut ready: VecDeque<usize> = VecDeque::new();
         let mut queued = vec![false; self.ports.len()];
+        let mut last_work = Instant::now();
         while !self.shared.stop.load(Ordering::Relaxed) {
-            let timeout = (!ready.is_empty()).then_some(Duration::ZERO);
+            let spinning =
+                !self.shared.busy_poll.is_zero() && last_work.elapsed() < self.shared.busy_poll;
+            let timeout = (!ready.is_empty() || spinning).then_some(Duration::ZERO);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 tracing::error!(error = %e, "epoll failed; worker stops");
                 return;
+            }
+            if !events.is_empty() {
+                last_work = Instant::now();
             }
             for event in events.iter() {
                 let i = event.token().0;

@@ -39,6 +39,7 @@ pub fn switch_config(args: &SwitchArgs) -> SwitchConfig {
         forwarding: ForwardingConfig {
             link_local_mask: args.forward_link_local,
         },
+        busy_poll: Duration::from_micros(args.busy_poll),
     }
 }
 
