@@ -363,7 +363,7 @@ fn svg(names: &[&str], samples: &[Samples], bridge: usize) -> String {
         ("ping p50 (inverse)", |s| median(&s.rtt_p50), true),
     ];
     let colors = ["#888888", "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e"];
-    let (w, h, top, bottom, left) = (760.0, 380.0, 40.0, 80.0, 50.0);
+    let (w, h, top, bottom, left) = (760.0, 400.0, 40.0, 100.0, 50.0);
     let plot_h = h - top - bottom;
     let max_ratio = 2.0f64;
     let mut out = format!(
@@ -410,14 +410,16 @@ fn svg(names: &[&str], samples: &[Samples], bridge: usize) -> String {
         );
     }
     for (c, name) in names.iter().enumerate() {
-        let x = left + c as f64 * 220.0;
+        let (x, y) = (
+            left + (c % 2) as f64 * 340.0,
+            h - 50.0 + (c / 2) as f64 * 16.0,
+        );
         let _ = writeln!(
             out,
-            r#"<rect x="{x}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{}">{name}</text>"#,
-            h - 22.0,
+            r#"<rect x="{x}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{y}">{name}</text>"#,
+            y - 10.0,
             colors[c % colors.len()],
             x + 16.0,
-            h - 12.0
         );
     }
     out.push_str("</svg>\n");
