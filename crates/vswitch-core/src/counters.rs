@@ -16,6 +16,12 @@ pub enum DropReason {
     BadSource,
     /// An IEEE 802.1D link-local frame not enabled by `--forward-link-local`.
     LinkLocal,
+    /// MACVLAN: a sub-port sent a frame whose source MAC is not bound to it.
+    Spoofed,
+    /// MACVLAN: unicast from the uplink to a MAC no sub-port is bound to (never flooded).
+    Unbound,
+    /// MACVLAN private (and bridge) mode: a sibling's frame came back through the uplink.
+    Reflected,
     /// The egress device would have blocked (its queue is full).
     EgressQueueFull,
     /// A segmentation-offload (GSO) frame for a port without offloads: software segmentation is
@@ -29,12 +35,15 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in display order.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Filtered,
         DropReason::Runt,
         DropReason::Oversize,
         DropReason::BadSource,
         DropReason::LinkLocal,
+        DropReason::Spoofed,
+        DropReason::Unbound,
+        DropReason::Reflected,
         DropReason::EgressQueueFull,
         DropReason::GsoUnsupported,
         DropReason::LinkDown,
@@ -49,6 +58,9 @@ impl DropReason {
             DropReason::Oversize => "oversize",
             DropReason::BadSource => "bad_source",
             DropReason::LinkLocal => "link_local",
+            DropReason::Spoofed => "spoofed",
+            DropReason::Unbound => "unbound",
+            DropReason::Reflected => "reflected",
             DropReason::EgressQueueFull => "queue_full",
             DropReason::GsoUnsupported => "gso_unsupp",
             DropReason::LinkDown => "link_down",

@@ -28,6 +28,9 @@ pub enum Egress {
     Port(PortId),
     /// To every port except the ingress port.
     Flood,
+    /// To every port except the ingress port and this one (MACVLAN VEPA: a sibling's broadcast
+    /// reflected back through the uplink must not return to the sibling).
+    FloodExcept(PortId),
 }
 
 /// The source of a frame must be entered into (or moved in) the table.
@@ -49,7 +52,16 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn drop(reason: DropReason) -> Self {
+    /// A decision that only forwards, learning nothing.
+    pub fn to(egress: Egress) -> Self {
+        Decision {
+            egress,
+            learn: None,
+        }
+    }
+
+    /// Drop, for `reason`.
+    pub fn drop(reason: DropReason) -> Self {
         Decision {
             egress: Egress::Drop(reason),
             learn: None,

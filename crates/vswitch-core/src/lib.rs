@@ -11,6 +11,7 @@
 //! - [`table`]: the MAC table (forwarding database), keyed by (VLAN, MAC), with learning, ageing,
 //!   capacity and fair eviction.
 //! - [`forward`]: the forwarding decision for one frame.
+//! - [`macvlan`]: MACVLAN-style dispatch by destination MAC, the kernel's modes, no learning.
 //! - [`vnet`]: the virtio-net header that carries offload metadata (GSO, partial checksums)
 //!   with each frame, and what the switch must check or finish because of it.
 //! - [`counters`]: per-port and per-table counters that any thread may read at any time.
@@ -18,6 +19,7 @@
 
 pub mod counters;
 pub mod forward;
+pub mod macvlan;
 pub mod table;
 pub mod time;
 pub mod vnet;
@@ -25,6 +27,7 @@ pub mod wire;
 
 pub use counters::{DropReason, PortCounters, PortStats, TableCounters, TableStats};
 pub use forward::{Decision, Egress, ForwardingConfig, LearnRequest};
+pub use macvlan::{MacvlanError, MacvlanMode, MacvlanTable};
 pub use table::{FdbKey, MacTable, TableConfig, TableEvent};
 pub use time::Timestamp;
 pub use vnet::{VNET_HDR_LEN, VnetHeader};

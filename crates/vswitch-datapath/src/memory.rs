@@ -15,6 +15,7 @@ use crate::sys;
 pub struct MemoryPort {
     sock: UnixStream,
     mtu: u32,
+    mac: Option<vswitch_core::MacAddr>,
 }
 
 /// The host's end of an in-memory cable. Non-blocking: `recv` answers `WouldBlock` when empty.
@@ -33,11 +34,20 @@ impl MemoryPort {
             MemoryPort {
                 sock: UnixStream::from(a),
                 mtu,
+                mac: None,
             },
             MemoryPeer {
                 sock: UnixStream::from(b),
             },
         ))
+    }
+}
+
+impl MemoryPort {
+    /// Gives the port a MAC address of its own (as a TAP has), e.g. for MACVLAN's default binding.
+    pub fn with_mac(mut self, mac: vswitch_core::MacAddr) -> Self {
+        self.mac = Some(mac);
+        self
     }
 }
 
@@ -68,6 +78,10 @@ impl PortDevice for MemoryPort {
 
     fn kind(&self) -> &'static str {
         "memory"
+    }
+
+    fn mac(&self) -> io::Result<vswitch_core::MacAddr> {
+        self.mac.ok_or_else(|| io::ErrorKind::Unsupported.into())
     }
 }
 

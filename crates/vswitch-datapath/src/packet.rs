@@ -121,6 +121,10 @@ impl PortDevice for PacketPort {
         true
     }
 
+    fn mac(&self) -> io::Result<vswitch_core::MacAddr> {
+        sys::if_hwaddr(self.ioctl.as_fd(), &self.name).map(vswitch_core::MacAddr)
+    }
+
     /// The interface still exists under the index it had when attached.
     fn is_present(&self) -> bool {
         interface_index(&self.name) == Some(self.ifindex)

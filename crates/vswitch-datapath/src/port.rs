@@ -36,6 +36,10 @@ pub trait PortDevice: Send + Sync + std::fmt::Debug {
     fn is_present(&self) -> bool {
         true
     }
+    /// The device's own MAC address, the default MACVLAN binding of a sub-port.
+    fn mac(&self) -> io::Result<vswitch_core::MacAddr> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// A port attached to the switch: its device, counters and cached MTU.

@@ -20,8 +20,9 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use vswitch_core::forward::decide;
 use vswitch_core::vnet::{F_DATA_VALID, F_NEEDS_CSUM, complete_checksum, fits_mtu};
 use vswitch_core::{
-    DropReason, Egress, FdbKey, ForwardingConfig, LearnRequest, MacTable, PortId, TableConfig,
-    TableCounters, TableEvent, TableStats, Timestamp, VNET_HDR_LEN, VnetHeader,
+    DropReason, Egress, FdbKey, ForwardingConfig, LearnRequest, MacAddr, MacTable, MacvlanError,
+    MacvlanMode, MacvlanTable, PortId, TableConfig, TableCounters, TableEvent, TableStats,
+    Timestamp, VNET_HDR_LEN, VnetHeader,
 };
 
 use crate::port::{Port, PortDevice};
@@ -43,6 +44,8 @@ pub struct SwitchConfig {
     pub table: TableConfig,
     /// Forwarding options.
     pub forwarding: ForwardingConfig,
+    /// `Some`: MACVLAN-style dispatch instead of a learning switch.
+    pub macvlan: Option<MacvlanConfig>,
     /// After handling traffic, a worker keeps polling without sleeping for this long before it
     /// blocks again (`--busy-poll`): lower latency for more CPU. Zero: block at once, so an idle
     /// switch uses no CPU.
@@ -56,9 +59,33 @@ impl Default for SwitchConfig {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             table: TableConfig::default(),
             forwarding: ForwardingConfig::default(),
+            macvlan: None,
             busy_poll: Duration::ZERO,
         }
     }
+}
+
+/// A MACVLAN switch, by port name.
+#[derive(Debug, Clone)]
+pub struct MacvlanConfig {
+    /// How sub-ports relate.
+    pub mode: MacvlanMode,
+    /// The uplink's port name.
+    pub uplink: String,
+    /// MACs bound to sub-ports by name; a sub-port not listed, or listed with no MACs, is bound
+    /// to its device's own MAC. Every port but the uplink is a sub-port.
+    pub bindings: Vec<(String, Vec<MacAddr>)>,
+    /// Sub-ports whose source MACs are not checked.
+    pub allow_spoofing: Vec<String>,
+}
+
+/// What decides where frames go.
+#[derive(Debug)]
+enum Forwarder {
+    /// A learning switch (the table lives in [`State`]).
+    Learning(ForwardingConfig),
+    /// MACVLAN dispatch by bound MAC.
+    Macvlan(MacvlanTable),
 }
 
 /// Why the switch could not start.
@@ -76,6 +103,15 @@ pub enum SwitchError {
         /// The limit.
         max: usize,
     },
+    /// A MACVLAN setting names a port that isn't there.
+    #[error("macvlan: no port {0}")]
+    UnknownPort(String),
+    /// A sub-port without a binding whose device can't say its MAC.
+    #[error("macvlan: sub-port {0} has no MAC of its own; bind one explicitly (NAME=MAC)")]
+    NoMac(String),
+    /// The bindings are inconsistent.
+    #[error("macvlan: {0}")]
+    Macvlan(#[from] MacvlanError),
     /// epoll or thread setup failed.
     #[error("couldn't set up worker {worker}")]
     Worker {
@@ -98,7 +134,7 @@ struct State {
 struct Shared {
     state: RwLock<State>,
     busy_poll: Duration,
-    forwarding: ForwardingConfig,
+    forwarder: Forwarder,
     table_counters: TableCounters,
     epoch: Instant,
     stop: AtomicBool,
@@ -149,6 +185,46 @@ impl Shared {
     }
 }
 
+/// Resolves a [`MacvlanConfig`] against the ports.
+fn macvlan_table(config: &MacvlanConfig, ports: &[Arc<Port>]) -> Result<MacvlanTable, SwitchError> {
+    let id_of = |name: &str| {
+        ports
+            .iter()
+            .find(|p| p.name() == name)
+            .map(|p| p.id())
+            .ok_or_else(|| SwitchError::UnknownPort(name.to_owned()))
+    };
+    let uplink = id_of(&config.uplink)?;
+    for (name, _) in &config.bindings {
+        id_of(name)?;
+    }
+    let mut sub_ports = Vec::new();
+    for port in ports.iter().filter(|p| p.id() != uplink) {
+        let explicit = config
+            .bindings
+            .iter()
+            .filter(|(name, _)| name == port.name())
+            .flat_map(|(_, macs)| macs.iter().copied())
+            .collect::<Vec<_>>();
+        let macs = if explicit.is_empty() {
+            let own = port
+                .device()
+                .mac()
+                .map_err(|_| SwitchError::NoMac(port.name().to_owned()))?;
+            vec![own]
+        } else {
+            explicit
+        };
+        sub_ports.push((port.id(), macs));
+    }
+    let lax = config
+        .allow_spoofing
+        .iter()
+        .map(|name| id_of(name))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(MacvlanTable::new(config.mode, uplink, &sub_ports, lax)?)
+}
+
 /// A running switch. Dropping it stops the workers (see [`Switch::stop`]).
 #[derive(Debug)]
 pub struct Switch {
@@ -183,12 +259,16 @@ impl Switch {
             .enumerate()
             .map(|(i, (name, dev))| Arc::new(Port::new(PortId(i as u16), name, dev)))
             .collect();
+        let forwarder = match &config.macvlan {
+            None => Forwarder::Learning(config.forwarding),
+            Some(m) => Forwarder::Macvlan(macvlan_table(m, &ports)?),
+        };
         let shared = Arc::new(Shared {
             state: RwLock::new(State {
                 table: MacTable::new(config.table.clone()),
                 ports: ports.iter().cloned().map(Some).collect(),
             }),
-            forwarding: config.forwarding,
+            forwarder,
             busy_poll: config.busy_poll,
             table_counters: TableCounters::default(),
             epoch: Instant::now(),
@@ -448,13 +528,10 @@ impl Worker {
             for (buf, &len) in self.buffers.iter_mut().zip(&self.lengths[..count]) {
                 let buf = &mut buf[..len];
                 let frame = &buf[VNET_HDR_LEN..];
-                let d = decide(
-                    &state.table,
-                    &self.shared.forwarding,
-                    now,
-                    in_port.id(),
-                    frame,
-                );
+                let d = match &self.shared.forwarder {
+                    Forwarder::Learning(cfg) => decide(&state.table, cfg, now, in_port.id(), frame),
+                    Forwarder::Macvlan(table) => table.dispatch(in_port.id(), frame),
+                };
                 self.learn.extend(d.learn);
                 match d.egress {
                     Egress::Drop(reason) => in_port.counters().count_drop(reason),
@@ -466,6 +543,13 @@ impl Worker {
                     Egress::Flood => {
                         for out in state.ports.iter().flatten() {
                             if out.id() != in_port.id() {
+                                transmit(out, buf);
+                            }
+                        }
+                    }
+                    Egress::FloodExcept(skip) => {
+                        for out in state.ports.iter().flatten() {
+                            if out.id() != in_port.id() && out.id() != skip {
                                 transmit(out, buf);
                             }
                         }

@@ -74,6 +74,26 @@ pub fn tun_set_offload(fd: BorrowedFd<'_>, offloads: libc::c_uint) -> io::Result
     Ok(())
 }
 
+/// `SIOCGIFHWADDR` on a TUN/TAP fd: the device's MAC address.
+pub fn tun_get_hwaddr(fd: BorrowedFd<'_>) -> io::Result<[u8; 6]> {
+    let mut req = ifreq_with_name("")?;
+    // SAFETY: valid fd and a valid ifreq the kernel fills in (tun answers SIOCGIFHWADDR on its fd).
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) })?;
+    // SAFETY: after SIOCGIFHWADDR the union holds a sockaddr with the address in sa_data.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    Ok(std::array::from_fn(|i| data[i] as u8))
+}
+
+/// `SIOCGIFHWADDR` on interface `name`, in the namespace `sock` was created in.
+pub fn if_hwaddr(sock: BorrowedFd<'_>, name: &str) -> io::Result<[u8; 6]> {
+    let mut req = ifreq_with_name(name)?;
+    // SAFETY: valid socket fd and a valid ifreq the kernel fills in.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) })?;
+    // SAFETY: as above.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    Ok(std::array::from_fn(|i| data[i] as u8))
+}
+
 /// `TUNGETIFF`: the current name of the device `fd` is attached to (it may have been renamed).
 pub fn tun_get_name(fd: BorrowedFd<'_>) -> io::Result<String> {
     let mut req = ifreq_with_name("")?;

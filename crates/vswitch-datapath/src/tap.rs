@@ -220,6 +220,10 @@ impl PortDevice for Tap {
     fn vnet_header(&self) -> bool {
         self.offload
     }
+
+    fn mac(&self) -> io::Result<vswitch_core::MacAddr> {
+        sys::tun_get_hwaddr(self.file.as_fd()).map(vswitch_core::MacAddr)
+    }
 }
 
 #[cfg(test)]

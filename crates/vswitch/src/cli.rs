@@ -59,6 +59,25 @@ pub struct SwitchArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
 
+    /// Dispatch by destination MAC like the kernel's macvlan, in this mode (bridge, private,
+    /// vepa, passthru), instead of learning. Needs --uplink; every port in --ports is then a
+    /// sub-port, bound to its own MAC or to the MACs given as NAME=MAC[+MAC...].
+    #[arg(long, value_name = "MODE", requires = "uplink")]
+    pub macvlan: Option<vswitch_core::MacvlanMode>,
+
+    /// The uplink port of a --macvlan switch (a port spec, e.g. dev:veth0 or tap:up0).
+    #[arg(long, value_name = "PORT", requires = "macvlan")]
+    pub uplink: Option<String>,
+
+    /// Sub-ports of a --macvlan switch that may send with any source MAC (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "PORTS",
+        requires = "macvlan"
+    )]
+    pub allow_spoofing: Vec<String>,
+
     /// Keep polling for this many microseconds after traffic before sleeping: lower latency
     /// for CPU time. 0 sleeps at once, so an idle switch uses no CPU.
     #[arg(long, default_value_t = 0, value_name = "MICROS")]
@@ -145,6 +164,9 @@ impl LabUpArgs {
             no_offload: false,
             threads: self.threads,
             busy_poll: 0,
+            macvlan: None,
+            uplink: None,
+            allow_spoofing: Vec::new(),
         }
     }
 }

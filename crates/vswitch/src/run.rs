@@ -5,25 +5,52 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
-use vswitch_core::{ForwardingConfig, TableConfig};
-use vswitch_datapath::{PortDevice, PortSpec, Switch, SwitchConfig};
+use vswitch_core::{ForwardingConfig, MacAddr, TableConfig};
+use vswitch_datapath::{MacvlanConfig, PortDevice, PortSpec, Switch, SwitchConfig};
 
 use crate::cli::SwitchArgs;
 use crate::report;
 
+/// The ports to open, in order (a MACVLAN uplink first), with MACVLAN bindings.
+#[derive(Debug, Default)]
+pub struct PortPlan {
+    /// Every port.
+    pub specs: Vec<PortSpec>,
+    /// `NAME=MAC[+MAC...]` bindings.
+    pub bindings: Vec<(String, Vec<MacAddr>)>,
+}
+
 /// Parses and checks the port list before anything is created, so a bad list leaves nothing
 /// behind.
-pub fn parse_ports(specs: &[String]) -> Result<Vec<PortSpec>> {
+pub fn parse_ports(args: &SwitchArgs) -> Result<PortPlan> {
     let mut seen = std::collections::HashSet::new();
-    let mut ports = Vec::new();
-    for spec in specs {
+    let mut plan = PortPlan::default();
+    for (i, spec) in args.uplink.iter().chain(&args.ports).enumerate() {
+        let (spec, macs) = match spec.split_once('=') {
+            Some((spec, macs)) => (spec, Some(macs)),
+            None => (spec.as_str(), None),
+        };
         let port: PortSpec = spec.parse().with_context(|| format!("bad port {spec:?}"))?;
         if !seen.insert(port.name().to_owned()) {
             bail!("port {} is given twice", port.name());
         }
-        ports.push(port);
+        if let Some(macs) = macs {
+            if args.macvlan.is_none() {
+                bail!("port {spec}: MAC bindings (NAME=MAC) need --macvlan");
+            }
+            if i == 0 && args.uplink.is_some() {
+                bail!("the uplink can't have MAC bindings");
+            }
+            let macs = macs
+                .split('+')
+                .map(|m| m.parse::<MacAddr>())
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("port {spec}"))?;
+            plan.bindings.push((port.name().to_owned(), macs));
+        }
+        plan.specs.push(port);
     }
-    Ok(ports)
+    Ok(plan)
 }
 
 /// Switch configuration from the command line.
@@ -40,6 +67,7 @@ pub fn switch_config(args: &SwitchArgs) -> SwitchConfig {
             link_local_mask: args.forward_link_local,
         },
         busy_poll: Duration::from_micros(args.busy_poll),
+        macvlan: None,
     }
 }
 
@@ -62,15 +90,27 @@ pub fn open_ports(specs: &[PortSpec], offload: bool) -> Result<Vec<(String, Box<
 
 /// Runs the switch in the foreground until SIGINT or SIGTERM.
 pub fn run(args: &SwitchArgs) -> Result<()> {
-    let specs = parse_ports(&args.ports)?;
+    let plan = parse_ports(args)?;
+    let mut config = switch_config(args);
+    if let (Some(mode), Some(uplink)) = (args.macvlan, &plan.specs.first()) {
+        config.macvlan = Some(MacvlanConfig {
+            mode,
+            uplink: uplink.name().to_owned(),
+            bindings: plan.bindings.clone(),
+            allow_spoofing: args.allow_spoofing.clone(),
+        });
+    }
     let mut signals =
         Signals::new([SIGINT, SIGTERM, SIGUSR1]).context("couldn't install signal handlers")?;
-    let ports = open_ports(&specs, !args.no_offload)?;
-    let mut switch =
-        Switch::start(switch_config(args), ports).context("couldn't start the switch")?;
+    let ports = open_ports(&plan.specs, !args.no_offload)?;
+    let mut switch = Switch::start(config, ports).context("couldn't start the switch")?;
     println!(
         "vswitch: switching among {}; Ctrl-C to stop, SIGUSR1 for counters",
-        args.ports.join(", ")
+        plan.specs
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     for signal in signals.forever() {
         if signal == SIGUSR1 {

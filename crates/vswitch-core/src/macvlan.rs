@@ -1,0 +1,346 @@
+//! MACVLAN-style dispatch: one uplink, sub-ports bound to MAC addresses, no learning.
+//!
+//! The semantics are the kernel's `drivers/net/macvlan.c`, per mode:
+//!
+//! | mode | sub-port → sub-port | from a sub-port | from the uplink |
+//! |---|---|---|---|
+//! | bridge | directly | to a bound sibling, else the uplink; broadcast to siblings and uplink | by destination MAC; broadcast to all sub-ports |
+//! | private | never | always to the uplink | by destination MAC, but nothing a sibling sent (reflected by an outside switch) |
+//! | vepa | only through a reflecting outside switch | always to the uplink | by destination MAC, reflected frames included |
+//! | passthru | (one sub-port) | to the uplink | everything, to the one sub-port |
+//!
+//! Unicast from the uplink to a MAC no sub-port is bound to is dropped, never flooded. A frame
+//! from a sub-port whose source MAC is not bound to it is dropped (no spoofing) unless that
+//! check is turned off for the port. Dispatch is one or two hash lookups, whatever the number of
+//! sub-ports and bindings.
+
+use std::fmt;
+use std::str::FromStr;
+
+use hashbrown::HashMap;
+
+use crate::counters::DropReason;
+use crate::forward::{Decision, Egress};
+use crate::wire::{EthernetFrame, MacAddr, PortId};
+
+/// How sub-ports relate to each other (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacvlanMode {
+    /// Sub-ports reach each other directly.
+    Bridge,
+    /// Sub-ports never reach each other.
+    Private,
+    /// Everything goes out of the uplink; an outside switch may reflect it.
+    Vepa,
+    /// One sub-port that gets everything the uplink receives.
+    Passthru,
+}
+
+impl FromStr for MacvlanMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "bridge" => Ok(MacvlanMode::Bridge),
+            "private" => Ok(MacvlanMode::Private),
+            "vepa" => Ok(MacvlanMode::Vepa),
+            "passthru" => Ok(MacvlanMode::Passthru),
+            _ => Err(format!(
+                "unknown macvlan mode {s:?} (bridge, private, vepa, passthru)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for MacvlanMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MacvlanMode::Bridge => "bridge",
+            MacvlanMode::Private => "private",
+            MacvlanMode::Vepa => "vepa",
+            MacvlanMode::Passthru => "passthru",
+        })
+    }
+}
+
+/// Why a MACVLAN configuration is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MacvlanError {
+    /// One MAC bound to two sub-ports.
+    #[error("MAC {mac} is bound to two sub-ports ({first} and {second})")]
+    DuplicateBinding {
+        /// The MAC.
+        mac: MacAddr,
+        /// One port.
+        first: PortId,
+        /// The other.
+        second: PortId,
+    },
+    /// A binding that is not usable as a station address.
+    #[error("MAC {0} can't be bound: it is a group or zero address")]
+    InvalidMac(MacAddr),
+    /// Passthru takes exactly one sub-port.
+    #[error("passthru mode takes exactly one sub-port, not {0}")]
+    PassthruPorts(usize),
+    /// The uplink can't also be a sub-port.
+    #[error("the uplink can't be a sub-port")]
+    UplinkBound,
+}
+
+/// The dispatch table: mode, uplink, and which sub-port each MAC is bound to.
+#[derive(Debug, Clone)]
+pub struct MacvlanTable {
+    mode: MacvlanMode,
+    uplink: PortId,
+    bound: HashMap<MacAddr, PortId>,
+    sub_ports: Vec<PortId>,
+    /// Sub-ports whose source MACs are not checked.
+    spoof_allowed: Vec<PortId>,
+}
+
+impl MacvlanTable {
+    /// A table for `mode` with `uplink` and `sub_ports`, each with the MACs bound to it.
+    pub fn new(
+        mode: MacvlanMode,
+        uplink: PortId,
+        sub_ports: &[(PortId, Vec<MacAddr>)],
+        spoof_allowed: Vec<PortId>,
+    ) -> Result<Self, MacvlanError> {
+        if mode == MacvlanMode::Passthru && sub_ports.len() != 1 {
+            return Err(MacvlanError::PassthruPorts(sub_ports.len()));
+        }
+        let mut bound = HashMap::new();
+        for (port, macs) in sub_ports {
+            if *port == uplink {
+                return Err(MacvlanError::UplinkBound);
+            }
+            for mac in macs {
+                if !mac.is_valid_source() {
+                    return Err(MacvlanError::InvalidMac(*mac));
+                }
+                if let Some(first) = bound.insert(*mac, *port)
+                    && first != *port
+                {
+                    return Err(MacvlanError::DuplicateBinding {
+                        mac: *mac,
+                        first,
+                        second: *port,
+                    });
+                }
+            }
+        }
+        Ok(MacvlanTable {
+            mode,
+            uplink,
+            bound,
+            sub_ports: sub_ports.iter().map(|(p, _)| *p).collect(),
+            spoof_allowed,
+        })
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> MacvlanMode {
+        self.mode
+    }
+
+    /// The uplink port.
+    pub fn uplink(&self) -> PortId {
+        self.uplink
+    }
+
+    /// The sub-port `mac` is bound to.
+    pub fn binding(&self, mac: MacAddr) -> Option<PortId> {
+        self.bound.get(&mac).copied()
+    }
+
+    /// Every binding, in no particular order.
+    pub fn bindings(&self) -> impl Iterator<Item = (MacAddr, PortId)> + '_ {
+        self.bound.iter().map(|(m, p)| (*m, *p))
+    }
+
+    /// Decides where `frame`, received on `in_port`, goes.
+    pub fn dispatch(&self, in_port: PortId, frame: &[u8]) -> Decision {
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            return Decision::drop(DropReason::Runt);
+        };
+        let (src, dst) = (eth.src(), eth.dst());
+        if !src.is_valid_source() {
+            return Decision::drop(DropReason::BadSource);
+        }
+        if in_port == self.uplink {
+            self.from_uplink(src, dst)
+        } else {
+            self.from_sub_port(in_port, src, dst)
+        }
+    }
+
+    fn from_uplink(&self, src: MacAddr, dst: MacAddr) -> Decision {
+        if self.mode == MacvlanMode::Passthru {
+            return Decision::to(Egress::Port(self.sub_ports[0]));
+        }
+        // A sibling's own frame, reflected by an outside switch.
+        let sibling = self.binding(src);
+        if dst.is_multicast() {
+            return match (sibling, self.mode) {
+                (None, _) => Decision::to(Egress::Flood),
+                (Some(from), MacvlanMode::Vepa) => Decision::to(Egress::FloodExcept(from)),
+                // Private never lets siblings meet; bridge delivered it locally already.
+                (Some(_), _) => Decision::drop(DropReason::Reflected),
+            };
+        }
+        if sibling.is_some() && self.mode == MacvlanMode::Private {
+            return Decision::drop(DropReason::Reflected);
+        }
+        match self.binding(dst) {
+            Some(port) => Decision::to(Egress::Port(port)),
+            None => Decision::drop(DropReason::Unbound),
+        }
+    }
+
+    fn from_sub_port(&self, in_port: PortId, src: MacAddr, dst: MacAddr) -> Decision {
+        if self.binding(src) != Some(in_port) && !self.spoof_allowed.contains(&in_port) {
+            return Decision::drop(DropReason::Spoofed);
+        }
+        if self.mode != MacvlanMode::Bridge {
+            return Decision::to(Egress::Port(self.uplink));
+        }
+        if dst.is_multicast() {
+            return Decision::to(Egress::Flood);
+        }
+        match self.binding(dst) {
+            Some(port) if port == in_port => Decision::drop(DropReason::Filtered),
+            Some(port) => Decision::to(Egress::Port(port)),
+            None => Decision::to(Egress::Port(self.uplink)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UP: PortId = PortId(0);
+    const S1: PortId = PortId(1);
+    const S2: PortId = PortId(2);
+    const M1: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+    const M2: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+    const OUT: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x99]);
+
+    fn frame(dst: MacAddr, src: MacAddr) -> Vec<u8> {
+        let mut f = vec![0u8; 60];
+        f[..6].copy_from_slice(&dst.0);
+        f[6..12].copy_from_slice(&src.0);
+        f
+    }
+
+    fn table(mode: MacvlanMode) -> MacvlanTable {
+        MacvlanTable::new(mode, UP, &[(S1, vec![M1]), (S2, vec![M2])], vec![]).unwrap()
+    }
+
+    fn egress(t: &MacvlanTable, port: PortId, dst: MacAddr, src: MacAddr) -> Egress {
+        t.dispatch(port, &frame(dst, src)).egress
+    }
+
+    #[test]
+    fn bridge_mode() {
+        let t = table(MacvlanMode::Bridge);
+        assert_eq!(egress(&t, S1, M2, M1), Egress::Port(S2), "sibling directly");
+        assert_eq!(egress(&t, S1, OUT, M1), Egress::Port(UP), "unbound goes up");
+        assert_eq!(egress(&t, S1, MacAddr::BROADCAST, M1), Egress::Flood);
+        assert_eq!(egress(&t, UP, M2, OUT), Egress::Port(S2));
+        assert_eq!(egress(&t, UP, MacAddr::BROADCAST, OUT), Egress::Flood);
+        assert_eq!(egress(&t, UP, OUT, M1), Egress::Drop(DropReason::Unbound));
+        assert_eq!(
+            egress(&t, UP, MacAddr::BROADCAST, M1),
+            Egress::Drop(DropReason::Reflected)
+        );
+    }
+
+    #[test]
+    fn private_mode_never_lets_siblings_meet() {
+        let t = table(MacvlanMode::Private);
+        assert_eq!(egress(&t, S1, M2, M1), Egress::Port(UP));
+        assert_eq!(egress(&t, S1, MacAddr::BROADCAST, M1), Egress::Port(UP));
+        assert_eq!(egress(&t, UP, M2, M1), Egress::Drop(DropReason::Reflected));
+        assert_eq!(
+            egress(&t, UP, MacAddr::BROADCAST, M1),
+            Egress::Drop(DropReason::Reflected)
+        );
+        assert_eq!(
+            egress(&t, UP, M2, OUT),
+            Egress::Port(S2),
+            "outside hosts still reach it"
+        );
+    }
+
+    #[test]
+    fn vepa_mode_delivers_reflected_frames() {
+        let t = table(MacvlanMode::Vepa);
+        assert_eq!(egress(&t, S1, M2, M1), Egress::Port(UP));
+        assert_eq!(egress(&t, UP, M2, M1), Egress::Port(S2));
+        assert_eq!(
+            egress(&t, UP, MacAddr::BROADCAST, M1),
+            Egress::FloodExcept(S1)
+        );
+    }
+
+    #[test]
+    fn passthru_mode_takes_everything() {
+        let t = MacvlanTable::new(MacvlanMode::Passthru, UP, &[(S1, vec![M1])], vec![]).unwrap();
+        let elsewhere = MacAddr([2, 0, 0, 0, 0, 0x77]);
+        assert_eq!(
+            egress(&t, UP, OUT, elsewhere),
+            Egress::Port(S1),
+            "any destination"
+        );
+        assert_eq!(egress(&t, S1, OUT, M1), Egress::Port(UP));
+        assert_eq!(
+            MacvlanTable::new(
+                MacvlanMode::Passthru,
+                UP,
+                &[(S1, vec![M1]), (S2, vec![M2])],
+                vec![]
+            )
+            .unwrap_err(),
+            MacvlanError::PassthruPorts(2)
+        );
+    }
+
+    #[test]
+    fn spoofed_sources_are_dropped_unless_allowed() {
+        let t = table(MacvlanMode::Bridge);
+        assert_eq!(egress(&t, S1, OUT, M2), Egress::Drop(DropReason::Spoofed));
+        assert_eq!(egress(&t, S1, OUT, OUT), Egress::Drop(DropReason::Spoofed));
+        let lax = MacvlanTable::new(
+            MacvlanMode::Bridge,
+            UP,
+            &[(S1, vec![M1]), (S2, vec![M2])],
+            vec![S1],
+        )
+        .unwrap();
+        assert_eq!(egress(&lax, S1, OUT, OUT), Egress::Port(UP));
+    }
+
+    #[test]
+    fn bindings_are_checked() {
+        let dup = MacvlanTable::new(
+            MacvlanMode::Bridge,
+            UP,
+            &[(S1, vec![M1]), (S2, vec![M1])],
+            vec![],
+        );
+        assert!(matches!(dup, Err(MacvlanError::DuplicateBinding { .. })));
+        let group = MacvlanTable::new(
+            MacvlanMode::Bridge,
+            UP,
+            &[(S1, vec![MacAddr::BROADCAST])],
+            vec![],
+        );
+        assert_eq!(
+            group.unwrap_err(),
+            MacvlanError::InvalidMac(MacAddr::BROADCAST)
+        );
+        let uplink = MacvlanTable::new(MacvlanMode::Bridge, UP, &[(UP, vec![M1])], vec![]);
+        assert_eq!(uplink.unwrap_err(), MacvlanError::UplinkBound);
+    }
+}
