@@ -168,13 +168,13 @@ impl MacvlanTable {
             return Decision::drop(DropReason::BadSource);
         }
         if in_port == self.uplink {
-            self.from_uplink(src, dst)
+            self.dispatch_uplink(src, dst)
         } else {
-            self.from_sub_port(in_port, src, dst)
+            self.dispatch_sub_port(in_port, src, dst)
         }
     }
 
-    fn from_uplink(&self, src: MacAddr, dst: MacAddr) -> Decision {
+    fn dispatch_uplink(&self, src: MacAddr, dst: MacAddr) -> Decision {
         if self.mode == MacvlanMode::Passthru {
             return Decision::to(Egress::Port(self.sub_ports[0]));
         }
@@ -197,7 +197,7 @@ impl MacvlanTable {
         }
     }
 
-    fn from_sub_port(&self, in_port: PortId, src: MacAddr, dst: MacAddr) -> Decision {
+    fn dispatch_sub_port(&self, in_port: PortId, src: MacAddr, dst: MacAddr) -> Decision {
         if self.binding(src) != Some(in_port) && !self.spoof_allowed.contains(&in_port) {
             return Decision::drop(DropReason::Spoofed);
         }
