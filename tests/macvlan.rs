@@ -231,10 +231,10 @@ fn macvlan_drops_spoofed_and_unbound_and_floods_uplink_broadcast_to_all_sub_port
     let before: Vec<_> = (0..=3).map(port).collect();
     assert!(!ping(&side.out.ns, Ipv4Addr::new(10, 66, 0, 77), 2));
     assert!(port(0).drops(DropReason::Unbound) >= before[0].drops(DropReason::Unbound) + 2);
-    for i in 1..=3 {
+    for (i, before) in before.iter().enumerate().skip(1) {
         assert_eq!(
             port(i).tx_packets,
-            before[i].tx_packets,
+            before.tx_packets,
             "unbound unicast reached sub-port {i}"
         );
     }
