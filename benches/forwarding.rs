@@ -1,5 +1,6 @@
 //! Criterion micro-benchmarks of the per-frame path: the forwarding decision at several table
-//! sizes, learning new MACs, and frames through the real workers over in-memory ports.
+//! sizes, learning new MACs, MACVLAN dispatch, and frames through the real workers over in-memory
+//! ports.
 
 use std::hint::black_box;
 use std::io;
@@ -7,7 +8,10 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use vswitch_core::forward::decide;
-use vswitch_core::{FdbKey, ForwardingConfig, MacAddr, MacTable, PortId, TableConfig, Timestamp};
+use vswitch_core::{
+    FdbKey, ForwardingConfig, MacAddr, MacTable, MacvlanMode, MacvlanTable, PortId, TableConfig,
+    Timestamp,
+};
 use vswitch_datapath::{MemoryPort, PortDevice, Switch, SwitchConfig};
 
 fn mac(n: u32) -> MacAddr {
@@ -92,6 +96,30 @@ fn learning(c: &mut Criterion) {
     group.finish();
 }
 
+/// MACVLAN dispatch from the uplink to a bound sub-port, at 1, 64 and 4096 bound MACs.
+fn macvlan(c: &mut Criterion) {
+    let mut group = c.benchmark_group("macvlan_dispatch");
+    group.throughput(Throughput::Elements(1));
+    for n in [1u32, 64, 4096] {
+        let sub_ports: Vec<(PortId, Vec<MacAddr>)> = (0..n)
+            .map(|i| (PortId(1 + (i % 4096) as u16), vec![mac(i)]))
+            .collect();
+        let table =
+            MacvlanTable::new(MacvlanMode::Bridge, PortId(0), &sub_ports, vec![]).expect("table");
+        let frames: Vec<Vec<u8>> = (0..1024u32)
+            .map(|i| frame(mac((i * 7919) % n), mac(1_000_000 + i)))
+            .collect();
+        group.bench_with_input(BenchmarkId::from_parameter(n), &frames, |b, frames| {
+            let mut i = 0;
+            b.iter(|| {
+                i += 1;
+                black_box(table.dispatch(PortId(0), black_box(&frames[i & 1023])))
+            })
+        });
+    }
+    group.finish();
+}
+
 /// Frames through the real workers: port 0 sends 64-byte unicast to port 1's learned host.
 fn workers(c: &mut Criterion) {
     let mut group = c.benchmark_group("workers_memory_ports");
@@ -145,5 +173,5 @@ fn workers(c: &mut Criterion) {
     drop(switch);
 }
 
-criterion_group!(benches, decision, learning, workers);
+criterion_group!(benches, decision, learning, macvlan, workers);
 criterion_main!(benches);

@@ -26,7 +26,7 @@ fn link_exists(name: &str) -> bool {
 
 #[test]
 fn bad_port_lists_fail_with_one_clear_line_and_create_nothing() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 10] = [
         (&["--ports", "vsa0,vsa0"], "given twice"),
         (&["--ports", "vsa0,,vsa1"], "interface name is empty"),
         (&["--ports", "a234567890123456"], "longer than 15 bytes"),
@@ -35,6 +35,11 @@ fn bad_port_lists_fail_with_one_clear_line_and_create_nothing() {
             &["--ports", "vsa0", "--forward-link-local", "lldp"],
             "not a 16-bit mask",
         ),
+        (&["--ports", "vsa0=02:00:00:00:00:01"], "need --macvlan"),
+        (&["--ports", "vsa0", "--uplink", "dev:x"], "--macvlan"),
+        (&["--macvlan", "bridge", "--uplink", "vsa1", "--ports", "vsa0=02:00:00:00:00"], "invalid MAC"),
+        (&["--macvlan", "hub", "--uplink", "vsa1", "--ports", "vsa0"], "unknown macvlan mode"),
+        (&["--macvlan", "bridge", "--uplink", "vsa0", "--ports", "vsa0"], "given twice"),
     ];
     for (args, expected) in cases {
         let out = vswitch(args);
@@ -73,7 +78,13 @@ fn help_explains_every_flag_with_its_default() {
         "--max-macs-per-port",
         "--forward-link-local",
         "--threads",
+        "--busy-poll",
+        "--no-offload",
+        "--macvlan",
+        "--uplink",
+        "--allow-spoofing",
         "demo",
+        "lab",
     ] {
         assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
     }
