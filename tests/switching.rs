@@ -175,10 +175,10 @@ fn silent_macs_age_out_and_unicast_floods_again() {
     let mac_b = b.mac().expect("mac");
     let entry = fdb
         .iter()
-        .find(|(key, _, _)| key.mac.to_string() == mac_b)
+        .find(|row| row.key.mac.to_string() == mac_b)
         .expect("b learned");
     assert_eq!(
-        entry.1,
+        entry.port,
         lab.switch.ports()[1].name(),
         "b learned on its own port"
     );
@@ -243,7 +243,7 @@ fn a_port_whose_namespace_is_deleted_is_removed_and_the_rest_keeps_forwarding() 
         lab.switch
             .fdb()
             .iter()
-            .all(|(_, port, _)| port != gone.name()),
+            .all(|row| row.port != gone.name()),
         "MACs of the removed port remain"
     );
     assert!(ping(&lab.hosts[0].ns, lab.hosts[1].addr, 3));

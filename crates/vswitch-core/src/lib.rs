@@ -28,7 +28,7 @@ pub mod wire;
 pub use counters::{DropReason, PortCounters, PortStats, TableCounters, TableStats};
 pub use forward::{Decision, Egress, ForwardingConfig, LearnRequest};
 pub use macvlan::{MacvlanError, MacvlanMode, MacvlanTable};
-pub use table::{FdbKey, MacTable, TableConfig, TableEvent};
+pub use table::{FdbEntry, FdbKey, MacTable, TableConfig, TableEvent};
 pub use time::Timestamp;
 pub use vnet::{VNET_HDR_LEN, VnetHeader};
 pub use wire::{EthernetFrame, MacAddr, PortId, VlanId};

@@ -122,11 +122,25 @@ struct PortEntries {
     recency: VecDeque<QueueItem>,
 }
 
+/// One row of the table, for display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdbEntry {
+    /// The key.
+    pub key: FdbKey,
+    /// Where it is.
+    pub port: PortId,
+    /// When it was last seen; `None` for a static entry.
+    pub last_seen: Option<Timestamp>,
+}
+
 /// The forwarding database. See the module documentation.
 #[derive(Debug)]
 pub struct MacTable {
     config: TableConfig,
     entries: HashMap<FdbKey, Entry>,
+    /// Entries set by the operator: never aged, never moved by learning, not counted against
+    /// the capacity.
+    statics: HashMap<FdbKey, PortId>,
     ports: Vec<PortEntries>,
     next_generation: u64,
 }
@@ -137,6 +151,7 @@ impl MacTable {
         MacTable {
             config,
             entries: HashMap::new(),
+            statics: HashMap::new(),
             ports: Vec::new(),
             next_generation: 0,
         }
@@ -167,8 +182,13 @@ impl MacTable {
         now.millis().saturating_sub(last_seen) >= ageing
     }
 
-    /// The port `key` was last seen on, unless it has expired.
+    /// The port `key` is on: its static entry, or where it was last seen unless that expired.
     pub fn lookup(&self, key: FdbKey, now: Timestamp) -> Option<PortId> {
+        if !self.statics.is_empty()
+            && let Some(port) = self.statics.get(&key)
+        {
+            return Some(*port);
+        }
         let entry = self.entries.get(&key)?;
         (!self.is_expired(entry.last_seen.load(Relaxed), now)).then_some(entry.port)
     }
@@ -177,6 +197,9 @@ impl MacTable {
     /// its last-seen time and answers `true`. Answers `false` when [`MacTable::learn`] is needed
     /// (new key, a move, or an expired entry).
     pub fn refresh(&self, key: FdbKey, port: PortId, now: Timestamp) -> bool {
+        if !self.statics.is_empty() && self.statics.contains_key(&key) {
+            return true; // static entries are never learned over
+        }
         let Some(entry) = self.entries.get(&key) else {
             return false;
         };
@@ -198,6 +221,9 @@ impl MacTable {
         now: Timestamp,
         events: &mut Vec<TableEvent>,
     ) {
+        if self.statics.contains_key(&key) {
+            return;
+        }
         if self.ports.len() <= port.index() {
             self.ports
                 .resize_with(port.index() + 1, PortEntries::default);
@@ -331,25 +357,71 @@ impl MacTable {
         }
     }
 
-    /// Forgets every entry on `port` (the port was removed). Returns how many.
+    /// Forgets every entry on `port`, static ones included (the port was removed). Returns how
+    /// many.
     pub fn flush_port(&mut self, port: PortId) -> usize {
-        let before = self.entries.len();
+        let before = self.entries.len() + self.statics.len();
         self.entries.retain(|_, entry| entry.port != port);
+        self.statics.retain(|_, p| *p != port);
         if let Some(p) = self.ports.get_mut(port.index()) {
             *p = PortEntries::default();
+        }
+        before - self.entries.len() - self.statics.len()
+    }
+
+    /// Forgets the learned entries, of one port or of all (like `bridge fdb flush`); static
+    /// entries stay. Returns how many went.
+    pub fn flush_dynamic(&mut self, port: Option<PortId>) -> usize {
+        let before = self.entries.len();
+        match port {
+            Some(port) => {
+                self.entries.retain(|_, entry| entry.port != port);
+                if let Some(p) = self.ports.get_mut(port.index()) {
+                    *p = PortEntries::default();
+                }
+            }
+            None => {
+                self.entries.clear();
+                self.ports.clear();
+            }
         }
         before - self.entries.len()
     }
 
-    /// Every entry as (key, port, last seen), in no particular order.
-    pub fn entries(&self) -> impl Iterator<Item = (FdbKey, PortId, Timestamp)> + '_ {
-        self.entries.iter().map(|(key, e)| {
-            (
-                *key,
-                e.port,
-                Timestamp::from_millis(e.last_seen.load(Relaxed)),
-            )
-        })
+    /// Pins `key` to `port`: replaces any learned entry, is never aged or moved by learning.
+    pub fn add_static(&mut self, key: FdbKey, port: PortId) {
+        if let Some(entry) = self.entries.remove(&key) {
+            self.ports[entry.port.index()].live -= 1;
+        }
+        self.statics.insert(key, port);
+    }
+
+    /// Removes the entry for `key`, static or learned. False if there was none.
+    pub fn remove(&mut self, key: FdbKey) -> bool {
+        if self.statics.remove(&key).is_some() {
+            return true;
+        }
+        match self.entries.remove(&key) {
+            Some(entry) => {
+                self.ports[entry.port.index()].live -= 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every entry, static ones first, in no particular order otherwise.
+    pub fn entries(&self) -> impl Iterator<Item = FdbEntry> + '_ {
+        let statics = self.statics.iter().map(|(key, port)| FdbEntry {
+            key: *key,
+            port: *port,
+            last_seen: None,
+        });
+        statics.chain(self.entries.iter().map(|(key, e)| FdbEntry {
+            key: *key,
+            port: e.port,
+            last_seen: Some(Timestamp::from_millis(e.last_seen.load(Relaxed))),
+        }))
     }
 }
 
@@ -509,6 +581,42 @@ mod tests {
         assert_eq!(t.port_len(PortId(0)), 1);
     }
 
+    #[test]
+    fn static_entries_are_never_aged_moved_or_evicted() {
+        let mut t = table(2, None, 2);
+        let mut ev = Vec::new();
+        t.add_static(key(1), PortId(0));
+        assert_eq!(t.lookup(key(1), Timestamp::from_secs(1000)), Some(PortId(0)));
+        // Learning it elsewhere changes nothing, and the frame needs no learning.
+        assert!(t.refresh(key(1), PortId(3), Timestamp::from_secs(1)));
+        t.learn(key(1), PortId(3), Timestamp::from_secs(1), &mut ev);
+        assert!(ev.is_empty());
+        assert_eq!(t.lookup(key(1), Timestamp::from_secs(1)), Some(PortId(0)));
+        t.age(Timestamp::from_secs(1000), &mut ev);
+        assert_eq!(t.lookup(key(1), Timestamp::from_secs(1000)), Some(PortId(0)));
+        // A full table evicts learned entries only.
+        for n in 2..6 {
+            t.learn(key(n), PortId(1), Timestamp::from_secs(1000), &mut ev);
+        }
+        assert_eq!(t.lookup(key(1), Timestamp::from_secs(1000)), Some(PortId(0)));
+        assert_eq!(t.flush_dynamic(None), 2);
+        assert_eq!(t.entries().count(), 1);
+        assert!(t.remove(key(1)));
+        assert!(!t.remove(key(1)));
+        assert_eq!(t.lookup(key(1), Timestamp::from_secs(1000)), None);
+    }
+
+    #[test]
+    fn a_static_entry_replaces_a_learned_one() {
+        let mut t = table(16, None, 300);
+        let mut ev = Vec::new();
+        t.learn(key(1), PortId(2), Timestamp::ZERO, &mut ev);
+        t.add_static(key(1), PortId(0));
+        assert_eq!(t.port_len(PortId(2)), 0);
+        assert_eq!(t.lookup(key(1), Timestamp::ZERO), Some(PortId(0)));
+        assert_eq!(t.entries().filter(|e| e.last_seen.is_none()).count(), 1);
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Learn { mac: u32, port: u16, dt: u64 },
@@ -560,15 +668,16 @@ mod tests {
                     Op::Age { dt } => {
                         now += dt * 1000;
                         t.age(Timestamp::from_millis(now), &mut ev);
-                        for (k, _, seen) in t.entries() {
-                            prop_assert!(now - seen.millis() < 10_000, "{:?} should have aged", k);
+                        for e in t.entries() {
+                            let seen = e.last_seen.expect("no statics here");
+                            prop_assert!(now - seen.millis() < 10_000, "{:?} should have aged", e.key);
                         }
                     }
                 }
                 prop_assert!(t.len() <= capacity);
                 let mut sum = 0;
                 for p in 0..4u16 {
-                    let n = t.entries().filter(|(_, port, _)| *port == PortId(p)).count();
+                    let n = t.entries().filter(|e| e.port == PortId(p)).count();
                     prop_assert_eq!(n, t.port_len(PortId(p)));
                     if let Some(limit) = per_port { prop_assert!(n <= limit); }
                     sum += n;

@@ -23,5 +23,5 @@ pub use memory::{MemoryPeer, MemoryPort};
 pub use packet::{PacketPort, PacketPortError};
 pub use port::{Port, PortDevice};
 pub use spec::{OpenPortError, PortSpec};
-pub use switch::{MacvlanConfig, Switch, SwitchConfig, SwitchError};
+pub use switch::{ControlError, FdbRow, MacvlanConfig, Switch, SwitchConfig, SwitchError};
 pub use tap::{InvalidIfName, Tap, TapError, validate_ifname};

@@ -9,9 +9,9 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -133,6 +133,8 @@ struct State {
 #[derive(Debug)]
 struct Shared {
     state: RwLock<State>,
+    /// Every port attached, by id; `None` once removed by the operator.
+    registry: Mutex<Vec<Option<Arc<Port>>>>,
     busy_poll: Duration,
     forwarder: Forwarder,
     table_counters: TableCounters,
@@ -167,19 +169,22 @@ impl Shared {
         }
     }
 
+    /// Takes `port` out of forwarding and forgets its MACs; returns how many.
+    fn detach(&self, port: &Port) -> usize {
+        let mut state = self.write();
+        if let Some(slot) = state.ports.get_mut(port.id().index()) {
+            *slot = None;
+        }
+        state.table.flush_port(port.id())
+    }
+
     /// Takes a port whose device failed out of the switch, forgetting its MACs. Its worker
     /// stops polling it when it next looks.
     fn remove_port(&self, port: &Port, error: &dyn std::fmt::Display) {
         if port.is_gone() {
             return;
         }
-        let flushed = {
-            let mut state = self.write();
-            if let Some(slot) = state.ports.get_mut(port.id().index()) {
-                *slot = None;
-            }
-            state.table.flush_port(port.id())
-        };
+        let flushed = self.detach(port);
         port.mark_gone();
         tracing::warn!(port = port.name(), %error, flushed, "port disappeared; removed from the switch");
     }
@@ -225,13 +230,64 @@ fn macvlan_table(config: &MacvlanConfig, ports: &[Arc<Port>]) -> Result<MacvlanT
     Ok(MacvlanTable::new(config.mode, uplink, &sub_ports, lax)?)
 }
 
-/// A running switch. Dropping it stops the workers (see [`Switch::stop`]).
+/// A change for a worker, sent over its channel and announced with its waker.
+#[derive(Debug)]
+enum WorkerCommand {
+    /// Start polling this port.
+    Add(Arc<Port>),
+    /// Stop polling this port and let go of it.
+    Remove(PortId),
+}
+
+#[derive(Debug)]
+struct WorkerHandle {
+    thread: JoinHandle<()>,
+    waker: Arc<Waker>,
+    commands: crossbeam_channel::Sender<WorkerCommand>,
+}
+
+/// One row of [`Switch::fdb`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FdbRow {
+    /// VLAN and MAC.
+    pub key: FdbKey,
+    /// The port's name.
+    pub port: String,
+    /// Time since last seen; `None` for a static entry.
+    pub age: Option<Duration>,
+}
+
+/// Why a runtime change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No port of that name.
+    #[error("no port {0}")]
+    UnknownPort(String),
+    /// A port of that name is attached already.
+    #[error("port {0} exists already")]
+    DuplicatePort(String),
+    /// MACVLAN bindings are fixed at start.
+    #[error("ports can't be added to or removed from a macvlan switch while it runs")]
+    Macvlan,
+    /// The FDB of a MACVLAN switch is its bindings.
+    #[error("a macvlan switch has no learning table")]
+    NoTable,
+    /// Too many ports.
+    #[error("too many ports")]
+    TooManyPorts,
+    /// The switch is stopping.
+    #[error("the switch is stopping")]
+    Stopping,
+}
+
+/// A running switch. Methods take `&self`, so it can be shared with a control thread; dropping
+/// it stops the workers (see [`Switch::stop`]).
 #[derive(Debug)]
 pub struct Switch {
     shared: Arc<Shared>,
-    ports: Vec<Arc<Port>>,
-    workers: Vec<(JoinHandle<()>, Arc<Waker>)>,
-    housekeeper: Option<(JoinHandle<()>, mpsc::Sender<()>)>,
+    workers: Mutex<Vec<WorkerHandle>>,
+    housekeeper: Mutex<Option<(JoinHandle<()>, mpsc::Sender<()>)>>,
+    next_worker: AtomicUsize,
 }
 
 impl Switch {
@@ -268,6 +324,7 @@ impl Switch {
                 table: MacTable::new(config.table.clone()),
                 ports: ports.iter().cloned().map(Some).collect(),
             }),
+            registry: Mutex::new(ports.iter().cloned().map(Some).collect()),
             forwarder,
             busy_poll: config.busy_poll,
             table_counters: TableCounters::default(),
@@ -275,11 +332,11 @@ impl Switch {
             stop: AtomicBool::new(false),
         });
         let threads = config.threads.clamp(1, ports.len());
-        let mut switch = Switch {
+        let switch = Switch {
             shared: shared.clone(),
-            ports: ports.clone(),
-            workers: Vec::new(),
-            housekeeper: None,
+            workers: Mutex::new(Vec::new()),
+            housekeeper: Mutex::new(None),
+            next_worker: AtomicUsize::new(ports.len()),
         };
         for w in 0..threads {
             let mine: Vec<Arc<Port>> = ports.iter().skip(w).step_by(threads).cloned().collect();
@@ -292,36 +349,45 @@ impl Switch {
                     .map_err(worker_err)?;
             }
             let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(worker_err)?);
-            let worker = Worker::new(shared.clone(), mine, poll);
-            let handle = std::thread::Builder::new()
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let worker = Worker::new(shared.clone(), mine, poll, rx);
+            let thread = std::thread::Builder::new()
                 .name(format!("vswitch-worker{w}"))
                 .spawn(move || worker.run())
                 .map_err(worker_err)?;
-            switch.workers.push((handle, waker));
+            lock(&switch.workers).push(WorkerHandle {
+                thread,
+                waker,
+                commands: tx,
+            });
         }
         let (tx, rx) = mpsc::channel();
         let hk_shared = shared.clone();
-        let hk_ports = ports.clone();
         let handle = std::thread::Builder::new()
             .name("vswitch-housekeeping".into())
-            .spawn(move || housekeeping(&hk_shared, &hk_ports, &rx))
+            .spawn(move || housekeeping(&hk_shared, &rx))
             .map_err(|source| SwitchError::Worker {
                 worker: threads,
                 source,
             })?;
-        switch.housekeeper = Some((handle, tx));
+        *lock(&switch.housekeeper) = Some((handle, tx));
         tracing::info!(ports = ports.len(), threads, "switch started");
         Ok(switch)
     }
 
-    /// Every port ever attached, including ones whose device has gone.
-    pub fn ports(&self) -> &[Arc<Port>] {
-        &self.ports
+    /// Every port attached now or before, including ones whose device has gone; not those
+    /// removed with [`Switch::remove_port`].
+    pub fn ports(&self) -> Vec<Arc<Port>> {
+        lock(&self.shared.registry).iter().flatten().cloned().collect()
     }
 
     /// The port called `name`.
-    pub fn port(&self, name: &str) -> Option<&Arc<Port>> {
-        self.ports.iter().find(|p| p.name() == name)
+    pub fn port(&self, name: &str) -> Option<Arc<Port>> {
+        lock(&self.shared.registry)
+            .iter()
+            .flatten()
+            .find(|p| p.name() == name)
+            .cloned()
     }
 
     /// Table events so far.
@@ -329,36 +395,145 @@ impl Switch {
         self.shared.table_counters.snapshot()
     }
 
-    /// The table's entries now: key, port name, and time since last seen.
-    pub fn fdb(&self) -> Vec<(FdbKey, String, Duration)> {
+    /// Entries in the table and its capacity.
+    pub fn table_size(&self) -> (usize, usize) {
+        let state = self.shared.read();
+        (state.table.len(), state.table.config().capacity)
+    }
+
+    /// The table's entries now (expired ones left out): key, port name, age.
+    pub fn fdb(&self) -> Vec<FdbRow> {
         let now = self.shared.now();
+        let names: Vec<Option<String>> = lock(&self.shared.registry)
+            .iter()
+            .map(|p| p.as_ref().map(|p| p.name().to_owned()))
+            .collect();
         let state = self.shared.read();
         state
             .table
             .entries()
-            .filter(|(key, _, _)| state.table.lookup(*key, now).is_some())
-            .map(|(key, port, seen)| {
-                let name = self.ports[port.index()].name().to_owned();
-                (key, name, now.saturating_since(seen))
+            .filter(|e| state.table.lookup(e.key, now) == Some(e.port))
+            .map(|e| FdbRow {
+                key: e.key,
+                port: names
+                    .get(e.port.index())
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_else(|| e.port.to_string()),
+                age: e.last_seen.map(|seen| now.saturating_since(seen)),
             })
             .collect()
     }
 
+    fn learning_table(&self) -> Result<(), ControlError> {
+        match self.shared.forwarder {
+            Forwarder::Learning(_) => Ok(()),
+            Forwarder::Macvlan(_) => Err(ControlError::NoTable),
+        }
+    }
+
+    fn live_port(&self, name: &str) -> Result<Arc<Port>, ControlError> {
+        self.port(name)
+            .filter(|p| !p.is_gone())
+            .ok_or_else(|| ControlError::UnknownPort(name.to_owned()))
+    }
+
+    /// Pins `mac` (untagged) to port `port`: never aged, never moved by learning.
+    pub fn add_static(&self, mac: MacAddr, port: &str) -> Result<(), ControlError> {
+        self.learning_table()?;
+        let port = self.live_port(port)?;
+        self.shared
+            .write()
+            .table
+            .add_static(FdbKey::untagged(mac), port.id());
+        Ok(())
+    }
+
+    /// Removes the entry for `mac`, static or learned; false if there was none.
+    pub fn remove_fdb(&self, mac: MacAddr) -> Result<bool, ControlError> {
+        self.learning_table()?;
+        Ok(self.shared.write().table.remove(FdbKey::untagged(mac)))
+    }
+
+    /// Forgets learned entries, of one port or all; returns how many.
+    pub fn flush_fdb(&self, port: Option<&str>) -> Result<usize, ControlError> {
+        self.learning_table()?;
+        let port = port.map(|name| self.live_port(name)).transpose()?;
+        Ok(self
+            .shared
+            .write()
+            .table
+            .flush_dynamic(port.map(|p| p.id())))
+    }
+
+    /// Attaches a new port while the switch runs; traffic among the others is not disturbed.
+    pub fn add_port(&self, name: String, device: Box<dyn PortDevice>) -> Result<PortId, ControlError> {
+        if matches!(self.shared.forwarder, Forwarder::Macvlan(_)) {
+            return Err(ControlError::Macvlan);
+        }
+        let port = {
+            let mut registry = lock(&self.shared.registry);
+            if registry.iter().flatten().any(|p| p.name() == name && !p.is_gone()) {
+                return Err(ControlError::DuplicatePort(name));
+            }
+            let id = u16::try_from(registry.len()).map_err(|_| ControlError::TooManyPorts)?;
+            let port = Arc::new(Port::new(PortId(id), name, device));
+            registry.push(Some(port.clone()));
+            self.shared.write().ports.push(Some(port.clone()));
+            port
+        };
+        let workers = lock(&self.workers);
+        if workers.is_empty() {
+            return Err(ControlError::Stopping);
+        }
+        let w = self.next_worker.fetch_add(1, Ordering::Relaxed) % workers.len();
+        let id = port.id();
+        tracing::info!(port = port.name(), worker = w, "port added");
+        let _ = workers[w].commands.send(WorkerCommand::Add(port));
+        let _ = workers[w].waker.wake();
+        Ok(id)
+    }
+
+    /// Detaches port `name` and forgets its MACs; its device is closed (a TAP the switch
+    /// created disappears).
+    pub fn remove_port(&self, name: &str) -> Result<(), ControlError> {
+        if matches!(self.shared.forwarder, Forwarder::Macvlan(_)) {
+            return Err(ControlError::Macvlan);
+        }
+        let port = {
+            let mut registry = lock(&self.shared.registry);
+            let slot = registry
+                .iter_mut()
+                .find(|p| p.as_ref().is_some_and(|p| p.name() == name))
+                .ok_or_else(|| ControlError::UnknownPort(name.to_owned()))?;
+            slot.take().ok_or_else(|| ControlError::UnknownPort(name.to_owned()))?
+        };
+        self.shared.detach(&port);
+        port.mark_gone();
+        for worker in lock(&self.workers).iter() {
+            let _ = worker.commands.send(WorkerCommand::Remove(port.id()));
+            let _ = worker.waker.wake();
+        }
+        tracing::info!(port = name, "port removed");
+        Ok(())
+    }
+
     /// Stops the workers and the housekeeper and waits for them. Devices close when the switch is
     /// dropped (TAPs this process created disappear then).
-    pub fn stop(&mut self) {
+    pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::Relaxed);
-        for (_, waker) in &self.workers {
-            if let Err(e) = waker.wake() {
+        let workers: Vec<WorkerHandle> = lock(&self.workers).drain(..).collect();
+        for worker in &workers {
+            if let Err(e) = worker.waker.wake() {
                 tracing::error!(error = %e, "couldn't wake a worker");
             }
         }
-        for (handle, _) in self.workers.drain(..) {
-            if handle.join().is_err() {
+        for worker in workers {
+            if worker.thread.join().is_err() {
                 tracing::error!("a worker panicked");
             }
         }
-        if let Some((handle, tx)) = self.housekeeper.take() {
+        if let Some((handle, tx)) = lock(&self.housekeeper).take() {
             drop(tx);
             if handle.join().is_err() {
                 tracing::error!("the housekeeping thread panicked");
@@ -373,12 +548,18 @@ impl Drop for Switch {
     }
 }
 
-fn housekeeping(shared: &Shared, ports: &[Arc<Port>], stop: &mpsc::Receiver<()>) {
+/// Locks a mutex whose data stays consistent even if a holder panicked.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn housekeeping(shared: &Shared, stop: &mpsc::Receiver<()>) {
     let mut events = Vec::new();
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(HOUSEKEEPING_INTERVAL) {
         let now = shared.now();
         shared.write().table.age(now, &mut events);
         shared.count_events(&mut events);
+        let ports: Vec<Arc<Port>> = lock(&shared.registry).iter().flatten().cloned().collect();
         for port in ports.iter().filter(|p| !p.is_gone()) {
             if port.device().is_present() {
                 port.refresh_mtu();
@@ -403,6 +584,7 @@ struct Worker {
     shared: Arc<Shared>,
     ports: Vec<Option<Arc<Port>>>,
     poll: Poll,
+    commands: crossbeam_channel::Receiver<WorkerCommand>,
     buffers: Vec<Vec<u8>>,
     lengths: [usize; BATCH],
     learn: Vec<LearnRequest>,
@@ -410,11 +592,17 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(shared: Arc<Shared>, ports: Vec<Arc<Port>>, poll: Poll) -> Self {
+    fn new(
+        shared: Arc<Shared>,
+        ports: Vec<Arc<Port>>,
+        poll: Poll,
+        commands: crossbeam_channel::Receiver<WorkerCommand>,
+    ) -> Self {
         Worker {
             shared,
             ports: ports.into_iter().map(Some).collect(),
             poll,
+            commands,
             buffers: (0..BATCH).map(|_| vec![0u8; MAX_FRAME]).collect(),
             lengths: [0; BATCH],
             learn: Vec::with_capacity(BATCH),
@@ -440,6 +628,10 @@ impl Worker {
             }
             if !events.is_empty() {
                 last_work = Instant::now();
+            }
+            for command in self.commands.try_iter().collect::<Vec<_>>() {
+                self.apply(command);
+                queued.resize(self.ports.len(), false);
             }
             for event in events.iter() {
                 let i = event.token().0;
@@ -468,6 +660,33 @@ impl Worker {
                         }
                         self.ports[i] = None;
                         self.shared.remove_port(&port, &error);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts or stops polling a port.
+    fn apply(&mut self, command: WorkerCommand) {
+        match command {
+            WorkerCommand::Add(port) => {
+                let token = Token(self.ports.len());
+                let fd = port.device().fd().as_raw_fd();
+                match self.poll.registry().register(&mut SourceFd(&fd), token, Interest::READABLE) {
+                    Ok(()) => self.ports.push(Some(port)),
+                    Err(e) => {
+                        tracing::error!(port = port.name(), error = %e, "couldn't poll the new port");
+                        self.shared.remove_port(&port, &e);
+                    }
+                }
+            }
+            WorkerCommand::Remove(id) => {
+                for slot in &mut self.ports {
+                    if slot.as_ref().is_some_and(|p| p.id() == id) {
+                        if let Some(port) = slot.take() {
+                            let fd = port.device().fd().as_raw_fd();
+                            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                        }
                     }
                 }
             }

@@ -45,7 +45,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     );
     let specs: Vec<PortSpec> = taps.iter().map(|t| PortSpec::Tap(t.clone())).collect();
     let ports = open_ports(&specs, true)?;
-    let mut switch =
+    let switch =
         Switch::start(SwitchConfig::default(), ports).context("couldn't start the switch")?;
 
     let mut namespaces = Vec::new();

@@ -160,7 +160,7 @@ fn up(args: &LabUpArgs) -> Result<()> {
         }
     };
     let ports = open_ports(&specs, true)?;
-    let mut switch = Switch::start(switch_config(&args.switch_args()), ports)
+    let switch = Switch::start(switch_config(&args.switch_args()), ports)
         .context("couldn't start the switch")?;
     for ((host, ns), link) in hosts.iter().zip(&namespaces).zip(&links) {
         let inner = match args.via {

@@ -103,7 +103,7 @@ pub fn run(args: &SwitchArgs) -> Result<()> {
     let mut signals =
         Signals::new([SIGINT, SIGTERM, SIGUSR1]).context("couldn't install signal handlers")?;
     let ports = open_ports(&plan.specs, !args.no_offload)?;
-    let mut switch = Switch::start(config, ports).context("couldn't start the switch")?;
+    let switch = Switch::start(config, ports).context("couldn't start the switch")?;
     println!(
         "vswitch: switching among {}; Ctrl-C to stop, SIGUSR1 for counters",
         plan.specs
