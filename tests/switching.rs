@@ -240,10 +240,7 @@ fn a_port_whose_namespace_is_deleted_is_removed_and_the_rest_keeps_forwarding() 
         "port not removed"
     );
     assert!(
-        lab.switch
-            .fdb()
-            .iter()
-            .all(|row| row.port != gone.name()),
+        lab.switch.fdb().iter().all(|row| row.port != gone.name()),
         "MACs of the removed port remain"
     );
     assert!(ping(&lab.hosts[0].ns, lab.hosts[1].addr, 3));

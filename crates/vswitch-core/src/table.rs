@@ -586,19 +586,28 @@ mod tests {
         let mut t = table(2, None, 2);
         let mut ev = Vec::new();
         t.add_static(key(1), PortId(0));
-        assert_eq!(t.lookup(key(1), Timestamp::from_secs(1000)), Some(PortId(0)));
+        assert_eq!(
+            t.lookup(key(1), Timestamp::from_secs(1000)),
+            Some(PortId(0))
+        );
         // Learning it elsewhere changes nothing, and the frame needs no learning.
         assert!(t.refresh(key(1), PortId(3), Timestamp::from_secs(1)));
         t.learn(key(1), PortId(3), Timestamp::from_secs(1), &mut ev);
         assert!(ev.is_empty());
         assert_eq!(t.lookup(key(1), Timestamp::from_secs(1)), Some(PortId(0)));
         t.age(Timestamp::from_secs(1000), &mut ev);
-        assert_eq!(t.lookup(key(1), Timestamp::from_secs(1000)), Some(PortId(0)));
+        assert_eq!(
+            t.lookup(key(1), Timestamp::from_secs(1000)),
+            Some(PortId(0))
+        );
         // A full table evicts learned entries only.
         for n in 2..6 {
             t.learn(key(n), PortId(1), Timestamp::from_secs(1000), &mut ev);
         }
-        assert_eq!(t.lookup(key(1), Timestamp::from_secs(1000)), Some(PortId(0)));
+        assert_eq!(
+            t.lookup(key(1), Timestamp::from_secs(1000)),
+            Some(PortId(0))
+        );
         assert_eq!(t.flush_dynamic(None), 2);
         assert_eq!(t.entries().count(), 1);
         assert!(t.remove(key(1)));

@@ -378,7 +378,11 @@ impl Switch {
     /// Every port attached now or before, including ones whose device has gone; not those
     /// removed with [`Switch::remove_port`].
     pub fn ports(&self) -> Vec<Arc<Port>> {
-        lock(&self.shared.registry).iter().flatten().cloned().collect()
+        lock(&self.shared.registry)
+            .iter()
+            .flatten()
+            .cloned()
+            .collect()
     }
 
     /// The port called `name`.
@@ -467,13 +471,21 @@ impl Switch {
     }
 
     /// Attaches a new port while the switch runs; traffic among the others is not disturbed.
-    pub fn add_port(&self, name: String, device: Box<dyn PortDevice>) -> Result<PortId, ControlError> {
+    pub fn add_port(
+        &self,
+        name: String,
+        device: Box<dyn PortDevice>,
+    ) -> Result<PortId, ControlError> {
         if matches!(self.shared.forwarder, Forwarder::Macvlan(_)) {
             return Err(ControlError::Macvlan);
         }
         let port = {
             let mut registry = lock(&self.shared.registry);
-            if registry.iter().flatten().any(|p| p.name() == name && !p.is_gone()) {
+            if registry
+                .iter()
+                .flatten()
+                .any(|p| p.name() == name && !p.is_gone())
+            {
                 return Err(ControlError::DuplicatePort(name));
             }
             let id = u16::try_from(registry.len()).map_err(|_| ControlError::TooManyPorts)?;
@@ -506,7 +518,8 @@ impl Switch {
                 .iter_mut()
                 .find(|p| p.as_ref().is_some_and(|p| p.name() == name))
                 .ok_or_else(|| ControlError::UnknownPort(name.to_owned()))?;
-            slot.take().ok_or_else(|| ControlError::UnknownPort(name.to_owned()))?
+            slot.take()
+                .ok_or_else(|| ControlError::UnknownPort(name.to_owned()))?
         };
         self.shared.detach(&port);
         port.mark_gone();
@@ -672,7 +685,11 @@ impl Worker {
             WorkerCommand::Add(port) => {
                 let token = Token(self.ports.len());
                 let fd = port.device().fd().as_raw_fd();
-                match self.poll.registry().register(&mut SourceFd(&fd), token, Interest::READABLE) {
+                match self
+                    .poll
+                    .registry()
+                    .register(&mut SourceFd(&fd), token, Interest::READABLE)
+                {
                     Ok(()) => self.ports.push(Some(port)),
                     Err(e) => {
                         tracing::error!(port = port.name(), error = %e, "couldn't poll the new port");
@@ -682,11 +699,11 @@ impl Worker {
             }
             WorkerCommand::Remove(id) => {
                 for slot in &mut self.ports {
-                    if slot.as_ref().is_some_and(|p| p.id() == id) {
-                        if let Some(port) = slot.take() {
-                            let fd = port.device().fd().as_raw_fd();
-                            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-                        }
+                    if slot.as_ref().is_some_and(|p| p.id() == id)
+                        && let Some(port) = slot.take()
+                    {
+                        let fd = port.device().fd().as_raw_fd();
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
                     }
                 }
             }

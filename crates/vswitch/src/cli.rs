@@ -78,6 +78,16 @@ pub struct SwitchArgs {
     )]
     pub allow_spoofing: Vec<String>,
 
+    /// The switch's name: its control socket is /run/vswitch/NAME.sock, which `vswitch fdb`,
+    /// `stats` and `port` talk to. Two running switches can't share a name.
+    #[arg(long, default_value = "vswitch0")]
+    pub name: String,
+
+    /// Serve counters in the Prometheus text format at http://ADDR/metrics
+    /// (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+
     /// Keep polling for this many microseconds after traffic before sleeping: lower latency
     /// for CPU time. 0 sleeps at once, so an idle switch uses no CPU.
     #[arg(long, default_value_t = 0, value_name = "MICROS")]
@@ -97,6 +107,88 @@ pub enum Command {
     /// veth pairs, as `ip link add type veth`.
     #[command(subcommand)]
     Veth(VethCommand),
+    /// The forwarding table of a running switch: show, add, del, flush.
+    #[command(subcommand)]
+    Fdb(FdbCommand),
+    /// Counters of a running switch.
+    Stats(StatsArgs),
+    /// Add or remove ports of a running switch.
+    #[command(subcommand)]
+    Port(PortCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FdbCommand {
+    /// List entries: MAC, VLAN, port, static or dynamic, age.
+    Show {
+        /// The switch.
+        #[arg(long, default_value = "vswitch0")]
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a static entry: never aged, never moved by learning.
+    Add {
+        /// The MAC.
+        mac: String,
+        /// The port.
+        port: String,
+        /// The switch.
+        #[arg(long, default_value = "vswitch0")]
+        name: String,
+    },
+    /// Remove an entry, static or learned.
+    Del {
+        /// The MAC.
+        mac: String,
+        /// The switch.
+        #[arg(long, default_value = "vswitch0")]
+        name: String,
+    },
+    /// Forget learned entries (static ones stay).
+    Flush {
+        /// Only those of this port.
+        #[arg(long)]
+        port: Option<String>,
+        /// The switch.
+        #[arg(long, default_value = "vswitch0")]
+        name: String,
+    },
+}
+
+/// Options of `stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// The switch.
+    #[arg(long, default_value = "vswitch0")]
+    pub name: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh every second, with per-second rates.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PortCommand {
+    /// Attach a port (any form --ports takes) without disturbing the others.
+    Add {
+        /// The port spec.
+        spec: String,
+        /// The switch.
+        #[arg(long, default_value = "vswitch0")]
+        name: String,
+    },
+    /// Detach a port and forget its MACs (a TAP the switch created is removed).
+    Del {
+        /// The port's name.
+        port: String,
+        /// The switch.
+        #[arg(long, default_value = "vswitch0")]
+        name: String,
+    },
 }
 
 /// How lab hosts are joined to the switch.
@@ -167,6 +259,8 @@ impl LabUpArgs {
             macvlan: None,
             uplink: None,
             allow_spoofing: Vec::new(),
+            name: self.name.clone(),
+            metrics: None,
         }
     }
 }

@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -17,6 +18,7 @@ use vswitch_datapath::{PortSpec, Switch};
 use vswitch_netns::{LinkGuard, Netlink, Netns, NetnsGuard};
 
 use crate::cli::{LabCommand, LabUpArgs, Via};
+use crate::control::ControlServer;
 use crate::report;
 use crate::run::{open_ports, switch_config};
 
@@ -160,8 +162,11 @@ fn up(args: &LabUpArgs) -> Result<()> {
         }
     };
     let ports = open_ports(&specs, true)?;
-    let switch = Switch::start(switch_config(&args.switch_args()), ports)
-        .context("couldn't start the switch")?;
+    let switch = Arc::new(
+        Switch::start(switch_config(&args.switch_args()), ports)
+            .context("couldn't start the switch")?,
+    );
+    let control = ControlServer::start(&args.name, switch.clone(), true)?;
     for ((host, ns), link) in hosts.iter().zip(&namespaces).zip(&links) {
         let inner = match args.via {
             Via::Tap => {
@@ -204,8 +209,12 @@ fn up(args: &LabUpArgs) -> Result<()> {
             eprintln!("lab: {failures} host pairs can't reach each other");
         }
     }
-    println!("lab {} is up; Ctrl-C tears it down", args.name);
+    println!(
+        "lab {} is up; `vswitch stats --name {}` shows its counters; Ctrl-C tears it down",
+        args.name, args.name
+    );
     let _ = signals.forever().next();
+    drop(control);
     switch.stop();
     print!("{}", report::render(&switch));
     drop(switch);

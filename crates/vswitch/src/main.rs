@@ -1,8 +1,11 @@
 //! The `vswitch` command: run a switch, a demo or a lab of namespaces, and plumb namespaces.
 
 mod cli;
+mod client;
+mod control;
 mod demo;
 mod lab;
+mod metrics;
 mod plumbing;
 mod report;
 mod run;
@@ -26,6 +29,9 @@ fn main() -> ExitCode {
         Some(cli::Command::Lab(cmd)) => lab::run(&cmd),
         Some(cli::Command::Ns(cmd)) => plumbing::ns(&cmd),
         Some(cli::Command::Veth(cmd)) => plumbing::veth(&cmd),
+        Some(cli::Command::Fdb(cmd)) => client::fdb(&cmd),
+        Some(cli::Command::Stats(args)) => client::stats(&args),
+        Some(cli::Command::Port(cmd)) => client::port(&cmd),
         None => run::run(&cli.switch),
     };
     match result {

@@ -1,5 +1,6 @@
 //! `vswitch --ports ...`: open the ports, run the switch until a signal, report.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -9,6 +10,8 @@ use vswitch_core::{ForwardingConfig, MacAddr, TableConfig};
 use vswitch_datapath::{MacvlanConfig, PortDevice, PortSpec, Switch, SwitchConfig};
 
 use crate::cli::SwitchArgs;
+use crate::control::ControlServer;
+use crate::metrics::MetricsServer;
 use crate::report;
 
 /// The ports to open, in order (a MACVLAN uplink first), with MACVLAN bindings.
@@ -91,6 +94,7 @@ pub fn open_ports(specs: &[PortSpec], offload: bool) -> Result<Vec<(String, Box<
 /// Runs the switch in the foreground until SIGINT or SIGTERM.
 pub fn run(args: &SwitchArgs) -> Result<()> {
     let plan = parse_ports(args)?;
+    crate::control::ensure_name_free(&args.name)?;
     let mut config = switch_config(args);
     if let (Some(mode), Some(uplink)) = (args.macvlan, &plan.specs.first()) {
         config.macvlan = Some(MacvlanConfig {
@@ -103,7 +107,12 @@ pub fn run(args: &SwitchArgs) -> Result<()> {
     let mut signals =
         Signals::new([SIGINT, SIGTERM, SIGUSR1]).context("couldn't install signal handlers")?;
     let ports = open_ports(&plan.specs, !args.no_offload)?;
-    let switch = Switch::start(config, ports).context("couldn't start the switch")?;
+    let switch = Arc::new(Switch::start(config, ports).context("couldn't start the switch")?);
+    let control = ControlServer::start(&args.name, switch.clone(), !args.no_offload)?;
+    let metrics = args
+        .metrics
+        .map(|addr| MetricsServer::start(addr, switch.clone()))
+        .transpose()?;
     println!(
         "vswitch: switching among {}; Ctrl-C to stop, SIGUSR1 for counters",
         plan.specs
@@ -120,6 +129,8 @@ pub fn run(args: &SwitchArgs) -> Result<()> {
         tracing::info!(signal, "stopping");
         break;
     }
+    drop(metrics);
+    drop(control);
     switch.stop();
     print!("{}", report::render(&switch));
     drop(switch);

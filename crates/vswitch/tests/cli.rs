@@ -37,9 +37,25 @@ fn bad_port_lists_fail_with_one_clear_line_and_create_nothing() {
         ),
         (&["--ports", "vsa0=02:00:00:00:00:01"], "need --macvlan"),
         (&["--ports", "vsa0", "--uplink", "dev:x"], "--macvlan"),
-        (&["--macvlan", "bridge", "--uplink", "vsa1", "--ports", "vsa0=02:00:00:00:00"], "invalid MAC"),
-        (&["--macvlan", "hub", "--uplink", "vsa1", "--ports", "vsa0"], "unknown macvlan mode"),
-        (&["--macvlan", "bridge", "--uplink", "vsa0", "--ports", "vsa0"], "given twice"),
+        (
+            &[
+                "--macvlan",
+                "bridge",
+                "--uplink",
+                "vsa1",
+                "--ports",
+                "vsa0=02:00:00:00:00",
+            ],
+            "invalid MAC",
+        ),
+        (
+            &["--macvlan", "hub", "--uplink", "vsa1", "--ports", "vsa0"],
+            "unknown macvlan mode",
+        ),
+        (
+            &["--macvlan", "bridge", "--uplink", "vsa0", "--ports", "vsa0"],
+            "given twice",
+        ),
     ];
     for (args, expected) in cases {
         let out = vswitch(args);
@@ -123,7 +139,14 @@ fn without_cap_net_admin_the_error_names_the_capability() {
 /// Starts the switch and waits for its "switching among" line.
 fn start_switch(ports: &[String]) -> (Child, BufReader<std::process::ChildStdout>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vswitch"))
-        .args(["--ports", &ports.join(","), "--threads", "2"])
+        .args([
+            "--ports",
+            &ports.join(","),
+            "--threads",
+            "2",
+            "--name",
+            &unique_name("vsc"),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

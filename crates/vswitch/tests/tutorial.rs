@@ -89,6 +89,7 @@ fn experiment_2_vswitch_replaces_the_bridge() {
         .run(|| {
             Command::new(BIN)
                 .args(["--ports", "bridge-net0,bridge-net1", "--threads", "2"])
+                .args(["--name", &unique_name("tut")])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()

@@ -1,0 +1,172 @@
+//! Subcommands that talk to a running switch over its control socket: fdb, stats, port.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use serde_json::Value;
+
+use crate::cli::{FdbCommand, PortCommand, StatsArgs};
+use crate::control::{Request, call};
+
+/// Runs an `fdb` subcommand.
+pub fn fdb(cmd: &FdbCommand) -> Result<()> {
+    match cmd {
+        FdbCommand::Show { name, json } => {
+            let rows = call(name, Request::FdbShow)?;
+            if *json {
+                println!("{rows}");
+                return Ok(());
+            }
+            println!(
+                "{:<19} {:>4}  {:<15} {:<8} {:>8}",
+                "MAC", "VLAN", "PORT", "TYPE", "AGE"
+            );
+            for row in rows.as_array().into_iter().flatten() {
+                let age = match row["age_ms"].as_u64() {
+                    Some(ms) => format!("{:.1}s", ms as f64 / 1000.0),
+                    None => "-".into(),
+                };
+                println!(
+                    "{:<19} {:>4}  {:<15} {:<8} {:>8}",
+                    row["mac"].as_str().unwrap_or("?"),
+                    row["vlan"].as_u64().unwrap_or(0),
+                    row["port"].as_str().unwrap_or("?"),
+                    if row["static"].as_bool() == Some(true) {
+                        "static"
+                    } else {
+                        "dynamic"
+                    },
+                    age
+                );
+            }
+        }
+        FdbCommand::Add { mac, port, name } => {
+            call(
+                name,
+                Request::FdbAdd {
+                    mac: mac.clone(),
+                    port: port.clone(),
+                },
+            )?;
+        }
+        FdbCommand::Del { mac, name } => {
+            call(name, Request::FdbDel { mac: mac.clone() })?;
+        }
+        FdbCommand::Flush { port, name } => {
+            let result = call(name, Request::FdbFlush { port: port.clone() })?;
+            println!("flushed {} entries", result["flushed"]);
+        }
+    }
+    Ok(())
+}
+
+/// Runs a `port` subcommand.
+pub fn port(cmd: &PortCommand) -> Result<()> {
+    match cmd {
+        PortCommand::Add { spec, name } => {
+            call(name, Request::PortAdd { spec: spec.clone() })?;
+        }
+        PortCommand::Del { port, name } => {
+            call(name, Request::PortDel { port: port.clone() })?;
+        }
+    }
+    Ok(())
+}
+
+/// `stats`: a table of counters, once or every second with rates.
+pub fn stats(args: &StatsArgs) -> Result<()> {
+    let mut previous: Option<(Instant, Value)> = None;
+    loop {
+        let now = Instant::now();
+        let stats = call(&args.name, Request::Stats)?;
+        if args.json {
+            println!("{stats}");
+        } else {
+            if args.watch {
+                print!("\x1b[2J\x1b[H"); // clear the screen
+            }
+            print!(
+                "{}",
+                render(
+                    &stats,
+                    previous.as_ref().map(|(t, v)| (now.duration_since(*t), v))
+                )
+            );
+        }
+        if !args.watch {
+            return Ok(());
+        }
+        previous = Some((now, stats));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn render(stats: &Value, previous: Option<(Duration, &Value)>) -> String {
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "{:<15} {:<5} {:>12} {:>15} {:>12} {:>15} {:>10}",
+        "PORT", "STATE", "RX-PKTS", "RX-BYTES", "TX-PKTS", "TX-BYTES", "DROPS"
+    );
+    if previous.is_some() {
+        let _ = write!(
+            out,
+            " {:>10} {:>10} {:>10} {:>10}",
+            "RX-PPS", "RX-MBIT/S", "TX-PPS", "TX-MBIT/S"
+        );
+    }
+    out.push('\n');
+    for port in stats["ports"].as_array().into_iter().flatten() {
+        let n = |k: &str| port[k].as_u64().unwrap_or(0);
+        let drops: u64 = port["drops"]
+            .as_object()
+            .map_or(0, |d| d.values().filter_map(Value::as_u64).sum());
+        let _ = write!(
+            out,
+            "{:<15} {:<5} {:>12} {:>15} {:>12} {:>15} {:>10}",
+            port["name"].as_str().unwrap_or("?"),
+            port["state"].as_str().unwrap_or("?"),
+            n("rx_packets"),
+            n("rx_bytes"),
+            n("tx_packets"),
+            n("tx_bytes"),
+            drops
+        );
+        if let Some((elapsed, prev)) = previous {
+            let before = prev["ports"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["name"] == port["name"]));
+            let rate = |k: &str| {
+                let b = before.and_then(|p| p[k].as_u64()).unwrap_or(0);
+                n(k).saturating_sub(b) as f64 / elapsed.as_secs_f64().max(0.001)
+            };
+            let _ = write!(
+                out,
+                " {:>10.0} {:>10.1} {:>10.0} {:>10.1}",
+                rate("rx_packets"),
+                rate("rx_bytes") * 8.0 / 1e6,
+                rate("tx_packets"),
+                rate("tx_bytes") * 8.0 / 1e6
+            );
+        }
+        out.push('\n');
+        if let Some(reasons) = port["drops"].as_object() {
+            let nonzero: Vec<String> = reasons
+                .iter()
+                .filter(|(_, v)| v.as_u64().unwrap_or(0) > 0)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            if !nonzero.is_empty() {
+                let _ = writeln!(out, "{:<15} drops: {}", "", nonzero.join(" "));
+            }
+        }
+    }
+    let t = &stats["table"];
+    let _ = writeln!(
+        out,
+        "mac table: {} of {} entries; learned {}, moved {}, aged {}, evicted {}",
+        t["entries"], t["capacity"], t["learned"], t["moved"], t["aged"], t["evicted"]
+    );
+    out
+}

@@ -1,0 +1,165 @@
+//! `--metrics ADDR`: the switch's counters in the Prometheus text format over HTTP.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use vswitch_core::DropReason;
+use vswitch_datapath::Switch;
+
+/// Renders every counter in the Prometheus text exposition format.
+pub fn render(switch: &Switch) -> String {
+    let mut out = String::new();
+    let ports = switch.ports();
+    let counters: [(&str, &str, fn(&vswitch_core::PortStats) -> u64); 4] = [
+        (
+            "vswitch_port_rx_packets_total",
+            "Frames received from the port.",
+            |s| s.rx_packets,
+        ),
+        (
+            "vswitch_port_rx_bytes_total",
+            "Bytes received from the port.",
+            |s| s.rx_bytes,
+        ),
+        (
+            "vswitch_port_tx_packets_total",
+            "Frames sent out of the port.",
+            |s| s.tx_packets,
+        ),
+        (
+            "vswitch_port_tx_bytes_total",
+            "Bytes sent out of the port.",
+            |s| s.tx_bytes,
+        ),
+    ];
+    let stats: Vec<_> = ports
+        .iter()
+        .map(|p| (p.name(), p.counters().snapshot(), p.is_gone()))
+        .collect();
+    for (metric, help, get) in counters {
+        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
+        for (name, s, _) in &stats {
+            let _ = writeln!(out, "{metric}{{port=\"{name}\"}} {}", get(s));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP vswitch_port_drops_total Frames dropped, by reason.\n# TYPE vswitch_port_drops_total counter"
+    );
+    for (name, s, _) in &stats {
+        for reason in DropReason::ALL {
+            let _ = writeln!(
+                out,
+                "vswitch_port_drops_total{{port=\"{name}\",reason=\"{}\"}} {}",
+                reason.name(),
+                s.drops(reason)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP vswitch_port_up Whether the port is attached (0 once its device is gone).\n# TYPE vswitch_port_up gauge"
+    );
+    for (name, _, gone) in &stats {
+        let _ = writeln!(
+            out,
+            "vswitch_port_up{{port=\"{name}\"}} {}",
+            u8::from(!gone)
+        );
+    }
+    let (entries, capacity) = switch.table_size();
+    let t = switch.table_stats();
+    let _ = writeln!(
+        out,
+        "# HELP vswitch_fdb_entries MAC table entries.\n# TYPE vswitch_fdb_entries gauge\nvswitch_fdb_entries {entries}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP vswitch_fdb_capacity MAC table capacity.\n# TYPE vswitch_fdb_capacity gauge\nvswitch_fdb_capacity {capacity}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP vswitch_fdb_events_total MAC table changes, by kind.\n# TYPE vswitch_fdb_events_total counter"
+    );
+    for (event, n) in [
+        ("learned", t.learned),
+        ("moved", t.moved),
+        ("aged", t.aged),
+        ("evicted", t.evicted),
+    ] {
+        let _ = writeln!(out, "vswitch_fdb_events_total{{event=\"{event}\"}} {n}");
+    }
+    out
+}
+
+/// The HTTP endpoint, serving until dropped.
+pub struct MetricsServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    /// Listens on `addr` and answers `GET /metrics`.
+    pub fn start(addr: SocketAddr, switch: Arc<Switch>) -> Result<MetricsServer> {
+        let listener = TcpListener::bind(addr)
+            .with_context(|| format!("couldn't listen on {addr} for metrics"))?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("vswitch-metrics".into())
+            .spawn(move || {
+                while !thread_stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((mut stream, _)) => {
+                            let _ = stream.set_nonblocking(false);
+                            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                            let mut request_line = String::new();
+                            let mut reader = BufReader::new(&stream);
+                            if reader.read_line(&mut request_line).is_err() {
+                                continue;
+                            }
+                            // Skip the headers.
+                            let mut header = String::new();
+                            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                                header.clear();
+                            }
+                            let (status, body) = if request_line.starts_with("GET /metrics") {
+                                ("200 OK", render(&switch))
+                            } else {
+                                ("404 Not Found", "try /metrics\n".to_owned())
+                            };
+                            let _ = write!(
+                                stream,
+                                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                body.len()
+                            );
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                    }
+                }
+            })?;
+        Ok(MetricsServer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

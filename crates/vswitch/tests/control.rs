@@ -1,0 +1,304 @@
+//! Operating a running switch through its control socket and metrics endpoint. Needs root.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+use vswitch_testkit::{Host, ping, ping_with, require_root, unique_name};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vswitch");
+
+/// A switch process with one host per TAP, stopped and cleaned up on drop.
+struct Running {
+    child: Child,
+    name: String,
+    taps: Vec<String>,
+    hosts: Vec<Host>,
+    metrics: u16,
+}
+
+impl Running {
+    fn start(n: usize) -> Running {
+        let name = unique_name("ctl");
+        let taps: Vec<String> = (0..n).map(|_| unique_name("vst")).collect();
+        static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let metrics = 20000 + (std::process::id() % 4000) as u16 * 8 + n;
+        let mut child = Command::new(BIN)
+            .args([
+                "--ports",
+                &taps.join(","),
+                "--name",
+                &name,
+                "--threads",
+                "2",
+            ])
+            .args(["--metrics", &format!("127.0.0.1:{metrics}")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        assert!(line.contains("switching among"), "{line}");
+        let hosts = taps
+            .iter()
+            .enumerate()
+            .map(|(i, tap)| {
+                Host::with_link(tap, Ipv4Addr::new(10, 88, 0, i as u8 + 1)).expect("host")
+            })
+            .collect();
+        Running {
+            child,
+            name,
+            taps,
+            hosts,
+            metrics,
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .args(["--name", &self.name])
+            .output()
+            .expect("run")
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json")
+    }
+
+    fn port_stat(&self, port: &str, key: &str) -> u64 {
+        let stats = self.json(&["stats", "--json"]);
+        stats["ports"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == port))
+            .and_then(|p| p[key].as_u64())
+            .unwrap_or_else(|| panic!("no {key} for {port} in {stats}"))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+#[test]
+fn fdb_show_static_entries_and_flush() {
+    if !require_root("fdb_show_static_entries_and_flush") {
+        return;
+    }
+    let sw = Running::start(3);
+    let (a, b, c) = (&sw.hosts[0], &sw.hosts[1], &sw.hosts[2]);
+    assert!(ping(&a.ns, b.addr, 1) && ping(&a.ns, c.addr, 1));
+    let fdb = sw.json(&["fdb", "show", "--json"]);
+    let mut rows: Vec<(String, String)> = fdb
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["mac"].as_str().unwrap().to_owned(),
+                r["port"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    rows.sort();
+    let mut expected: Vec<(String, String)> = sw
+        .hosts
+        .iter()
+        .zip(&sw.taps)
+        .map(|(h, t)| (h.mac().expect("mac"), t.clone()))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        rows, expected,
+        "the table lists exactly the hosts, each on its port"
+    );
+
+    // A static entry for b on c's port wins over learning: a can't reach b any more.
+    let mac_b = b.mac().expect("mac");
+    assert!(
+        sw.cli(&["fdb", "add", &mac_b, &sw.taps[2]])
+            .status
+            .success()
+    );
+    assert!(
+        !ping(&a.ns, b.addr, 2),
+        "frames for b must follow the static entry"
+    );
+    let fdb = sw.json(&["fdb", "show", "--json"]);
+    let entry = fdb
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["mac"] == mac_b.as_str())
+        .expect("entry");
+    assert_eq!(
+        (entry["port"].as_str(), entry["static"].as_bool()),
+        (Some(sw.taps[2].as_str()), Some(true))
+    );
+    assert!(sw.cli(&["fdb", "del", &mac_b]).status.success());
+    assert!(ping(&a.ns, b.addr, 1), "back to learning");
+    let flushed = sw.cli(&["fdb", "flush"]);
+    assert!(String::from_utf8_lossy(&flushed.stdout).contains("flushed"));
+    let bad = sw.cli(&["fdb", "add", "nonsense", &sw.taps[0]]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("invalid MAC"));
+    let bad = sw.cli(&["fdb", "add", &mac_b, "noport"]);
+    assert!(
+        !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("no port noport")
+    );
+}
+
+#[test]
+fn port_del_and_add_while_traffic_flows() {
+    if !require_root("port_del_and_add_while_traffic_flows") {
+        return;
+    }
+    let mut sw = Running::start(3);
+    assert!(ping(&sw.hosts[0].ns, sw.hosts[1].addr, 1));
+    // 1000 pings 2 ms apart between a and b while c's port is removed: none may be lost.
+    let (a_ns, b_addr) = (&sw.hosts[0].ns, sw.hosts[1].addr);
+    let lossless = std::thread::scope(|s| {
+        let flood = s.spawn(|| ping_with(a_ns, b_addr, 1000, &["-i", "0.002"]));
+        std::thread::sleep(Duration::from_millis(500));
+        let del = sw.cli(&["port", "del", &sw.taps[2]]);
+        assert!(
+            del.status.success(),
+            "{}",
+            String::from_utf8_lossy(&del.stderr)
+        );
+        flood.join().expect("ping thread")
+    });
+    assert!(lossless, "pings were lost while a port was removed");
+    // The TAP the switch created is gone with the port.
+    let gone = Command::new("ip")
+        .args(["-n", sw.hosts[2].ns.name(), "link", "show", &sw.taps[2]])
+        .output()
+        .unwrap();
+    assert!(!gone.status.success(), "TAP still exists after port del");
+    drop(sw.hosts.pop());
+    // A new port brings a new host in.
+    let tap = unique_name("vst");
+    let add = sw.cli(&["port", "add", &format!("tap:{tap}")]);
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    let host = Host::with_link(&tap, Ipv4Addr::new(10, 88, 0, 9)).expect("host");
+    assert!(ping(&sw.hosts[0].ns, host.addr, 2), "new host unreachable");
+    let dup = sw.cli(&["port", "add", &format!("tap:{tap}")]);
+    assert!(!dup.status.success());
+    sw.hosts.push(host);
+}
+
+#[test]
+fn stats_and_metrics_count_the_traffic_sent() {
+    if !require_root("stats_and_metrics_count_the_traffic_sent") {
+        return;
+    }
+    let sw = Running::start(2);
+    let (a, b) = (&sw.hosts[0], &sw.hosts[1]);
+    assert!(ping(&a.ns, b.addr, 1));
+    let (rx0, tx1) = (
+        sw.port_stat(&sw.taps[0], "rx_packets"),
+        sw.port_stat(&sw.taps[1], "tx_packets"),
+    );
+    assert!(ping(&a.ns, b.addr, 10));
+    let (rx, tx) = (
+        sw.port_stat(&sw.taps[0], "rx_packets") - rx0,
+        sw.port_stat(&sw.taps[1], "tx_packets") - tx1,
+    );
+    // 10 echo requests each way through the switch; an ARP refresh may add one or two frames.
+    assert!(
+        (10..=12).contains(&rx),
+        "a's port received {rx} frames for 10 pings"
+    );
+    assert!(
+        (10..=12).contains(&tx),
+        "b's port sent {tx} frames for 10 pings"
+    );
+    // The metrics endpoint serves the same numbers.
+    let mut conn = TcpStream::connect(("127.0.0.1", sw.metrics)).expect("metrics endpoint");
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    conn.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    let metric = format!("vswitch_port_rx_packets_total{{port=\"{}\"}} ", sw.taps[0]);
+    let value: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix(metric.as_str()))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {metric} in\n{body}"));
+    assert_eq!(value, sw.port_stat(&sw.taps[0], "rx_packets"));
+    assert!(body.contains("vswitch_fdb_entries 2"));
+}
+
+#[test]
+fn names_are_exclusive_and_bad_requests_are_answered_not_fatal() {
+    if !require_root("names_are_exclusive_and_bad_requests_are_answered_not_fatal") {
+        return;
+    }
+    let sw = Running::start(2);
+    let tap = unique_name("vst");
+    let second = Command::new(BIN)
+        .args(["--ports", &tap, "--name", &sw.name])
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already running"));
+    assert!(
+        !std::path::Path::new("/sys/class/net").join(&tap).exists(),
+        "refused start left a TAP"
+    );
+
+    let mut conn = UnixStream::connect(format!("/run/vswitch/{}.sock", sw.name)).expect("socket");
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    for garbage in [
+        "not json",
+        r#"{"version":1,"request":{"cmd":"reboot"}}"#,
+        r#"{"version":9,"request":{"cmd":"stats"}}"#,
+    ] {
+        writeln!(conn, "{garbage}").unwrap();
+        let mut reply = String::new();
+        reader.read_line(&mut reply).unwrap();
+        let reply: Value = serde_json::from_str(&reply).expect("a JSON reply");
+        assert_eq!(reply["ok"], false, "{garbage} -> {reply}");
+        assert!(reply["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+    assert!(
+        ping(&sw.hosts[0].ns, sw.hosts[1].addr, 2),
+        "switch stopped forwarding"
+    );
+    let missing = Command::new(BIN)
+        .args(["stats", "--name", &unique_name("none")])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("is running"));
+}
