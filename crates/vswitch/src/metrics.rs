@@ -16,7 +16,12 @@ use vswitch_datapath::Switch;
 pub fn render(switch: &Switch) -> String {
     let mut out = String::new();
     let ports = switch.ports();
-    let counters: [(&str, &str, fn(&vswitch_core::PortStats) -> u64); 4] = [
+    type Counter = (
+        &'static str,
+        &'static str,
+        fn(&vswitch_core::PortStats) -> u64,
+    );
+    let counters: [Counter; 4] = [
         (
             "vswitch_port_rx_packets_total",
             "Frames received from the port.",
