@@ -14,12 +14,14 @@
 //! - [`macvlan`]: MACVLAN-style dispatch by destination MAC, the kernel's modes, no learning.
 //! - [`vnet`]: the virtio-net header that carries offload metadata (GSO, partial checksums)
 //!   with each frame, and what the switch must check or finish because of it.
+//! - [`pcap`]: the capture file format.
 //! - [`counters`]: per-port and per-table counters that any thread may read at any time.
 #![forbid(unsafe_code)]
 
 pub mod counters;
 pub mod forward;
 pub mod macvlan;
+pub mod pcap;
 pub mod table;
 pub mod time;
 pub mod vnet;

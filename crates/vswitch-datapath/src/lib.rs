@@ -2,6 +2,7 @@
 //!
 //! - [`tap`]: TAP devices the switch creates or attaches to.
 //! - [`packet`]: existing interfaces (veth ends, NICs) through `AF_PACKET` sockets.
+//! - [`capture`]: copies of a port's frames for `vswitch capture`, free when unused.
 //! - [`memory`]: in-memory ports (Unix seqpacket pairs) for tests without root.
 //! - [`spec`]: `tap:NAME`, `dev:NAME` or a bare name, as given on `--ports`.
 //! - [`port`]: the [`PortDevice`] trait every kind of port implements, and [`Port`], the switch's
@@ -11,6 +12,7 @@
 //! - `sys`: the only module with `unsafe` code, a handful of ioctl and syscall wrappers.
 #![deny(unsafe_code)]
 
+pub mod capture;
 pub mod memory;
 pub mod packet;
 pub mod port;
@@ -19,6 +21,7 @@ pub mod switch;
 mod sys;
 pub mod tap;
 
+pub use capture::{Capture, CapturedFrame, Direction};
 pub use memory::{MemoryPeer, MemoryPort};
 pub use packet::{PacketPort, PacketPortError};
 pub use port::{Port, PortDevice};

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 
 use vswitch_core::{PortCounters, PortId};
 
+use crate::capture::CaptureTap;
+
 /// Something frames can be read from and written to through a pollable, non-blocking fd.
 ///
 /// TAPs implement it now; packet sockets on existing interfaces, VXLAN and others later. Tests use
@@ -51,6 +53,7 @@ pub struct Port {
     counters: PortCounters,
     mtu: AtomicU32,
     gone: AtomicBool,
+    capture: CaptureTap,
 }
 
 impl Port {
@@ -63,6 +66,7 @@ impl Port {
             counters: PortCounters::default(),
             mtu: AtomicU32::new(mtu),
             gone: AtomicBool::new(false),
+            capture: CaptureTap::default(),
         }
     }
 
@@ -98,6 +102,11 @@ impl Port {
         {
             tracing::info!(port = %self.name, mtu, "MTU changed");
         }
+    }
+
+    /// Where captures of this port get their copies.
+    pub fn capture_tap(&self) -> &CaptureTap {
+        &self.capture
     }
 
     /// True once the device disappeared and the port was removed from the switch.

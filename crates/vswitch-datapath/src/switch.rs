@@ -25,6 +25,7 @@ use vswitch_core::{
     Timestamp, VNET_HDR_LEN, VnetHeader,
 };
 
+use crate::capture::Direction;
 use crate::port::{Port, PortDevice};
 
 /// Frames read from one port before the worker looks at its other ports.
@@ -736,6 +737,8 @@ impl Worker {
                 }
                 Ok(len) => {
                     port.counters().count_rx(len - VNET_HDR_LEN);
+                    port.capture_tap()
+                        .offer(Direction::In, &buf[VNET_HDR_LEN..len]);
                     self.lengths[count] = len;
                     count += 1;
                 }
@@ -840,7 +843,11 @@ fn transmit(out: &Port, buf: &mut [u8]) {
         &buf[VNET_HDR_LEN..]
     };
     match out.device().send(wire) {
-        Ok(()) => out.counters().count_tx(frame_len),
+        Ok(()) => {
+            out.counters().count_tx(frame_len);
+            out.capture_tap()
+                .offer(Direction::Out, &wire[wire.len() - frame_len..]);
+        }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
             out.counters().count_drop(DropReason::EgressQueueFull)
         }

@@ -115,6 +115,27 @@ pub enum Command {
     /// Add or remove ports of a running switch.
     #[command(subcommand)]
     Port(PortCommand),
+    /// Copy a port's frames of a running switch as pcap (tcpdump -r and Wireshark read it).
+    Capture(CaptureArgs),
+}
+
+/// Options of `capture`.
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// The port.
+    pub port: String,
+    /// Write to this file [default: standard output].
+    #[arg(short = 'w', long, value_name = "FILE")]
+    pub write: Option<std::path::PathBuf>,
+    /// Stop after this many frames [default: until interrupted].
+    #[arg(short = 'c', long, value_name = "COUNT")]
+    pub count: Option<u64>,
+    /// Frames received by the port (in), sent out of it (out), or both.
+    #[arg(long, default_value = "both", value_parser = ["in", "out", "both"])]
+    pub direction: String,
+    /// The switch.
+    #[arg(long, default_value = "vswitch0")]
+    pub name: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,11 +3,11 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::Value;
 
-use crate::cli::{FdbCommand, PortCommand, StatsArgs};
-use crate::control::{Request, call};
+use crate::cli::{CaptureArgs, FdbCommand, PortCommand, StatsArgs};
+use crate::control::{Request, call, open};
 
 /// Runs an `fdb` subcommand.
 pub fn fdb(cmd: &FdbCommand) -> Result<()> {
@@ -70,6 +70,31 @@ pub fn port(cmd: &PortCommand) -> Result<()> {
         PortCommand::Del { port, name } => {
             call(name, Request::PortDel { port: port.clone() })?;
         }
+    }
+    Ok(())
+}
+
+/// `capture`: the port's frames as pcap, to a file or standard output.
+pub fn capture(args: &CaptureArgs) -> Result<()> {
+    let (_, mut stream) = open(
+        &args.name,
+        Request::Capture {
+            port: args.port.clone(),
+            count: args.count,
+            direction: args.direction.clone(),
+        },
+    )?;
+    stream.get_ref().set_read_timeout(None)?;
+    let mut out: Box<dyn std::io::Write> = match &args.write {
+        Some(path) => Box::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        ),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let bytes = std::io::copy(&mut stream, &mut out).context("writing the capture")?;
+    out.flush()?;
+    if let Some(path) = &args.write {
+        eprintln!("capture: wrote {bytes} bytes to {}", path.display());
     }
     Ok(())
 }

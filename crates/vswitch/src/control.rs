@@ -4,7 +4,8 @@
 //! `{"version":1,"request":{"cmd":"stats"}}`; the reply is `{"version":1,"ok":true,"result":...}`
 //! or `{"version":1,"ok":false,"error":"..."}`. Commands: `info`, `stats`, `fdb_show`,
 //! `fdb_add {mac, port}`, `fdb_del {mac}`, `fdb_flush {port?}`, `port_add {spec}`,
-//! `port_del {port}`. A malformed request gets an error reply; the switch keeps running.
+//! `port_del {port}`, and `capture {port, count?, direction}`, whose ok line is followed by a pcap
+//! stream (nanosecond timestamps) on the same connection. A malformed request gets an error reply; the switch keeps running.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -18,8 +19,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use vswitch_core::{DropReason, MacAddr};
-use vswitch_datapath::{PortSpec, Switch};
+use vswitch_core::{DropReason, MacAddr, pcap};
+use vswitch_datapath::{Capture, Direction, PortSpec, Switch};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -67,6 +68,16 @@ pub enum Request {
     PortDel {
         /// The port's name.
         port: String,
+    },
+    /// Stream the port's frames as pcap after the reply line, until `count` frames or until
+    /// the client closes the connection.
+    Capture {
+        /// The port's name.
+        port: String,
+        /// Stop after this many frames.
+        count: Option<u64>,
+        /// `in`, `out` or `both`.
+        direction: String,
     },
 }
 
@@ -169,6 +180,24 @@ fn serve(stream: UnixStream, switch: &Switch, name: &str, offload: bool) {
         if line.trim().is_empty() {
             continue;
         }
+        if let Ok(Envelope {
+            version: PROTOCOL_VERSION,
+            request:
+                Request::Capture {
+                    port,
+                    count,
+                    direction,
+                },
+        }) = serde_json::from_str::<Envelope>(&line)
+        {
+            // The connection becomes a pcap stream; it ends with the capture.
+            if let Err(e) = stream_capture(&mut writer, switch, &port, count, &direction) {
+                let reply =
+                    json!({"version": PROTOCOL_VERSION, "ok": false, "error": format!("{e:#}")});
+                let _ = writeln!(writer, "{reply}");
+            }
+            return;
+        }
         let reply = match serde_json::from_str::<Envelope>(&line) {
             Ok(env) if env.version != PROTOCOL_VERSION => json!({
                 "version": PROTOCOL_VERSION, "ok": false,
@@ -188,6 +217,67 @@ fn serve(stream: UnixStream, switch: &Switch, name: &str, offload: bool) {
             return;
         }
     }
+}
+
+/// Answers a capture request: an ok line, then pcap bytes until `count` frames were sent or the
+/// client went away.
+fn stream_capture(
+    writer: &mut UnixStream,
+    switch: &Switch,
+    port: &str,
+    count: Option<u64>,
+    direction: &str,
+) -> Result<()> {
+    let direction: Direction = direction.parse().map_err(anyhow::Error::msg)?;
+    let port = switch
+        .port(port)
+        .filter(|p| !p.is_gone())
+        .with_context(|| format!("no port {port}"))?;
+    let capture = Capture::start(port, direction, 4096);
+    writeln!(
+        writer,
+        "{}",
+        json!({"version": PROTOCOL_VERSION, "ok": true, "result": null})
+    )?;
+    writer.write_all(&pcap::file_header())?;
+    writer.set_nonblocking(false)?;
+    let mut sent = 0u64;
+    let mut record = Vec::with_capacity(2048);
+    while count.is_none_or(|c| sent < c) {
+        match capture.frames().recv_timeout(Duration::from_millis(200)) {
+            Ok(frame) => {
+                record.clear();
+                let nanos = frame
+                    .time
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                pcap::write_record(&mut record, nanos, &frame.data);
+                if writer.write_all(&record).is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if client_gone(writer) {
+                    break;
+                }
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    tracing::info!(frames = sent, dropped = capture.dropped(), "capture ended");
+    Ok(())
+}
+
+/// True if the peer closed its end (a read would return end-of-file).
+fn client_gone(stream: &UnixStream) -> bool {
+    let mut byte = [0u8; 1];
+    if stream.set_nonblocking(true).is_err() {
+        return true;
+    }
+    let gone = matches!(std::io::Read::read(&mut &*stream, &mut byte), Ok(0));
+    let _ = stream.set_nonblocking(false);
+    gone
 }
 
 /// Counters of every port and of the table, as JSON.
@@ -262,11 +352,18 @@ fn handle(request: &Request, switch: &Switch, name: &str, offload: bool) -> Resu
             switch.remove_port(port)?;
             json!(null)
         }
+        Request::Capture { .. } => bail!("capture streams are served by the connection loop"),
     })
 }
 
 /// Sends one request to switch `name` and returns its result, or the switch's error.
 pub fn call(name: &str, request: Request) -> Result<Value> {
+    open(name, request).map(|(result, _)| result)
+}
+
+/// Like [`call`], and also returns the connection, positioned after the reply line (a capture
+/// streams pcap bytes there).
+pub fn open(name: &str, request: Request) -> Result<(Value, BufReader<UnixStream>)> {
     let path = socket_path(name);
     let stream = UnixStream::connect(&path).with_context(|| {
         format!(
@@ -276,21 +373,17 @@ pub fn call(name: &str, request: Request) -> Result<Value> {
     })?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut writer = stream.try_clone()?;
-    writeln!(
-        writer,
-        "{}",
-        serde_json::to_string(&Envelope {
-            version: PROTOCOL_VERSION,
-            request
-        })?
-    )?;
+    let envelope = Envelope {
+        version: PROTOCOL_VERSION,
+        request,
+    };
+    writeln!(writer, "{}", serde_json::to_string(&envelope)?)?;
+    let mut reader = BufReader::new(stream);
     let mut line = String::new();
-    BufReader::new(stream)
-        .read_line(&mut line)
-        .context("reading the reply")?;
+    reader.read_line(&mut line).context("reading the reply")?;
     let reply: Value = serde_json::from_str(&line).context("malformed reply")?;
     if reply["ok"].as_bool() == Some(true) {
-        Ok(reply["result"].clone())
+        Ok((reply["result"].clone(), reader))
     } else {
         bail!("{}", reply["error"].as_str().unwrap_or("unknown error"))
     }

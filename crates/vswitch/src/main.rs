@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         Some(cli::Command::Fdb(cmd)) => client::fdb(&cmd),
         Some(cli::Command::Stats(args)) => client::stats(&args),
         Some(cli::Command::Port(cmd)) => client::port(&cmd),
+        Some(cli::Command::Capture(args)) => client::capture(&args),
         None => run::run(&cli.switch),
     };
     match result {

@@ -302,3 +302,49 @@ fn names_are_exclusive_and_bad_requests_are_answered_not_fatal() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("is running"));
 }
+
+#[test]
+fn capture_writes_a_pcap_that_tcpdump_reads() {
+    if !require_root("capture_writes_a_pcap_that_tcpdump_reads") {
+        return;
+    }
+    let sw = Running::start(2);
+    let (a, b) = (&sw.hosts[0], &sw.hosts[1]);
+    assert!(ping(&a.ns, b.addr, 1));
+    let file = std::env::temp_dir().join(format!("{}.pcap", unique_name("cap")));
+    let mut capture = Command::new(BIN)
+        .args(["capture", &sw.taps[1], "-c", "10", "-w"])
+        .arg(&file)
+        .args(["--name", &sw.name])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("capture");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(ping_with(&a.ns, b.addr, 10, &["-i", "0.05"]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = capture.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "capture did not end after 10 frames"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success());
+    let read = Command::new("tcpdump")
+        .args(["-n", "-r"])
+        .arg(&file)
+        .output()
+        .expect("tcpdump");
+    let _ = std::fs::remove_file(&file);
+    let text = String::from_utf8_lossy(&read.stdout);
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    assert_eq!(text.lines().count(), 10, "{text}");
+    assert!(text.contains("ICMP echo"), "{text}");
+}
