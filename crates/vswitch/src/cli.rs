@@ -29,7 +29,12 @@ pub struct SwitchArgs {
     /// persistent TAP of that name); `dev:NAME` attaches to existing interface NAME (a veth end,
     /// a NIC) with a packet socket; a bare NAME is `dev:` if NAME exists and is not a TAP, else
     /// `tap:`. Names are at most 15 bytes. Example: tap0,tap1,dev:veth0
-    #[arg(long, value_delimiter = ',', required = true, value_name = "PORTS")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "config",
+        value_name = "PORTS"
+    )]
     pub ports: Vec<String>,
 
     /// Seconds a silent MAC address stays in the table.
@@ -78,6 +83,10 @@ pub struct SwitchArgs {
     )]
     pub allow_spoofing: Vec<String>,
 
+    /// Read settings from this TOML file (see the README); flags given here win over it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+
     /// The switch's name: its control socket is /run/vswitch/NAME.sock, which `vswitch fdb`,
     /// `stats` and `port` talk to. Two running switches can't share a name.
     #[arg(long, default_value = "vswitch0")]
@@ -115,8 +124,20 @@ pub enum Command {
     /// Add or remove ports of a running switch.
     #[command(subcommand)]
     Port(PortCommand),
+    /// Check a configuration file without starting anything.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Copy a port's frames of a running switch as pcap (tcpdump -r and Wireshark read it).
     Capture(CaptureArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate FILE: syntax, fields, ports, MACs, modes; errors name the line and field.
+    Check {
+        /// The file.
+        file: std::path::PathBuf,
+    },
 }
 
 /// Options of `capture`.
@@ -282,6 +303,7 @@ impl LabUpArgs {
             allow_spoofing: Vec::new(),
             name: self.name.clone(),
             metrics: None,
+            config: None,
         }
     }
 }
@@ -343,7 +365,8 @@ pub struct DemoArgs {
     pub count: u32,
 }
 
-fn parse_link_local_mask(s: &str) -> Result<u16, String> {
+/// Parses `--forward-link-local`.
+pub fn parse_link_local_mask(s: &str) -> Result<u16, String> {
     if s.eq_ignore_ascii_case("all") {
         return Ok(0xffff);
     }

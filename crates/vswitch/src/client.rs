@@ -15,19 +15,23 @@ pub fn fdb(cmd: &FdbCommand) -> Result<()> {
         FdbCommand::Show { name, json } => {
             let rows = call(name, Request::FdbShow)?;
             if *json {
-                println!("{rows}");
+                outln!("{rows}");
                 return Ok(());
             }
-            println!(
+            outln!(
                 "{:<19} {:>4}  {:<15} {:<8} {:>8}",
-                "MAC", "VLAN", "PORT", "TYPE", "AGE"
+                "MAC",
+                "VLAN",
+                "PORT",
+                "TYPE",
+                "AGE"
             );
             for row in rows.as_array().into_iter().flatten() {
                 let age = match row["age_ms"].as_u64() {
                     Some(ms) => format!("{:.1}s", ms as f64 / 1000.0),
                     None => "-".into(),
                 };
-                println!(
+                outln!(
                     "{:<19} {:>4}  {:<15} {:<8} {:>8}",
                     row["mac"].as_str().unwrap_or("?"),
                     row["vlan"].as_u64().unwrap_or(0),
@@ -55,7 +59,7 @@ pub fn fdb(cmd: &FdbCommand) -> Result<()> {
         }
         FdbCommand::Flush { port, name } => {
             let result = call(name, Request::FdbFlush { port: port.clone() })?;
-            println!("flushed {} entries", result["flushed"]);
+            outln!("flushed {} entries", result["flushed"]);
         }
     }
     Ok(())
@@ -106,12 +110,12 @@ pub fn stats(args: &StatsArgs) -> Result<()> {
         let now = Instant::now();
         let stats = call(&args.name, Request::Stats)?;
         if args.json {
-            println!("{stats}");
+            outln!("{stats}");
         } else {
             if args.watch {
-                print!("\x1b[2J\x1b[H"); // clear the screen
+                out!("\x1b[2J\x1b[H"); // clear the screen
             }
-            print!(
+            out!(
                 "{}",
                 render(
                     &stats,

@@ -37,7 +37,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         ),
     ];
     let taps: Vec<String> = hosts.iter().map(|(_, tap, _)| tap.clone()).collect();
-    println!(
+    outln!(
         "demo: creating TAPs {} and namespaces {}, {}",
         taps.join(", "),
         hosts[0].0,
@@ -61,7 +61,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             nl.set_up(tap)?;
             Ok(())
         })??;
-        println!("demo: {ns_name}: {tap} = {addr}/24");
+        outln!("demo: {ns_name}: {tap} = {addr}/24");
         namespaces.push(ns);
     }
 
@@ -71,9 +71,10 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             bail!("interrupted");
         }
         let target = hosts[to].2.to_string();
-        println!(
+        outln!(
             "demo: ip netns exec {} ping -c {} {target}",
-            hosts[from].0, args.count
+            hosts[from].0,
+            args.count
         );
         let status = namespaces[from].run(|| {
             Command::new("ping")
@@ -95,13 +96,13 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         }
     }
     switch.stop();
-    print!("{}", report::render(&switch));
+    out!("{}", report::render(&switch));
     drop(switch);
     drop(namespaces);
-    println!("demo: removed the namespaces and TAPs");
+    outln!("demo: removed the namespaces and TAPs");
     if failures > 0 {
         bail!("{failures} of 2 ping runs failed");
     }
-    println!("demo: OK, the two namespaces reached each other through vswitch");
+    outln!("demo: OK, the two namespaces reached each other through vswitch");
     Ok(())
 }

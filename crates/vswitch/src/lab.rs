@@ -103,7 +103,7 @@ pub fn run(cmd: &LabCommand) -> Result<()> {
             check_lab_name(name)?;
             let hosts = read_state(name)?;
             let (matrix, failures) = reachability(&hosts)?;
-            print!("{matrix}");
+            out!("{matrix}");
             if failures > 0 {
                 bail!("{failures} host pairs can't reach each other");
             }
@@ -189,7 +189,7 @@ fn up(args: &LabUpArgs) -> Result<()> {
         .collect();
     std::fs::write(state_path(&args.name), state).context("writing the lab state")?;
 
-    println!(
+    outln!(
         "lab {}: {} hosts via {:?}, switch ports {}",
         args.name,
         hosts.len(),
@@ -197,31 +197,35 @@ fn up(args: &LabUpArgs) -> Result<()> {
         links.join(",")
     );
     for host in &hosts {
-        println!(
+        outln!(
             "  {:<16} {}/{}   ip netns exec {} ...",
-            host.netns, host.addr, args.subnet.prefix, host.netns
+            host.netns,
+            host.addr,
+            args.subnet.prefix,
+            host.netns
         );
     }
     if args.check {
         let (matrix, failures) = reachability(&hosts)?;
-        print!("{matrix}");
+        out!("{matrix}");
         if failures > 0 {
             eprintln!("lab: {failures} host pairs can't reach each other");
         }
     }
-    println!(
+    outln!(
         "lab {} is up; `vswitch stats --name {}` shows its counters; Ctrl-C tears it down",
-        args.name, args.name
+        args.name,
+        args.name
     );
     let _ = signals.forever().next();
     drop(control);
     switch.stop();
-    print!("{}", report::render(&switch));
+    out!("{}", report::render(&switch));
     drop(switch);
     drop(veth_guards);
     drop(namespaces);
     let _ = std::fs::remove_file(state_path(&args.name));
-    println!("lab {}: removed", args.name);
+    outln!("lab {}: removed", args.name);
     Ok(())
 }
 
@@ -250,7 +254,7 @@ fn down(name: &str) -> Result<()> {
         }
     }
     let _ = std::fs::remove_file(state_path(name));
-    println!("lab {name}: removed {removed} namespaces and links");
+    outln!("lab {name}: removed {removed} namespaces and links");
     Ok(())
 }
 

@@ -1,7 +1,24 @@
 //! The `vswitch` command: run a switch, a demo or a lab of namespaces, and plumb namespaces.
 
+/// `println!` that ignores a closed standard output (e.g. piped into `head`) instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` that ignores a closed standard output.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod client;
+mod config;
 mod control;
 mod demo;
 mod lab;
@@ -12,10 +29,14 @@ mod run;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let matches = cli::Cli::command().get_matches();
+    let cli = match cli::Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -33,7 +54,8 @@ fn main() -> ExitCode {
         Some(cli::Command::Stats(args)) => client::stats(&args),
         Some(cli::Command::Port(cmd)) => client::port(&cmd),
         Some(cli::Command::Capture(args)) => client::capture(&args),
-        None => run::run(&cli.switch),
+        Some(cli::Command::Config(cli::ConfigCommand::Check { file })) => check_config(&file),
+        None => run::run(cli.switch, &matches),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -42,4 +64,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `vswitch config check FILE`.
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let config = config::Config::load(file)?;
+    config.check_ports()?;
+    let matches = cli::Cli::command().try_get_matches_from(["vswitch", "--config", "-"])?;
+    let mut args = cli::Cli::from_arg_matches(&matches)?.switch;
+    config.apply(&mut args, &matches)?;
+    run::parse_ports(&args)?;
+    outln!("{}: OK ({} ports)", file.display(), args.ports.len());
+    Ok(())
 }

@@ -17,7 +17,7 @@ pub fn ns(cmd: &NsCommand) -> Result<()> {
         NsCommand::Del { name } => Netns::delete(name)?,
         NsCommand::List => {
             for name in Netns::list()? {
-                println!("{name}");
+                outln!("{name}");
             }
         }
         NsCommand::Exec { name, command } => {

@@ -92,7 +92,13 @@ pub fn open_ports(specs: &[PortSpec], offload: bool) -> Result<Vec<(String, Box<
 }
 
 /// Runs the switch in the foreground until SIGINT or SIGTERM.
-pub fn run(args: &SwitchArgs) -> Result<()> {
+pub fn run(mut args: SwitchArgs, matches: &clap::ArgMatches) -> Result<()> {
+    if let Some(path) = &args.config {
+        let config = crate::config::Config::load(path)?;
+        config.check_ports()?;
+        config.apply(&mut args, matches)?;
+    }
+    let args = &args;
     let plan = parse_ports(args)?;
     crate::control::ensure_name_free(&args.name)?;
     let mut config = switch_config(args);
@@ -113,7 +119,7 @@ pub fn run(args: &SwitchArgs) -> Result<()> {
         .metrics
         .map(|addr| MetricsServer::start(addr, switch.clone()))
         .transpose()?;
-    println!(
+    outln!(
         "vswitch: switching among {}; Ctrl-C to stop, SIGUSR1 for counters",
         plan.specs
             .iter()
@@ -123,7 +129,7 @@ pub fn run(args: &SwitchArgs) -> Result<()> {
     );
     for signal in signals.forever() {
         if signal == SIGUSR1 {
-            print!("{}", report::render(&switch));
+            out!("{}", report::render(&switch));
             continue;
         }
         tracing::info!(signal, "stopping");
@@ -132,7 +138,7 @@ pub fn run(args: &SwitchArgs) -> Result<()> {
     drop(metrics);
     drop(control);
     switch.stop();
-    print!("{}", report::render(&switch));
+    out!("{}", report::render(&switch));
     drop(switch);
     Ok(())
 }

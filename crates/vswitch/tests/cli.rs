@@ -252,3 +252,29 @@ fn the_demo_pings_across_and_leaves_nothing_behind() {
         .unwrap_or(0);
     assert_eq!(leftovers, 0, "demo namespaces left behind");
 }
+
+#[test]
+fn config_check_accepts_a_good_file_and_points_at_errors() {
+    let dir = std::env::temp_dir().join(unique_name("vscfg"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        "name = \"sw1\"\nports = [\"tap0\", \"dev:veth0\"]\nageing_time = 60\n[macvlan]\nmode = \"private\"\nuplink = \"dev:up0\"\n",
+    )
+    .unwrap();
+    let out = vswitch(&["config", "check", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "ports = [\"tap0\"]\n\nmax_macs = -1\n").unwrap();
+    let out = vswitch(&["config", "check", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("line 3"), "{}", stderr(&out));
+    let out = vswitch(&[
+        "config",
+        "check",
+        dir.join("missing.toml").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success() && stderr(&out).contains("couldn't read config file"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

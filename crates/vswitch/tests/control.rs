@@ -348,3 +348,37 @@ fn capture_writes_a_pcap_that_tcpdump_reads() {
     assert_eq!(text.lines().count(), 10, "{text}");
     assert!(text.contains("ICMP echo"), "{text}");
 }
+
+#[test]
+fn a_switch_runs_from_a_config_file() {
+    if !require_root("a_switch_runs_from_a_config_file") {
+        return;
+    }
+    let (name, t0, t1) = (unique_name("cfg"), unique_name("vst"), unique_name("vst"));
+    let file = std::env::temp_dir().join(format!("{name}.toml"));
+    std::fs::write(
+        &file,
+        format!("name = \"{name}\"\nports = [\"{t0}\", \"{t1}\"]\nageing_time = 7\nthreads = 1\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(line.contains(&t0) && line.contains(&t1), "{line}");
+    let info = Command::new(BIN)
+        .args(["stats", "--json", "--name", &name])
+        .output()
+        .unwrap();
+    assert!(info.status.success(), "the config's name was not used");
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    assert!(child.wait().unwrap().success());
+}
