@@ -288,7 +288,45 @@ fn main() -> BoxResult<()> {
         }
     }
     drop(topologies);
-    report(&candidates.map(|(name, _)| name), &samples)
+    report(&candidates.map(|(name, _)| name), &samples)?;
+    scale(rounds, secs)
+}
+
+/// Unicast TCP between two hosts while 2, 8, 32 or 64 ports are attached (the others idle TAPs,
+/// down and silent), as a ratio to the 2-port figure, measured interleaved.
+fn scale(rounds: u64, secs: u64) -> BoxResult<()> {
+    let sizes = [2usize, 8, 32, 64];
+    let mut labs = Vec::new();
+    for &n in &sizes {
+        let Topology::Vswitch { lab } = vswitch_tap()? else {
+            unreachable!()
+        };
+        for _ in 2..n {
+            let name = unique_name("vbi");
+            let tap = vswitch_datapath::Tap::open(&name, true)?;
+            lab.switch.add_port(name, Box::new(tap))?;
+        }
+        labs.push(Topology::Vswitch { lab });
+    }
+    let mut gbits = vec![Vec::new(); sizes.len()];
+    for round in 1..=rounds {
+        for (i, topology) in labs.iter().enumerate() {
+            eprintln!("scale round {round}/{rounds}: {} ports", sizes[i]);
+            let mut srv = iperf_server(&topology.hosts()[1].ns)?;
+            let result = tcp(&topology.hosts()[0].ns, 1, secs);
+            let _ = srv.kill();
+            let _ = srv.wait();
+            gbits[i].push(result?.0);
+        }
+    }
+    let base = median(&gbits[0]);
+    println!(
+        "\n| ports attached (2 busy) | TCP 1 stream Gbit/s | ratio to 2 ports |\n|---|---|---|"
+    );
+    for (n, g) in sizes.iter().zip(&gbits) {
+        println!("| {n} | {:.2} | {:.2}× |", median(g), median(g) / base);
+    }
+    Ok(())
 }
 
 fn report(names: &[&str], samples: &[Samples]) -> BoxResult<()> {

@@ -2,8 +2,10 @@
 //! sizes, learning new MACs, MACVLAN dispatch, and frames through the real workers over in-memory
 //! ports.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -27,6 +29,30 @@ fn frame(dst: MacAddr, src: MacAddr) -> Vec<u8> {
     f
 }
 
+/// Counts heap bytes in use, to report the table's memory per entry.
+struct CountingAllocator;
+
+static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged and only counts sizes.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract for `alloc` is passed on as is.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: `ptr` came from `alloc` above with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
 fn filled_table(n: u32) -> MacTable {
     let mut table = MacTable::new(TableConfig {
         capacity: n as usize + 1,
@@ -43,6 +69,19 @@ fn filled_table(n: u32) -> MacTable {
         events.clear();
     }
     table
+}
+
+/// Not a timing: heap bytes per learned MAC in a table of 1 000 000, printed once.
+fn memory_per_entry(_c: &mut Criterion) {
+    let before = ALLOCATED.load(Ordering::Relaxed);
+    let table = filled_table(1_000_000);
+    let bytes = ALLOCATED.load(Ordering::Relaxed) - before;
+    println!(
+        "mac_table_memory: {} entries use {:.1} MiB, {:.0} bytes per entry",
+        table.len(),
+        bytes as f64 / (1 << 20) as f64,
+        bytes as f64 / table.len() as f64
+    );
 }
 
 fn decision(c: &mut Criterion) {
@@ -173,5 +212,12 @@ fn workers(c: &mut Criterion) {
     drop(switch);
 }
 
-criterion_group!(benches, decision, learning, macvlan, workers);
+criterion_group!(
+    benches,
+    memory_per_entry,
+    decision,
+    learning,
+    macvlan,
+    workers
+);
 criterion_main!(benches);
