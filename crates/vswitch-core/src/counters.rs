@@ -22,6 +22,8 @@ pub enum DropReason {
     Unbound,
     /// MACVLAN private (and bridge) mode: a sibling's frame came back through the uplink.
     Reflected,
+    /// A stage of the port's pipeline (filter, rate limit, loss) dropped it.
+    Pipeline,
     /// The egress device would have blocked (its queue is full).
     EgressQueueFull,
     /// A segmentation-offload (GSO) frame for a port without offloads: software segmentation is
@@ -35,7 +37,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in display order.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Filtered,
         DropReason::Runt,
         DropReason::Oversize,
@@ -44,6 +46,7 @@ impl DropReason {
         DropReason::Spoofed,
         DropReason::Unbound,
         DropReason::Reflected,
+        DropReason::Pipeline,
         DropReason::EgressQueueFull,
         DropReason::GsoUnsupported,
         DropReason::LinkDown,
@@ -61,6 +64,7 @@ impl DropReason {
             DropReason::Spoofed => "spoofed",
             DropReason::Unbound => "unbound",
             DropReason::Reflected => "reflected",
+            DropReason::Pipeline => "pipeline",
             DropReason::EgressQueueFull => "queue_full",
             DropReason::GsoUnsupported => "gso_unsupp",
             DropReason::LinkDown => "link_down",

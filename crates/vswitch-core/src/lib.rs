@@ -14,6 +14,7 @@
 //! - [`macvlan`]: MACVLAN-style dispatch by destination MAC, the kernel's modes, no learning.
 //! - [`vnet`]: the virtio-net header that carries offload metadata (GSO, partial checksums)
 //!   with each frame, and what the switch must check or finish because of it.
+//! - [`pipeline`]: per-port stages: filters, rate limits, impairments, mirrors.
 //! - [`pcap`]: the capture file format.
 //! - [`counters`]: per-port and per-table counters that any thread may read at any time.
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ pub mod counters;
 pub mod forward;
 pub mod macvlan;
 pub mod pcap;
+pub mod pipeline;
 pub mod table;
 pub mod time;
 pub mod vnet;
@@ -31,6 +33,7 @@ pub use counters::{DropReason, PortCounters, PortStats, TableCounters, TableStat
 pub use forward::{Decision, Egress, ForwardingConfig, LearnRequest};
 pub use macvlan::{MacvlanError, MacvlanMode, MacvlanTable};
 pub use table::{FdbEntry, FdbKey, MacTable, TableConfig, TableEvent};
+pub use pipeline::{Outcome, Pipeline, PipelineError};
 pub use time::Timestamp;
 pub use vnet::{VNET_HDR_LEN, VnetHeader};
 pub use wire::{EthernetFrame, MacAddr, PortId, VlanId};

@@ -3,6 +3,7 @@
 //! - [`tap`]: TAP devices the switch creates or attaches to.
 //! - [`packet`]: existing interfaces (veth ends, NICs) through `AF_PACKET` sockets.
 //! - [`capture`]: copies of a port's frames for `vswitch capture`, free when unused.
+//! - [`pipeline`]: a port's ingress and egress stage lists (filters, rates, impairments, mirrors).
 //! - [`memory`]: in-memory ports (Unix seqpacket pairs) for tests without root.
 //! - [`spec`]: `tap:NAME`, `dev:NAME` or a bare name, as given on `--ports`.
 //! - [`port`]: the [`PortDevice`] trait every kind of port implements, and [`Port`], the switch's
@@ -15,6 +16,7 @@
 pub mod capture;
 pub mod memory;
 pub mod packet;
+pub mod pipeline;
 pub mod port;
 pub mod spec;
 pub mod switch;
@@ -24,6 +26,7 @@ pub mod tap;
 pub use capture::{Capture, CapturedFrame, Direction};
 pub use memory::{MemoryPeer, MemoryPort};
 pub use packet::{PacketPort, PacketPortError};
+pub use pipeline::{Hook, PortPipeline};
 pub use port::{Port, PortDevice};
 pub use spec::{OpenPortError, PortSpec};
 pub use switch::{ControlError, FdbRow, MacvlanConfig, Switch, SwitchConfig, SwitchError};

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use vswitch_core::{PortCounters, PortId};
 
 use crate::capture::CaptureTap;
+use crate::pipeline::{Hook, PortPipeline};
 
 /// Something frames can be read from and written to through a pollable, non-blocking fd.
 ///
@@ -54,6 +55,8 @@ pub struct Port {
     mtu: AtomicU32,
     gone: AtomicBool,
     capture: CaptureTap,
+    ingress: PortPipeline,
+    egress: PortPipeline,
 }
 
 impl Port {
@@ -67,6 +70,8 @@ impl Port {
             mtu: AtomicU32::new(mtu),
             gone: AtomicBool::new(false),
             capture: CaptureTap::default(),
+            ingress: PortPipeline::default(),
+            egress: PortPipeline::default(),
         }
     }
 
@@ -107,6 +112,14 @@ impl Port {
     /// Where captures of this port get their copies.
     pub fn capture_tap(&self) -> &CaptureTap {
         &self.capture
+    }
+
+    /// The port's pipeline for `hook`.
+    pub fn pipeline(&self, hook: Hook) -> &PortPipeline {
+        match hook {
+            Hook::Ingress => &self.ingress,
+            Hook::Egress => &self.egress,
+        }
     }
 
     /// True once the device disappeared and the port was removed from the switch.

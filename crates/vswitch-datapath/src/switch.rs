@@ -6,7 +6,7 @@
 //! and then applies any learning under the exclusive lock — rare once hosts are known. A
 //! housekeeping thread ages the table and re-reads port MTUs once a second.
 
-use std::collections::VecDeque;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,14 +18,16 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use vswitch_core::forward::decide;
+use vswitch_core::pipeline::MirrorTarget;
 use vswitch_core::vnet::{F_DATA_VALID, F_NEEDS_CSUM, complete_checksum, fits_mtu};
 use vswitch_core::{
     DropReason, Egress, FdbKey, ForwardingConfig, LearnRequest, MacAddr, MacTable, MacvlanError,
-    MacvlanMode, MacvlanTable, PortId, TableConfig, TableCounters, TableEvent, TableStats,
+    MacvlanMode, MacvlanTable, Pipeline, PortId, TableConfig, TableCounters, TableEvent, TableStats,
     Timestamp, VNET_HDR_LEN, VnetHeader,
 };
 
 use crate::capture::Direction;
+use crate::pipeline::{Hook, MirrorCopy};
 use crate::port::{Port, PortDevice};
 
 /// Frames read from one port before the worker looks at its other ports.
@@ -145,7 +147,7 @@ struct Shared {
 
 impl Shared {
     fn now(&self) -> Timestamp {
-        Timestamp::from_millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+        Timestamp::from_micros(u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX))
     }
 
     fn read(&self) -> RwLockReadGuard<'_, State> {
@@ -279,6 +281,9 @@ pub enum ControlError {
     /// The switch is stopping.
     #[error("the switch is stopping")]
     Stopping,
+    /// A pipeline text that doesn't parse, or a mirror file that can't be opened.
+    #[error("{0}")]
+    Pipeline(String),
 }
 
 /// A running switch. Methods take `&self`, so it can be shared with a control thread; dropping
@@ -532,6 +537,33 @@ impl Switch {
         Ok(())
     }
 
+    /// Installs a pipeline (text form, see [`vswitch_core::pipeline`]) on `port` for `hook`,
+    /// replacing what was there; other ports are not disturbed.
+    pub fn set_pipeline(&self, port: &str, hook: Hook, text: &str) -> Result<(), ControlError> {
+        let port = self.live_port(port)?;
+        let pipeline = Pipeline::parse(text).map_err(|e| ControlError::Pipeline(e.to_string()))?;
+        for i in 0..pipeline.stages().len() {
+            if let Some(MirrorTarget::Port(target)) = pipeline.mirror_target(i) {
+                self.live_port(target)?;
+            }
+        }
+        port.pipeline(hook)
+            .install(pipeline)
+            .map_err(|e| ControlError::Pipeline(format!("couldn't open the mirror file: {e}")))
+    }
+
+    /// Removes `port`'s pipeline for `hook`.
+    pub fn clear_pipeline(&self, port: &str, hook: Hook) -> Result<(), ControlError> {
+        self.live_port(port)?.pipeline(hook).clear();
+        Ok(())
+    }
+
+    /// `port`'s stages and their counters, ingress then egress.
+    pub fn describe_pipelines(&self, port: &str) -> Result<[(Hook, Vec<String>); 2], ControlError> {
+        let port = self.live_port(port)?;
+        Ok([Hook::Ingress, Hook::Egress].map(|h| (h, port.pipeline(h).describe())))
+    }
+
     /// Stops the workers and the housekeeper and waits for them. Devices close when the switch is
     /// dropped (TAPs this process created disappear then).
     pub fn stop(&self) {
@@ -603,6 +635,7 @@ struct Worker {
     lengths: [usize; BATCH],
     learn: Vec<LearnRequest>,
     events: Vec<TableEvent>,
+    delays: DelayQueue,
 }
 
 impl Worker {
@@ -621,6 +654,7 @@ impl Worker {
             lengths: [0; BATCH],
             learn: Vec::with_capacity(BATCH),
             events: Vec::new(),
+            delays: DelayQueue::default(),
         }
     }
 
@@ -632,7 +666,12 @@ impl Worker {
         while !self.shared.stop.load(Ordering::Relaxed) {
             let spinning =
                 !self.shared.busy_poll.is_zero() && last_work.elapsed() < self.shared.busy_poll;
-            let timeout = (!ready.is_empty() || spinning).then_some(Duration::ZERO);
+            let next_release = self.release_delayed();
+            let timeout = if !ready.is_empty() || spinning {
+                Some(Duration::ZERO)
+            } else {
+                next_release
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -661,7 +700,12 @@ impl Worker {
                 let Some(port) = self.ports[i].clone() else {
                     continue;
                 };
-                match self.serve(&port) {
+                let outcome = if port.is_gone() {
+                    Drain::Failed(io::Error::other("removed"))
+                } else {
+                    self.serve(&port)
+                };
+                match outcome {
                     Drain::More => {
                         queued[i] = true;
                         ready.push_back(i);
@@ -764,62 +808,256 @@ impl Worker {
         let now = self.shared.now();
         {
             let state = self.shared.read();
+            let mut ctx = Ctx {
+                shared: &self.shared,
+                state: &state,
+                now,
+                learn: &mut self.learn,
+                delays: &mut self.delays,
+            };
             for (buf, &len) in self.buffers.iter_mut().zip(&self.lengths[..count]) {
-                let buf = &mut buf[..len];
-                let frame = &buf[VNET_HDR_LEN..];
-                let d = match &self.shared.forwarder {
-                    Forwarder::Learning(cfg) => decide(&state.table, cfg, now, in_port.id(), frame),
-                    Forwarder::Macvlan(table) => table.dispatch(in_port.id(), frame),
+                forward_frame(&mut ctx, in_port, &mut buf[..len], true);
+            }
+        }
+        self.apply_learning(now);
+    }
+
+    /// Sends on the frames whose delay is over; returns how long until the next one is due.
+    fn release_delayed(&mut self) -> Option<Duration> {
+        let now = self.shared.now();
+        if self.delays.peek().is_some_and(|d| d.release <= now) {
+            {
+                let state = self.shared.read();
+                let mut due = Vec::new();
+                while self.delays.peek().is_some_and(|d| d.release <= now) {
+                    if let Some(d) = self.delays.pop() {
+                        due.push(d);
+                    }
+                }
+                let mut ctx = Ctx {
+                    shared: &self.shared,
+                    state: &state,
+                    now,
+                    learn: &mut self.learn,
+                    delays: &mut self.delays,
                 };
-                self.learn.extend(d.learn);
-                match d.egress {
-                    Egress::Drop(reason) => in_port.counters().count_drop(reason),
-                    Egress::Port(out) => {
-                        if let Some(Some(out)) = state.ports.get(out.index()) {
-                            transmit(out, buf);
-                        }
+                for mut d in due {
+                    let port = state.ports.get(d.port.index()).cloned().flatten();
+                    match (port, d.hook) {
+                        (Some(p), Hook::Ingress) => forward_frame(&mut ctx, &p, &mut d.data, false),
+                        (Some(p), Hook::Egress) => transmit(&mut ctx, &p, &mut d.data, false),
+                        (None, _) => {}
                     }
-                    Egress::Flood => {
-                        for out in state.ports.iter().flatten() {
-                            if out.id() != in_port.id() {
-                                transmit(out, buf);
-                            }
-                        }
-                    }
-                    Egress::FloodExcept(skip) => {
-                        for out in state.ports.iter().flatten() {
-                            if out.id() != in_port.id() && out.id() != skip {
-                                transmit(out, buf);
-                            }
-                        }
-                    }
+                }
+            }
+            self.apply_learning(now);
+        }
+        self.delays
+            .peek()
+            .map(|d| d.release.saturating_since(self.shared.now()))
+    }
+
+    fn apply_learning(&mut self, now: Timestamp) {
+        if self.learn.is_empty() {
+            return;
+        }
+        {
+            let mut state = self.shared.write();
+            for req in self.learn.drain(..) {
+                // A port removed meanwhile must not get entries back.
+                if state.ports.get(req.port.index()).is_some_and(Option::is_some) {
+                    state.table.learn(req.key, req.port, now, &mut self.events);
                 }
             }
         }
-        if !self.learn.is_empty() {
-            {
-                let mut state = self.shared.write();
-                for req in self.learn.drain(..) {
-                    // A port removed meanwhile must not get entries back.
-                    if state
-                        .ports
-                        .get(req.port.index())
-                        .is_some_and(Option::is_some)
-                    {
-                        state.table.learn(req.key, req.port, now, &mut self.events);
-                    }
-                }
+        self.shared.count_events(&mut self.events);
+    }
+}
+
+/// A frame held back by a pipeline (delay or shaping) until `release`.
+#[derive(Debug)]
+struct Delayed {
+    release: Timestamp,
+    seq: u64,
+    port: PortId,
+    hook: Hook,
+    /// `[virtio-net header | frame]`.
+    data: Vec<u8>,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, other: &Self) -> bool {
+        (self.release, self.seq) == (other.release, other.seq)
+    }
+}
+
+impl Eq for Delayed {}
+
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Delayed {
+    /// Reversed, so that `BinaryHeap` pops the earliest release first (and in order of arrival
+    /// among equal ones).
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.release, other.seq).cmp(&(self.release, self.seq))
+    }
+}
+
+/// A worker's queue of delayed frames.
+#[derive(Debug, Default)]
+struct DelayQueue {
+    heap: BinaryHeap<Delayed>,
+    seq: u64,
+}
+
+/// Most frames one worker holds back; past that, delayed frames are dropped (and counted), so a
+/// long delay on a busy port can't eat the machine's memory.
+const MAX_DELAYED: usize = 100_000;
+
+impl DelayQueue {
+    fn push(&mut self, release: Timestamp, port: &Port, hook: Hook, data: Vec<u8>) {
+        if self.heap.len() >= MAX_DELAYED {
+            port.counters().count_drop(DropReason::Pipeline);
+            return;
+        }
+        let port = port.id();
+        self.seq += 1;
+        self.heap.push(Delayed {
+            release,
+            seq: self.seq,
+            port,
+            hook,
+            data,
+        });
+    }
+
+    fn peek(&self) -> Option<&Delayed> {
+        self.heap.peek()
+    }
+
+    fn pop(&mut self) -> Option<Delayed> {
+        self.heap.pop()
+    }
+}
+
+/// What a frame's journey through the switch needs at hand.
+struct Ctx<'a> {
+    shared: &'a Shared,
+    state: &'a State,
+    now: Timestamp,
+    learn: &'a mut Vec<LearnRequest>,
+    delays: &'a mut DelayQueue,
+}
+
+/// Runs the mirror copies a pipeline asked for.
+fn mirror_to(state: &State, target: &str, buf: &mut [u8]) {
+    if let Some(port) = state.ports.iter().flatten().find(|p| p.name() == target) {
+        send(port, buf);
+    }
+}
+
+/// Takes the frame in `buf` (`[virtio-net header | frame]`), received on `in_port`, through the
+/// port's ingress pipeline (if `run_ingress`: not for a frame the pipeline already delayed), the
+/// forwarding decision and out to its egress ports.
+fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], run_ingress: bool) {
+    if run_ingress && in_port.pipeline(Hook::Ingress).is_active() {
+        let state = ctx.state;
+        let mut copies: Vec<String> = Vec::new();
+        let outcome = in_port
+            .pipeline(Hook::Ingress)
+            .process(ctx.now, &buf[VNET_HDR_LEN..], |MirrorCopy::Port(name)| {
+                copies.push(name.to_owned())
+            });
+        for name in &copies {
+            mirror_to(state, name, buf);
+        }
+        if !outcome.pass {
+            in_port.counters().count_drop(DropReason::Pipeline);
+            return;
+        }
+        if !outcome.delay.is_zero() {
+            let release = ctx.now + outcome.delay;
+            let copies = if outcome.duplicate { 2 } else { 1 };
+            for _ in 0..copies {
+                ctx.delays.push(release, in_port, Hook::Ingress, buf.to_vec());
             }
-            self.shared.count_events(&mut self.events);
+            return;
+        }
+        if outcome.duplicate {
+            let mut twin = buf.to_vec();
+            forward_frame(ctx, in_port, &mut twin, false);
         }
     }
+    let frame = &buf[VNET_HDR_LEN..];
+    let d = match &ctx.shared.forwarder {
+        Forwarder::Learning(cfg) => decide(&ctx.state.table, cfg, ctx.now, in_port.id(), frame),
+        Forwarder::Macvlan(table) => table.dispatch(in_port.id(), frame),
+    };
+    ctx.learn.extend(d.learn);
+    let state = ctx.state;
+    match d.egress {
+        Egress::Drop(reason) => in_port.counters().count_drop(reason),
+        Egress::Port(out) => {
+            if let Some(Some(out)) = state.ports.get(out.index()) {
+                transmit(ctx, out, buf, true);
+            }
+        }
+        Egress::Flood => {
+            for out in state.ports.iter().flatten() {
+                if out.id() != in_port.id() {
+                    transmit(ctx, out, buf, true);
+                }
+            }
+        }
+        Egress::FloodExcept(skip) => {
+            for out in state.ports.iter().flatten() {
+                if out.id() != in_port.id() && out.id() != skip {
+                    transmit(ctx, out, buf, true);
+                }
+            }
+        }
+    }
+}
+
+/// Takes the frame in `buf` through `out`'s egress pipeline (if `run_egress`) and sends it.
+fn transmit(ctx: &mut Ctx<'_>, out: &Port, buf: &mut [u8], run_egress: bool) {
+    if run_egress && out.pipeline(Hook::Egress).is_active() {
+        let mut copies: Vec<String> = Vec::new();
+        let outcome = out
+            .pipeline(Hook::Egress)
+            .process(ctx.now, &buf[VNET_HDR_LEN..], |MirrorCopy::Port(name)| {
+                copies.push(name.to_owned())
+            });
+        for name in &copies {
+            mirror_to(ctx.state, name, buf);
+        }
+        if !outcome.pass {
+            out.counters().count_drop(DropReason::Pipeline);
+            return;
+        }
+        if !outcome.delay.is_zero() {
+            let release = ctx.now + outcome.delay;
+            let copies = if outcome.duplicate { 2 } else { 1 };
+            for _ in 0..copies {
+                ctx.delays.push(release, out, Hook::Egress, buf.to_vec());
+            }
+            return;
+        }
+        if outcome.duplicate {
+            send(out, buf);
+        }
+    }
+    send(out, buf);
 }
 
 /// Sends the frame in `buf` (`[virtio-net header | frame]`) out of `out`, counting the outcome
 /// on it. For a device without offloads, a partial checksum is finished first (in place, and
 /// the header updated, so later ports of a flood see a complete frame).
-fn transmit(out: &Port, buf: &mut [u8]) {
-    let Some(vnet) = VnetHeader::parse(buf) else {
+fn send(out: &Port, buf: &mut [u8]) {    let Some(vnet) = VnetHeader::parse(buf) else {
         return;
     };
     let frame_len = buf.len() - VNET_HDR_LEN;

@@ -87,6 +87,11 @@ pub struct SwitchArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
 
+    /// A pipeline for a port, as PORT:in:STAGES or PORT:out:STAGES (repeatable), e.g.
+    /// 'tap1:out:impair delay 20ms loss 1% seed 7'. Stages are separated by ';'.
+    #[arg(long, value_name = "PORT:DIR:STAGES")]
+    pub pipeline: Vec<String>,
+
     /// The switch's name: its control socket is /run/vswitch/NAME.sock, which `vswitch fdb`,
     /// `stats` and `port` talk to. Two running switches can't share a name.
     #[arg(long, default_value = "vswitch0")]
@@ -127,8 +132,49 @@ pub enum Command {
     /// Check a configuration file without starting anything.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Per-port pipelines of a running switch: filters, rate limits, impairments, mirrors.
+    #[command(subcommand)]
+    Pipeline(PipelineCommand),
     /// Copy a port's frames of a running switch as pcap (tcpdump -r and Wireshark read it).
     Capture(CaptureArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PipelineCommand {
+    /// The port's ingress and egress stages with their counters.
+    Show {
+        /// The port.
+        port: String,
+        /// The switch.
+        #[arg(long, default_value = "vswitch0")]
+        name: String,
+    },
+    /// Install stages on a port, replacing its pipeline for that direction. Example:
+    /// `vswitch pipeline set tap1 out 'filter drop proto icmp; rate 10mbit queue 50ms'`
+    Set {
+        /// The port.
+        port: String,
+        /// `in` (frames the port receives) or `out` (frames leaving through it).
+        #[arg(value_parser = ["in", "out"])]
+        hook: String,
+        /// The stages, separated by `;` (see the README).
+        #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
+        stages: Vec<String>,
+        /// The switch.
+        #[arg(long, default_value = "vswitch0")]
+        name: String,
+    },
+    /// Remove a port's pipeline (both directions unless one is given).
+    Clear {
+        /// The port.
+        port: String,
+        /// `in` or `out`.
+        #[arg(value_parser = ["in", "out"])]
+        hook: Option<String>,
+        /// The switch.
+        #[arg(long, default_value = "vswitch0")]
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -304,6 +350,7 @@ impl LabUpArgs {
             name: self.name.clone(),
             metrics: None,
             config: None,
+            pipeline: Vec::new(),
         }
     }
 }

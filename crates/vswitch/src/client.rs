@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use crate::cli::{CaptureArgs, FdbCommand, PortCommand, StatsArgs};
+use crate::cli::{CaptureArgs, FdbCommand, PipelineCommand, PortCommand, StatsArgs};
 use crate::control::{Request, call, open};
 
 /// Runs an `fdb` subcommand.
@@ -73,6 +73,34 @@ pub fn port(cmd: &PortCommand) -> Result<()> {
         }
         PortCommand::Del { port, name } => {
             call(name, Request::PortDel { port: port.clone() })?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a `pipeline` subcommand.
+pub fn pipeline(cmd: &PipelineCommand) -> Result<()> {
+    match cmd {
+        PipelineCommand::Show { port, name } => {
+            let result = call(name, Request::PipelineShow { port: port.clone() })?;
+            for hook in ["in", "out"] {
+                let stages = result[hook].as_array().cloned().unwrap_or_default();
+                outln!("{port} {hook}:{}", if stages.is_empty() { " (none)" } else { "" });
+                for stage in stages {
+                    for line in stage.as_str().unwrap_or("").lines() {
+                        outln!("  {line}");
+                    }
+                }
+            }
+        }
+        PipelineCommand::Set { port, hook, stages, name } => {
+            call(
+                name,
+                Request::PipelineSet { port: port.clone(), hook: hook.clone(), stages: stages.join(" ") },
+            )?;
+        }
+        PipelineCommand::Clear { port, hook, name } => {
+            call(name, Request::PipelineClear { port: port.clone(), hook: hook.clone() })?;
         }
     }
     Ok(())

@@ -12,6 +12,7 @@
 //! busy_poll = 0
 //! no_offload = false
 //! metrics = "127.0.0.1:9464"
+//! pipelines = ["tap1:out:rate 10mbit queue 50ms", "tap0:in:filter drop proto icmp"]
 //!
 //! [macvlan]                       # instead of learning
 //! mode = "bridge"
@@ -46,6 +47,7 @@ pub struct ConfigFile {
     busy_poll: Option<u64>,
     no_offload: Option<bool>,
     metrics: Option<Spanned<String>>,
+    pipelines: Option<Vec<Spanned<String>>>,
     macvlan: Option<MacvlanSection>,
 }
 
@@ -173,6 +175,16 @@ impl Config {
                     .parse()
                     .map_err(|e| self.at(addr, "metrics", format!("{:?}: {e}", addr.get_ref())))?,
             );
+        }
+        if let Some(pipelines) = &f.pipelines
+            && !from_cli("pipeline")
+        {
+            for p in pipelines {
+                let text = p.get_ref();
+                let stages = text.splitn(3, ':').nth(2).ok_or_else(|| self.at(p, "pipelines", "expected PORT:in|out:STAGES"))?;
+                vswitch_core::Pipeline::parse(stages).map_err(|e| self.at(p, "pipelines", e))?;
+            }
+            args.pipeline = pipelines.iter().map(|p| p.get_ref().clone()).collect();
         }
         if let Some(m) = &f.macvlan
             && !from_cli("macvlan")

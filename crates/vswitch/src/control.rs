@@ -4,6 +4,7 @@
 //! `{"version":1,"request":{"cmd":"stats"}}`; the reply is `{"version":1,"ok":true,"result":...}`
 //! or `{"version":1,"ok":false,"error":"..."}`. Commands: `info`, `stats`, `fdb_show`,
 //! `fdb_add {mac, port}`, `fdb_del {mac}`, `fdb_flush {port?}`, `port_add {spec}`,
+//! `pipeline_show {port}`, `pipeline_set {port, hook, stages}`, `pipeline_clear {port, hook?}`,
 //! `port_del {port}`, and `capture {port, count?, direction}`, whose ok line is followed by a pcap
 //! stream (nanosecond timestamps) on the same connection. A malformed request gets an error reply; the switch keeps running.
 
@@ -20,7 +21,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use vswitch_core::{DropReason, MacAddr, pcap};
-use vswitch_datapath::{Capture, Direction, PortSpec, Switch};
+use vswitch_datapath::{Capture, Direction, Hook, PortSpec, Switch};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -68,6 +69,27 @@ pub enum Request {
     PortDel {
         /// The port's name.
         port: String,
+    },
+    /// A port's pipelines and their counters.
+    PipelineShow {
+        /// The port's name.
+        port: String,
+    },
+    /// Install a pipeline on a port.
+    PipelineSet {
+        /// The port's name.
+        port: String,
+        /// `in` or `out`.
+        hook: String,
+        /// The stages, in text form.
+        stages: String,
+    },
+    /// Remove a port's pipeline.
+    PipelineClear {
+        /// The port's name.
+        port: String,
+        /// `in` or `out`; both if absent.
+        hook: Option<String>,
     },
     /// Stream the port's frames as pcap after the reply line, until `count` frames or until
     /// the client closes the connection.
@@ -353,6 +375,25 @@ fn handle(request: &Request, switch: &Switch, name: &str, offload: bool) -> Resu
             json!(null)
         }
         Request::Capture { .. } => bail!("capture streams are served by the connection loop"),
+        Request::PipelineShow { port } => {
+            let [(_, ingress), (_, egress)] = switch.describe_pipelines(port)?;
+            json!({"in": ingress, "out": egress})
+        }
+        Request::PipelineSet { port, hook, stages } => {
+            let hook: Hook = hook.parse().map_err(anyhow::Error::msg)?;
+            switch.set_pipeline(port, hook, stages)?;
+            json!(null)
+        }
+        Request::PipelineClear { port, hook } => {
+            let hooks = match hook {
+                Some(h) => vec![h.parse::<Hook>().map_err(anyhow::Error::msg)?],
+                None => vec![Hook::Ingress, Hook::Egress],
+            };
+            for h in hooks {
+                switch.clear_pipeline(port, h)?;
+            }
+            json!(null)
+        }
     })
 }
 

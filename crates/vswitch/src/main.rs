@@ -54,6 +54,7 @@ fn main() -> ExitCode {
         Some(cli::Command::Stats(args)) => client::stats(&args),
         Some(cli::Command::Port(cmd)) => client::port(&cmd),
         Some(cli::Command::Capture(args)) => client::capture(&args),
+        Some(cli::Command::Pipeline(cmd)) => client::pipeline(&cmd),
         Some(cli::Command::Config(cli::ConfigCommand::Check { file })) => check_config(&file),
         None => run::run(cli.switch, &matches),
     };

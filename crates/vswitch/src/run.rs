@@ -114,6 +114,14 @@ pub fn run(mut args: SwitchArgs, matches: &clap::ArgMatches) -> Result<()> {
         Signals::new([SIGINT, SIGTERM, SIGUSR1]).context("couldn't install signal handlers")?;
     let ports = open_ports(&plan.specs, !args.no_offload)?;
     let switch = Arc::new(Switch::start(config, ports).context("couldn't start the switch")?);
+    for spec in &args.pipeline {
+        let (port, rest) = spec.split_once(':').context("--pipeline wants PORT:in|out:STAGES")?;
+        let (hook, stages) = rest.split_once(':').context("--pipeline wants PORT:in|out:STAGES")?;
+        let hook: vswitch_datapath::Hook = hook.parse().map_err(anyhow::Error::msg)?;
+        switch
+            .set_pipeline(port, hook, stages)
+            .with_context(|| format!("--pipeline {spec}"))?;
+    }
     let control = ControlServer::start(&args.name, switch.clone(), !args.no_offload)?;
     let metrics = args
         .metrics

@@ -1,0 +1,397 @@
+//! Per-port packet processing: an ordered list of stages a frame passes on its way in or out.
+//!
+//! Stages: `filter` (ACL rules, first allow or drop wins, default allow), `rate` (token bucket in
+//! bits/s or packets/s, dropping or, with `queue`, delaying the excess), `impair` (netem-like loss, delay with jitter, duplication, with a seed
+//! for repeatable experiments), `mirror` (a copy to another port or a pcap file). The pipeline is
+//! pure: it answers what to do ([`Outcome`]); the datapath delays, copies and drops.
+//!
+//! Text form, stages separated by `;`:
+//!
+//! ```text
+//! filter drop proto icmp; filter allow dst 10.0.0.0/8; rate 10mbit burst 64k;
+//! impair loss 1% delay 20ms jitter 2ms duplicate 0.5% seed 7; mirror port tap9
+//! ```
+
+mod filter;
+mod impair;
+mod rate;
+
+use std::fmt;
+use std::time::Duration;
+
+pub use filter::{Match, Rule, RuleAction};
+pub use impair::Impairment;
+pub use rate::{Rate, RateVerdict, TokenBucket};
+
+use crate::time::Timestamp;
+use crate::wire::MacAddr;
+
+/// Where a mirror stage sends its copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MirrorTarget {
+    /// Another port of the switch, by name.
+    Port(String),
+    /// A pcap file.
+    File(String),
+}
+
+/// One stage and its counters.
+#[derive(Debug, Clone)]
+pub enum Stage {
+    /// Consecutive `filter` rules, evaluated as one ACL.
+    Filter {
+        /// The rules, in order.
+        rules: Vec<Rule>,
+        /// Frames each rule matched.
+        hits: Vec<u64>,
+        /// Frames dropped.
+        dropped: u64,
+    },
+    /// A rate limit.
+    Rate(TokenBucket),
+    /// Netem-like impairments.
+    Impair(Impairment),
+    /// Copies of every frame reaching the stage.
+    Mirror {
+        /// Where to.
+        target: MirrorTarget,
+        /// Copies made.
+        copied: u64,
+    },
+}
+
+/// What to do with a frame after the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Outcome {
+    /// False: drop it.
+    pub pass: bool,
+    /// Hold it back this long first.
+    pub delay: Duration,
+    /// Send it twice.
+    pub duplicate: bool,
+    /// Bit `i` set: stage `i` is a mirror the frame reached.
+    pub mirrors: u32,
+}
+
+/// A stage list of one port and direction.
+#[derive(Debug, Clone, Default)]
+pub struct Pipeline {
+    stages: Vec<Stage>,
+}
+
+/// Why a pipeline text is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("pipeline stage {stage} ({text:?}): {problem}")]
+pub struct PipelineError {
+    stage: usize,
+    text: String,
+    problem: String,
+}
+
+impl Pipeline {
+    /// Parses the text form (see the module documentation).
+    pub fn parse(text: &str) -> Result<Pipeline, PipelineError> {
+        let mut stages: Vec<Stage> = Vec::new();
+        for (i, part) in text.split(';').map(str::trim).filter(|p| !p.is_empty()).enumerate() {
+            let err = |problem: String| PipelineError {
+                stage: i + 1,
+                text: part.to_owned(),
+                problem,
+            };
+            let words: Vec<&str> = part.split_whitespace().collect();
+            let stage = match words[0] {
+                "filter" => {
+                    let rule = parse_rule(&words[1..]).map_err(err)?;
+                    if let Some(Stage::Filter { rules, hits, .. }) = stages.last_mut() {
+                        rules.push(rule);
+                        hits.push(0);
+                        continue;
+                    }
+                    Stage::Filter {
+                        rules: vec![rule],
+                        hits: vec![0],
+                        dropped: 0,
+                    }
+                }
+                "rate" => Stage::Rate(TokenBucket::parse(&words[1..]).map_err(err)?),
+                "impair" => Stage::Impair(Impairment::parse(&words[1..]).map_err(err)?),
+                "mirror" => Stage::Mirror {
+                    target: match words.get(1..) {
+                        Some(["port", name]) => MirrorTarget::Port((*name).to_owned()),
+                        Some(["file", path]) => MirrorTarget::File((*path).to_owned()),
+                        _ => return Err(err("expected `mirror port NAME` or `mirror file PATH`".into())),
+                    },
+                    copied: 0,
+                },
+                other => return Err(err(format!("unknown stage {other:?} (filter, rate, impair, mirror)"))),
+            };
+            stages.push(stage);
+        }
+        if stages.len() > 32 {
+            return Err(PipelineError {
+                stage: 33,
+                text: String::new(),
+                problem: "at most 32 stages".into(),
+            });
+        }
+        Ok(Pipeline { stages })
+    }
+
+    /// No stages at all.
+    pub fn is_empty(&self) -> bool {
+        self.stages.is_empty()
+    }
+
+    /// The stages, with their counters.
+    pub fn stages(&self) -> &[Stage] {
+        &self.stages
+    }
+
+    /// Runs `frame` through the stages at `now`.
+    pub fn process(&mut self, now: Timestamp, frame: &[u8]) -> Outcome {
+        let mut outcome = Outcome {
+            pass: true,
+            ..Outcome::default()
+        };
+        for (i, stage) in self.stages.iter_mut().enumerate() {
+            match stage {
+                Stage::Filter { rules, hits, dropped } => {
+                    if !filter::evaluate(rules, frame, hits) {
+                        *dropped += 1;
+                        outcome.pass = false;
+                        return outcome;
+                    }
+                }
+                Stage::Rate(bucket) => match bucket.judge(now + outcome.delay, frame.len()) {
+                    RateVerdict::Pass => {}
+                    RateVerdict::Delay(wait) => outcome.delay += wait,
+                    RateVerdict::Drop => {
+                        outcome.pass = false;
+                        return outcome;
+                    }
+                },
+                Stage::Impair(imp) => {
+                    let v = imp.decide(now);
+                    if v.drop {
+                        outcome.pass = false;
+                        return outcome;
+                    }
+                    outcome.delay += v.delay;
+                    outcome.duplicate |= v.duplicate;
+                }
+                Stage::Mirror { copied, .. } => {
+                    *copied += 1;
+                    outcome.mirrors |= 1 << i;
+                }
+            }
+        }
+        outcome
+    }
+
+    /// The mirror target of stage `i`.
+    pub fn mirror_target(&self, i: usize) -> Option<&MirrorTarget> {
+        match self.stages.get(i) {
+            Some(Stage::Mirror { target, .. }) => Some(target),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stage::Filter { rules, hits, dropped } => {
+                for (rule, hit) in rules.iter().zip(hits) {
+                    writeln!(f, "{rule}  [matched {hit}]")?;
+                }
+                write!(f, "  (filter dropped {dropped})")
+            }
+            Stage::Rate(b) => write!(f, "{b}"),
+            Stage::Impair(i) => write!(f, "{i}"),
+            Stage::Mirror { target, copied } => match target {
+                MirrorTarget::Port(p) => write!(f, "mirror port {p}  [copied {copied}]"),
+                MirrorTarget::File(p) => write!(f, "mirror file {p}  [copied {copied}]"),
+            },
+        }
+    }
+}
+
+fn parse_number<T: std::str::FromStr>(word: Option<&&str>, what: &str) -> Result<T, String> {
+    let w = word.ok_or_else(|| format!("{what} needs a value"))?;
+    w.parse().map_err(|_| format!("{what}: {w:?} is not a number"))
+}
+
+fn parse_mac_mask(word: Option<&&str>) -> Result<(MacAddr, MacAddr), String> {
+    let w = word.ok_or("a MAC match needs a value")?;
+    let (mac, mask) = match w.split_once('/') {
+        Some((m, k)) => (m, Some(k)),
+        None => (*w, None),
+    };
+    let mac: MacAddr = mac.parse().map_err(|e| format!("{e}"))?;
+    let mask = match mask {
+        Some(k) => k.parse().map_err(|e| format!("{e}"))?,
+        None => MacAddr::BROADCAST,
+    };
+    Ok((mac, mask))
+}
+
+fn parse_prefix(word: Option<&&str>) -> Result<(std::net::IpAddr, u8), String> {
+    let w = word.ok_or("an address match needs a value")?;
+    let (addr, len) = match w.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (*w, None),
+    };
+    let addr: std::net::IpAddr = addr.parse().map_err(|_| format!("{w:?} is not an address or prefix"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        Some(l) => l.parse::<u8>().ok().filter(|l| *l <= max).ok_or(format!("bad prefix length in {w:?}"))?,
+        None => max,
+    };
+    Ok((addr, len))
+}
+
+fn parse_rule(words: &[&str]) -> Result<Rule, String> {
+    let action = match words.first() {
+        Some(&"allow") => RuleAction::Allow,
+        Some(&"drop") => RuleAction::Drop,
+        Some(&"count") => RuleAction::Count,
+        _ => return Err("a filter starts with allow, drop or count".into()),
+    };
+    let mut matches = Vec::new();
+    let mut it = words[1..].iter();
+    while let Some(word) = it.next() {
+        let m = match *word {
+            "src-mac" => {
+                let (m, k) = parse_mac_mask(it.next())?;
+                Match::SrcMac(m, k)
+            }
+            "dst-mac" => {
+                let (m, k) = parse_mac_mask(it.next())?;
+                Match::DstMac(m, k)
+            }
+            "ethertype" => Match::EtherType(match it.next() {
+                Some(&"arp") => 0x0806,
+                Some(&"ipv4") => 0x0800,
+                Some(&"ipv6") => 0x86dd,
+                Some(w) if w.starts_with("0x") => {
+                    u16::from_str_radix(&w[2..], 16).map_err(|_| format!("bad ethertype {w:?}"))?
+                }
+                other => parse_number(other, "ethertype")?,
+            }),
+            "vlan" => Match::Vlan(parse_number(it.next(), "vlan")?),
+            "src" => {
+                let (a, l) = parse_prefix(it.next())?;
+                Match::Src(a, l)
+            }
+            "dst" => {
+                let (a, l) = parse_prefix(it.next())?;
+                Match::Dst(a, l)
+            }
+            "proto" => Match::Proto(match it.next() {
+                Some(&"tcp") => 6,
+                Some(&"udp") => 17,
+                Some(&"icmp") => 1,
+                Some(&"icmpv6") => 58,
+                other => parse_number(other, "proto")?,
+            }),
+            "src-port" => Match::SrcPort(parse_number(it.next(), "src-port")?),
+            "dst-port" => Match::DstPort(parse_number(it.next(), "dst-port")?),
+            "icmp-type" => Match::IcmpType(parse_number(it.next(), "icmp-type")?),
+            other => return Err(format!("unknown match {other:?}")),
+        };
+        matches.push(m);
+    }
+    Ok(Rule { action, matches })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv4 frame with protocol `proto` and, for TCP/UDP, ports 1000 -> `dport`.
+    fn ipv4(proto: u8, dst: [u8; 4], dport: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 20];
+        f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        let ip = &mut f[14..34];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+        ip[8] = 64;
+        ip[9] = proto;
+        ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        ip[16..20].copy_from_slice(&dst);
+        let l4 = &mut f[34..];
+        match proto {
+            6 => {
+                l4[0..2].copy_from_slice(&1000u16.to_be_bytes());
+                l4[2..4].copy_from_slice(&dport.to_be_bytes());
+                l4[12] = 5 << 4;
+            }
+            17 => {
+                l4[0..2].copy_from_slice(&1000u16.to_be_bytes());
+                l4[2..4].copy_from_slice(&dport.to_be_bytes());
+                l4[4..6].copy_from_slice(&20u16.to_be_bytes());
+            }
+            1 => l4[0] = 8, // echo request
+            _ => {}
+        }
+        f
+    }
+
+    #[test]
+    fn first_allow_or_drop_wins_and_default_is_allow() {
+        let mut p = Pipeline::parse(
+            "filter count proto tcp; filter drop proto icmp icmp-type 8; filter allow dst 10.9.0.0/16; filter drop proto tcp",
+        )
+        .unwrap();
+        assert_eq!(p.stages().len(), 1, "consecutive rules form one ACL");
+        let now = Timestamp::ZERO;
+        assert!(!p.process(now, &ipv4(1, [10, 0, 0, 2], 0)).pass, "ICMP echo dropped");
+        assert!(p.process(now, &ipv4(6, [10, 9, 1, 1], 80)).pass, "allowed by prefix first");
+        assert!(!p.process(now, &ipv4(6, [10, 0, 0, 2], 80)).pass, "TCP elsewhere dropped");
+        assert!(p.process(now, &ipv4(17, [10, 0, 0, 2], 53)).pass, "default allow");
+        let Stage::Filter { hits, dropped, .. } = &p.stages()[0] else { panic!() };
+        assert_eq!(hits, &[2, 1, 1, 1]);
+        assert_eq!(*dropped, 2);
+    }
+
+    #[test]
+    fn matches_ports_macs_and_ethertypes() {
+        let mut p = Pipeline::parse("filter drop dst-port 5201; filter drop src-mac 02:00:00:00:00:00/ff:ff:ff:ff:ff:00 ethertype arp").unwrap();
+        let now = Timestamp::ZERO;
+        assert!(!p.process(now, &ipv4(6, [10, 0, 0, 2], 5201)).pass);
+        assert!(p.process(now, &ipv4(6, [10, 0, 0, 2], 5202)).pass);
+        let mut arp = ipv4(0, [0; 4], 0);
+        arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+        assert!(!p.process(now, &arp).pass, "ARP from 02:00:00:00:00:xx");
+        assert!(p.process(now, &[0u8; 5]).pass, "a runt matches nothing");
+    }
+
+    #[test]
+    fn parse_errors_name_the_stage() {
+        for (text, needle) in [
+            ("filter maybe", "allow, drop or count"),
+            ("filter drop proto", "needs a value"),
+            ("filter drop src 10.0.0.0/40", "prefix length"),
+            ("rate fast", "rate"),
+            ("impair loss 150%", "loss"),
+            ("mirror", "mirror port NAME"),
+            ("shape 1mbit", "unknown stage"),
+        ] {
+            let err = Pipeline::parse(text).unwrap_err().to_string();
+            assert!(err.contains("stage 1") && err.contains(needle), "{text}: {err}");
+        }
+        assert!(Pipeline::parse("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn mirrors_are_reported_by_stage() {
+        let mut p = Pipeline::parse("mirror port tap9; filter drop proto udp; mirror file /tmp/x.pcap").unwrap();
+        let o = p.process(Timestamp::ZERO, &ipv4(6, [10, 0, 0, 2], 1));
+        assert_eq!(o.mirrors, 0b101);
+        assert_eq!(p.mirror_target(2), Some(&MirrorTarget::File("/tmp/x.pcap".into())));
+        let o = p.process(Timestamp::ZERO, &ipv4(17, [10, 0, 0, 2], 1));
+        assert_eq!((o.pass, o.mirrors), (false, 0b001), "dropped before the second mirror");
+    }
+}
