@@ -11,8 +11,8 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use vswitch_core::forward::decide;
 use vswitch_core::{
-    FdbKey, ForwardingConfig, MacAddr, MacTable, MacvlanMode, MacvlanTable, PortId, TableConfig,
-    Timestamp,
+    FdbKey, ForwardingConfig, MacAddr, MacTable, MacvlanMode, MacvlanTable, Pipeline, PortId,
+    TableConfig, Timestamp,
 };
 use vswitch_datapath::{MemoryPort, PortDevice, Switch, SwitchConfig};
 
@@ -159,6 +159,41 @@ fn macvlan(c: &mut Criterion) {
     group.finish();
 }
 
+/// The cost per frame of each pipeline stage, and of an empty pipeline.
+fn pipeline(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pipeline_stage");
+    group.throughput(Throughput::Elements(1));
+    let mut f = frame(mac(2), mac(1));
+    f[14] = 0x45; // IPv4, protocol TCP, ports 1000 -> 80
+    f[23] = 6;
+    f[34..36].copy_from_slice(&1000u16.to_be_bytes());
+    f[36..38].copy_from_slice(&80u16.to_be_bytes());
+    f[46] = 5 << 4;
+    for (name, text) in [
+        ("empty", ""),
+        (
+            "filter_3_rules",
+            "filter drop proto icmp; filter count dst 10.0.0.0/8; filter allow dst-port 80",
+        ),
+        ("rate", "rate 10gbit"),
+        (
+            "impair_loss_delay",
+            "impair loss 1% delay 1ms jitter 100us seed 1",
+        ),
+        ("storm", "storm 100000pps"),
+    ] {
+        let mut p = Pipeline::parse(text).expect("pipeline");
+        let mut t = 0u64;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                t += 1;
+                black_box(p.process(Timestamp::from_micros(t), black_box(&f)))
+            })
+        });
+    }
+    group.finish();
+}
+
 /// Frames through the real workers: port 0 sends 64-byte unicast to port 1's learned host.
 fn workers(c: &mut Criterion) {
     let mut group = c.benchmark_group("workers_memory_ports");
@@ -218,6 +253,7 @@ criterion_group!(
     decision,
     learning,
     macvlan,
+    pipeline,
     workers
 );
 criterion_main!(benches);

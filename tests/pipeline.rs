@@ -21,7 +21,13 @@ fn lab() -> SwitchLab {
 fn ping_output(from: &Netns, to: std::net::Ipv4Addr, args: &[&str]) -> String {
     let target = to.to_string();
     let out = from
-        .run(|| Command::new("ping").args(["-q", "-W", "1"]).args(args).arg(&target).output())
+        .run(|| {
+            Command::new("ping")
+                .args(["-q", "-W", "1"])
+                .args(args)
+                .arg(&target)
+                .output()
+        })
         .expect("enter")
         .expect("ping");
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -55,14 +61,22 @@ fn an_icmp_drop_rule_stops_ping_while_tcp_passes() {
     let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
     assert!(ping(&a.ns, b.addr, 1));
     let port_a = lab.switch.ports()[0].name().to_owned();
-    lab.switch.set_pipeline(&port_a, Hook::Ingress, "filter drop proto icmp").expect("set");
+    lab.switch
+        .set_pipeline(&port_a, Hook::Ingress, "filter drop proto icmp")
+        .expect("set");
     assert!(!ping(&a.ns, b.addr, 2), "ICMP must be dropped");
     let t = tcp_transfer(&a.ns, &b.ns, b.addr, 5301, 5 << 20).expect("tcp");
-    assert_eq!((t.received, t.received_digest), (t.sent, t.sent_digest), "TCP must pass intact");
+    assert_eq!(
+        (t.received, t.received_digest),
+        (t.sent, t.sent_digest),
+        "TCP must pass intact"
+    );
     assert!(lab.port_stats(0).drops(DropReason::Pipeline) >= 2);
     let [(_, ingress), _] = lab.switch.describe_pipelines(&port_a).expect("describe");
     assert!(ingress[0].contains("filter drop proto 1"), "{ingress:?}");
-    lab.switch.clear_pipeline(&port_a, Hook::Ingress).expect("clear");
+    lab.switch
+        .clear_pipeline(&port_a, Hook::Ingress)
+        .expect("clear");
     assert!(ping(&a.ns, b.addr, 1), "ping again once cleared");
 }
 
@@ -74,14 +88,19 @@ fn a_10_mbit_shaper_holds_tcp_to_10_mbit() {
     let lab = lab();
     let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
     let port_b = lab.switch.ports()[1].name().to_owned();
-    lab.switch.set_pipeline(&port_b, Hook::Egress, "rate 10mbit queue 200ms").expect("set");
+    lab.switch
+        .set_pipeline(&port_b, Hook::Egress, "rate 10mbit queue 200ms")
+        .expect("set");
     let size = 4 << 20;
     let start = Instant::now();
     let t = tcp_transfer(&a.ns, &b.ns, b.addr, 5302, size).expect("tcp");
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(t.received_digest, t.sent_digest);
     let mbit = size as f64 * 8.0 / secs / 1e6;
-    assert!((9.0..=11.0).contains(&mbit), "{mbit:.2} Mbit/s of payload through a 10 Mbit/s shaper");
+    assert!(
+        (9.0..=11.0).contains(&mbit),
+        "{mbit:.2} Mbit/s of payload through a 10 Mbit/s shaper"
+    );
 }
 
 #[test]
@@ -91,15 +110,28 @@ fn delay_raises_rtt_by_50_ms_one_way_and_100_ms_both_ways() {
     }
     let lab = lab();
     let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
-    let (port_a, port_b) = (lab.switch.ports()[0].name().to_owned(), lab.switch.ports()[1].name().to_owned());
+    let (port_a, port_b) = (
+        lab.switch.ports()[0].name().to_owned(),
+        lab.switch.ports()[1].name().to_owned(),
+    );
     assert!(ping(&a.ns, b.addr, 1));
     let base = avg_rtt_ms(&ping_output(&a.ns, b.addr, &["-c", "10", "-i", "0.05"]));
-    lab.switch.set_pipeline(&port_b, Hook::Egress, "impair delay 50ms").expect("set");
+    lab.switch
+        .set_pipeline(&port_b, Hook::Egress, "impair delay 50ms")
+        .expect("set");
     let one = avg_rtt_ms(&ping_output(&a.ns, b.addr, &["-c", "10", "-i", "0.05"]));
-    assert!((45.0..=55.0).contains(&(one - base)), "one way: {base:.2} ms -> {one:.2} ms");
-    lab.switch.set_pipeline(&port_a, Hook::Egress, "impair delay 50ms").expect("set");
+    assert!(
+        (45.0..=55.0).contains(&(one - base)),
+        "one way: {base:.2} ms -> {one:.2} ms"
+    );
+    lab.switch
+        .set_pipeline(&port_a, Hook::Egress, "impair delay 50ms")
+        .expect("set");
     let both = avg_rtt_ms(&ping_output(&a.ns, b.addr, &["-c", "10", "-i", "0.05"]));
-    assert!((95.0..=105.0).contains(&(both - base)), "both ways: {base:.2} ms -> {both:.2} ms");
+    assert!(
+        (95.0..=105.0).contains(&(both - base)),
+        "both ways: {base:.2} ms -> {both:.2} ms"
+    );
 }
 
 #[test]
@@ -114,13 +146,18 @@ fn ten_percent_loss_with_a_seed_is_ten_percent_and_repeatable() {
     let mut losses = Vec::new();
     for _ in 0..2 {
         // Installing the stage again restarts its random sequence from the seed.
-        lab.switch.set_pipeline(&port_b, Hook::Egress, "impair loss 10% seed 42").expect("set");
+        lab.switch
+            .set_pipeline(&port_b, Hook::Egress, "impair loss 10% seed 42")
+            .expect("set");
         let out = ping_output(&a.ns, b.addr, &["-c", "2000", "-i", "0.002"]);
         let loss = loss_percent(&out);
         assert!((7.0..=13.0).contains(&loss), "{loss}% lost of 2000");
         losses.push(loss);
     }
-    assert_eq!(losses[0], losses[1], "the same seed must lose the same packets");
+    assert_eq!(
+        losses[0], losses[1],
+        "the same seed must lose the same packets"
+    );
 }
 
 #[test]
@@ -135,15 +172,29 @@ fn a_mirror_to_pcap_holds_the_frames_the_destination_got() {
     let file = std::env::temp_dir().join(format!("{}.pcap", unique_name("mir")));
     let before = lab.port_stats(1).tx_packets;
     lab.switch
-        .set_pipeline(&port_b, Hook::Egress, &format!("mirror file {}", file.display()))
+        .set_pipeline(
+            &port_b,
+            Hook::Egress,
+            &format!("mirror file {}", file.display()),
+        )
         .expect("set");
     assert!(ping(&a.ns, b.addr, 10));
     std::thread::sleep(Duration::from_millis(100));
-    lab.switch.clear_pipeline(&port_b, Hook::Egress).expect("clear");
+    lab.switch
+        .clear_pipeline(&port_b, Hook::Egress)
+        .expect("clear");
     let sent = lab.port_stats(1).tx_packets - before;
-    let read = Command::new("tcpdump").args(["-n", "-r"]).arg(&file).output().expect("tcpdump");
+    let read = Command::new("tcpdump")
+        .args(["-n", "-r"])
+        .arg(&file)
+        .output()
+        .expect("tcpdump");
     let _ = std::fs::remove_file(&file);
     let text = String::from_utf8_lossy(&read.stdout);
-    assert_eq!(text.lines().count() as u64, sent, "mirror and port disagree:\n{text}");
+    assert_eq!(
+        text.lines().count() as u64,
+        sent,
+        "mirror and port disagree:\n{text}"
+    );
     assert_eq!(text.matches("ICMP echo request").count(), 10, "{text}");
 }

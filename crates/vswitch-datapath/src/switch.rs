@@ -22,8 +22,8 @@ use vswitch_core::pipeline::MirrorTarget;
 use vswitch_core::vnet::{F_DATA_VALID, F_NEEDS_CSUM, complete_checksum, fits_mtu};
 use vswitch_core::{
     DropReason, Egress, FdbKey, ForwardingConfig, LearnRequest, MacAddr, MacTable, MacvlanError,
-    MacvlanMode, MacvlanTable, Pipeline, PortId, TableConfig, TableCounters, TableEvent, TableStats,
-    Timestamp, VNET_HDR_LEN, VnetHeader,
+    MacvlanMode, MacvlanTable, Pipeline, PortId, TableConfig, TableCounters, TableEvent,
+    TableStats, Timestamp, VNET_HDR_LEN, VnetHeader,
 };
 
 use crate::capture::Direction;
@@ -865,7 +865,11 @@ impl Worker {
             let mut state = self.shared.write();
             for req in self.learn.drain(..) {
                 // A port removed meanwhile must not get entries back.
-                if state.ports.get(req.port.index()).is_some_and(Option::is_some) {
+                if state
+                    .ports
+                    .get(req.port.index())
+                    .is_some_and(Option::is_some)
+                {
                     state.table.learn(req.key, req.port, now, &mut self.events);
                 }
             }
@@ -967,11 +971,11 @@ fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], run_ingress:
     if run_ingress && in_port.pipeline(Hook::Ingress).is_active() {
         let state = ctx.state;
         let mut copies: Vec<String> = Vec::new();
-        let outcome = in_port
-            .pipeline(Hook::Ingress)
-            .process(ctx.now, &buf[VNET_HDR_LEN..], |MirrorCopy::Port(name)| {
-                copies.push(name.to_owned())
-            });
+        let outcome = in_port.pipeline(Hook::Ingress).process(
+            ctx.now,
+            &buf[VNET_HDR_LEN..],
+            |MirrorCopy::Port(name)| copies.push(name.to_owned()),
+        );
         for name in &copies {
             mirror_to(state, name, buf);
         }
@@ -979,11 +983,17 @@ fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], run_ingress:
             in_port.counters().count_drop(DropReason::Pipeline);
             return;
         }
+        if let Some((offset, bit)) = outcome.corrupt
+            && let Some(byte) = buf.get_mut(VNET_HDR_LEN + offset)
+        {
+            *byte ^= 1 << bit;
+        }
         if !outcome.delay.is_zero() {
             let release = ctx.now + outcome.delay;
             let copies = if outcome.duplicate { 2 } else { 1 };
             for _ in 0..copies {
-                ctx.delays.push(release, in_port, Hook::Ingress, buf.to_vec());
+                ctx.delays
+                    .push(release, in_port, Hook::Ingress, buf.to_vec());
             }
             return;
         }
@@ -1027,11 +1037,11 @@ fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], run_ingress:
 fn transmit(ctx: &mut Ctx<'_>, out: &Port, buf: &mut [u8], run_egress: bool) {
     if run_egress && out.pipeline(Hook::Egress).is_active() {
         let mut copies: Vec<String> = Vec::new();
-        let outcome = out
-            .pipeline(Hook::Egress)
-            .process(ctx.now, &buf[VNET_HDR_LEN..], |MirrorCopy::Port(name)| {
-                copies.push(name.to_owned())
-            });
+        let outcome = out.pipeline(Hook::Egress).process(
+            ctx.now,
+            &buf[VNET_HDR_LEN..],
+            |MirrorCopy::Port(name)| copies.push(name.to_owned()),
+        );
         for name in &copies {
             mirror_to(ctx.state, name, buf);
         }
@@ -1039,6 +1049,16 @@ fn transmit(ctx: &mut Ctx<'_>, out: &Port, buf: &mut [u8], run_egress: bool) {
             out.counters().count_drop(DropReason::Pipeline);
             return;
         }
+        // Corrupt a copy: the same buffer may still go to other ports of a flood.
+        let mut corrupted;
+        let buf: &mut [u8] = match outcome.corrupt {
+            Some((offset, bit)) if VNET_HDR_LEN + offset < buf.len() => {
+                corrupted = buf.to_vec();
+                corrupted[VNET_HDR_LEN + offset] ^= 1 << bit;
+                &mut corrupted
+            }
+            _ => buf,
+        };
         if !outcome.delay.is_zero() {
             let release = ctx.now + outcome.delay;
             let copies = if outcome.duplicate { 2 } else { 1 };
@@ -1050,6 +1070,8 @@ fn transmit(ctx: &mut Ctx<'_>, out: &Port, buf: &mut [u8], run_egress: bool) {
         if outcome.duplicate {
             send(out, buf);
         }
+        send(out, buf);
+        return;
     }
     send(out, buf);
 }
@@ -1057,7 +1079,8 @@ fn transmit(ctx: &mut Ctx<'_>, out: &Port, buf: &mut [u8], run_egress: bool) {
 /// Sends the frame in `buf` (`[virtio-net header | frame]`) out of `out`, counting the outcome
 /// on it. For a device without offloads, a partial checksum is finished first (in place, and
 /// the header updated, so later ports of a flood see a complete frame).
-fn send(out: &Port, buf: &mut [u8]) {    let Some(vnet) = VnetHeader::parse(buf) else {
+fn send(out: &Port, buf: &mut [u8]) {
+    let Some(vnet) = VnetHeader::parse(buf) else {
         return;
     };
     let frame_len = buf.len() - VNET_HDR_LEN;

@@ -85,7 +85,10 @@ pub fn pipeline(cmd: &PipelineCommand) -> Result<()> {
             let result = call(name, Request::PipelineShow { port: port.clone() })?;
             for hook in ["in", "out"] {
                 let stages = result[hook].as_array().cloned().unwrap_or_default();
-                outln!("{port} {hook}:{}", if stages.is_empty() { " (none)" } else { "" });
+                outln!(
+                    "{port} {hook}:{}",
+                    if stages.is_empty() { " (none)" } else { "" }
+                );
                 for stage in stages {
                     for line in stage.as_str().unwrap_or("").lines() {
                         outln!("  {line}");
@@ -93,14 +96,29 @@ pub fn pipeline(cmd: &PipelineCommand) -> Result<()> {
                 }
             }
         }
-        PipelineCommand::Set { port, hook, stages, name } => {
+        PipelineCommand::Set {
+            port,
+            hook,
+            stages,
+            name,
+        } => {
             call(
                 name,
-                Request::PipelineSet { port: port.clone(), hook: hook.clone(), stages: stages.join(" ") },
+                Request::PipelineSet {
+                    port: port.clone(),
+                    hook: hook.clone(),
+                    stages: stages.join(" "),
+                },
             )?;
         }
         PipelineCommand::Clear { port, hook, name } => {
-            call(name, Request::PipelineClear { port: port.clone(), hook: hook.clone() })?;
+            call(
+                name,
+                Request::PipelineClear {
+                    port: port.clone(),
+                    hook: hook.clone(),
+                },
+            )?;
         }
     }
     Ok(())

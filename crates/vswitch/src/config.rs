@@ -181,7 +181,10 @@ impl Config {
         {
             for p in pipelines {
                 let text = p.get_ref();
-                let stages = text.splitn(3, ':').nth(2).ok_or_else(|| self.at(p, "pipelines", "expected PORT:in|out:STAGES"))?;
+                let stages = text
+                    .splitn(3, ':')
+                    .nth(2)
+                    .ok_or_else(|| self.at(p, "pipelines", "expected PORT:in|out:STAGES"))?;
                 vswitch_core::Pipeline::parse(stages).map_err(|e| self.at(p, "pipelines", e))?;
             }
             args.pipeline = pipelines.iter().map(|p| p.get_ref().clone()).collect();

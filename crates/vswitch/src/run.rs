@@ -115,8 +115,12 @@ pub fn run(mut args: SwitchArgs, matches: &clap::ArgMatches) -> Result<()> {
     let ports = open_ports(&plan.specs, !args.no_offload)?;
     let switch = Arc::new(Switch::start(config, ports).context("couldn't start the switch")?);
     for spec in &args.pipeline {
-        let (port, rest) = spec.split_once(':').context("--pipeline wants PORT:in|out:STAGES")?;
-        let (hook, stages) = rest.split_once(':').context("--pipeline wants PORT:in|out:STAGES")?;
+        let (port, rest) = spec
+            .split_once(':')
+            .context("--pipeline wants PORT:in|out:STAGES")?;
+        let (hook, stages) = rest
+            .split_once(':')
+            .context("--pipeline wants PORT:in|out:STAGES")?;
         let hook: vswitch_datapath::Hook = hook.parse().map_err(anyhow::Error::msg)?;
         switch
             .set_pipeline(port, hook, stages)

@@ -126,11 +126,15 @@ fn fields(frame: &[u8]) -> Fields {
 fn in_prefix(addr: Option<IpAddr>, net: IpAddr, len: u8) -> bool {
     match (addr, net) {
         (Some(IpAddr::V4(a)), IpAddr::V4(n)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(len.min(32))).unwrap_or(0);
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(len.min(32)))
+                .unwrap_or(0);
             u32::from(a) & mask == u32::from(n) & mask
         }
         (Some(IpAddr::V6(a)), IpAddr::V6(n)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(len.min(128))).unwrap_or(0);
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(len.min(128)))
+                .unwrap_or(0);
             u128::from(a) & mask == u128::from(n) & mask
         }
         _ => false,

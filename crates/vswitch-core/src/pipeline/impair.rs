@@ -1,4 +1,5 @@
-//! Netem-like impairments: loss, delay with jitter, duplication — repeatable with a seed.
+//! Netem-like impairments: random or bursty (Gilbert-Elliott) loss, delay with uniform or normal
+//! jitter, reordering, duplication and corruption — repeatable with a seed.
 
 use std::fmt;
 use std::time::Duration;
@@ -33,15 +34,37 @@ pub struct ImpairVerdict {
     pub delay: Duration,
     /// Send it twice.
     pub duplicate: bool,
+    /// Flip this bit: (byte offset into the frame's payload after the Ethernet header, bit).
+    pub corrupt: Option<(usize, u8)>,
+}
+
+/// How jitter is spread around the delay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Distribution {
+    Uniform,
+    Normal,
+}
+
+/// Gilbert-Elliott burst loss: a good state that loses nothing and a bad one that loses all,
+/// switching with probability `p` (good to bad) and `r` (bad to good) per frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct BurstLoss {
+    p: f64,
+    r: f64,
+    bad: bool,
 }
 
 /// Loss, delay, jitter and duplication for one port and direction.
 #[derive(Debug, Clone)]
 pub struct Impairment {
     loss: f64,
+    burst: Option<BurstLoss>,
     delay: Duration,
     jitter: Duration,
+    distribution: Distribution,
+    reorder: f64,
     duplicate: f64,
+    corrupt: f64,
     seed: u64,
     rng: Rng,
     /// Release time of the last delayed frame: frames keep their order.
@@ -52,6 +75,10 @@ pub struct Impairment {
     pub delayed: u64,
     /// Frames duplicated.
     pub duplicated: u64,
+    /// Frames with a flipped bit.
+    pub corrupted: u64,
+    /// Frames sent ahead of delayed ones.
+    pub reordered: u64,
 }
 
 fn parse_percent(w: Option<&&str>, what: &str) -> Result<f64, String> {
@@ -78,7 +105,9 @@ fn parse_duration(w: Option<&&str>, what: &str) -> Result<Duration, String> {
     } else {
         return Err(format!("{what}: {w:?} needs a unit: us, ms or s"));
     };
-    let n: f64 = n.parse().map_err(|_| format!("{what}: bad number in {w:?}"))?;
+    let n: f64 = n
+        .parse()
+        .map_err(|_| format!("{what}: bad number in {w:?}"))?;
     if n < 0.0 || n > 60.0 / unit {
         return Err(format!("{what}: {w:?} is out of range"));
     }
@@ -86,19 +115,27 @@ fn parse_duration(w: Option<&&str>, what: &str) -> Result<Duration, String> {
 }
 
 impl Impairment {
-    /// Parses `loss 1% delay 20ms jitter 2ms duplicate 0.5% seed 7` (any subset, any order).
+    /// Parses `loss 1% delay 20ms jitter 2ms distribution normal duplicate 0.5% corrupt 0.1%
+    /// reorder 25% seed 7`, or `loss-burst P% R%` for Gilbert-Elliott loss (any subset, any
+    /// order).
     pub fn parse(words: &[&str]) -> Result<Impairment, String> {
         let mut imp = Impairment {
             loss: 0.0,
+            burst: None,
             delay: Duration::ZERO,
             jitter: Duration::ZERO,
+            distribution: Distribution::Uniform,
+            reorder: 0.0,
             duplicate: 0.0,
+            corrupt: 0.0,
             seed: 1,
             rng: Rng::new(1),
             last_release: None,
             dropped: 0,
             delayed: 0,
             duplicated: 0,
+            corrupted: 0,
+            reordered: 0,
         };
         let mut it = words.iter();
         while let Some(word) = it.next() {
@@ -107,23 +144,76 @@ impl Impairment {
                 "delay" => imp.delay = parse_duration(it.next(), "delay")?,
                 "jitter" => imp.jitter = parse_duration(it.next(), "jitter")?,
                 "duplicate" => imp.duplicate = parse_percent(it.next(), "duplicate")?,
+                "corrupt" => imp.corrupt = parse_percent(it.next(), "corrupt")?,
+                "reorder" => imp.reorder = parse_percent(it.next(), "reorder")?,
+                "loss-burst" => {
+                    imp.burst = Some(BurstLoss {
+                        p: parse_percent(it.next(), "loss-burst p")?,
+                        r: parse_percent(it.next(), "loss-burst r")?,
+                        bad: false,
+                    })
+                }
+                "distribution" => {
+                    imp.distribution = match it.next() {
+                        Some(&"uniform") => Distribution::Uniform,
+                        Some(&"normal") => Distribution::Normal,
+                        other => {
+                            return Err(format!("distribution: {other:?} is not uniform or normal"));
+                        }
+                    }
+                }
                 "seed" => {
                     let w = it.next().ok_or("seed needs a number")?;
-                    imp.seed = w.parse().map_err(|_| format!("seed: {w:?} is not a number"))?;
+                    imp.seed = w
+                        .parse()
+                        .map_err(|_| format!("seed: {w:?} is not a number"))?;
                 }
-                other => return Err(format!("impair: unknown {other:?} (loss, delay, jitter, duplicate, seed)")),
+                other => {
+                    return Err(format!(
+                        "impair: unknown {other:?} (loss, delay, jitter, duplicate, seed)"
+                    ));
+                }
             }
         }
-        if imp.jitter > imp.delay {
+        if imp.jitter > imp.delay && imp.distribution == Distribution::Uniform {
             return Err("impair: jitter can't exceed the delay".into());
+        }
+        if imp.reorder > 0.0 && imp.delay.is_zero() {
+            return Err("impair: reorder needs a delay to overtake".into());
         }
         imp.rng = Rng::new(imp.seed);
         Ok(imp)
     }
 
-    /// Decides the fate of the next frame at `now`.
-    pub fn decide(&mut self, now: Timestamp) -> ImpairVerdict {
-        if self.loss > 0.0 && self.rng.next_f64() < self.loss {
+    fn lost(&mut self) -> bool {
+        if let Some(b) = &mut self.burst {
+            let flip = if b.bad { b.r } else { b.p };
+            if self.rng.next_f64() < flip {
+                b.bad = !b.bad;
+            }
+            return b.bad;
+        }
+        self.loss > 0.0 && self.rng.next_f64() < self.loss
+    }
+
+    /// A jitter offset in seconds: uniform in ±jitter, or normal with jitter as its deviation.
+    fn spread(&mut self) -> f64 {
+        let j = self.jitter.as_secs_f64();
+        match self.distribution {
+            Distribution::Uniform => j * (2.0 * self.rng.next_f64() - 1.0),
+            Distribution::Normal => {
+                // Box-Muller.
+                let u1 = self.rng.next_f64().max(f64::MIN_POSITIVE);
+                let u2 = self.rng.next_f64();
+                j * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+            }
+        }
+    }
+
+    /// Decides the fate of the next frame at `now`; `len` is its length after the Ethernet
+    /// header (where a corrupted bit may land).
+    pub fn decide(&mut self, now: Timestamp, len: usize) -> ImpairVerdict {
+        if self.lost() {
             self.dropped += 1;
             return ImpairVerdict {
                 drop: true,
@@ -132,17 +222,28 @@ impl Impairment {
         }
         let mut verdict = ImpairVerdict::default();
         if !self.delay.is_zero() {
-            let spread = self.jitter.as_secs_f64() * (2.0 * self.rng.next_f64() - 1.0);
-            let wanted = Duration::from_secs_f64((self.delay.as_secs_f64() + spread).max(0.0));
-            // Never release before the previous frame: order is kept.
-            let release = (now + wanted).max(self.last_release.unwrap_or(Timestamp::ZERO));
-            self.last_release = Some(release);
-            verdict.delay = release.saturating_since(now);
-            self.delayed += 1;
+            if self.reorder > 0.0 && self.rng.next_f64() < self.reorder {
+                // Sent at once, overtaking the frames still held back.
+                self.reordered += 1;
+            } else {
+                let spread = self.spread();
+                let wanted = Duration::from_secs_f64((self.delay.as_secs_f64() + spread).max(0.0));
+                // Never release before the previous frame: order is kept.
+                let release = (now + wanted).max(self.last_release.unwrap_or(Timestamp::ZERO));
+                self.last_release = Some(release);
+                verdict.delay = release.saturating_since(now);
+                self.delayed += 1;
+            }
         }
         if self.duplicate > 0.0 && self.rng.next_f64() < self.duplicate {
             verdict.duplicate = true;
             self.duplicated += 1;
+        }
+        if self.corrupt > 0.0 && len > 0 && self.rng.next_f64() < self.corrupt {
+            let offset = ((self.rng.next_f64() * len as f64) as usize).min(len - 1);
+            let bit = (self.rng.next_f64() * 8.0) as u8 % 8;
+            verdict.corrupt = Some((offset, bit));
+            self.corrupted += 1;
         }
         verdict
     }
@@ -150,17 +251,30 @@ impl Impairment {
 
 impl fmt::Display for Impairment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "impair")?;
+        match self.burst {
+            Some(b) => write!(f, " loss-burst {}% {}%", b.p * 100.0, b.r * 100.0)?,
+            None => write!(f, " loss {}%", self.loss * 100.0)?,
+        }
         write!(
             f,
-            "impair loss {}% delay {:?} jitter {:?} duplicate {}% seed {}  [dropped {}, delayed {}, duplicated {}]",
-            self.loss * 100.0,
+            " delay {:?} jitter {:?} distribution {} reorder {}% duplicate {}% corrupt {}% seed {}",
             self.delay,
             self.jitter,
+            if self.distribution == Distribution::Normal {
+                "normal"
+            } else {
+                "uniform"
+            },
+            self.reorder * 100.0,
             self.duplicate * 100.0,
-            self.seed,
-            self.dropped,
-            self.delayed,
-            self.duplicated
+            self.corrupt * 100.0,
+            self.seed
+        )?;
+        write!(
+            f,
+            "  [dropped {}, delayed {}, reordered {}, duplicated {}, corrupted {}]",
+            self.dropped, self.delayed, self.reordered, self.duplicated, self.corrupted
         )
     }
 }
@@ -173,7 +287,9 @@ mod tests {
     fn loss_is_near_its_rate_and_repeatable_with_a_seed() {
         let run = || {
             let mut imp = Impairment::parse(&["loss", "10%", "seed", "42"]).unwrap();
-            (0..2000).map(|_| imp.decide(Timestamp::ZERO).drop).collect::<Vec<_>>()
+            (0..2000)
+                .map(|_| imp.decide(Timestamp::ZERO, 100).drop)
+                .collect::<Vec<_>>()
         };
         let a = run();
         let lost = a.iter().filter(|d| **d).count();
@@ -187,8 +303,11 @@ mod tests {
         let mut last = Timestamp::ZERO;
         for i in 0..1000u64 {
             let now = Timestamp::from_micros(i * 100);
-            let d = imp.decide(now).delay;
-            assert!(d >= Duration::from_millis(40) - Duration::from_micros(i * 100).min(Duration::from_millis(40)));
+            let d = imp.decide(now, 100).delay;
+            assert!(
+                d >= Duration::from_millis(40)
+                    - Duration::from_micros(i * 100).min(Duration::from_millis(40))
+            );
             assert!(d <= Duration::from_millis(61));
             let release = now + d;
             assert!(release >= last, "reordered");
@@ -196,5 +315,67 @@ mod tests {
         }
         assert!(Impairment::parse(&["delay", "5ms", "jitter", "6ms"]).is_err());
         assert!(Impairment::parse(&["delay", "5"]).is_err());
+        assert!(
+            Impairment::parse(&["reorder", "5%"]).is_err(),
+            "nothing to overtake"
+        );
+    }
+
+    #[test]
+    fn burst_loss_comes_in_runs() {
+        // p = 1%, r = 25%: about 4% lost, in runs averaging 4 frames.
+        let mut imp = Impairment::parse(&["loss-burst", "1%", "25%", "seed", "3"]).unwrap();
+        let lost: Vec<bool> = (0..100_000)
+            .map(|_| imp.decide(Timestamp::ZERO, 100).drop)
+            .collect();
+        let total = lost.iter().filter(|l| **l).count() as f64;
+        let runs = lost.windows(2).filter(|w| !w[0] && w[1]).count() as f64;
+        assert!((0.03..0.05).contains(&(total / 1e5)), "{total}");
+        assert!(
+            (3.0..5.5).contains(&(total / runs)),
+            "mean run {}",
+            total / runs
+        );
+    }
+
+    #[test]
+    fn normal_jitter_spreads_like_a_normal() {
+        let mut imp = Impairment::parse(&[
+            "delay",
+            "100ms",
+            "jitter",
+            "10ms",
+            "distribution",
+            "normal",
+            "reorder",
+            "0%",
+        ])
+        .unwrap();
+        // Frames far apart, so order-keeping never stretches a delay.
+        let delays: Vec<f64> = (0..10_000u64)
+            .map(|i| imp.decide(Timestamp::from_secs(i), 100).delay.as_secs_f64() * 1000.0)
+            .collect();
+        let mean = delays.iter().sum::<f64>() / delays.len() as f64;
+        let sd =
+            (delays.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / delays.len() as f64).sqrt();
+        assert!((mean - 100.0).abs() < 0.5, "mean {mean}");
+        assert!((sd - 10.0).abs() < 0.5, "deviation {sd}");
+    }
+
+    #[test]
+    fn reorder_and_corrupt() {
+        let mut imp = Impairment::parse(&[
+            "delay", "10ms", "reorder", "50%", "corrupt", "100%", "seed", "9",
+        ])
+        .unwrap();
+        let verdicts: Vec<ImpairVerdict> =
+            (0..1000).map(|_| imp.decide(Timestamp::ZERO, 60)).collect();
+        let immediate = verdicts.iter().filter(|v| v.delay.is_zero()).count();
+        assert!((400..600).contains(&immediate), "{immediate} sent ahead");
+        assert!(
+            verdicts
+                .iter()
+                .all(|v| v.corrupt.is_some_and(|(o, b)| o < 60 && b < 8))
+        );
     }
 }

@@ -24,7 +24,62 @@ pub use impair::Impairment;
 pub use rate::{Rate, RateVerdict, TokenBucket};
 
 use crate::time::Timestamp;
-use crate::wire::MacAddr;
+use crate::wire::{ETHERNET_HEADER_LEN, EthernetFrame, MacAddr};
+
+/// Storm control: at most so many broadcast (and, unless `broadcast` only, multicast) frames per
+/// second; unicast is not touched.
+#[derive(Debug, Clone)]
+pub struct StormControl {
+    bucket: TokenBucket,
+    broadcast_only: bool,
+}
+
+impl StormControl {
+    /// Parses `500pps [broadcast]`.
+    fn parse(words: &[&str]) -> Result<StormControl, String> {
+        let (rate, rest) = words
+            .split_first()
+            .ok_or("storm needs a rate like 500pps")?;
+        if !rate.ends_with("pps") {
+            return Err(format!(
+                "storm: {rate:?} must be in packets per second, like 500pps"
+            ));
+        }
+        let broadcast_only = match rest {
+            [] => false,
+            ["broadcast"] => true,
+            other => return Err(format!("storm: unexpected {other:?}")),
+        };
+        Ok(StormControl {
+            bucket: TokenBucket::parse(&[rate])?,
+            broadcast_only,
+        })
+    }
+
+    fn admit(&mut self, now: Timestamp, frame: &[u8]) -> bool {
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            return true;
+        };
+        let dst = eth.dst();
+        let limited = if self.broadcast_only {
+            dst.is_broadcast()
+        } else {
+            dst.is_multicast()
+        };
+        !limited || self.bucket.admit(now, frame.len())
+    }
+}
+
+impl fmt::Display for StormControl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let which = if self.broadcast_only {
+            "broadcast"
+        } else {
+            "broadcast+multicast"
+        };
+        write!(f, "storm {which}: {}", self.bucket)
+    }
+}
 
 /// Where a mirror stage sends its copies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +106,8 @@ pub enum Stage {
     Rate(TokenBucket),
     /// Netem-like impairments.
     Impair(Impairment),
+    /// A limit on broadcast and multicast frames.
+    Storm(StormControl),
     /// Copies of every frame reaching the stage.
     Mirror {
         /// Where to.
@@ -69,6 +126,8 @@ pub struct Outcome {
     pub delay: Duration,
     /// Send it twice.
     pub duplicate: bool,
+    /// Flip this bit of the frame: (byte offset from the frame's start, bit).
+    pub corrupt: Option<(usize, u8)>,
     /// Bit `i` set: stage `i` is a mirror the frame reached.
     pub mirrors: u32,
 }
@@ -92,7 +151,12 @@ impl Pipeline {
     /// Parses the text form (see the module documentation).
     pub fn parse(text: &str) -> Result<Pipeline, PipelineError> {
         let mut stages: Vec<Stage> = Vec::new();
-        for (i, part) in text.split(';').map(str::trim).filter(|p| !p.is_empty()).enumerate() {
+        for (i, part) in text
+            .split(';')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .enumerate()
+        {
             let err = |problem: String| PipelineError {
                 stage: i + 1,
                 text: part.to_owned(),
@@ -115,15 +179,24 @@ impl Pipeline {
                 }
                 "rate" => Stage::Rate(TokenBucket::parse(&words[1..]).map_err(err)?),
                 "impair" => Stage::Impair(Impairment::parse(&words[1..]).map_err(err)?),
+                "storm" => Stage::Storm(StormControl::parse(&words[1..]).map_err(err)?),
                 "mirror" => Stage::Mirror {
                     target: match words.get(1..) {
                         Some(["port", name]) => MirrorTarget::Port((*name).to_owned()),
                         Some(["file", path]) => MirrorTarget::File((*path).to_owned()),
-                        _ => return Err(err("expected `mirror port NAME` or `mirror file PATH`".into())),
+                        _ => {
+                            return Err(err(
+                                "expected `mirror port NAME` or `mirror file PATH`".into()
+                            ));
+                        }
                     },
                     copied: 0,
                 },
-                other => return Err(err(format!("unknown stage {other:?} (filter, rate, impair, mirror)"))),
+                other => {
+                    return Err(err(format!(
+                        "unknown stage {other:?} (filter, rate, impair, mirror)"
+                    )));
+                }
             };
             stages.push(stage);
         }
@@ -155,7 +228,11 @@ impl Pipeline {
         };
         for (i, stage) in self.stages.iter_mut().enumerate() {
             match stage {
-                Stage::Filter { rules, hits, dropped } => {
+                Stage::Filter {
+                    rules,
+                    hits,
+                    dropped,
+                } => {
                     if !filter::evaluate(rules, frame, hits) {
                         *dropped += 1;
                         outcome.pass = false;
@@ -171,13 +248,23 @@ impl Pipeline {
                     }
                 },
                 Stage::Impair(imp) => {
-                    let v = imp.decide(now);
+                    let v = imp.decide(now, frame.len().saturating_sub(ETHERNET_HEADER_LEN));
                     if v.drop {
                         outcome.pass = false;
                         return outcome;
                     }
                     outcome.delay += v.delay;
                     outcome.duplicate |= v.duplicate;
+                    // Past the Ethernet header, so the frame still reaches its destination.
+                    if let Some((offset, bit)) = v.corrupt {
+                        outcome.corrupt = Some((ETHERNET_HEADER_LEN + offset, bit));
+                    }
+                }
+                Stage::Storm(storm) => {
+                    if !storm.admit(now, frame) {
+                        outcome.pass = false;
+                        return outcome;
+                    }
                 }
                 Stage::Mirror { copied, .. } => {
                     *copied += 1;
@@ -200,7 +287,11 @@ impl Pipeline {
 impl fmt::Display for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Stage::Filter { rules, hits, dropped } => {
+            Stage::Filter {
+                rules,
+                hits,
+                dropped,
+            } => {
                 for (rule, hit) in rules.iter().zip(hits) {
                     writeln!(f, "{rule}  [matched {hit}]")?;
                 }
@@ -208,6 +299,7 @@ impl fmt::Display for Stage {
             }
             Stage::Rate(b) => write!(f, "{b}"),
             Stage::Impair(i) => write!(f, "{i}"),
+            Stage::Storm(s) => write!(f, "{s}"),
             Stage::Mirror { target, copied } => match target {
                 MirrorTarget::Port(p) => write!(f, "mirror port {p}  [copied {copied}]"),
                 MirrorTarget::File(p) => write!(f, "mirror file {p}  [copied {copied}]"),
@@ -218,7 +310,8 @@ impl fmt::Display for Stage {
 
 fn parse_number<T: std::str::FromStr>(word: Option<&&str>, what: &str) -> Result<T, String> {
     let w = word.ok_or_else(|| format!("{what} needs a value"))?;
-    w.parse().map_err(|_| format!("{what}: {w:?} is not a number"))
+    w.parse()
+        .map_err(|_| format!("{what}: {w:?} is not a number"))
 }
 
 fn parse_mac_mask(word: Option<&&str>) -> Result<(MacAddr, MacAddr), String> {
@@ -241,10 +334,16 @@ fn parse_prefix(word: Option<&&str>) -> Result<(std::net::IpAddr, u8), String> {
         Some((a, l)) => (a, Some(l)),
         None => (*w, None),
     };
-    let addr: std::net::IpAddr = addr.parse().map_err(|_| format!("{w:?} is not an address or prefix"))?;
+    let addr: std::net::IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{w:?} is not an address or prefix"))?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
     let len = match len {
-        Some(l) => l.parse::<u8>().ok().filter(|l| *l <= max).ok_or(format!("bad prefix length in {w:?}"))?,
+        Some(l) => l
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or(format!("bad prefix length in {w:?}"))?,
         None => max,
     };
     Ok((addr, len))
@@ -347,11 +446,25 @@ mod tests {
         .unwrap();
         assert_eq!(p.stages().len(), 1, "consecutive rules form one ACL");
         let now = Timestamp::ZERO;
-        assert!(!p.process(now, &ipv4(1, [10, 0, 0, 2], 0)).pass, "ICMP echo dropped");
-        assert!(p.process(now, &ipv4(6, [10, 9, 1, 1], 80)).pass, "allowed by prefix first");
-        assert!(!p.process(now, &ipv4(6, [10, 0, 0, 2], 80)).pass, "TCP elsewhere dropped");
-        assert!(p.process(now, &ipv4(17, [10, 0, 0, 2], 53)).pass, "default allow");
-        let Stage::Filter { hits, dropped, .. } = &p.stages()[0] else { panic!() };
+        assert!(
+            !p.process(now, &ipv4(1, [10, 0, 0, 2], 0)).pass,
+            "ICMP echo dropped"
+        );
+        assert!(
+            p.process(now, &ipv4(6, [10, 9, 1, 1], 80)).pass,
+            "allowed by prefix first"
+        );
+        assert!(
+            !p.process(now, &ipv4(6, [10, 0, 0, 2], 80)).pass,
+            "TCP elsewhere dropped"
+        );
+        assert!(
+            p.process(now, &ipv4(17, [10, 0, 0, 2], 53)).pass,
+            "default allow"
+        );
+        let Stage::Filter { hits, dropped, .. } = &p.stages()[0] else {
+            panic!()
+        };
         assert_eq!(hits, &[2, 1, 1, 1]);
         assert_eq!(*dropped, 2);
     }
@@ -380,18 +493,57 @@ mod tests {
             ("shape 1mbit", "unknown stage"),
         ] {
             let err = Pipeline::parse(text).unwrap_err().to_string();
-            assert!(err.contains("stage 1") && err.contains(needle), "{text}: {err}");
+            assert!(
+                err.contains("stage 1") && err.contains(needle),
+                "{text}: {err}"
+            );
         }
         assert!(Pipeline::parse("").unwrap().is_empty());
     }
 
     #[test]
+    fn storm_control_limits_only_group_frames() {
+        let mut p = Pipeline::parse("storm 10pps").unwrap();
+        let mut bcast = ipv4(17, [10, 0, 0, 255], 67);
+        bcast[..6].copy_from_slice(&[0xff; 6]);
+        let now = Timestamp::from_secs(1);
+        let passed = (0..100).filter(|_| p.process(now, &bcast).pass).count();
+        assert!(
+            passed <= 10,
+            "{passed} broadcasts passed a 10 pps limit at once"
+        );
+        assert!(
+            (0..100).all(|_| p.process(now, &ipv4(6, [10, 0, 0, 2], 80)).pass),
+            "unicast is free"
+        );
+    }
+
+    #[test]
+    fn corruption_lands_past_the_ethernet_header() {
+        let mut p = Pipeline::parse("impair corrupt 100% seed 5").unwrap();
+        let frame = ipv4(6, [10, 0, 0, 2], 80);
+        for _ in 0..100 {
+            let (offset, _) = p.process(Timestamp::ZERO, &frame).corrupt.unwrap();
+            assert!((14..frame.len()).contains(&offset));
+        }
+    }
+
+    #[test]
     fn mirrors_are_reported_by_stage() {
-        let mut p = Pipeline::parse("mirror port tap9; filter drop proto udp; mirror file /tmp/x.pcap").unwrap();
+        let mut p =
+            Pipeline::parse("mirror port tap9; filter drop proto udp; mirror file /tmp/x.pcap")
+                .unwrap();
         let o = p.process(Timestamp::ZERO, &ipv4(6, [10, 0, 0, 2], 1));
         assert_eq!(o.mirrors, 0b101);
-        assert_eq!(p.mirror_target(2), Some(&MirrorTarget::File("/tmp/x.pcap".into())));
+        assert_eq!(
+            p.mirror_target(2),
+            Some(&MirrorTarget::File("/tmp/x.pcap".into()))
+        );
         let o = p.process(Timestamp::ZERO, &ipv4(17, [10, 0, 0, 2], 1));
-        assert_eq!((o.pass, o.mirrors), (false, 0b001), "dropped before the second mirror");
+        assert_eq!(
+            (o.pass, o.mirrors),
+            (false, 0b001),
+            "dropped before the second mirror"
+        );
     }
 }

@@ -62,16 +62,30 @@ impl TokenBucket {
 
     /// Parses `10mbit [burst 64k] [queue 50ms]`, `500pps [burst 50]`.
     pub fn parse(words: &[&str]) -> Result<TokenBucket, String> {
-        let spec = words.first().ok_or("rate needs a value like 10mbit or 1000pps")?;
+        let spec = words
+            .first()
+            .ok_or("rate needs a value like 10mbit or 1000pps")?;
         let lower = spec.to_ascii_lowercase();
         let rate = if let Some(n) = lower.strip_suffix("pps") {
-            Rate::Packets(n.parse().map_err(|_| format!("rate: bad packet rate {spec:?}"))?)
+            Rate::Packets(
+                n.parse()
+                    .map_err(|_| format!("rate: bad packet rate {spec:?}"))?,
+            )
         } else {
-            let (n, mult) = [("gbit", 1_000_000_000u64), ("mbit", 1_000_000), ("kbit", 1_000), ("bit", 1)]
-                .iter()
-                .find_map(|(suffix, m)| lower.strip_suffix(suffix).map(|n| (n, *m)))
-                .ok_or(format!("rate: {spec:?} needs a unit: bit, kbit, mbit, gbit or pps"))?;
-            let n: f64 = n.parse().map_err(|_| format!("rate: bad number in {spec:?}"))?;
+            let (n, mult) = [
+                ("gbit", 1_000_000_000u64),
+                ("mbit", 1_000_000),
+                ("kbit", 1_000),
+                ("bit", 1),
+            ]
+            .iter()
+            .find_map(|(suffix, m)| lower.strip_suffix(suffix).map(|n| (n, *m)))
+            .ok_or(format!(
+                "rate: {spec:?} needs a unit: bit, kbit, mbit, gbit or pps"
+            ))?;
+            let n: f64 = n
+                .parse()
+                .map_err(|_| format!("rate: bad number in {spec:?}"))?;
             Rate::Bits((n * mult as f64) as u64)
         };
         // 10 ms worth, at least 16 KiB (or 8 packets).
@@ -179,7 +193,11 @@ impl fmt::Display for TokenBucket {
         if let Some(q) = self.queue {
             write!(f, " queue {}ms", q.as_millis())?;
         }
-        write!(f, "  [passed {}, delayed {}, dropped {}]", self.passed, self.delayed, self.dropped)
+        write!(
+            f,
+            "  [passed {}, delayed {}, dropped {}]",
+            self.passed, self.delayed, self.dropped
+        )
     }
 }
 
@@ -205,8 +223,14 @@ mod tests {
     #[test]
     fn large_segments_pass_a_small_bucket_on_credit() {
         let mut b = TokenBucket::parse(&["1mbit", "burst", "1500"]).unwrap();
-        assert!(b.admit(Timestamp::ZERO, 65_000), "a 64 KB segment passes a full bucket");
-        assert!(!b.admit(Timestamp::from_millis(100), 1500), "and the debt must be repaid");
+        assert!(
+            b.admit(Timestamp::ZERO, 65_000),
+            "a 64 KB segment passes a full bucket"
+        );
+        assert!(
+            !b.admit(Timestamp::from_millis(100), 1500),
+            "and the debt must be repaid"
+        );
         assert!(b.admit(Timestamp::from_millis(600), 1500));
     }
 
@@ -217,8 +241,14 @@ mod tests {
         assert_eq!(b.judge(now, 1500), RateVerdict::Pass);
         assert_eq!(b.judge(now, 1500), RateVerdict::Pass);
         // 1 MB/s: the third 1500-byte frame waits 1.5 ms, the fourth 3 ms.
-        assert_eq!(b.judge(now, 1500), RateVerdict::Delay(Duration::from_micros(1500)));
-        assert_eq!(b.judge(now, 1500), RateVerdict::Delay(Duration::from_micros(3000)));
+        assert_eq!(
+            b.judge(now, 1500),
+            RateVerdict::Delay(Duration::from_micros(1500))
+        );
+        assert_eq!(
+            b.judge(now, 1500),
+            RateVerdict::Delay(Duration::from_micros(3000))
+        );
         // 50 ms of backlog is the limit: more is dropped.
         let verdicts: Vec<_> = (0..40).map(|_| b.judge(now, 1500)).collect();
         assert!(verdicts.contains(&RateVerdict::Drop));
@@ -228,7 +258,9 @@ mod tests {
     #[test]
     fn packet_rates() {
         let mut b = TokenBucket::parse(&["100pps", "burst", "1"]).unwrap();
-        let passed = (0..1000u64).filter(|i| b.admit(Timestamp::from_millis(*i), 60)).count();
+        let passed = (0..1000u64)
+            .filter(|i| b.admit(Timestamp::from_millis(*i), 60))
+            .count();
         assert!((99..=101).contains(&passed), "{passed}");
         assert!(TokenBucket::parse(&["0pps"]).is_err());
         assert!(TokenBucket::parse(&["10"]).is_err());
