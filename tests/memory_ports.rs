@@ -198,3 +198,47 @@ fn a_full_egress_queue_is_counted_not_fatal() {
         5000
     );
 }
+
+#[test]
+fn macvlan_over_memory_ports_binds_own_macs_and_drops_spoofed_and_unbound() {
+    use vswitch_core::MacvlanMode;
+    use vswitch_datapath::MacvlanConfig;
+    let mut ports: Vec<(String, Box<dyn PortDevice>)> = Vec::new();
+    let mut peers = Vec::new();
+    for i in 0..3u8 {
+        let (port, peer) = MemoryPort::pair(MTU).expect("socketpair");
+        // Sub-ports have a MAC of their own, as TAPs do; it is their default binding.
+        ports.push((format!("mem{i}"), Box::new(port.with_mac(mac(i)))));
+        peers.push(peer);
+    }
+    let config = SwitchConfig {
+        threads: 2,
+        macvlan: Some(MacvlanConfig {
+            mode: MacvlanMode::Bridge,
+            uplink: "mem0".into(),
+            bindings: Vec::new(),
+            allow_spoofing: Vec::new(),
+        }),
+        ..SwitchConfig::default()
+    };
+    let switch = Switch::start(config, ports).expect("start");
+    let outside = MacAddr([2, 0, 0, 0, 0, 0x99]);
+    // From the uplink to sub-port 2's MAC: only sub-port 2 gets it.
+    let f = frame(mac(2), outside, 60, 1);
+    peers[0].send(&f).unwrap();
+    assert_eq!(recv(&peers[2]).as_deref(), Some(&f[..]));
+    assert_silent(&peers[1], "dispatch by destination MAC");
+    // To a MAC nobody is bound to: nobody.
+    peers[0]
+        .send(&frame(MacAddr([2, 0, 0, 0, 0, 0x42]), outside, 60, 2))
+        .unwrap();
+    assert_silent(&peers[1], "unbound unicast");
+    assert_silent(&peers[2], "unbound unicast");
+    // Sub-port 1 sending as someone else: dropped.
+    peers[1].send(&frame(outside, mac(7), 60, 3)).unwrap();
+    assert_silent(&peers[0], "spoofed frame");
+    let uplink = switch.ports()[0].counters().snapshot();
+    let sub1 = switch.ports()[1].counters().snapshot();
+    assert_eq!(uplink.drops(DropReason::Unbound), 1);
+    assert_eq!(sub1.drops(DropReason::Spoofed), 1);
+}

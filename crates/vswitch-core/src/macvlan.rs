@@ -138,24 +138,9 @@ impl MacvlanTable {
         })
     }
 
-    /// The mode.
-    pub fn mode(&self) -> MacvlanMode {
-        self.mode
-    }
-
-    /// The uplink port.
-    pub fn uplink(&self) -> PortId {
-        self.uplink
-    }
-
     /// The sub-port `mac` is bound to.
     pub fn binding(&self, mac: MacAddr) -> Option<PortId> {
         self.bound.get(&mac).copied()
-    }
-
-    /// Every binding, in no particular order.
-    pub fn bindings(&self) -> impl Iterator<Item = (MacAddr, PortId)> + '_ {
-        self.bound.iter().map(|(m, p)| (*m, *p))
     }
 
     /// Decides where `frame`, received on `in_port`, goes.

@@ -85,7 +85,6 @@ pub fn validate_ifname(name: &str) -> Result<(), InvalidIfName> {
 pub struct Tap {
     file: File,
     name: String,
-    created: bool,
     offload: bool,
 }
 
@@ -128,7 +127,6 @@ impl Tap {
         let tap = Tap {
             file,
             name: name.to_owned(),
-            created: !existed,
             offload,
         };
         if offload {
@@ -161,16 +159,6 @@ impl Tap {
     /// The name the TAP was opened with.
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// True if frames carry a virtio-net header and offloads are on.
-    pub fn offload(&self) -> bool {
-        self.offload
-    }
-
-    /// True if this process created the device (it disappears when the TAP is dropped).
-    pub fn created(&self) -> bool {
-        self.created
     }
 
     /// The device's MTU now, wherever it lives: a TAP moved into another namespace is asked there,

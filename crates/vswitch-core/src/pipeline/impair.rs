@@ -158,7 +158,9 @@ impl Impairment {
                         Some(&"uniform") => Distribution::Uniform,
                         Some(&"normal") => Distribution::Normal,
                         other => {
-                            return Err(format!("distribution: {other:?} is not uniform or normal"));
+                            return Err(format!(
+                                "distribution: {other:?} is not uniform or normal"
+                            ));
                         }
                     }
                 }
