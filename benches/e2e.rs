@@ -1,6 +1,7 @@
 //! End-to-end comparison, as root: two namespaces joined by (1) a direct veth pair, (2) the
 //! kernel bridge with veth ports, (3) vswitch with TAP ports, (4) vswitch with veth ports through
-//! packet sockets, (5) vswitch with TAP ports without offloads — built in one run and measured
+//! packet sockets, (5) vswitch with TAP ports without offloads, (6) vswitch with one busy-polling
+//! worker — built in one run and measured
 //! interleaved over several rounds, medians reported as ratios to the kernel bridge.
 //!
 //! `cargo bench --bench e2e` (needs iperf3 and ping). `VSWITCH_E2E_ROUNDS` (default 3) and
@@ -89,6 +90,16 @@ fn vswitch_tap() -> BoxResult<Topology> {
 
 fn vswitch_tap_no_offload() -> BoxResult<Topology> {
     vswitch_tap_with(false)
+}
+
+fn vswitch_tap_busy_poll() -> BoxResult<Topology> {
+    let config = SwitchConfig {
+        threads: 1,
+        busy_poll: Duration::from_millis(5),
+        ..SwitchConfig::default()
+    };
+    let lab = SwitchLab::new(2, config, Attach::Tap { offload: true })?;
+    Ok(Topology::Vswitch { lab })
 }
 
 fn vswitch_veth() -> BoxResult<Topology> {
@@ -268,12 +279,13 @@ fn main() -> BoxResult<()> {
     };
     let (rounds, secs) = (env("VSWITCH_E2E_ROUNDS", 3), env("VSWITCH_E2E_SECONDS", 3));
     type Build = fn() -> BoxResult<Topology>;
-    let candidates: [(&str, Build); 5] = [
+    let candidates: [(&str, Build); 6] = [
         ("veth pair (the wire)", wire),
         ("kernel bridge, veth ports", bridge),
         ("vswitch, TAP ports", vswitch_tap),
         ("vswitch, veth ports (packet sockets)", vswitch_veth),
         ("vswitch, TAP ports, --no-offload", vswitch_tap_no_offload),
+        ("vswitch, TAP ports, --threads 1 --busy-poll 5000", vswitch_tap_busy_poll),
     ];
     let topologies: Vec<Topology> = candidates
         .iter()
@@ -400,7 +412,7 @@ fn svg(names: &[&str], samples: &[Samples], bridge: usize) -> String {
         ("UDP 64 B pps", |s| median(&s.udp_pps), false),
         ("ping p50 (inverse)", |s| median(&s.rtt_p50), true),
     ];
-    let colors = ["#888888", "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e"];
+    let colors = ["#888888", "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd"];
     let (w, h, top, bottom, left) = (760.0, 400.0, 40.0, 100.0, 50.0);
     let plot_h = h - top - bottom;
     let max_ratio = 2.0f64;
