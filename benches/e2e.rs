@@ -285,7 +285,10 @@ fn main() -> BoxResult<()> {
         ("vswitch, TAP ports", vswitch_tap),
         ("vswitch, veth ports (packet sockets)", vswitch_veth),
         ("vswitch, TAP ports, --no-offload", vswitch_tap_no_offload),
-        ("vswitch, TAP ports, --threads 1 --busy-poll 5000", vswitch_tap_busy_poll),
+        (
+            "vswitch, TAP ports, --threads 1 --busy-poll 5000",
+            vswitch_tap_busy_poll,
+        ),
     ];
     let topologies: Vec<Topology> = candidates
         .iter()
@@ -412,7 +415,9 @@ fn svg(names: &[&str], samples: &[Samples], bridge: usize) -> String {
         ("UDP 64 B pps", |s| median(&s.udp_pps), false),
         ("ping p50 (inverse)", |s| median(&s.rtt_p50), true),
     ];
-    let colors = ["#888888", "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd"];
+    let colors = [
+        "#888888", "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
+    ];
     let (w, h, top, bottom, left) = (760.0, 400.0, 40.0, 100.0, 50.0);
     let plot_h = h - top - bottom;
     let max_ratio = 2.0f64;

@@ -242,3 +242,46 @@ fn macvlan_over_memory_ports_binds_own_macs_and_drops_spoofed_and_unbound() {
     assert_eq!(uplink.drops(DropReason::Unbound), 1);
     assert_eq!(sub1.drops(DropReason::Spoofed), 1);
 }
+
+#[test]
+fn pipelines_mirror_duplicate_delay_and_drop_on_the_real_workers() {
+    use vswitch_datapath::Hook;
+    let (switch, peers) = start(3, 2);
+    // Port 2 learns nothing and hears nothing but the mirror once its MAC is known elsewhere.
+    peers[1]
+        .send(&frame(MacAddr::BROADCAST, mac(2), 60, 0))
+        .unwrap();
+    for p in [&peers[0], &peers[2]] {
+        assert!(recv(p).is_some());
+    }
+    switch
+        .set_pipeline(
+            "mem1",
+            Hook::Egress,
+            "mirror port mem2; impair duplicate 100% delay 20ms",
+        )
+        .unwrap();
+    let f = frame(mac(2), mac(1), 60, 7);
+    let sent = Instant::now();
+    peers[0].send(&f).unwrap();
+    assert_eq!(recv(&peers[2]).as_deref(), Some(&f[..]), "the mirror copy");
+    assert_eq!(recv(&peers[1]).as_deref(), Some(&f[..]), "the frame");
+    assert!(sent.elapsed() >= Duration::from_millis(20), "not delayed");
+    assert_eq!(recv(&peers[1]).as_deref(), Some(&f[..]), "its duplicate");
+    switch
+        .set_pipeline("mem0", Hook::Ingress, "filter drop ethertype 0x88b5")
+        .unwrap();
+    peers[0].send(&f).unwrap();
+    assert_silent(&peers[1], "dropped on the way in");
+    assert_eq!(
+        switch.ports()[0]
+            .counters()
+            .snapshot()
+            .drops(DropReason::Pipeline),
+        1
+    );
+    let err = switch
+        .set_pipeline("mem0", Hook::Ingress, "mirror port nowhere")
+        .unwrap_err();
+    assert!(err.to_string().contains("no port nowhere"), "{err}");
+}

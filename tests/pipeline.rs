@@ -184,13 +184,8 @@ fn a_mirror_to_pcap_holds_the_frames_the_destination_got() {
         .clear_pipeline(&port_b, Hook::Egress)
         .expect("clear");
     let sent = lab.port_stats(1).tx_packets - before;
-    let read = Command::new("tcpdump")
-        .args(["-n", "-r"])
-        .arg(&file)
-        .output()
-        .expect("tcpdump");
+    let text = vswitch_testkit::tcpdump_read(&file);
     let _ = std::fs::remove_file(&file);
-    let text = String::from_utf8_lossy(&read.stdout);
     assert_eq!(
         text.lines().count() as u64,
         sent,

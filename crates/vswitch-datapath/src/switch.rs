@@ -22,7 +22,7 @@ use vswitch_core::pipeline::MirrorTarget;
 use vswitch_core::vnet::{F_DATA_VALID, F_NEEDS_CSUM, complete_checksum, fits_mtu};
 use vswitch_core::{
     DropReason, Egress, FdbKey, ForwardingConfig, LearnRequest, MacAddr, MacTable, MacvlanError,
-    MacvlanMode, MacvlanTable, Pipeline, PortId, TableConfig, TableCounters, TableEvent,
+    MacvlanMode, MacvlanTable, Outcome, Pipeline, PortId, TableConfig, TableCounters, TableEvent,
     TableStats, Timestamp, VNET_HDR_LEN, VnetHeader,
 };
 
@@ -964,38 +964,61 @@ fn mirror_to(state: &State, target: &str, buf: &mut [u8]) {
     }
 }
 
+/// Runs `port`'s pipeline for `hook` on the frame in `buf`: makes the mirror copies, counts a
+/// drop, queues a delayed frame (twice if duplicated). Returns what is left to do now, or `None`
+/// when the frame was dropped or delayed. A corrupted frame comes back as a copy in `corrupted`.
+fn through_pipeline(
+    ctx: &mut Ctx<'_>,
+    port: &Port,
+    hook: Hook,
+    buf: &[u8],
+    corrupted: &mut Option<Vec<u8>>,
+) -> Option<Outcome> {
+    let mut copies: Vec<String> = Vec::new();
+    let outcome =
+        port.pipeline(hook)
+            .process(ctx.now, &buf[VNET_HDR_LEN..], |MirrorCopy::Port(name)| {
+                copies.push(name.to_owned())
+            });
+    for name in &copies {
+        mirror_to(ctx.state, name, &mut buf.to_vec());
+    }
+    if !outcome.pass {
+        port.counters().count_drop(DropReason::Pipeline);
+        return None;
+    }
+    if let Some((offset, bit)) = outcome.corrupt
+        && VNET_HDR_LEN + offset < buf.len()
+    {
+        let mut frame = buf.to_vec();
+        frame[VNET_HDR_LEN + offset] ^= 1 << bit;
+        *corrupted = Some(frame);
+    }
+    if !outcome.delay.is_zero() {
+        let release = ctx.now + outcome.delay;
+        let frame = corrupted.take().unwrap_or_else(|| buf.to_vec());
+        if outcome.duplicate {
+            ctx.delays.push(release, port, hook, frame.clone());
+        }
+        ctx.delays.push(release, port, hook, frame);
+        return None;
+    }
+    Some(outcome)
+}
+
 /// Takes the frame in `buf` (`[virtio-net header | frame]`), received on `in_port`, through the
 /// port's ingress pipeline (if `run_ingress`: not for a frame the pipeline already delayed), the
 /// forwarding decision and out to its egress ports.
 fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], run_ingress: bool) {
     if run_ingress && in_port.pipeline(Hook::Ingress).is_active() {
-        let state = ctx.state;
-        let mut copies: Vec<String> = Vec::new();
-        let outcome = in_port.pipeline(Hook::Ingress).process(
-            ctx.now,
-            &buf[VNET_HDR_LEN..],
-            |MirrorCopy::Port(name)| copies.push(name.to_owned()),
-        );
-        for name in &copies {
-            mirror_to(state, name, buf);
-        }
-        if !outcome.pass {
-            in_port.counters().count_drop(DropReason::Pipeline);
+        let mut corrupted = None;
+        let Some(outcome) = through_pipeline(ctx, in_port, Hook::Ingress, buf, &mut corrupted)
+        else {
             return;
-        }
-        if let Some((offset, bit)) = outcome.corrupt
-            && let Some(byte) = buf.get_mut(VNET_HDR_LEN + offset)
-        {
-            *byte ^= 1 << bit;
-        }
-        if !outcome.delay.is_zero() {
-            let release = ctx.now + outcome.delay;
-            let copies = if outcome.duplicate { 2 } else { 1 };
-            for _ in 0..copies {
-                ctx.delays
-                    .push(release, in_port, Hook::Ingress, buf.to_vec());
-            }
-            return;
+        };
+        if let Some(frame) = corrupted {
+            // Corrupted on the way in: every egress port gets the damaged frame.
+            buf.copy_from_slice(&frame);
         }
         if outcome.duplicate {
             let mut twin = buf.to_vec();
@@ -1036,37 +1059,12 @@ fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], run_ingress:
 /// Takes the frame in `buf` through `out`'s egress pipeline (if `run_egress`) and sends it.
 fn transmit(ctx: &mut Ctx<'_>, out: &Port, buf: &mut [u8], run_egress: bool) {
     if run_egress && out.pipeline(Hook::Egress).is_active() {
-        let mut copies: Vec<String> = Vec::new();
-        let outcome = out.pipeline(Hook::Egress).process(
-            ctx.now,
-            &buf[VNET_HDR_LEN..],
-            |MirrorCopy::Port(name)| copies.push(name.to_owned()),
-        );
-        for name in &copies {
-            mirror_to(ctx.state, name, buf);
-        }
-        if !outcome.pass {
-            out.counters().count_drop(DropReason::Pipeline);
+        let mut corrupted = None;
+        let Some(outcome) = through_pipeline(ctx, out, Hook::Egress, buf, &mut corrupted) else {
             return;
-        }
-        // Corrupt a copy: the same buffer may still go to other ports of a flood.
-        let mut corrupted;
-        let buf: &mut [u8] = match outcome.corrupt {
-            Some((offset, bit)) if VNET_HDR_LEN + offset < buf.len() => {
-                corrupted = buf.to_vec();
-                corrupted[VNET_HDR_LEN + offset] ^= 1 << bit;
-                &mut corrupted
-            }
-            _ => buf,
         };
-        if !outcome.delay.is_zero() {
-            let release = ctx.now + outcome.delay;
-            let copies = if outcome.duplicate { 2 } else { 1 };
-            for _ in 0..copies {
-                ctx.delays.push(release, out, Hook::Egress, buf.to_vec());
-            }
-            return;
-        }
+        // A corrupted copy: the same buffer may still go to other ports of a flood.
+        let buf: &mut [u8] = corrupted.as_deref_mut().unwrap_or(buf);
         if outcome.duplicate {
             send(out, buf);
         }

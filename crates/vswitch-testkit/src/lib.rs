@@ -130,6 +130,22 @@ pub fn ping_with(from: &Netns, to: Ipv4Addr, count: u32, extra: &[&str]) -> bool
     }
 }
 
+/// The frames of a pcap file as `tcpdump -n -r` prints them, one per line (tests only).
+pub fn tcpdump_read(path: &std::path::Path) -> String {
+    let out = Command::new("tcpdump")
+        .args(["-n", "-r"])
+        .arg(path)
+        .output()
+        .expect("couldn't run tcpdump (apt-get install tcpdump)");
+    assert!(
+        out.status.success(),
+        "tcpdump -r {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// What a [`tcp_transfer`] sent and received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transfer {

@@ -333,18 +333,8 @@ fn capture_writes_a_pcap_that_tcpdump_reads() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success());
-    let read = Command::new("tcpdump")
-        .args(["-n", "-r"])
-        .arg(&file)
-        .output()
-        .expect("tcpdump");
+    let text = vswitch_testkit::tcpdump_read(&file);
     let _ = std::fs::remove_file(&file);
-    let text = String::from_utf8_lossy(&read.stdout);
-    assert!(
-        read.status.success(),
-        "{}",
-        String::from_utf8_lossy(&read.stderr)
-    );
     assert_eq!(text.lines().count(), 10, "{text}");
     assert!(text.contains("ICMP echo"), "{text}");
 }
