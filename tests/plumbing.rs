@@ -117,6 +117,19 @@ fn veth_pairs_move_rename_mtu_addresses_and_routes() {
 
     nl.delete_link(&c).expect("delete");
     assert!(!nl.link_exists(&c).expect("exists"));
+
+    // Chosen MACs on both ends; down and up again.
+    let (e, f) = (unique_name("vse"), unique_name("vsf"));
+    let (mac_e, mac_f) = ([0x02, 0, 0, 0xee, 0, 1], [0x02, 0, 0, 0xff, 0, 2]);
+    nl.add_veth_with_macs(&e, &f, None, Some(mac_e), Some(mac_f))
+        .expect("veth");
+    let _guard4 = LinkGuard::new(&e);
+    assert_eq!(nl.link(&e).expect("link").mac, Some(mac_e));
+    assert!(ip(None, &["-o", "link", "show", &f]).contains("02:00:00:ff:00:02"));
+    nl.set_up(&e).expect("up");
+    assert!(ip(None, &["-o", "link", "show", &e]).contains(",UP"));
+    nl.set_down(&e).expect("down");
+    assert!(!ip(None, &["-o", "link", "show", &e]).contains(",UP"));
 }
 
 #[test]

@@ -9,7 +9,7 @@
 use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
@@ -140,6 +140,8 @@ struct Shared {
     registry: Mutex<Vec<Option<Arc<Port>>>>,
     busy_poll: Duration,
     forwarder: Forwarder,
+    /// Nanoseconds each worker spent handling frames (not waiting for them).
+    busy_nanos: Vec<AtomicU64>,
     table_counters: TableCounters,
     epoch: Instant,
     stop: AtomicBool,
@@ -332,6 +334,9 @@ impl Switch {
             }),
             registry: Mutex::new(ports.iter().cloned().map(Some).collect()),
             forwarder,
+            busy_nanos: (0..config.threads.clamp(1, ports.len()))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             busy_poll: config.busy_poll,
             table_counters: TableCounters::default(),
             epoch: Instant::now(),
@@ -356,7 +361,7 @@ impl Switch {
             }
             let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(worker_err)?);
             let (tx, rx) = crossbeam_channel::unbounded();
-            let worker = Worker::new(shared.clone(), mine, poll, rx);
+            let worker = Worker::new(w, shared.clone(), mine, poll, rx);
             let thread = std::thread::Builder::new()
                 .name(format!("vswitch-worker{w}"))
                 .spawn(move || worker.run())
@@ -398,6 +403,15 @@ impl Switch {
             .flatten()
             .find(|p| p.name() == name)
             .cloned()
+    }
+
+    /// Time each worker has spent handling frames, as opposed to waiting for them.
+    pub fn worker_busy(&self) -> Vec<Duration> {
+        self.shared
+            .busy_nanos
+            .iter()
+            .map(|n| Duration::from_nanos(n.load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// Table events so far.
@@ -627,6 +641,7 @@ enum Drain {
 }
 
 struct Worker {
+    index: usize,
     shared: Arc<Shared>,
     ports: Vec<Option<Arc<Port>>>,
     poll: Poll,
@@ -640,12 +655,14 @@ struct Worker {
 
 impl Worker {
     fn new(
+        index: usize,
         shared: Arc<Shared>,
         ports: Vec<Arc<Port>>,
         poll: Poll,
         commands: crossbeam_channel::Receiver<WorkerCommand>,
     ) -> Self {
         Worker {
+            index,
             shared,
             ports: ports.into_iter().map(Some).collect(),
             poll,
@@ -679,8 +696,9 @@ impl Worker {
                 tracing::error!(error = %e, "epoll failed; worker stops");
                 return;
             }
+            let woke = Instant::now();
             if !events.is_empty() {
-                last_work = Instant::now();
+                last_work = woke;
             }
             for command in self.commands.try_iter().collect::<Vec<_>>() {
                 self.apply(command);
@@ -720,6 +738,10 @@ impl Worker {
                         self.shared.remove_port(&port, &error);
                     }
                 }
+            }
+            if !events.is_empty() || !ready.is_empty() {
+                let busy = u64::try_from(woke.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.shared.busy_nanos[self.index].fetch_add(busy, Ordering::Relaxed);
             }
         }
     }

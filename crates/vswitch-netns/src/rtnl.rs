@@ -140,6 +140,13 @@ impl Netlink {
         })
     }
 
+    /// Takes interface `name` down.
+    pub fn set_down(&mut self, name: &str) -> Result<(), NetnsError> {
+        self.set_link(name, "setting down link", |r| {
+            r.ifinfo(0, 0, IFF_UP).ifname(name)
+        })
+    }
+
     /// Renames link `name` to `new_name` (it must be down).
     pub fn rename(&mut self, name: &str, new_name: &str) -> Result<(), NetnsError> {
         check_link_name(new_name)?;
@@ -171,21 +178,36 @@ impl Netlink {
         })
     }
 
-    /// Creates a veth pair `name` (here) and `peer` (here, or in `peer_ns`).
+    /// Creates a veth pair `name` (here) and `peer` (here, or in `peer_ns`), with random MACs.
     pub fn add_veth(
         &mut self,
         name: &str,
         peer: &str,
         peer_ns: Option<&Netns>,
     ) -> Result<(), NetnsError> {
+        self.add_veth_with_macs(name, peer, peer_ns, None, None)
+    }
+
+    /// Like [`Netlink::add_veth`], with chosen MACs for either end.
+    pub fn add_veth_with_macs(
+        &mut self,
+        name: &str,
+        peer: &str,
+        peer_ns: Option<&Netns>,
+        mac: Option<[u8; 6]>,
+        peer_mac: Option<[u8; 6]>,
+    ) -> Result<(), NetnsError> {
         check_link_name(name)?;
         check_link_name(peer)?;
         let seq = self.next_seq();
         let peer_fd = peer_ns.map(|ns| ns.as_fd().as_raw_fd());
-        let req = Request::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK, seq)
+        let mut req = Request::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK, seq)
             .ifinfo(0, 0, 0)
-            .ifname(name)
-            .veth_peer(peer, None, peer_fd);
+            .ifname(name);
+        if let Some(mac) = mac {
+            req = req.mac(mac);
+        }
+        let req = req.veth_peer(peer, peer_mac, peer_fd);
         self.transact(seq, req).map(drop).map_err(|e| {
             NetnsError::from_errno(format!("creating veth pair {name}/{peer}"), name, e)
         })

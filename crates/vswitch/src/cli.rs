@@ -393,6 +393,12 @@ pub enum VethCommand {
         /// Namespace for PEER [default: NAME's].
         #[arg(long)]
         peer_netns: Option<String>,
+        /// MAC address for NAME [default: random].
+        #[arg(long)]
+        mac: Option<vswitch_core::MacAddr>,
+        /// MAC address for PEER [default: random].
+        #[arg(long)]
+        peer_mac: Option<vswitch_core::MacAddr>,
     },
     /// Delete a veth pair by either end.
     Del {

@@ -322,8 +322,14 @@ pub fn stats_json(switch: &Switch) -> Value {
         .collect();
     let t = switch.table_stats();
     let (entries, capacity) = switch.table_size();
+    let busy: Vec<f64> = switch
+        .worker_busy()
+        .iter()
+        .map(|d| d.as_secs_f64())
+        .collect();
     json!({
         "ports": ports,
+        "workers_busy_seconds": busy,
         "table": {"entries": entries, "capacity": capacity, "learned": t.learned, "moved": t.moved, "aged": t.aged, "evicted": t.evicted},
     })
 }

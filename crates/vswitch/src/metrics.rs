@@ -100,6 +100,17 @@ pub fn render(switch: &Switch) -> String {
     ] {
         let _ = writeln!(out, "vswitch_fdb_events_total{{event=\"{event}\"}} {n}");
     }
+    let _ = writeln!(
+        out,
+        "# HELP vswitch_worker_busy_seconds_total Time a worker spent handling frames.\n# TYPE vswitch_worker_busy_seconds_total counter"
+    );
+    for (i, busy) in switch.worker_busy().iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "vswitch_worker_busy_seconds_total{{worker=\"{i}\"}} {:.6}",
+            busy.as_secs_f64()
+        );
+    }
     out
 }
 

@@ -42,13 +42,17 @@ pub fn veth(cmd: &VethCommand) -> Result<()> {
             peer,
             netns,
             peer_netns,
+            mac,
+            peer_mac,
         } => {
             let peer_ns = peer_netns.as_deref().map(Netns::open).transpose()?;
+            let (mac, peer_mac) = (mac.map(|m| m.octets()), peer_mac.map(|m| m.octets()));
+            let add =
+                || Netlink::open()?.add_veth_with_macs(name, peer, peer_ns.as_ref(), mac, peer_mac);
             match netns {
                 // Create the pair inside `netns`, so `name` never exists in ours (no name clash).
-                Some(ns) => Netns::open(ns)?
-                    .run(|| Netlink::open()?.add_veth(name, peer, peer_ns.as_ref()))??,
-                None => Netlink::open()?.add_veth(name, peer, peer_ns.as_ref())?,
+                Some(ns) => Netns::open(ns)?.run(add)??,
+                None => add()?,
             }
         }
         VethCommand::Del { name, netns } => match netns {

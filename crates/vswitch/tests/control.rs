@@ -257,6 +257,15 @@ fn stats_and_metrics_count_the_traffic_sent() {
         .unwrap_or_else(|| panic!("no {metric} in\n{body}"));
     assert_eq!(value, sw.port_stat(&sw.taps[0], "rx_packets"));
     assert!(body.contains("vswitch_fdb_entries 2"));
+    let busy: f64 = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("vswitch_worker_busy_seconds_total{worker="))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        busy > 0.0,
+        "workers that moved frames report no busy time:\n{body}"
+    );
 }
 
 #[test]
