@@ -103,6 +103,19 @@ impl PortPipeline {
         }
     }
 
+    /// Each stage's kind and counters, in order.
+    pub fn counters(&self) -> Vec<(&'static str, Vec<(&'static str, u64)>)> {
+        match &*self.lock() {
+            Some(i) => i
+                .pipeline
+                .stages()
+                .iter()
+                .map(|s| (s.kind(), s.counters()))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
     /// Runs `frame` through the stages; writes file mirrors and calls `mirror` for port mirrors.
     pub(crate) fn process(
         &self,

@@ -157,9 +157,8 @@ pub enum PipelineCommand {
         /// `in` (frames the port receives) or `out` (frames leaving through it).
         #[arg(value_parser = ["in", "out"])]
         hook: String,
-        /// The stages, separated by `;` (see the README).
-        #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
-        stages: Vec<String>,
+        /// The stages, separated by `;`, quoted as one argument (see the README).
+        stages: String,
         /// The switch.
         #[arg(long, default_value = "vswitch0")]
         name: String,

@@ -107,7 +107,7 @@ pub fn pipeline(cmd: &PipelineCommand) -> Result<()> {
                 Request::PipelineSet {
                     port: port.clone(),
                     hook: hook.clone(),
-                    stages: stages.join(" "),
+                    stages: stages.clone(),
                 },
             )?;
         }

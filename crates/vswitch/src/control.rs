@@ -313,7 +313,19 @@ pub fn stats_json(switch: &Switch) -> Value {
                 .iter()
                 .map(|r| (r.name().to_owned(), json!(s.drops(*r))))
                 .collect();
+            let pipeline = |hook: Hook| -> Vec<Value> {
+                p.pipeline(hook)
+                    .counters()
+                    .into_iter()
+                    .map(|(kind, counters)| {
+                        let c: serde_json::Map<String, Value> =
+                            counters.into_iter().map(|(k, v)| (k.to_owned(), json!(v))).collect();
+                        json!({"kind": kind, "counters": c})
+                    })
+                    .collect()
+            };
             json!({
+                "pipeline": {"in": pipeline(Hook::Ingress), "out": pipeline(Hook::Egress)},
                 "name": p.name(), "kind": p.device().kind(), "state": if p.is_gone() { "gone" } else { "up" },
                 "mtu": p.mtu(), "rx_packets": s.rx_packets, "rx_bytes": s.rx_bytes,
                 "tx_packets": s.tx_packets, "tx_bytes": s.tx_bytes, "drops": drops,

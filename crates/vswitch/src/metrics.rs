@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use vswitch_core::DropReason;
-use vswitch_datapath::Switch;
+use vswitch_datapath::{Hook, Switch};
 
 /// Renders every counter in the Prometheus text exposition format.
 pub fn render(switch: &Switch) -> String {
@@ -77,6 +77,23 @@ pub fn render(switch: &Switch) -> String {
             "vswitch_port_up{{port=\"{name}\"}} {}",
             u8::from(!gone)
         );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP vswitch_pipeline_stage_total Pipeline stage counters, by port, direction, stage and counter.\n# TYPE vswitch_pipeline_stage_total counter"
+    );
+    for port in &ports {
+        for hook in [Hook::Ingress, Hook::Egress] {
+            for (i, (kind, counters)) in port.pipeline(hook).counters().into_iter().enumerate() {
+                for (counter, value) in counters {
+                    let _ = writeln!(
+                        out,
+                        "vswitch_pipeline_stage_total{{port=\"{}\",hook=\"{hook}\",stage=\"{i}\",kind=\"{kind}\",counter=\"{counter}\"}} {value}",
+                        port.name()
+                    );
+                }
+            }
+        }
     }
     let (entries, capacity) = switch.table_size();
     let t = switch.table_stats();

@@ -381,3 +381,54 @@ fn a_switch_runs_from_a_config_file() {
     let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn pipelines_are_set_shown_counted_and_cleared_through_the_socket() {
+    if !require_root("pipelines_are_set_shown_counted_and_cleared_through_the_socket") {
+        return;
+    }
+    let sw = Running::start(2);
+    let (a, b) = (&sw.hosts[0], &sw.hosts[1]);
+    assert!(ping(&a.ns, b.addr, 1));
+    let set = sw.cli(&[
+        "pipeline",
+        "set",
+        &sw.taps[0],
+        "in",
+        "filter drop proto icmp",
+    ]);
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    assert!(!ping(&a.ns, b.addr, 3));
+    let show =
+        String::from_utf8_lossy(&sw.cli(&["pipeline", "show", &sw.taps[0]]).stdout).into_owned();
+    assert!(show.contains("filter drop proto 1  [matched 3]"), "{show}");
+    let stats = sw.json(&["stats", "--json"]);
+    let port = stats["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == sw.taps[0].as_str())
+        .unwrap();
+    assert_eq!(
+        port["pipeline"]["in"][0]["counters"]["dropped"], 3,
+        "{port}"
+    );
+    assert_eq!(port["drops"]["pipeline"], 3);
+    let mut conn = TcpStream::connect(("127.0.0.1", sw.metrics)).expect("metrics endpoint");
+    conn.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    let mut body = String::new();
+    conn.read_to_string(&mut body).unwrap();
+    assert!(body.contains(&format!(
+        "vswitch_pipeline_stage_total{{port=\"{}\",hook=\"in\",stage=\"0\",kind=\"filter\",counter=\"dropped\"}} 3",
+        sw.taps[0]
+    )), "{body}");
+    let bad = sw.cli(&["pipeline", "set", &sw.taps[0], "in", "filter maybe"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("allow, drop or count"));
+    assert!(sw.cli(&["pipeline", "clear", &sw.taps[0]]).status.success());
+    assert!(ping(&a.ns, b.addr, 1));
+}

@@ -284,6 +284,42 @@ impl Pipeline {
     }
 }
 
+impl Stage {
+    /// The stage's kind, as written.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Stage::Filter { .. } => "filter",
+            Stage::Rate(_) => "rate",
+            Stage::Impair(_) => "impair",
+            Stage::Storm(_) => "storm",
+            Stage::Mirror { .. } => "mirror",
+        }
+    }
+
+    /// The stage's counters by name, for stats and metrics.
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        match self {
+            Stage::Filter { hits, dropped, .. } => {
+                vec![("matched", hits.iter().sum()), ("dropped", *dropped)]
+            }
+            Stage::Rate(b) => vec![
+                ("passed", b.passed),
+                ("delayed", b.delayed),
+                ("dropped", b.dropped),
+            ],
+            Stage::Impair(i) => vec![
+                ("dropped", i.dropped),
+                ("delayed", i.delayed),
+                ("reordered", i.reordered),
+                ("duplicated", i.duplicated),
+                ("corrupted", i.corrupted),
+            ],
+            Stage::Storm(s) => vec![("passed", s.bucket.passed), ("dropped", s.bucket.dropped)],
+            Stage::Mirror { copied, .. } => vec![("copied", *copied)],
+        }
+    }
+}
+
 impl fmt::Display for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
