@@ -170,7 +170,6 @@ fn a_mirror_to_pcap_holds_the_frames_the_destination_got() {
     assert!(ping(&a.ns, b.addr, 1));
     let port_b = lab.switch.ports()[1].name().to_owned();
     let file = std::env::temp_dir().join(format!("{}.pcap", unique_name("mir")));
-    let before = lab.port_stats(1).tx_packets;
     lab.switch
         .set_pipeline(
             &port_b,
@@ -178,18 +177,21 @@ fn a_mirror_to_pcap_holds_the_frames_the_destination_got() {
             &format!("mirror file {}", file.display()),
         )
         .expect("set");
+    // Every frame the port sends from here on passes the mirror stage first.
+    let before = lab.port_stats(1).tx_packets;
     assert!(ping(&a.ns, b.addr, 10));
     std::thread::sleep(Duration::from_millis(100));
+    let sent = lab.port_stats(1).tx_packets - before;
     lab.switch
         .clear_pipeline(&port_b, Hook::Egress)
         .expect("clear");
-    let sent = lab.port_stats(1).tx_packets - before;
     let text = vswitch_testkit::tcpdump_read(&file);
     let _ = std::fs::remove_file(&file);
-    assert_eq!(
-        text.lines().count() as u64,
-        sent,
-        "mirror and port disagree:\n{text}"
+    // The mirror may also hold a stray frame (an ARP probe) that raced the first count.
+    let mirrored = text.lines().count() as u64;
+    assert!(
+        (sent..=sent + 2).contains(&mirrored),
+        "port sent {sent}, mirror holds {mirrored}:\n{text}"
     );
     assert_eq!(text.matches("ICMP echo request").count(), 10, "{text}");
 }
