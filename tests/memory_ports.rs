@@ -285,3 +285,36 @@ fn pipelines_mirror_duplicate_delay_and_drop_on_the_real_workers() {
         .unwrap_err();
     assert!(err.to_string().contains("no port nowhere"), "{err}");
 }
+
+#[test]
+fn macvlan_source_mode_delivers_by_source_mac() {
+    use vswitch_core::MacvlanMode;
+    use vswitch_datapath::MacvlanConfig;
+    let mut ports: Vec<(String, Box<dyn PortDevice>)> = Vec::new();
+    let mut peers = Vec::new();
+    for i in 0..3u8 {
+        let (port, peer) = MemoryPort::pair(MTU).expect("socketpair");
+        ports.push((format!("mem{i}"), Box::new(port)));
+        peers.push(peer);
+    }
+    let (a, b) = (MacAddr([2, 0, 0, 0, 0, 0xa]), MacAddr([2, 0, 0, 0, 0, 0xb]));
+    let config = SwitchConfig {
+        threads: 1,
+        macvlan: Some(MacvlanConfig {
+            mode: MacvlanMode::Source,
+            uplink: "mem0".into(),
+            bindings: vec![("mem1".into(), vec![a, b]), ("mem2".into(), vec![b])],
+            allow_spoofing: Vec::new(),
+        }),
+        ..SwitchConfig::default()
+    };
+    let _switch = Switch::start(config, ports).expect("start");
+    let from_a = frame(mac(9), a, 60, 1);
+    peers[0].send(&from_a).unwrap();
+    assert_eq!(recv(&peers[1]).as_deref(), Some(&from_a[..]));
+    assert_silent(&peers[2], "mem2 doesn't accept a");
+    let from_b = frame(MacAddr::BROADCAST, b, 60, 2);
+    peers[0].send(&from_b).unwrap();
+    assert_eq!(recv(&peers[1]).as_deref(), Some(&from_b[..]));
+    assert_eq!(recv(&peers[2]).as_deref(), Some(&from_b[..]));
+}

@@ -31,6 +31,9 @@ pub enum Egress {
     /// To every port except the ingress port and this one (MACVLAN VEPA: a sibling's broadcast
     /// reflected back through the uplink must not return to the sibling).
     FloodExcept(PortId),
+    /// To the ports of a group the forwarder defined (MACVLAN source mode: the sub-ports that
+    /// accept the frame's source MAC).
+    Group(u32),
 }
 
 /// The source of a frame must be entered into (or moved in) the table.

@@ -8,6 +8,10 @@
 //! | private | never | always to the uplink | by destination MAC, but nothing a sibling sent (reflected by an outside switch) |
 //! | vepa | only through a reflecting outside switch | always to the uplink | by destination MAC, reflected frames included |
 //! | passthru | (one sub-port) | to the uplink | everything, to the one sub-port |
+//! | source | never | to the uplink | to every sub-port whose list holds the frame's *source* MAC |
+//!
+//! In source mode a sub-port's MACs are the sources it accepts, one MAC may be on several lists,
+//! and frames from sub-ports are not checked for spoofing.
 //!
 //! Unicast from the uplink to a MAC no sub-port is bound to is dropped, never flooded. A frame
 //! from a sub-port whose source MAC is not bound to it is dropped (no spoofing) unless that
@@ -34,6 +38,8 @@ pub enum MacvlanMode {
     Vepa,
     /// One sub-port that gets everything the uplink receives.
     Passthru,
+    /// Sub-ports accept from the uplink only frames whose source MAC is on their list.
+    Source,
 }
 
 impl FromStr for MacvlanMode {
@@ -59,6 +65,7 @@ impl fmt::Display for MacvlanMode {
             MacvlanMode::Private => "private",
             MacvlanMode::Vepa => "vepa",
             MacvlanMode::Passthru => "passthru",
+            MacvlanMode::Source => "source",
         })
     }
 }
@@ -94,6 +101,9 @@ pub struct MacvlanTable {
     uplink: PortId,
     bound: HashMap<MacAddr, PortId>,
     sub_ports: Vec<PortId>,
+    /// Source mode: the group of sub-ports accepting each source MAC.
+    source_groups: HashMap<MacAddr, u32>,
+    groups: Vec<Vec<PortId>>,
     /// Sub-ports whose source MACs are not checked.
     spoof_allowed: Vec<PortId>,
 }
@@ -110,6 +120,8 @@ impl MacvlanTable {
             return Err(MacvlanError::PassthruPorts(sub_ports.len()));
         }
         let mut bound = HashMap::new();
+        let mut source_groups: HashMap<MacAddr, u32> = HashMap::new();
+        let mut groups: Vec<Vec<PortId>> = Vec::new();
         for (port, macs) in sub_ports {
             if *port == uplink {
                 return Err(MacvlanError::UplinkBound);
@@ -117,6 +129,15 @@ impl MacvlanTable {
             for mac in macs {
                 if !mac.is_valid_source() {
                     return Err(MacvlanError::InvalidMac(*mac));
+                }
+                if mode == MacvlanMode::Source {
+                    let next = groups.len() as u32;
+                    let g = *source_groups.entry(*mac).or_insert(next);
+                    if g == next {
+                        groups.push(Vec::new());
+                    }
+                    groups[g as usize].push(*port);
+                    continue;
                 }
                 if let Some(first) = bound.insert(*mac, *port)
                     && first != *port
@@ -134,8 +155,15 @@ impl MacvlanTable {
             uplink,
             bound,
             sub_ports: sub_ports.iter().map(|(p, _)| *p).collect(),
+            source_groups,
+            groups,
             spoof_allowed,
         })
+    }
+
+    /// The ports of a group an [`Egress::Group`] names.
+    pub fn group(&self, id: u32) -> &[PortId] {
+        self.groups.get(id as usize).map_or(&[], Vec::as_slice)
     }
 
     /// The sub-port `mac` is bound to.
@@ -163,6 +191,12 @@ impl MacvlanTable {
         if self.mode == MacvlanMode::Passthru {
             return Decision::to(Egress::Port(self.sub_ports[0]));
         }
+        if self.mode == MacvlanMode::Source {
+            return match self.source_groups.get(&src) {
+                Some(g) => Decision::to(Egress::Group(*g)),
+                None => Decision::drop(DropReason::Unbound),
+            };
+        }
         // A sibling's own frame, reflected by an outside switch.
         let sibling = self.binding(src);
         if dst.is_multicast() {
@@ -183,6 +217,9 @@ impl MacvlanTable {
     }
 
     fn dispatch_sub_port(&self, in_port: PortId, src: MacAddr, dst: MacAddr) -> Decision {
+        if self.mode == MacvlanMode::Source {
+            return Decision::to(Egress::Port(self.uplink));
+        }
         if self.binding(src) != Some(in_port) && !self.spoof_allowed.contains(&in_port) {
             return Decision::drop(DropReason::Spoofed);
         }
@@ -288,6 +325,39 @@ mod tests {
             )
             .unwrap_err(),
             MacvlanError::PassthruPorts(2)
+        );
+    }
+
+    #[test]
+    fn source_mode_delivers_by_source_mac() {
+        let t = MacvlanTable::new(
+            MacvlanMode::Source,
+            UP,
+            &[(S1, vec![OUT, M1]), (S2, vec![OUT])],
+            vec![],
+        )
+        .unwrap();
+        let Egress::Group(g) = egress(&t, UP, M2, OUT) else {
+            panic!("not a group")
+        };
+        assert_eq!(
+            t.group(g),
+            &[S1, S2],
+            "both accept OUT, whatever the destination"
+        );
+        let Egress::Group(g) = egress(&t, UP, MacAddr::BROADCAST, M1) else {
+            panic!()
+        };
+        assert_eq!(t.group(g), &[S1]);
+        assert_eq!(
+            egress(&t, UP, M1, M2),
+            Egress::Drop(DropReason::Unbound),
+            "M2 is on no list"
+        );
+        assert_eq!(
+            egress(&t, S2, M1, M2),
+            Egress::Port(UP),
+            "sub-ports send up, unchecked"
         );
     }
 

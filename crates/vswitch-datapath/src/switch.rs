@@ -76,7 +76,8 @@ pub struct MacvlanConfig {
     /// The uplink's port name.
     pub uplink: String,
     /// MACs bound to sub-ports by name; a sub-port not listed, or listed with no MACs, is bound
-    /// to its device's own MAC. Every port but the uplink is a sub-port.
+    /// to its device's own MAC (in source mode: the sources it accepts, none by default). Every
+    /// port but the uplink is a sub-port.
     pub bindings: Vec<(String, Vec<MacAddr>)>,
     /// Sub-ports whose source MACs are not checked.
     pub allow_spoofing: Vec<String>,
@@ -216,7 +217,10 @@ fn macvlan_table(config: &MacvlanConfig, ports: &[Arc<Port>]) -> Result<MacvlanT
             .filter(|(name, _)| name == port.name())
             .flat_map(|(_, macs)| macs.iter().copied())
             .collect::<Vec<_>>();
-        let macs = if explicit.is_empty() {
+        let macs = if explicit.is_empty() && config.mode == MacvlanMode::Source {
+            // In source mode the list is of accepted sources: none unless given.
+            explicit
+        } else if explicit.is_empty() {
             let own = port
                 .device()
                 .mac()
@@ -1072,6 +1076,15 @@ fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], run_ingress:
             for out in state.ports.iter().flatten() {
                 if out.id() != in_port.id() && out.id() != skip {
                     transmit(ctx, out, buf, true);
+                }
+            }
+        }
+        Egress::Group(group) => {
+            if let Forwarder::Macvlan(table) = &ctx.shared.forwarder {
+                for id in table.group(group) {
+                    if let Some(Some(out)) = state.ports.get(id.index()) {
+                        transmit(ctx, out, buf, true);
+                    }
                 }
             }
         }

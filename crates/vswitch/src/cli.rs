@@ -65,8 +65,9 @@ pub struct SwitchArgs {
     pub threads: Option<u16>,
 
     /// Dispatch by destination MAC like the kernel's macvlan, in this mode (bridge, private,
-    /// vepa, passthru), instead of learning. Needs --uplink; every port in --ports is then a
-    /// sub-port, bound to its own MAC or to the MACs given as NAME=MAC[+MAC...].
+    /// vepa, passthru, source), instead of learning. Needs --uplink; every port in --ports is
+    /// then a sub-port, bound to its own MAC or to the MACs given as NAME=MAC[+MAC...] (in source
+    /// mode: the source MACs it accepts).
     #[arg(long, value_name = "MODE", requires = "uplink")]
     pub macvlan: Option<vswitch_core::MacvlanMode>,
 
