@@ -14,7 +14,7 @@ use vswitch_core::{
     FdbKey, ForwardingConfig, MacAddr, MacTable, MacvlanMode, MacvlanTable, Pipeline, PortId,
     TableConfig, Timestamp,
 };
-use vswitch_datapath::{MemoryPort, PortDevice, Switch, SwitchConfig};
+use vswitch_datapath::{Hook, MemoryPort, PortDevice, Switch, SwitchConfig};
 
 fn mac(n: u32) -> MacAddr {
     let b = n.to_be_bytes();
@@ -187,7 +187,7 @@ fn pipeline(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 t += 1;
-                black_box(p.process(Timestamp::from_micros(t), black_box(&f)))
+                black_box(p.process(Timestamp::from_micros(t), black_box(&f), false))
             })
         });
     }
@@ -219,30 +219,43 @@ fn workers(c: &mut Criterion) {
     std::thread::sleep(Duration::from_millis(50));
     let f = frame(mac(1), mac(0));
     let mut buf = vec![0u8; 2048];
-    group.bench_function("unicast_64B", |b| {
-        b.iter(|| {
-            let mut received = 0;
-            let mut sent = 0;
-            while received < batch {
-                if sent < batch {
-                    match peer0.send(&f) {
-                        Ok(()) => sent += 1,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+    let mut run = |name: &str| {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut received = 0;
+                let mut sent = 0;
+                while received < batch {
+                    if sent < batch {
+                        match peer0.send(&f) {
+                            Ok(()) => sent += 1,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                    match peer1.recv(&mut buf) {
+                        Ok(_) => received += 1,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            if sent == batch {
+                                std::thread::yield_now();
+                            }
+                        }
                         Err(e) => panic!("{e}"),
                     }
                 }
-                match peer1.recv(&mut buf) {
-                    Ok(_) => received += 1,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        if sent == batch {
-                            std::thread::yield_now();
-                        }
-                    }
-                    Err(e) => panic!("{e}"),
-                }
-            }
-        })
-    });
+            })
+        });
+    };
+    run("unicast_64B");
+    // An installed but empty pipeline must cost nothing; a one-rule filter shows what a stage
+    // costs on the real path.
+    switch
+        .set_pipeline("m0", Hook::Ingress, "")
+        .expect("empty pipeline");
+    run("unicast_64B_empty_pipeline");
+    switch
+        .set_pipeline("m0", Hook::Ingress, "filter drop proto icmp")
+        .expect("filter");
+    run("unicast_64B_one_filter_rule");
     group.finish();
     drop(switch);
 }

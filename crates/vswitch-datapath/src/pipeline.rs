@@ -121,6 +121,7 @@ impl PortPipeline {
         &self,
         now: Timestamp,
         frame: &[u8],
+        unknown_unicast: bool,
         mut mirror: impl FnMut(MirrorCopy<'_>),
     ) -> Outcome {
         let mut guard = self.lock();
@@ -130,7 +131,7 @@ impl PortPipeline {
                 ..Outcome::default()
             };
         };
-        let outcome = installed.pipeline.process(now, frame);
+        let outcome = installed.pipeline.process(now, frame, unknown_unicast);
         let mut bits = outcome.mirrors;
         while bits != 0 {
             let i = bits.trailing_zeros() as usize;

@@ -21,9 +21,9 @@ use vswitch_core::forward::decide;
 use vswitch_core::pipeline::MirrorTarget;
 use vswitch_core::vnet::{F_DATA_VALID, F_NEEDS_CSUM, complete_checksum, fits_mtu};
 use vswitch_core::{
-    DropReason, Egress, FdbKey, ForwardingConfig, LearnRequest, MacAddr, MacTable, MacvlanError,
-    MacvlanMode, MacvlanTable, Outcome, Pipeline, PortId, TableConfig, TableCounters, TableEvent,
-    TableStats, Timestamp, VNET_HDR_LEN, VnetHeader,
+    DropReason, Egress, EthernetFrame, FdbKey, ForwardingConfig, LearnRequest, MacAddr, MacTable,
+    MacvlanError, MacvlanMode, MacvlanTable, Outcome, Pipeline, PortId, TableConfig, TableCounters,
+    TableEvent, TableStats, Timestamp, VNET_HDR_LEN, VnetHeader,
 };
 
 use crate::capture::Direction;
@@ -990,6 +990,22 @@ fn mirror_to(state: &State, target: &str, buf: &mut [u8]) {
     }
 }
 
+/// Whether `frame` is unicast to a destination the learning table doesn't know (so it floods).
+/// Only asked when a pipeline runs, for storm control.
+fn unknown_unicast(ctx: &Ctx<'_>, frame: &[u8]) -> bool {
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return false;
+    };
+    let dst = eth.dst();
+    matches!(ctx.shared.forwarder, Forwarder::Learning(_))
+        && !dst.is_multicast()
+        && ctx
+            .state
+            .table
+            .lookup(FdbKey::untagged(dst), ctx.now)
+            .is_none()
+}
+
 /// Runs `port`'s pipeline for `hook` on the frame in `buf`: makes the mirror copies, counts a
 /// drop, queues a delayed frame (twice if duplicated). Returns what is left to do now, or `None`
 /// when the frame was dropped or delayed. A corrupted frame comes back as a copy in `corrupted`.
@@ -1001,11 +1017,13 @@ fn through_pipeline(
     corrupted: &mut Option<Vec<u8>>,
 ) -> Option<Outcome> {
     let mut copies: Vec<String> = Vec::new();
-    let outcome =
-        port.pipeline(hook)
-            .process(ctx.now, &buf[VNET_HDR_LEN..], |MirrorCopy::Port(name)| {
-                copies.push(name.to_owned())
-            });
+    let frame = &buf[VNET_HDR_LEN..];
+    let unknown = unknown_unicast(ctx, frame);
+    let outcome = port
+        .pipeline(hook)
+        .process(ctx.now, frame, unknown, |MirrorCopy::Port(name)| {
+            copies.push(name.to_owned())
+        });
     for name in &copies {
         mirror_to(ctx.state, name, &mut buf.to_vec());
     }

@@ -26,16 +26,18 @@ pub use rate::{Rate, RateVerdict, TokenBucket};
 use crate::time::Timestamp;
 use crate::wire::{ETHERNET_HEADER_LEN, EthernetFrame, MacAddr};
 
-/// Storm control: at most so many broadcast (and, unless `broadcast` only, multicast) frames per
-/// second; unicast is not touched.
+/// Storm control: at most so many frames per second of the flooded classes — broadcast,
+/// multicast, unknown unicast (all three unless some are named); known unicast is not touched.
 #[derive(Debug, Clone)]
 pub struct StormControl {
     bucket: TokenBucket,
-    broadcast_only: bool,
+    broadcast: bool,
+    multicast: bool,
+    unknown_unicast: bool,
 }
 
 impl StormControl {
-    /// Parses `500pps [broadcast]`.
+    /// Parses `500pps [broadcast] [multicast] [unknown-unicast]`.
     fn parse(words: &[&str]) -> Result<StormControl, String> {
         let (rate, rest) = words
             .split_first()
@@ -45,26 +47,38 @@ impl StormControl {
                 "storm: {rate:?} must be in packets per second, like 500pps"
             ));
         }
-        let broadcast_only = match rest {
-            [] => false,
-            ["broadcast"] => true,
-            other => return Err(format!("storm: unexpected {other:?}")),
-        };
-        Ok(StormControl {
+        let mut storm = StormControl {
             bucket: TokenBucket::parse(&[rate])?,
-            broadcast_only,
-        })
+            broadcast: rest.is_empty(),
+            multicast: rest.is_empty(),
+            unknown_unicast: rest.is_empty(),
+        };
+        for class in rest {
+            match *class {
+                "broadcast" => storm.broadcast = true,
+                "multicast" => storm.multicast = true,
+                "unknown-unicast" => storm.unknown_unicast = true,
+                other => {
+                    return Err(format!(
+                        "storm: {other:?} is not broadcast, multicast or unknown-unicast"
+                    ));
+                }
+            }
+        }
+        Ok(storm)
     }
 
-    fn admit(&mut self, now: Timestamp, frame: &[u8]) -> bool {
+    fn admit(&mut self, now: Timestamp, frame: &[u8], unknown_unicast: bool) -> bool {
         let Ok(eth) = EthernetFrame::new_checked(frame) else {
             return true;
         };
         let dst = eth.dst();
-        let limited = if self.broadcast_only {
-            dst.is_broadcast()
+        let limited = if dst.is_broadcast() {
+            self.broadcast
+        } else if dst.is_multicast() {
+            self.multicast
         } else {
-            dst.is_multicast()
+            self.unknown_unicast && unknown_unicast
         };
         !limited || self.bucket.admit(now, frame.len())
     }
@@ -72,12 +86,16 @@ impl StormControl {
 
 impl fmt::Display for StormControl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let which = if self.broadcast_only {
-            "broadcast"
-        } else {
-            "broadcast+multicast"
-        };
-        write!(f, "storm {which}: {}", self.bucket)
+        let classes: Vec<&str> = [
+            (self.broadcast, "broadcast"),
+            (self.multicast, "multicast"),
+            (self.unknown_unicast, "unknown-unicast"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, name)| *name)
+        .collect();
+        write!(f, "storm {}: {}", classes.join("+"), self.bucket)
     }
 }
 
@@ -220,8 +238,9 @@ impl Pipeline {
         &self.stages
     }
 
-    /// Runs `frame` through the stages at `now`.
-    pub fn process(&mut self, now: Timestamp, frame: &[u8]) -> Outcome {
+    /// Runs `frame` through the stages at `now`. `unknown_unicast` says the switch does not know
+    /// where the frame's unicast destination is (it floods it), for storm control.
+    pub fn process(&mut self, now: Timestamp, frame: &[u8], unknown_unicast: bool) -> Outcome {
         let mut outcome = Outcome {
             pass: true,
             ..Outcome::default()
@@ -261,7 +280,7 @@ impl Pipeline {
                     }
                 }
                 Stage::Storm(storm) => {
-                    if !storm.admit(now, frame) {
+                    if !storm.admit(now, frame, unknown_unicast) {
                         outcome.pass = false;
                         return outcome;
                     }
@@ -483,19 +502,19 @@ mod tests {
         assert_eq!(p.stages().len(), 1, "consecutive rules form one ACL");
         let now = Timestamp::ZERO;
         assert!(
-            !p.process(now, &ipv4(1, [10, 0, 0, 2], 0)).pass,
+            !p.process(now, &ipv4(1, [10, 0, 0, 2], 0), false).pass,
             "ICMP echo dropped"
         );
         assert!(
-            p.process(now, &ipv4(6, [10, 9, 1, 1], 80)).pass,
+            p.process(now, &ipv4(6, [10, 9, 1, 1], 80), false).pass,
             "allowed by prefix first"
         );
         assert!(
-            !p.process(now, &ipv4(6, [10, 0, 0, 2], 80)).pass,
+            !p.process(now, &ipv4(6, [10, 0, 0, 2], 80), false).pass,
             "TCP elsewhere dropped"
         );
         assert!(
-            p.process(now, &ipv4(17, [10, 0, 0, 2], 53)).pass,
+            p.process(now, &ipv4(17, [10, 0, 0, 2], 53), false).pass,
             "default allow"
         );
         let Stage::Filter { hits, dropped, .. } = &p.stages()[0] else {
@@ -509,12 +528,18 @@ mod tests {
     fn matches_ports_macs_and_ethertypes() {
         let mut p = Pipeline::parse("filter drop dst-port 5201; filter drop src-mac 02:00:00:00:00:00/ff:ff:ff:ff:ff:00 ethertype arp").unwrap();
         let now = Timestamp::ZERO;
-        assert!(!p.process(now, &ipv4(6, [10, 0, 0, 2], 5201)).pass);
-        assert!(p.process(now, &ipv4(6, [10, 0, 0, 2], 5202)).pass);
+        assert!(!p.process(now, &ipv4(6, [10, 0, 0, 2], 5201), false).pass);
+        assert!(p.process(now, &ipv4(6, [10, 0, 0, 2], 5202), false).pass);
         let mut arp = ipv4(0, [0; 4], 0);
         arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
-        assert!(!p.process(now, &arp).pass, "ARP from 02:00:00:00:00:xx");
-        assert!(p.process(now, &[0u8; 5]).pass, "a runt matches nothing");
+        assert!(
+            !p.process(now, &arp, false).pass,
+            "ARP from 02:00:00:00:00:xx"
+        );
+        assert!(
+            p.process(now, &[0u8; 5], false).pass,
+            "a runt matches nothing"
+        );
     }
 
     #[test]
@@ -543,15 +568,37 @@ mod tests {
         let mut bcast = ipv4(17, [10, 0, 0, 255], 67);
         bcast[..6].copy_from_slice(&[0xff; 6]);
         let now = Timestamp::from_secs(1);
-        let passed = (0..100).filter(|_| p.process(now, &bcast).pass).count();
+        let passed = (0..100)
+            .filter(|_| p.process(now, &bcast, false).pass)
+            .count();
         assert!(
             passed <= 10,
             "{passed} broadcasts passed a 10 pps limit at once"
         );
         assert!(
-            (0..100).all(|_| p.process(now, &ipv4(6, [10, 0, 0, 2], 80)).pass),
+            (0..100).all(|_| p.process(now, &ipv4(6, [10, 0, 0, 2], 80), false).pass),
             "unicast is free"
         );
+    }
+
+    #[test]
+    fn storm_control_can_limit_unknown_unicast_only() {
+        let mut p = Pipeline::parse("storm 10pps unknown-unicast").unwrap();
+        let f = ipv4(6, [10, 0, 0, 2], 80);
+        let now = Timestamp::from_secs(1);
+        let unknown = (0..100).filter(|_| p.process(now, &f, true).pass).count();
+        assert!(unknown <= 10, "{unknown} unknown unicast frames passed");
+        assert!(
+            (0..100).all(|_| p.process(now, &f, false).pass),
+            "known unicast is free"
+        );
+        let mut bcast = f.clone();
+        bcast[..6].copy_from_slice(&[0xff; 6]);
+        assert!(
+            (0..100).all(|_| p.process(now, &bcast, false).pass),
+            "broadcast not named"
+        );
+        assert!(Pipeline::parse("storm 10pps anycast").is_err());
     }
 
     #[test]
@@ -559,7 +606,7 @@ mod tests {
         let mut p = Pipeline::parse("impair corrupt 100% seed 5").unwrap();
         let frame = ipv4(6, [10, 0, 0, 2], 80);
         for _ in 0..100 {
-            let (offset, _) = p.process(Timestamp::ZERO, &frame).corrupt.unwrap();
+            let (offset, _) = p.process(Timestamp::ZERO, &frame, false).corrupt.unwrap();
             assert!((14..frame.len()).contains(&offset));
         }
     }
@@ -569,13 +616,13 @@ mod tests {
         let mut p =
             Pipeline::parse("mirror port tap9; filter drop proto udp; mirror file /tmp/x.pcap")
                 .unwrap();
-        let o = p.process(Timestamp::ZERO, &ipv4(6, [10, 0, 0, 2], 1));
+        let o = p.process(Timestamp::ZERO, &ipv4(6, [10, 0, 0, 2], 1), false);
         assert_eq!(o.mirrors, 0b101);
         assert_eq!(
             p.mirror_target(2),
             Some(&MirrorTarget::File("/tmp/x.pcap".into()))
         );
-        let o = p.process(Timestamp::ZERO, &ipv4(17, [10, 0, 0, 2], 1));
+        let o = p.process(Timestamp::ZERO, &ipv4(17, [10, 0, 0, 2], 1), false);
         assert_eq!(
             (o.pass, o.mirrors),
             (false, 0b001),
