@@ -246,3 +246,23 @@ fn a_port_whose_namespace_is_deleted_is_removed_and_the_rest_keeps_forwarding() 
     assert!(ping(&lab.hosts[0].ns, lab.hosts[1].addr, 3));
     assert!(ping(&lab.hosts[1].ns, lab.hosts[0].addr, 3));
 }
+
+#[test]
+fn taps_get_a_queue_per_worker() {
+    if !require_root("taps_get_a_queue_per_worker") {
+        return;
+    }
+    use vswitch_datapath::{PortDevice, Tap};
+    let name = vswitch_testkit::unique_name("vsq");
+    let tap = Tap::open_queues(&name, true, 2).expect("tap");
+    assert_eq!(tap.rx_queues(), 2);
+    let flags = std::fs::read_to_string(format!("/sys/class/net/{name}/tun_flags")).expect("sysfs");
+    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).expect("hex");
+    assert_ne!(flags & 0x0100, 0, "IFF_MULTI_QUEUE not set: {flags:#x}");
+    assert_ne!(flags & 0x4000, 0, "IFF_VNET_HDR not set: {flags:#x}");
+    drop(tap);
+    assert!(
+        !std::path::Path::new("/sys/class/net").join(&name).exists(),
+        "TAP left behind"
+    );
+}

@@ -39,6 +39,18 @@ pub trait PortDevice: Send + Sync + std::fmt::Debug {
     fn is_present(&self) -> bool {
         true
     }
+    /// How many receive queues the device has; each can be served by a different worker.
+    fn rx_queues(&self) -> usize {
+        1
+    }
+    /// The fd of receive queue `queue`.
+    fn queue_fd(&self, _queue: usize) -> BorrowedFd<'_> {
+        self.fd()
+    }
+    /// Reads one frame from receive queue `queue` (see [`PortDevice::recv`]).
+    fn recv_queue(&self, _queue: usize, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv(buf)
+    }
     /// The device's own MAC address, the default MACVLAN binding of a sub-port.
     fn mac(&self) -> io::Result<vswitch_core::MacAddr> {
         Err(io::ErrorKind::Unsupported.into())

@@ -39,8 +39,9 @@ impl PortSpec {
         }
     }
 
-    /// Opens the port. `offload` asks TAPs for virtio-net headers and offloads.
-    pub fn open(&self, offload: bool) -> Result<Box<dyn PortDevice>, OpenPortError> {
+    /// Opens the port. `offload` asks TAPs for virtio-net headers and offloads, `queues` for
+    /// that many receive queues (one per worker serves a busy port best).
+    pub fn open(&self, offload: bool, queues: usize) -> Result<Box<dyn PortDevice>, OpenPortError> {
         let is_dev = match self {
             PortSpec::Tap(_) => false,
             PortSpec::Dev(_) => true,
@@ -49,7 +50,7 @@ impl PortSpec {
         Ok(if is_dev {
             Box::new(PacketPort::open(self.name())?)
         } else {
-            Box::new(Tap::open(self.name(), offload)?)
+            Box::new(Tap::open_queues(self.name(), offload, queues)?)
         })
     }
 }

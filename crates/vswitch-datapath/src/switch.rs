@@ -242,10 +242,23 @@ fn macvlan_table(config: &MacvlanConfig, ports: &[Arc<Port>]) -> Result<MacvlanT
 /// A change for a worker, sent over its channel and announced with its waker.
 #[derive(Debug)]
 enum WorkerCommand {
-    /// Start polling this port.
-    Add(Arc<Port>),
+    /// Start polling this receive queue.
+    Add(RxQueue),
     /// Stop polling this port and let go of it.
     Remove(PortId),
+}
+
+/// One receive queue of a port: what a worker polls and reads.
+#[derive(Debug, Clone)]
+struct RxQueue {
+    port: Arc<Port>,
+    queue: usize,
+}
+
+impl RxQueue {
+    fn fd(&self) -> std::os::fd::RawFd {
+        self.port.device().queue_fd(self.queue).as_raw_fd()
+    }
 }
 
 #[derive(Debug)]
@@ -338,7 +351,14 @@ impl Switch {
             }),
             registry: Mutex::new(ports.iter().cloned().map(Some).collect()),
             forwarder,
-            busy_nanos: (0..config.threads.clamp(1, ports.len()))
+            busy_nanos: (0..config.threads.clamp(
+                1,
+                ports
+                    .iter()
+                    .map(|p| p.device().rx_queues())
+                    .sum::<usize>()
+                    .max(1),
+            ))
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             busy_poll: config.busy_poll,
@@ -346,19 +366,30 @@ impl Switch {
             epoch: Instant::now(),
             stop: AtomicBool::new(false),
         });
-        let threads = config.threads.clamp(1, ports.len());
+        let queues: usize = ports.iter().map(|p| p.device().rx_queues()).sum();
+        let threads = config.threads.clamp(1, queues.max(1));
         let switch = Switch {
             shared: shared.clone(),
             workers: Mutex::new(Vec::new()),
             housekeeper: Mutex::new(None),
             next_worker: AtomicUsize::new(ports.len()),
         };
-        for w in 0..threads {
-            let mine: Vec<Arc<Port>> = ports.iter().skip(w).step_by(threads).cloned().collect();
+        // Queue q of port i goes to worker (i + q) % threads: ports spread over the workers, and
+        // the queues of a multi-queue port over different ones.
+        let mut assigned: Vec<Vec<RxQueue>> = (0..threads).map(|_| Vec::new()).collect();
+        for (i, port) in ports.iter().enumerate() {
+            for queue in 0..port.device().rx_queues() {
+                assigned[(i + queue) % threads].push(RxQueue {
+                    port: port.clone(),
+                    queue,
+                });
+            }
+        }
+        for (w, mine) in assigned.into_iter().enumerate() {
             let worker_err = |source| SwitchError::Worker { worker: w, source };
             let poll = Poll::new().map_err(worker_err)?;
-            for (i, port) in mine.iter().enumerate() {
-                let fd = port.device().fd().as_raw_fd();
+            for (i, rxq) in mine.iter().enumerate() {
+                let fd = rxq.fd();
                 poll.registry()
                     .register(&mut SourceFd(&fd), Token(i), Interest::READABLE)
                     .map_err(worker_err)?;
@@ -407,6 +438,11 @@ impl Switch {
             .flatten()
             .find(|p| p.name() == name)
             .cloned()
+    }
+
+    /// The number of worker threads.
+    pub fn threads(&self) -> usize {
+        self.shared.busy_nanos.len()
     }
 
     /// Time each worker has spent handling frames, as opposed to waiting for them.
@@ -522,11 +558,22 @@ impl Switch {
         if workers.is_empty() {
             return Err(ControlError::Stopping);
         }
-        let w = self.next_worker.fetch_add(1, Ordering::Relaxed) % workers.len();
+        let first = self.next_worker.fetch_add(1, Ordering::Relaxed);
         let id = port.id();
-        tracing::info!(port = port.name(), worker = w, "port added");
-        let _ = workers[w].commands.send(WorkerCommand::Add(port));
-        let _ = workers[w].waker.wake();
+        tracing::info!(
+            port = port.name(),
+            queues = port.device().rx_queues(),
+            "port added"
+        );
+        for queue in 0..port.device().rx_queues() {
+            let w = (first + queue) % workers.len();
+            let rxq = RxQueue {
+                port: port.clone(),
+                queue,
+            };
+            let _ = workers[w].commands.send(WorkerCommand::Add(rxq));
+            let _ = workers[w].waker.wake();
+        }
         Ok(id)
     }
 
@@ -647,7 +694,8 @@ enum Drain {
 struct Worker {
     index: usize,
     shared: Arc<Shared>,
-    ports: Vec<Option<Arc<Port>>>,
+    /// The receive queues this worker polls, by token.
+    ports: Vec<Option<RxQueue>>,
     poll: Poll,
     commands: crossbeam_channel::Receiver<WorkerCommand>,
     buffers: Vec<Vec<u8>>,
@@ -661,7 +709,7 @@ impl Worker {
     fn new(
         index: usize,
         shared: Arc<Shared>,
-        ports: Vec<Arc<Port>>,
+        ports: Vec<RxQueue>,
         poll: Poll,
         commands: crossbeam_channel::Receiver<WorkerCommand>,
     ) -> Self {
@@ -719,13 +767,14 @@ impl Worker {
             for _ in 0..ready.len() {
                 let Some(i) = ready.pop_front() else { break };
                 queued[i] = false;
-                let Some(port) = self.ports[i].clone() else {
+                let Some(rxq) = self.ports[i].clone() else {
                     continue;
                 };
+                let port = &rxq.port;
                 let outcome = if port.is_gone() {
                     Drain::Failed(io::Error::other("removed"))
                 } else {
-                    self.serve(&port)
+                    self.serve(port, rxq.queue)
                 };
                 match outcome {
                     Drain::More => {
@@ -734,12 +783,12 @@ impl Worker {
                     }
                     Drain::Empty => {}
                     Drain::Failed(error) => {
-                        let fd = port.device().fd().as_raw_fd();
+                        let fd = rxq.fd();
                         if let Err(e) = self.poll.registry().deregister(&mut SourceFd(&fd)) {
                             tracing::debug!(error = %e, "deregister failed");
                         }
                         self.ports[i] = None;
-                        self.shared.remove_port(&port, &error);
+                        self.shared.remove_port(port, &error);
                     }
                 }
             }
@@ -753,27 +802,27 @@ impl Worker {
     /// Starts or stops polling a port.
     fn apply(&mut self, command: WorkerCommand) {
         match command {
-            WorkerCommand::Add(port) => {
+            WorkerCommand::Add(rxq) => {
                 let token = Token(self.ports.len());
-                let fd = port.device().fd().as_raw_fd();
+                let fd = rxq.fd();
                 match self
                     .poll
                     .registry()
                     .register(&mut SourceFd(&fd), token, Interest::READABLE)
                 {
-                    Ok(()) => self.ports.push(Some(port)),
+                    Ok(()) => self.ports.push(Some(rxq)),
                     Err(e) => {
-                        tracing::error!(port = port.name(), error = %e, "couldn't poll the new port");
-                        self.shared.remove_port(&port, &e);
+                        tracing::error!(port = rxq.port.name(), error = %e, "couldn't poll the new port");
+                        self.shared.remove_port(&rxq.port, &e);
                     }
                 }
             }
             WorkerCommand::Remove(id) => {
                 for slot in &mut self.ports {
-                    if slot.as_ref().is_some_and(|p| p.id() == id)
-                        && let Some(port) = slot.take()
+                    if slot.as_ref().is_some_and(|q| q.port.id() == id)
+                        && let Some(rxq) = slot.take()
                     {
-                        let fd = port.device().fd().as_raw_fd();
+                        let fd = rxq.fd();
                         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
                     }
                 }
@@ -786,18 +835,18 @@ impl Worker {
     /// Every buffer is laid out as `[virtio-net header | frame]`: devices with offloads read
     /// both at once; others read the frame behind a zeroed header. So a frame can go out to
     /// either kind of device from the same buffer without copying.
-    fn serve(&mut self, port: &Port) -> Drain {
+    fn serve(&mut self, port: &Port, queue: usize) -> Drain {
         let vnet = port.device().vnet_header();
         let mut count = 0;
         let mut outcome = Drain::More;
         while count < BATCH {
             let buf = &mut self.buffers[count];
             let read = if vnet {
-                port.device().recv(buf)
+                port.device().recv_queue(queue, buf)
             } else {
                 buf[..VNET_HDR_LEN].fill(0);
                 port.device()
-                    .recv(&mut buf[VNET_HDR_LEN..])
+                    .recv_queue(queue, &mut buf[VNET_HDR_LEN..])
                     .map(|n| n + VNET_HDR_LEN)
             };
             match read {

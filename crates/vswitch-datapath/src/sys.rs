@@ -23,6 +23,8 @@ const TUNGETDEVNETNS: libc::c_ulong = 0x54e3;
 pub const IFF_TAP: libc::c_short = 0x0002;
 /// `IFF_NO_PI`: no 4-byte packet-information prefix.
 pub const IFF_NO_PI: libc::c_short = 0x1000;
+/// `IFF_MULTI_QUEUE`: several fds (queues) on one device; the kernel spreads flows over them.
+pub const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
 /// `IFF_VNET_HDR`: a `virtio_net_hdr` in front of every frame.
 pub const IFF_VNET_HDR: libc::c_short = 0x4000;
 /// `TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN`: partial checksums and TCP segments up

@@ -83,9 +83,22 @@ pub fn validate_ifname(name: &str) -> Result<(), InvalidIfName> {
 /// (it is never made persistent) and leaves a pre-existing persistent one in place.
 #[derive(Debug)]
 pub struct Tap {
-    file: File,
+    /// One fd per queue; the first is used for writing and ioctls.
+    queues: Vec<File>,
     name: String,
     offload: bool,
+}
+
+fn open_tun(name: &str) -> Result<File, TapError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open("/dev/net/tun")
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::EACCES) | Some(libc::EPERM) => TapError::PermissionDenied(name.into()),
+            _ => TapError::OpenTun(e),
+        })
 }
 
 impl Tap {
@@ -96,25 +109,39 @@ impl Tap {
     /// TAP takes and gives partial checksums and TCP segments up to 64 KiB (`IFF_VNET_HDR`,
     /// `TUNSETOFFLOAD`): the kernel stacks on either side then skip segmentation and checksums.
     pub fn open(name: &str, offload: bool) -> Result<Tap, TapError> {
+        Tap::open_queues(name, offload, 1)
+    }
+
+    /// Like [`Tap::open`], with `queues` fds on one device (`IFF_MULTI_QUEUE`) where the kernel
+    /// supports it: the kernel spreads the flows it sends into the TAP over the queues (each flow
+    /// stays on one), so several workers can read one port. A persistent TAP created without
+    /// multi-queue is attached with one queue.
+    pub fn open_queues(name: &str, offload: bool, queues: usize) -> Result<Tap, TapError> {
         validate_ifname(name)?;
         let cname = CString::new(name).map_err(|_| InvalidIfName::BadCharacters(name.into()))?;
         let existed = sys::interface_exists(&cname);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open("/dev/net/tun")
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::EACCES) | Some(libc::EPERM) => TapError::PermissionDenied(name.into()),
-                _ => TapError::OpenTun(e),
-            })?;
+        let file = open_tun(name)?;
         let features = sys::tun_get_features(file.as_fd()).unwrap_or(0);
         let offload = offload && features & sys::IFF_VNET_HDR as libc::c_uint != 0;
         let mut flags = sys::IFF_TAP | sys::IFF_NO_PI;
         if offload {
             flags |= sys::IFF_VNET_HDR;
         }
-        sys::tun_set_iff(file.as_fd(), name, flags).map_err(|e| match e.raw_os_error() {
+        let multi_queue = queues > 1 && features & sys::IFF_MULTI_QUEUE as libc::c_uint != 0;
+        if multi_queue {
+            flags |= sys::IFF_MULTI_QUEUE;
+        }
+        let mut attached = sys::tun_set_iff(file.as_fd(), name, flags);
+        if multi_queue
+            && existed
+            && attached
+                .as_ref()
+                .is_err_and(|e| e.raw_os_error() == Some(libc::EINVAL))
+        {
+            flags &= !sys::IFF_MULTI_QUEUE;
+            attached = sys::tun_set_iff(file.as_fd(), name, flags);
+        }
+        attached.map_err(|e| match e.raw_os_error() {
             Some(libc::EPERM) | Some(libc::EACCES) => TapError::PermissionDenied(name.into()),
             Some(libc::EINVAL) if existed => TapError::NotATap(name.into()),
             Some(libc::EBUSY) => TapError::Busy(name.into()),
@@ -124,18 +151,27 @@ impl Tap {
                 source: e,
             },
         })?;
-        let tap = Tap {
-            file,
+        let mut tap = Tap {
+            queues: vec![file],
             name: name.to_owned(),
             offload,
         };
+        if flags & sys::IFF_MULTI_QUEUE != 0 {
+            for _ in 1..queues {
+                let queue = open_tun(name)?;
+                sys::tun_set_iff(queue.as_fd(), name, flags)
+                    .map_err(|e| tap.ioctl_error("TUNSETIFF (another queue)", e))?;
+                tap.queues.push(queue);
+            }
+        }
         if offload {
-            sys::tun_set_offload(tap.file.as_fd(), sys::TUN_OFFLOADS)
+            sys::tun_set_offload(tap.queues[0].as_fd(), sys::TUN_OFFLOADS)
                 .map_err(|e| tap.ioctl_error("TUNSETOFFLOAD", e))?;
         }
         tracing::info!(
             tap = name,
             offload,
+            queues = tap.queues.len(),
             "{}",
             if existed {
                 "attached to existing TAP"
@@ -164,8 +200,8 @@ impl Tap {
     /// The device's MTU now, wherever it lives: a TAP moved into another namespace is asked there,
     /// under its current name.
     pub fn current_mtu(&self) -> io::Result<u32> {
-        let name = sys::tun_get_name(self.file.as_fd())?;
-        let netns = sys::tun_get_netns(self.file.as_fd())?;
+        let name = sys::tun_get_name(self.queues[0].as_fd())?;
+        let netns = sys::tun_get_netns(self.queues[0].as_fd())?;
         let sock = socket_in_netns(netns)?;
         sys::if_mtu(sock.as_fd(), &name)
     }
@@ -186,15 +222,27 @@ fn socket_in_netns(netns: OwnedFd) -> io::Result<OwnedFd> {
 
 impl PortDevice for Tap {
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&self.file).read(buf)
+        (&self.queues[0]).read(buf)
     }
 
     fn send(&self, frame: &[u8]) -> io::Result<()> {
-        (&self.file).write(frame).map(drop)
+        (&self.queues[0]).write(frame).map(drop)
     }
 
     fn fd(&self) -> BorrowedFd<'_> {
-        self.file.as_fd()
+        self.queues[0].as_fd()
+    }
+
+    fn rx_queues(&self) -> usize {
+        self.queues.len()
+    }
+
+    fn queue_fd(&self, queue: usize) -> BorrowedFd<'_> {
+        self.queues[queue.min(self.queues.len() - 1)].as_fd()
+    }
+
+    fn recv_queue(&self, queue: usize, buf: &mut [u8]) -> io::Result<usize> {
+        (&self.queues[queue.min(self.queues.len() - 1)]).read(buf)
     }
 
     fn mtu(&self) -> io::Result<u32> {
@@ -210,7 +258,7 @@ impl PortDevice for Tap {
     }
 
     fn mac(&self) -> io::Result<vswitch_core::MacAddr> {
-        sys::tun_get_hwaddr(self.file.as_fd()).map(vswitch_core::MacAddr)
+        sys::tun_get_hwaddr(self.queues[0].as_fd()).map(vswitch_core::MacAddr)
     }
 }
 

@@ -268,7 +268,11 @@ impl SwitchLab {
             let device: Box<dyn vswitch_datapath::PortDevice> = match attach {
                 Attach::Tap { offload } => {
                     inner.push(name.clone());
-                    Box::new(vswitch_datapath::Tap::open(&name, offload)?)
+                    Box::new(vswitch_datapath::Tap::open_queues(
+                        &name,
+                        offload,
+                        config.threads,
+                    )?)
                 }
                 Attach::Veth => {
                     let host_end = unique_name("vsv");

@@ -161,11 +161,9 @@ fn up(args: &LabUpArgs) -> Result<()> {
             links.iter().map(|l| PortSpec::Dev(l.clone())).collect()
         }
     };
-    let ports = open_ports(&specs, true)?;
-    let switch = Arc::new(
-        Switch::start(switch_config(&args.switch_args()), ports)
-            .context("couldn't start the switch")?,
-    );
+    let config = switch_config(&args.switch_args());
+    let ports = open_ports(&specs, true, config.threads)?;
+    let switch = Arc::new(Switch::start(config, ports).context("couldn't start the switch")?);
     let control = ControlServer::start(&args.name, switch.clone(), true)?;
     for ((host, ns), link) in hosts.iter().zip(&namespaces).zip(&links) {
         let inner = match args.via {

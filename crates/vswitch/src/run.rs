@@ -75,11 +75,15 @@ pub fn switch_config(args: &SwitchArgs) -> SwitchConfig {
 }
 
 /// Opens every port or none: on an error the ones already opened are closed (TAPs the switch
-/// created are removed with them).
-pub fn open_ports(specs: &[PortSpec], offload: bool) -> Result<Vec<(String, Box<dyn PortDevice>)>> {
+/// created are removed with them). TAPs get `queues` receive queues.
+pub fn open_ports(
+    specs: &[PortSpec],
+    offload: bool,
+    queues: usize,
+) -> Result<Vec<(String, Box<dyn PortDevice>)>> {
     let mut ports: Vec<(String, Box<dyn PortDevice>)> = Vec::new();
     for spec in specs {
-        let device = spec.open(offload)?;
+        let device = spec.open(offload, queues)?;
         tracing::info!(
             port = spec.name(),
             kind = device.kind(),
@@ -112,7 +116,7 @@ pub fn run(mut args: SwitchArgs, matches: &clap::ArgMatches) -> Result<()> {
     }
     let mut signals =
         Signals::new([SIGINT, SIGTERM, SIGUSR1]).context("couldn't install signal handlers")?;
-    let ports = open_ports(&plan.specs, !args.no_offload)?;
+    let ports = open_ports(&plan.specs, !args.no_offload, config.threads)?;
     let switch = Arc::new(Switch::start(config, ports).context("couldn't start the switch")?);
     for spec in &args.pipeline {
         let (port, rest) = spec
