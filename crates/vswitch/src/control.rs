@@ -147,22 +147,21 @@ impl ControlServer {
             UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("setting the mode of {}", path.display()))?;
-        listener.set_nonblocking(true).context("control socket")?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
         let switch_name = name.to_owned();
         let thread = std::thread::Builder::new()
             .name("vswitch-control".into())
             .spawn(move || {
+                // Blocks in accept: an idle switch costs nothing here. Drop wakes it by
+                // connecting once the stop flag is set.
                 while !thread_stop.load(Ordering::Relaxed) {
                     match listener.accept() {
+                        Ok(_) if thread_stop.load(Ordering::Relaxed) => break,
                         Ok((stream, _)) => {
                             let switch = switch.clone();
                             let name = switch_name.clone();
                             std::thread::spawn(move || serve(stream, &switch, &name, offload));
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(50));
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "control socket accept failed");
@@ -183,6 +182,7 @@ impl ControlServer {
 impl Drop for ControlServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        let _ = UnixStream::connect(&self.path);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

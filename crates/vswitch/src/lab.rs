@@ -227,7 +227,8 @@ fn up(args: &LabUpArgs) -> Result<()> {
     Ok(())
 }
 
-/// Removes what a lab left behind: its namespaces (`LAB-h*`), its links (`LABh*`) and its state.
+/// Removes what a lab left behind: its namespaces (`LAB-h*`), its links (`LABh*`), its state and
+/// its control socket.
 fn down(name: &str) -> Result<()> {
     check_lab_name(name)?;
     let mut removed = 0;
@@ -252,6 +253,10 @@ fn down(name: &str) -> Result<()> {
         }
     }
     let _ = std::fs::remove_file(state_path(name));
+    // The crashed switch's control socket, unless a switch of that name is running after all.
+    if crate::control::ensure_name_free(name).is_ok() {
+        let _ = std::fs::remove_file(crate::control::socket_path(name));
+    }
     outln!("lab {name}: removed {removed} namespaces and links");
     Ok(())
 }

@@ -133,6 +133,7 @@ pub fn render(switch: &Switch) -> String {
 
 /// The HTTP endpoint, serving until dropped.
 pub struct MetricsServer {
+    addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -142,16 +143,17 @@ impl MetricsServer {
     pub fn start(addr: SocketAddr, switch: Arc<Switch>) -> Result<MetricsServer> {
         let listener = TcpListener::bind(addr)
             .with_context(|| format!("couldn't listen on {addr} for metrics"))?;
-        listener.set_nonblocking(true)?;
+        let listener_addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
         let thread = std::thread::Builder::new()
             .name("vswitch-metrics".into())
             .spawn(move || {
+                // Blocks in accept; Drop wakes it by connecting once the stop flag is set.
                 while !thread_stop.load(Ordering::Relaxed) {
                     match listener.accept() {
+                        Ok(_) if thread_stop.load(Ordering::Relaxed) => break,
                         Ok((mut stream, _)) => {
-                            let _ = stream.set_nonblocking(false);
                             let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
                             let mut request_line = String::new();
                             let mut reader = BufReader::new(&stream);
@@ -174,14 +176,12 @@ impl MetricsServer {
                                 body.len()
                             );
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
                         Err(_) => std::thread::sleep(Duration::from_millis(200)),
                     }
                 }
             })?;
         Ok(MetricsServer {
+            addr: listener_addr,
             stop,
             thread: Some(thread),
         })
@@ -191,6 +191,7 @@ impl MetricsServer {
 impl Drop for MetricsServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        let _ = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -214,6 +214,8 @@ fn lab_down_cleans_up_after_a_crash() {
     assert!(down.success());
     assert!(namespaces_with_prefix(&format!("{name}-h")).is_empty());
     assert!(links_with_prefix(&format!("{name}h")).is_empty());
+    let socket = std::path::Path::new("/run/vswitch").join(format!("{name}.sock"));
+    assert!(!socket.exists(), "the crashed lab's control socket is left");
 }
 
 #[test]
