@@ -1,0 +1,288 @@
+//! The way of one frame through the switch: ingress pipeline, forwarding decision, egress
+//! pipeline, send; and the queue of frames a pipeline holds back.
+
+use std::collections::BinaryHeap;
+use std::io;
+
+use vswitch_core::forward::decide;
+use vswitch_core::vnet::{F_DATA_VALID, F_NEEDS_CSUM, complete_checksum, fits_mtu};
+use vswitch_core::{
+    DropReason, Egress, EthernetFrame, FdbKey, LearnRequest, Outcome, PortId, Timestamp,
+    VNET_HDR_LEN, VnetHeader,
+};
+
+use crate::capture::Direction;
+use crate::pipeline::{Hook, MirrorCopy};
+use crate::port::Port;
+
+use super::{Forwarder, Shared, State};
+
+/// A frame held back by a pipeline (delay or shaping) until `release`.
+#[derive(Debug)]
+pub(super) struct Delayed {
+    pub(super) release: Timestamp,
+    pub(super) seq: u64,
+    pub(super) port: PortId,
+    pub(super) hook: Hook,
+    /// `[virtio-net header | frame]`.
+    pub(super) data: Vec<u8>,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, other: &Self) -> bool {
+        (self.release, self.seq) == (other.release, other.seq)
+    }
+}
+
+impl Eq for Delayed {}
+
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Delayed {
+    /// Reversed, so that `BinaryHeap` pops the earliest release first (and in order of arrival
+    /// among equal ones).
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.release, other.seq).cmp(&(self.release, self.seq))
+    }
+}
+
+/// A worker's queue of delayed frames.
+#[derive(Debug, Default)]
+pub(super) struct DelayQueue {
+    heap: BinaryHeap<Delayed>,
+    seq: u64,
+}
+
+/// Most frames one worker holds back; past that, delayed frames are dropped (and counted), so a
+/// long delay on a busy port can't eat the machine's memory.
+const MAX_DELAYED: usize = 100_000;
+
+impl DelayQueue {
+    fn push(&mut self, release: Timestamp, port: &Port, hook: Hook, data: Vec<u8>) {
+        if self.heap.len() >= MAX_DELAYED {
+            port.counters().count_drop(DropReason::Pipeline);
+            return;
+        }
+        let port = port.id();
+        self.seq += 1;
+        self.heap.push(Delayed {
+            release,
+            seq: self.seq,
+            port,
+            hook,
+            data,
+        });
+    }
+
+    pub(super) fn peek(&self) -> Option<&Delayed> {
+        self.heap.peek()
+    }
+
+    pub(super) fn pop(&mut self) -> Option<Delayed> {
+        self.heap.pop()
+    }
+}
+
+/// What a frame's journey through the switch needs at hand.
+pub(super) struct Ctx<'a> {
+    pub(super) shared: &'a Shared,
+    pub(super) state: &'a State,
+    pub(super) now: Timestamp,
+    pub(super) learn: &'a mut Vec<LearnRequest>,
+    pub(super) delays: &'a mut DelayQueue,
+}
+
+/// Runs the mirror copies a pipeline asked for.
+fn mirror_to(state: &State, target: &str, buf: &mut [u8]) {
+    if let Some(port) = state.ports.iter().flatten().find(|p| p.name() == target) {
+        send(port, buf);
+    }
+}
+
+/// Whether `frame` is unicast to a destination the learning table doesn't know (so it floods).
+/// Only asked when a pipeline runs, for storm control.
+fn unknown_unicast(ctx: &Ctx<'_>, frame: &[u8]) -> bool {
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return false;
+    };
+    let dst = eth.dst();
+    matches!(ctx.shared.forwarder, Forwarder::Learning(_))
+        && !dst.is_multicast()
+        && ctx
+            .state
+            .table
+            .lookup(FdbKey::untagged(dst), ctx.now)
+            .is_none()
+}
+
+/// Runs `port`'s pipeline for `hook` on the frame in `buf`: makes the mirror copies, counts a
+/// drop, queues a delayed frame (twice if duplicated). Returns what is left to do now, or `None`
+/// when the frame was dropped or delayed. A corrupted frame comes back as a copy in `corrupted`.
+fn through_pipeline(
+    ctx: &mut Ctx<'_>,
+    port: &Port,
+    hook: Hook,
+    buf: &[u8],
+    corrupted: &mut Option<Vec<u8>>,
+) -> Option<Outcome> {
+    let mut copies: Vec<String> = Vec::new();
+    let frame = &buf[VNET_HDR_LEN..];
+    let unknown = unknown_unicast(ctx, frame);
+    let outcome = port
+        .pipeline(hook)
+        .process(ctx.now, frame, unknown, |MirrorCopy::Port(name)| {
+            copies.push(name.to_owned())
+        });
+    for name in &copies {
+        mirror_to(ctx.state, name, &mut buf.to_vec());
+    }
+    if !outcome.pass {
+        port.counters().count_drop(DropReason::Pipeline);
+        return None;
+    }
+    if let Some((offset, bit)) = outcome.corrupt
+        && VNET_HDR_LEN + offset < buf.len()
+    {
+        let mut frame = buf.to_vec();
+        frame[VNET_HDR_LEN + offset] ^= 1 << bit;
+        *corrupted = Some(frame);
+    }
+    if !outcome.delay.is_zero() {
+        let release = ctx.now + outcome.delay;
+        let frame = corrupted.take().unwrap_or_else(|| buf.to_vec());
+        if outcome.duplicate {
+            ctx.delays.push(release, port, hook, frame.clone());
+        }
+        ctx.delays.push(release, port, hook, frame);
+        return None;
+    }
+    Some(outcome)
+}
+
+/// Takes the frame in `buf` (`[virtio-net header | frame]`), received on `in_port`, through the
+/// port's ingress pipeline (if `run_ingress`: not for a frame the pipeline already delayed), the
+/// forwarding decision and out to its egress ports.
+pub(super) fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], run_ingress: bool) {
+    if run_ingress && in_port.pipeline(Hook::Ingress).is_active() {
+        let mut corrupted = None;
+        let Some(outcome) = through_pipeline(ctx, in_port, Hook::Ingress, buf, &mut corrupted)
+        else {
+            return;
+        };
+        if let Some(frame) = corrupted {
+            // Corrupted on the way in: every egress port gets the damaged frame.
+            buf.copy_from_slice(&frame);
+        }
+        if outcome.duplicate {
+            let mut twin = buf.to_vec();
+            forward_frame(ctx, in_port, &mut twin, false);
+        }
+    }
+    let frame = &buf[VNET_HDR_LEN..];
+    let d = match &ctx.shared.forwarder {
+        Forwarder::Learning(cfg) => decide(&ctx.state.table, cfg, ctx.now, in_port.id(), frame),
+        Forwarder::Macvlan(table) => table.dispatch(in_port.id(), frame),
+    };
+    ctx.learn.extend(d.learn);
+    let state = ctx.state;
+    match d.egress {
+        Egress::Drop(reason) => in_port.counters().count_drop(reason),
+        Egress::Port(out) => {
+            if let Some(Some(out)) = state.ports.get(out.index()) {
+                transmit(ctx, out, buf, true);
+            }
+        }
+        Egress::Flood => {
+            for out in state.ports.iter().flatten() {
+                if out.id() != in_port.id() {
+                    transmit(ctx, out, buf, true);
+                }
+            }
+        }
+        Egress::FloodExcept(skip) => {
+            for out in state.ports.iter().flatten() {
+                if out.id() != in_port.id() && out.id() != skip {
+                    transmit(ctx, out, buf, true);
+                }
+            }
+        }
+        Egress::Group(group) => {
+            if let Forwarder::Macvlan(table) = &ctx.shared.forwarder {
+                for id in table.group(group) {
+                    if let Some(Some(out)) = state.ports.get(id.index()) {
+                        transmit(ctx, out, buf, true);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Takes the frame in `buf` through `out`'s egress pipeline (if `run_egress`) and sends it.
+pub(super) fn transmit(ctx: &mut Ctx<'_>, out: &Port, buf: &mut [u8], run_egress: bool) {
+    if run_egress && out.pipeline(Hook::Egress).is_active() {
+        let mut corrupted = None;
+        let Some(outcome) = through_pipeline(ctx, out, Hook::Egress, buf, &mut corrupted) else {
+            return;
+        };
+        // A corrupted copy: the same buffer may still go to other ports of a flood.
+        let buf: &mut [u8] = corrupted.as_deref_mut().unwrap_or(buf);
+        if outcome.duplicate {
+            send(out, buf);
+        }
+        send(out, buf);
+        return;
+    }
+    send(out, buf);
+}
+
+/// Sends the frame in `buf` (`[virtio-net header | frame]`) out of `out`, counting the outcome
+/// on it. For a device without offloads, a partial checksum is finished first (in place, and
+/// the header updated, so later ports of a flood see a complete frame).
+fn send(out: &Port, buf: &mut [u8]) {
+    let Some(vnet) = VnetHeader::parse(buf) else {
+        return;
+    };
+    let frame_len = buf.len() - VNET_HDR_LEN;
+    if !fits_mtu(&buf[VNET_HDR_LEN..], &vnet, out.mtu()) {
+        out.counters().count_drop(DropReason::Oversize);
+        return;
+    }
+    let wire = if out.device().vnet_header() {
+        &buf[..]
+    } else {
+        if vnet.is_gso() {
+            out.counters().count_drop(DropReason::GsoUnsupported);
+            return;
+        }
+        if vnet.needs_csum() {
+            let (header, frame) = buf.split_at_mut(VNET_HDR_LEN);
+            if complete_checksum(frame, &vnet) {
+                header[0] = (vnet.flags & !F_NEEDS_CSUM) | F_DATA_VALID;
+            }
+        }
+        &buf[VNET_HDR_LEN..]
+    };
+    match out.device().send(wire) {
+        Ok(()) => {
+            out.counters().count_tx(frame_len);
+            out.capture_tap()
+                .offer(Direction::Out, &wire[wire.len() - frame_len..]);
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            out.counters().count_drop(DropReason::EgressQueueFull)
+        }
+        // A TAP whose interface is down answers EIO.
+        Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+            out.counters().count_drop(DropReason::LinkDown)
+        }
+        Err(e) => {
+            out.counters().count_drop(DropReason::IoError);
+            tracing::trace!(port = out.name(), error = %e, "send failed");
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! A worker thread: polls its receive queues, reads batches, hands them to the frame path, and
+//! releases delayed frames when they are due.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use vswitch_core::{DropReason, LearnRequest, TableEvent, Timestamp, VNET_HDR_LEN};
+
+use crate::capture::Direction;
+use crate::pipeline::Hook;
+use crate::port::Port;
+
+use super::frame_path::DelayQueue;
+use super::frame_path::{Ctx, forward_frame, transmit};
+use super::{BATCH, MAX_FRAME, RxQueue, Shared, WAKER, WorkerCommand};
+
+/// What reading a port's queue ended with.
+enum Drain {
+    /// The batch filled up: more may be waiting.
+    More,
+    /// The device had nothing more (`WouldBlock`).
+    Empty,
+    /// The device failed for good.
+    Failed(io::Error),
+}
+
+pub(super) struct Worker {
+    index: usize,
+    shared: Arc<Shared>,
+    /// The receive queues this worker polls, by token.
+    ports: Vec<Option<RxQueue>>,
+    poll: Poll,
+    commands: crossbeam_channel::Receiver<WorkerCommand>,
+    buffers: Vec<Vec<u8>>,
+    lengths: [usize; BATCH],
+    learn: Vec<LearnRequest>,
+    events: Vec<TableEvent>,
+    delays: DelayQueue,
+}
+
+impl Worker {
+    pub(super) fn new(
+        index: usize,
+        shared: Arc<Shared>,
+        ports: Vec<RxQueue>,
+        poll: Poll,
+        commands: crossbeam_channel::Receiver<WorkerCommand>,
+    ) -> Self {
+        Worker {
+            index,
+            shared,
+            ports: ports.into_iter().map(Some).collect(),
+            poll,
+            commands,
+            buffers: (0..BATCH).map(|_| vec![0u8; MAX_FRAME]).collect(),
+            lengths: [0; BATCH],
+            learn: Vec::with_capacity(BATCH),
+            events: Vec::new(),
+            delays: DelayQueue::default(),
+        }
+    }
+
+    pub(super) fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        let mut ready: VecDeque<usize> = VecDeque::new();
+        let mut queued = vec![false; self.ports.len()];
+        let mut last_work = Instant::now();
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            let spinning =
+                !self.shared.busy_poll.is_zero() && last_work.elapsed() < self.shared.busy_poll;
+            let next_release = self.release_delayed();
+            let timeout = if !ready.is_empty() || spinning {
+                Some(Duration::ZERO)
+            } else {
+                next_release
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                tracing::error!(error = %e, "epoll failed; worker stops");
+                return;
+            }
+            let woke = Instant::now();
+            if !events.is_empty() {
+                last_work = woke;
+            }
+            for command in self.commands.try_iter().collect::<Vec<_>>() {
+                self.apply(command);
+                queued.resize(self.ports.len(), false);
+            }
+            for event in events.iter() {
+                let i = event.token().0;
+                if event.token() != WAKER && !queued[i] {
+                    queued[i] = true;
+                    ready.push_back(i);
+                }
+            }
+            // Serve each ready port one batch per round, so a busy port can't starve the others.
+            for _ in 0..ready.len() {
+                let Some(i) = ready.pop_front() else { break };
+                queued[i] = false;
+                let Some(rxq) = self.ports[i].clone() else {
+                    continue;
+                };
+                let port = &rxq.port;
+                let outcome = if port.is_gone() {
+                    Drain::Failed(io::Error::other("removed"))
+                } else {
+                    self.serve(port, rxq.queue)
+                };
+                match outcome {
+                    Drain::More => {
+                        queued[i] = true;
+                        ready.push_back(i);
+                    }
+                    Drain::Empty => {}
+                    Drain::Failed(error) => {
+                        let fd = rxq.fd();
+                        if let Err(e) = self.poll.registry().deregister(&mut SourceFd(&fd)) {
+                            tracing::debug!(error = %e, "deregister failed");
+                        }
+                        self.ports[i] = None;
+                        self.shared.remove_port(port, &error);
+                    }
+                }
+            }
+            if !events.is_empty() || !ready.is_empty() {
+                let busy = u64::try_from(woke.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.shared.busy_nanos[self.index].fetch_add(busy, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Starts or stops polling a port.
+    fn apply(&mut self, command: WorkerCommand) {
+        match command {
+            WorkerCommand::Add(rxq) => {
+                let token = Token(self.ports.len());
+                let fd = rxq.fd();
+                match self
+                    .poll
+                    .registry()
+                    .register(&mut SourceFd(&fd), token, Interest::READABLE)
+                {
+                    Ok(()) => self.ports.push(Some(rxq)),
+                    Err(e) => {
+                        tracing::error!(port = rxq.port.name(), error = %e, "couldn't poll the new port");
+                        self.shared.remove_port(&rxq.port, &e);
+                    }
+                }
+            }
+            WorkerCommand::Remove(id) => {
+                for slot in &mut self.ports {
+                    if slot.as_ref().is_some_and(|q| q.port.id() == id)
+                        && let Some(rxq) = slot.take()
+                    {
+                        let fd = rxq.fd();
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads one batch from `port` and forwards it.
+    ///
+    /// Every buffer is laid out as `[virtio-net header | frame]`: devices with offloads read
+    /// both at once; others read the frame behind a zeroed header. So a frame can go out to
+    /// either kind of device from the same buffer without copying.
+    fn serve(&mut self, port: &Port, queue: usize) -> Drain {
+        let vnet = port.device().vnet_header();
+        let mut count = 0;
+        let mut outcome = Drain::More;
+        while count < BATCH {
+            let buf = &mut self.buffers[count];
+            let read = if vnet {
+                port.device().recv_queue(queue, buf)
+            } else {
+                buf[..VNET_HDR_LEN].fill(0);
+                port.device()
+                    .recv_queue(queue, &mut buf[VNET_HDR_LEN..])
+                    .map(|n| n + VNET_HDR_LEN)
+            };
+            match read {
+                Ok(len) if len < VNET_HDR_LEN => {
+                    port.counters().count_rx(len);
+                    port.counters().count_drop(DropReason::Runt);
+                }
+                Ok(len) => {
+                    port.counters().count_rx(len - VNET_HDR_LEN);
+                    port.capture_tap()
+                        .offer(Direction::In, &buf[VNET_HDR_LEN..len]);
+                    self.lengths[count] = len;
+                    count += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    outcome = Drain::Empty;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    outcome = Drain::Failed(e);
+                    break;
+                }
+            }
+        }
+        if count > 0 {
+            self.forward(port, count);
+        }
+        outcome
+    }
+
+    /// Decides and transmits the first `count` buffered frames, then applies learning.
+    fn forward(&mut self, in_port: &Port, count: usize) {
+        let now = self.shared.now();
+        {
+            let state = self.shared.read();
+            let mut ctx = Ctx {
+                shared: &self.shared,
+                state: &state,
+                now,
+                learn: &mut self.learn,
+                delays: &mut self.delays,
+            };
+            for (buf, &len) in self.buffers.iter_mut().zip(&self.lengths[..count]) {
+                forward_frame(&mut ctx, in_port, &mut buf[..len], true);
+            }
+        }
+        self.apply_learning(now);
+    }
+
+    /// Sends on the frames whose delay is over; returns how long until the next one is due.
+    fn release_delayed(&mut self) -> Option<Duration> {
+        let now = self.shared.now();
+        if self.delays.peek().is_some_and(|d| d.release <= now) {
+            {
+                let state = self.shared.read();
+                let mut due = Vec::new();
+                while self.delays.peek().is_some_and(|d| d.release <= now) {
+                    if let Some(d) = self.delays.pop() {
+                        due.push(d);
+                    }
+                }
+                let mut ctx = Ctx {
+                    shared: &self.shared,
+                    state: &state,
+                    now,
+                    learn: &mut self.learn,
+                    delays: &mut self.delays,
+                };
+                for mut d in due {
+                    let port = state.ports.get(d.port.index()).cloned().flatten();
+                    match (port, d.hook) {
+                        (Some(p), Hook::Ingress) => forward_frame(&mut ctx, &p, &mut d.data, false),
+                        (Some(p), Hook::Egress) => transmit(&mut ctx, &p, &mut d.data, false),
+                        (None, _) => {}
+                    }
+                }
+            }
+            self.apply_learning(now);
+        }
+        self.delays
+            .peek()
+            .map(|d| d.release.saturating_since(self.shared.now()))
+    }
+
+    fn apply_learning(&mut self, now: Timestamp) {
+        if self.learn.is_empty() {
+            return;
+        }
+        {
+            let mut state = self.shared.write();
+            for req in self.learn.drain(..) {
+                // A port removed meanwhile must not get entries back.
+                if state
+                    .ports
+                    .get(req.port.index())
+                    .is_some_and(Option::is_some)
+                {
+                    state.table.learn(req.key, req.port, now, &mut self.events);
+                }
+            }
+        }
+        self.shared.count_events(&mut self.events);
+    }
+}
