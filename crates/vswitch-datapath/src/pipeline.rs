@@ -54,6 +54,8 @@ struct Installed {
 #[derive(Debug, Default)]
 pub struct PortPipeline {
     active: AtomicBool,
+    /// A stage wants to know whether frames are unknown unicast (a table lookup per frame).
+    needs_unknown_unicast: AtomicBool,
     installed: Mutex<Option<Installed>>,
 }
 
@@ -84,9 +86,16 @@ impl PortPipeline {
             }
         }
         let empty = pipeline.is_empty();
+        self.needs_unknown_unicast
+            .store(pipeline.needs_unknown_unicast(), Relaxed);
         *self.lock() = Some(Installed { pipeline, files });
         self.active.store(!empty, Relaxed);
         Ok(())
+    }
+
+    /// Whether the installed stages need to know if a frame is unknown unicast.
+    pub fn needs_unknown_unicast(&self) -> bool {
+        self.needs_unknown_unicast.load(Relaxed)
     }
 
     /// Removes the pipeline (closing its files).

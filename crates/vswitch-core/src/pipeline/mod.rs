@@ -228,6 +228,14 @@ impl Pipeline {
         Ok(Pipeline { stages })
     }
 
+    /// Whether a stage needs to know if a frame is unknown unicast (storm control does), which
+    /// costs the caller a table lookup per frame.
+    pub fn needs_unknown_unicast(&self) -> bool {
+        self.stages
+            .iter()
+            .any(|s| matches!(s, Stage::Storm(storm) if storm.unknown_unicast))
+    }
+
     /// No stages at all.
     pub fn is_empty(&self) -> bool {
         self.stages.is_empty()
@@ -599,6 +607,12 @@ mod tests {
             "broadcast not named"
         );
         assert!(Pipeline::parse("storm 10pps anycast").is_err());
+        assert!(p.needs_unknown_unicast());
+        assert!(
+            !Pipeline::parse("storm 10pps broadcast")
+                .unwrap()
+                .needs_unknown_unicast()
+        );
     }
 
     #[test]

@@ -131,7 +131,7 @@ fn through_pipeline(
 ) -> Option<Outcome> {
     let mut copies: Vec<String> = Vec::new();
     let frame = &buf[VNET_HDR_LEN..];
-    let unknown = unknown_unicast(ctx, frame);
+    let unknown = port.pipeline(hook).needs_unknown_unicast() && unknown_unicast(ctx, frame);
     let outcome = port
         .pipeline(hook)
         .process(ctx.now, frame, unknown, |MirrorCopy::Port(name)| {
@@ -276,8 +276,8 @@ fn send(out: &Port, buf: &mut [u8]) {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
             out.counters().count_drop(DropReason::EgressQueueFull)
         }
-        // A TAP whose interface is down answers EIO.
-        Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+        // A TAP whose interface is down answers EIO, a packet socket ENETDOWN.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EIO | libc::ENETDOWN)) => {
             out.counters().count_drop(DropReason::LinkDown)
         }
         Err(e) => {

@@ -241,12 +241,6 @@ impl Worker {
         if self.delays.peek().is_some_and(|d| d.release <= now) {
             {
                 let state = self.shared.read();
-                let mut due = Vec::new();
-                while self.delays.peek().is_some_and(|d| d.release <= now) {
-                    if let Some(d) = self.delays.pop() {
-                        due.push(d);
-                    }
-                }
                 let mut ctx = Ctx {
                     shared: &self.shared,
                     state: &state,
@@ -254,7 +248,10 @@ impl Worker {
                     learn: &mut self.learn,
                     delays: &mut self.delays,
                 };
-                for mut d in due {
+                // A released frame may be delayed again (an egress stage after an ingress one),
+                // but never to `now` or earlier, so this ends.
+                while ctx.delays.peek().is_some_and(|d| d.release <= now) {
+                    let Some(mut d) = ctx.delays.pop() else { break };
                     let port = state.ports.get(d.port.index()).cloned().flatten();
                     match (port, d.hook) {
                         (Some(p), Hook::Ingress) => forward_frame(&mut ctx, &p, &mut d.data, false),
