@@ -26,8 +26,8 @@ pub enum DropReason {
     Pipeline,
     /// The egress device would have blocked (its queue is full).
     EgressQueueFull,
-    /// A segmentation-offload (GSO) frame for a port without offloads: software segmentation is
-    /// not implemented yet.
+    /// A segmentation-offload (GSO) frame that software segmentation could not cut for a port
+    /// without offloads: legacy UDP fragmentation offload, or headers that don't add up.
     GsoUnsupported,
     /// The egress device is down (a TAP moved into a namespace and not yet set up).
     LinkDown,

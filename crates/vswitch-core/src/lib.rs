@@ -14,6 +14,7 @@
 //! - [`macvlan`]: MACVLAN-style dispatch by destination MAC, the kernel's modes, no learning.
 //! - [`vnet`]: the virtio-net header that carries offload metadata (GSO, partial checksums)
 //!   with each frame, and what the switch must check or finish because of it.
+//! - [`gso`]: software segmentation of GSO frames for ports that can't take them whole.
 //! - [`pipeline`]: per-port stages: filters, rate limits, impairments, mirrors.
 //! - [`pcap`]: the capture file format.
 //! - [`counters`]: per-port and per-table counters that any thread may read at any time.
@@ -21,6 +22,7 @@
 
 pub mod counters;
 pub mod forward;
+pub mod gso;
 pub mod macvlan;
 pub mod pcap;
 pub mod pipeline;

@@ -4,11 +4,12 @@
 //! It is what lets a 64 KiB TCP segment with a partial checksum cross the switch untouched:
 //! `gso_type`/`gso_size` say how the kernel will cut it, `csum_start`/`csum_offset` where the
 //! checksum still has to be finished. When a frame goes to a port without offloads, the switch
-//! finishes the checksum itself ([`complete_checksum`]).
+//! finishes the checksum itself ([`complete_checksum`]) and cuts GSO frames ([`crate::gso`]).
 //!
 //! Fields are little-endian: TAPs use the host's byte order unless told otherwise, and vswitch
 //! runs on little-endian hosts (x86-64, arm64).
 
+use crate::gso::{fold, sum_bytes};
 use crate::wire::{ETHERNET_HEADER_LEN, EthernetFrame};
 
 /// Length of `struct virtio_net_hdr`.
@@ -121,18 +122,7 @@ pub fn complete_checksum(frame: &mut [u8], vnet: &VnetHeader) -> bool {
     if start < ETHERNET_HEADER_LEN || field + 2 > frame.len() {
         return false;
     }
-    let mut sum: u64 = 0;
-    let mut chunks = frame[start..].chunks_exact(2);
-    for pair in &mut chunks {
-        sum += u64::from(u16::from_be_bytes([pair[0], pair[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u64::from(*last) << 8;
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    let folded = !(sum as u16);
+    let folded = !fold(sum_bytes(0, &frame[start..]));
     // UDP transmits a computed zero as all ones; for TCP both mean the same sum.
     let value = if folded == 0 { 0xffff } else { folded };
     frame[field..field + 2].copy_from_slice(&value.to_be_bytes());

@@ -1,9 +1,10 @@
 //! Whatever bytes arrive, the pure logic answers and never panics: frames of any length and
 //! content through the forwarding decision, MACVLAN dispatch, every pipeline stage, the MTU
-//! check and checksum completion with any virtio-net header; any text through the parsers.
+//! check, checksum completion and software segmentation with any virtio-net header; any text through the parsers.
 
 use proptest::prelude::*;
 use vswitch_core::forward::decide;
+use vswitch_core::gso::{segment, tcp_mss_for_mtu};
 use vswitch_core::vnet::{complete_checksum, fits_mtu};
 use vswitch_core::{
     ForwardingConfig, MacAddr, MacTable, MacvlanMode, MacvlanTable, Pipeline, PortId, TableConfig,
@@ -78,7 +79,14 @@ proptest! {
         let _ = fits_mtu(&frame, &vnet, mtu);
         let mut copy = frame.clone();
         if !complete_checksum(&mut copy, &vnet) {
-            prop_assert_eq!(copy, frame, "a refused completion must leave the frame alone");
+            prop_assert_eq!(&copy, &frame, "a refused completion must leave the frame alone");
+        }
+        let _ = tcp_mss_for_mtu(&frame, &vnet, mtu);
+        let mut scratch = Vec::new();
+        let limit = u16::try_from(mtu).ok();
+        let mut total = 0;
+        if let Ok(n) = segment(&frame, &vnet, limit, &mut scratch, |s| total += s.len()) {
+            prop_assert!(n >= 1 && total >= n * 14);
         }
     }
 

@@ -90,6 +90,18 @@ impl Host {
         })
     }
 
+    /// Turns IPv6 on for the host's interface (without duplicate address detection, so the
+    /// address works at once) and gives it `addr`/64.
+    pub fn add_ipv6(&self, addr: std::net::Ipv6Addr) -> Result<(), NetnsError> {
+        self.ns.run(|| -> Result<(), NetnsError> {
+            let conf = format!("/proc/sys/net/ipv6/conf/{}", self.ifname);
+            let _ = std::fs::write(format!("{conf}/accept_dad"), "0");
+            let _ = std::fs::write(format!("{conf}/router_solicitations"), "0");
+            let _ = std::fs::write(format!("{conf}/disable_ipv6"), "0");
+            Netlink::open()?.add_address(&self.ifname, IpAddr::V6(addr), 64)
+        })?
+    }
+
     /// Sets the MTU of the host's interface.
     pub fn set_mtu(&self, mtu: u32) -> Result<(), NetnsError> {
         self.ns
@@ -174,11 +186,11 @@ fn fill(buf: &mut [u8], state: &mut u64) {
 pub fn tcp_transfer(
     client: &Netns,
     server: &Netns,
-    server_addr: Ipv4Addr,
+    server_addr: impl Into<IpAddr>,
     port: u16,
     bytes: u64,
 ) -> io::Result<Transfer> {
-    let listen = SocketAddr::new(IpAddr::V4(server_addr), port);
+    let listen = SocketAddr::new(server_addr.into(), port);
     let listener = server
         .run(|| TcpListener::bind(listen))
         .map_err(io::Error::other)??;
@@ -260,10 +272,19 @@ impl SwitchLab {
         config: vswitch_datapath::SwitchConfig,
         attach: Attach,
     ) -> Result<SwitchLab, Box<dyn std::error::Error>> {
+        SwitchLab::with_attachments(config, &vec![attach; n])
+    }
+
+    /// Starts a switch with `config` and a host per entry of `attachments`, host `i` attached as
+    /// `attachments[i]` says (so one lab can mix ports with and without offloads).
+    pub fn with_attachments(
+        config: vswitch_datapath::SwitchConfig,
+        attachments: &[Attach],
+    ) -> Result<SwitchLab, Box<dyn std::error::Error>> {
         let mut ports: Vec<(String, Box<dyn vswitch_datapath::PortDevice>)> = Vec::new();
         let mut inner = Vec::new();
         let mut links = Vec::new();
-        for _ in 0..n {
+        for &attach in attachments {
             let name = unique_name("vsp");
             let device: Box<dyn vswitch_datapath::PortDevice> = match attach {
                 Attach::Tap { offload } => {

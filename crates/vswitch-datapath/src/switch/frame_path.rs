@@ -1,10 +1,12 @@
 //! The way of one frame through the switch: ingress pipeline, forwarding decision, egress
 //! pipeline, send; and the queue of frames a pipeline holds back.
 
+use std::cell::RefCell;
 use std::collections::BinaryHeap;
 use std::io;
 
 use vswitch_core::forward::decide;
+use vswitch_core::gso;
 use vswitch_core::vnet::{F_DATA_VALID, F_NEEDS_CSUM, complete_checksum, fits_mtu};
 use vswitch_core::{
     DropReason, Egress, EthernetFrame, FdbKey, LearnRequest, Outcome, PortId, Timestamp,
@@ -240,38 +242,78 @@ pub(super) fn transmit(ctx: &mut Ctx<'_>, out: &Port, buf: &mut [u8], run_egress
     send(out, buf);
 }
 
+thread_local! {
+    /// The segment being built when a worker cuts a GSO frame in software: one buffer per
+    /// worker, reused, so segmentation allocates nothing in steady state.
+    static SEGMENT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Sends the frame in `buf` (`[virtio-net header | frame]`) out of `out`, counting the outcome
-/// on it. For a device without offloads, a partial checksum is finished first (in place, and
-/// the header updated, so later ports of a flood see a complete frame).
+/// on it, in the form the device takes:
+/// - a device with virtio-net headers gets the frame as it is, GSO included; a TCP GSO frame cut
+///   for a larger MTU than `out`'s gets a smaller `gso_size`, and the kernel cuts it to fit;
+/// - a device without gets wire-sized frames: a GSO frame is segmented in software, a partial
+///   checksum finished (in place, and the header updated, so later ports of a flood see a
+///   complete frame).
 fn send(out: &Port, buf: &mut [u8]) {
     let Some(vnet) = VnetHeader::parse(buf) else {
         return;
     };
-    let frame_len = buf.len() - VNET_HDR_LEN;
-    if !fits_mtu(&buf[VNET_HDR_LEN..], &vnet, out.mtu()) {
+    let mtu = out.mtu();
+    let fits = fits_mtu(&buf[VNET_HDR_LEN..], &vnet, mtu);
+    if out.device().vnet_header() {
+        if fits {
+            write(out, buf, VNET_HDR_LEN);
+        } else if let Some(mss) = vnet
+            .is_gso()
+            .then(|| gso::tcp_mss_for_mtu(&buf[VNET_HDR_LEN..], &vnet, mtu))
+            .flatten()
+        {
+            let sender_size = [buf[4], buf[5]];
+            buf[4..6].copy_from_slice(&mss.to_le_bytes());
+            write(out, buf, VNET_HDR_LEN);
+            buf[4..6].copy_from_slice(&sender_size);
+        } else {
+            out.counters().count_drop(DropReason::Oversize);
+        }
+        return;
+    }
+    if vnet.is_gso() {
+        let frame = &buf[VNET_HDR_LEN..];
+        let limit = gso::tcp_mss_for_mtu(frame, &vnet, mtu);
+        if !fits && limit.is_none() {
+            out.counters().count_drop(DropReason::Oversize);
+            return;
+        }
+        SEGMENT.with_borrow_mut(|scratch| {
+            if let Err(e) = gso::segment(frame, &vnet, limit, scratch, |seg| write(out, seg, 0)) {
+                out.counters().count_drop(DropReason::GsoUnsupported);
+                tracing::trace!(port = out.name(), error = %e, "software segmentation failed");
+            }
+        });
+        return;
+    }
+    if !fits {
         out.counters().count_drop(DropReason::Oversize);
         return;
     }
-    let wire = if out.device().vnet_header() {
-        &buf[..]
-    } else {
-        if vnet.is_gso() {
-            out.counters().count_drop(DropReason::GsoUnsupported);
-            return;
+    if vnet.needs_csum() {
+        let (header, frame) = buf.split_at_mut(VNET_HDR_LEN);
+        if complete_checksum(frame, &vnet) {
+            header[0] = (vnet.flags & !F_NEEDS_CSUM) | F_DATA_VALID;
         }
-        if vnet.needs_csum() {
-            let (header, frame) = buf.split_at_mut(VNET_HDR_LEN);
-            if complete_checksum(frame, &vnet) {
-                header[0] = (vnet.flags & !F_NEEDS_CSUM) | F_DATA_VALID;
-            }
-        }
-        &buf[VNET_HDR_LEN..]
-    };
+    }
+    write(out, &buf[VNET_HDR_LEN..], 0);
+}
+
+/// Writes `wire` (a frame behind `header_len` bytes of virtio-net header) to `out`'s device and
+/// counts the outcome.
+fn write(out: &Port, wire: &[u8], header_len: usize) {
+    let frame = &wire[header_len..];
     match out.device().send(wire) {
         Ok(()) => {
-            out.counters().count_tx(frame_len);
-            out.capture_tap()
-                .offer(Direction::Out, &wire[wire.len() - frame_len..]);
+            out.counters().count_tx(frame.len());
+            out.capture_tap().offer(Direction::Out, frame);
         }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
             out.counters().count_drop(DropReason::EgressQueueFull)

@@ -1,0 +1,475 @@
+//! Software segmentation: cutting a GSO frame (one 64 KiB TCP segment, or a train of UDP
+//! datagrams, behind a virtio-net header) into frames the wire can carry, each with complete
+//! IP and L4 checksums.
+//!
+//! The switch moves GSO frames whole between ports that take them (TAPs with offloads, packet
+//! sockets): that is what makes it fast. This is the fallback for an egress port that can't: one
+//! without virtio-net headers (a TAP opened without offloads, an in-memory port), or one whose MTU
+//! is smaller than the segments the sender cut for ([`tcp_mss_for_mtu`] then re-cuts TCP to fit;
+//! UDP datagrams can't be re-cut).
+//!
+//! It does what the kernel's `tcp_gso_segment` / `__udp_gso_segment` do: copy the headers to
+//! each segment, fix the IP lengths (and IPv4 identification and header checksum), advance the
+//! TCP sequence number, keep FIN and PSH for the last segment and CWR for the first, and compute
+//! each segment's L4 checksum over its pseudo-header.
+
+use crate::vnet::{VnetHeader, gso};
+use crate::wire::{ETHERNET_HEADER_LEN, ETHERTYPE_VLAN, VLAN_TAG_LEN};
+
+/// Why a GSO frame could not be segmented (the switch drops it and counts `gso_unsupp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GsoError {
+    /// A `gso_type` software segmentation doesn't handle (legacy UDP fragmentation offload).
+    #[error("GSO type {0:#x} is not supported")]
+    Unsupported(u8),
+    /// The headers don't describe the frame (wrong protocol, lengths out of range, zero size).
+    #[error("malformed GSO frame: {0}")]
+    Malformed(&'static str),
+}
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const ETHERTYPE_QINQ: u16 = 0x88a8;
+const IPV6_HEADER_LEN: usize = 40;
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+const TCP_FIN: u8 = 0x01;
+const TCP_PSH: u8 = 0x08;
+const TCP_CWR: u8 = 0x80;
+
+/// Where the headers of a GSO frame are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Layout {
+    /// Start of the IP header.
+    l3: usize,
+    /// Start of the TCP or UDP header.
+    l4: usize,
+    /// End of the headers: where payload starts.
+    payload: usize,
+    /// End of the IP packet (trailing padding excluded).
+    end: usize,
+    ipv4: bool,
+    tcp: bool,
+}
+
+fn u16_at(b: &[u8], i: usize) -> u16 {
+    u16::from_be_bytes([b[i], b[i + 1]])
+}
+
+fn put_u16(b: &mut [u8], i: usize, v: u16) {
+    b[i..i + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+/// Finds the headers of the GSO frame `frame` described by `vnet`, checking that they agree.
+fn layout(frame: &[u8], vnet: &VnetHeader) -> Result<Layout, GsoError> {
+    let tcp = match vnet.gso_type & !gso::ECN {
+        gso::TCPV4 | gso::TCPV6 => true,
+        gso::UDP_L4 => false,
+        other => return Err(GsoError::Unsupported(other)),
+    };
+    let malformed = GsoError::Malformed;
+    let mut l3 = ETHERNET_HEADER_LEN;
+    let mut ethertype = frame
+        .get(12..14)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        .ok_or(malformed("runt"))?;
+    while matches!(ethertype, ETHERTYPE_VLAN | ETHERTYPE_QINQ) {
+        ethertype = frame
+            .get(l3 + 2..l3 + 4)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .ok_or(malformed("truncated VLAN tag"))?;
+        l3 += VLAN_TAG_LEN;
+    }
+    let want = if tcp { PROTO_TCP } else { PROTO_UDP };
+    let (l4, end, ipv4) = match ethertype {
+        ETHERTYPE_IPV4 => {
+            let ip = frame.get(l3..l3 + 20).ok_or(malformed("truncated IPv4"))?;
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            if ip[0] >> 4 != 4 || ihl < 20 || ip[9] != want {
+                return Err(malformed("IPv4 header doesn't match the GSO type"));
+            }
+            if u16_at(ip, 6) & 0x3fff != 0 {
+                return Err(malformed("IPv4 fragment"));
+            }
+            let end = l3 + usize::from(u16_at(ip, 2));
+            if end > frame.len() {
+                return Err(malformed("IPv4 length past the frame"));
+            }
+            (l3 + ihl, end, true)
+        }
+        ETHERTYPE_IPV6 => {
+            let ip = frame
+                .get(l3..l3 + IPV6_HEADER_LEN)
+                .ok_or(malformed("truncated IPv6"))?;
+            if ip[0] >> 4 != 6 {
+                return Err(malformed("IPv6 version"));
+            }
+            // Extension headers: trust the checksum offload's start, as the kernel does.
+            let l4 = if ip[6] == want {
+                l3 + IPV6_HEADER_LEN
+            } else if vnet.needs_csum() && usize::from(vnet.csum_start) > l3 + IPV6_HEADER_LEN {
+                usize::from(vnet.csum_start)
+            } else {
+                return Err(malformed("IPv6 header doesn't match the GSO type"));
+            };
+            let payload_len = usize::from(u16_at(ip, 4));
+            let end = if payload_len == 0 {
+                frame.len()
+            } else {
+                l3 + IPV6_HEADER_LEN + payload_len
+            };
+            if end > frame.len() {
+                return Err(malformed("IPv6 length past the frame"));
+            }
+            (l4, end, false)
+        }
+        _ => return Err(malformed("not IP")),
+    };
+    let type_ip_matches = match vnet.gso_type & !gso::ECN {
+        gso::TCPV4 => ipv4,
+        gso::TCPV6 => !ipv4,
+        _ => true,
+    };
+    if !type_ip_matches {
+        return Err(malformed("TCP GSO type and IP version disagree"));
+    }
+    let l4_header = if tcp {
+        let offset = *frame.get(l4 + 12).ok_or(malformed("truncated TCP"))?;
+        usize::from(offset >> 4) * 4
+    } else {
+        8
+    };
+    let payload = l4 + l4_header;
+    if l4_header < 8 || payload > end {
+        return Err(malformed("L4 header past the packet"));
+    }
+    if vnet.gso_size == 0 {
+        return Err(malformed("gso_size 0"));
+    }
+    Ok(Layout {
+        l3,
+        l4,
+        payload,
+        end,
+        ipv4,
+        tcp,
+    })
+}
+
+/// The largest TCP payload per segment for which the segments of the TCP GSO frame `frame` fit
+/// an MTU of `mtu`, or `None` if it isn't a TCP GSO frame or even its headers don't fit.
+pub fn tcp_mss_for_mtu(frame: &[u8], vnet: &VnetHeader, mtu: u32) -> Option<u16> {
+    let l = layout(frame, vnet).ok().filter(|l| l.tcp)?;
+    let headers = l.payload - l.l3;
+    let room = (mtu as usize).checked_sub(headers).filter(|&r| r > 0)?;
+    u16::try_from(room.min(usize::from(vnet.gso_size))).ok()
+}
+
+/// Cuts the GSO frame `frame` (without its virtio-net header `vnet`) into segments of at most
+/// `max_payload` L4 payload bytes each (`None`: the sender's `gso_size`), and hands each finished
+/// frame, checksums complete, to `emit`. `scratch` holds one segment at a time; reusing it keeps
+/// the datapath free of allocations. Returns the number of segments.
+pub fn segment(
+    frame: &[u8],
+    vnet: &VnetHeader,
+    max_payload: Option<u16>,
+    scratch: &mut Vec<u8>,
+    mut emit: impl FnMut(&[u8]),
+) -> Result<usize, GsoError> {
+    let l = layout(frame, vnet)?;
+    let mss = usize::from(max_payload.map_or(vnet.gso_size, |m| m.min(vnet.gso_size)));
+    if mss == 0 {
+        return Err(GsoError::Malformed("segment size 0"));
+    }
+    let headers = &frame[..l.payload];
+    let data = &frame[l.payload..l.end];
+    let count = data.len().div_ceil(mss).max(1);
+    let ip_id = if l.ipv4 { u16_at(frame, l.l3 + 4) } else { 0 };
+    let seq = if l.tcp {
+        u32::from_be_bytes([
+            frame[l.l4 + 4],
+            frame[l.l4 + 5],
+            frame[l.l4 + 6],
+            frame[l.l4 + 7],
+        ])
+    } else {
+        0
+    };
+    for i in 0..count {
+        let chunk = &data[(i * mss).min(data.len())..((i + 1) * mss).min(data.len())];
+        scratch.clear();
+        scratch.extend_from_slice(headers);
+        scratch.extend_from_slice(chunk);
+        let seg = scratch.as_mut_slice();
+        let l4_len = seg.len() - l.l4;
+        if l.ipv4 {
+            let ihl = l.l4 - l.l3;
+            put_u16(seg, l.l3 + 2, (seg.len() - l.l3) as u16);
+            put_u16(seg, l.l3 + 4, ip_id.wrapping_add(i as u16));
+            put_u16(seg, l.l3 + 10, 0);
+            let sum = fold(sum_bytes(0, &seg[l.l3..l.l3 + ihl]));
+            put_u16(seg, l.l3 + 10, !sum);
+        } else {
+            put_u16(seg, l.l3 + 4, (seg.len() - l.l3 - IPV6_HEADER_LEN) as u16);
+        }
+        let field = if l.tcp {
+            let first = i == 0;
+            let last = i + 1 == count;
+            let s = seq.wrapping_add((i * mss) as u32);
+            seg[l.l4 + 4..l.l4 + 8].copy_from_slice(&s.to_be_bytes());
+            let mut flags = seg[l.l4 + 13];
+            if !last {
+                flags &= !(TCP_FIN | TCP_PSH);
+            }
+            if !first {
+                flags &= !TCP_CWR;
+            }
+            seg[l.l4 + 13] = flags;
+            l.l4 + 16
+        } else {
+            put_u16(seg, l.l4 + 4, l4_len as u16);
+            l.l4 + 6
+        };
+        put_u16(seg, field, 0);
+        let pseudo = pseudo_header_sum(seg, &l, l4_len);
+        let sum = !fold(sum_bytes(pseudo, &seg[l.l4..]));
+        // UDP sends a computed zero as all ones (zero means "no checksum").
+        let sum = if sum == 0 && !l.tcp { 0xffff } else { sum };
+        put_u16(seg, field, sum);
+        emit(seg);
+    }
+    Ok(count)
+}
+
+/// The one's complement sum of the pseudo-header of the segment `seg` laid out as `l`.
+fn pseudo_header_sum(seg: &[u8], l: &Layout, l4_len: usize) -> u64 {
+    let proto = u64::from(if l.tcp { PROTO_TCP } else { PROTO_UDP });
+    let addresses = if l.ipv4 {
+        &seg[l.l3 + 12..l.l3 + 20]
+    } else {
+        &seg[l.l3 + 8..l.l3 + IPV6_HEADER_LEN]
+    };
+    sum_bytes(proto + l4_len as u64, addresses)
+}
+
+/// Adds `bytes`, as big-endian 16-bit words (an odd last byte padded with zero), to `initial`.
+/// Summing 32-bit words into 64 bits and folding later gives the same one's complement sum.
+pub fn sum_bytes(initial: u64, bytes: &[u8]) -> u64 {
+    let mut sum = initial;
+    let mut words = bytes.chunks_exact(4);
+    for w in &mut words {
+        sum += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    let rest = words.remainder();
+    let mut tail = [0u8; 4];
+    tail[..rest.len()].copy_from_slice(rest);
+    sum + u64::from(u32::from_be_bytes(tail))
+}
+
+/// Folds a 64-bit sum of [`sum_bytes`] into 16 bits (one's complement, not inverted).
+pub fn fold(mut sum: u64) -> u16 {
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vnet::F_NEEDS_CSUM;
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+
+    const PAYLOAD: usize = 10_000;
+
+    fn payload() -> Vec<u8> {
+        (0..PAYLOAD).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    /// A GSO frame as a sender's kernel hands it over: headers for the whole payload, the L4
+    /// checksum left partial (garbage here: segmentation must not depend on it).
+    fn gso_frame(ipv6: bool, tcp: bool, tcp_flags: u8) -> (Vec<u8>, VnetHeader) {
+        let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
+        let l4_header = if tcp { 20 } else { 8 };
+        let l4_len = l4_header + PAYLOAD;
+        let proto = if tcp { PROTO_TCP } else { PROTO_UDP };
+        if ipv6 {
+            f.extend_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+            f.extend_from_slice(&[0x60, 0, 0, 0]);
+            f.extend_from_slice(&(l4_len as u16).to_be_bytes());
+            f.extend_from_slice(&[proto, 64]);
+            f.extend_from_slice(&[0xfd, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+            f.extend_from_slice(&[0xfd, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        } else {
+            f.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+            f.extend_from_slice(&[0x45, 0]);
+            f.extend_from_slice(&((20 + l4_len) as u16).to_be_bytes());
+            f.extend_from_slice(&[0x12, 0x34, 0x40, 0, 64, proto, 0xde, 0xad]);
+            f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+        }
+        let l4 = f.len();
+        if tcp {
+            f.extend_from_slice(&[0x30, 0x39, 0x00, 0x50]); // ports 12345 -> 80
+            f.extend_from_slice(&0xffff_f000u32.to_be_bytes()); // seq, wraps
+            f.extend_from_slice(&7u32.to_be_bytes()); // ack
+            f.extend_from_slice(&[0x50, tcp_flags, 0xff, 0xff, 0xbe, 0xef, 0, 0]);
+        } else {
+            f.extend_from_slice(&[0x30, 0x39, 0x00, 0x35]);
+            f.extend_from_slice(&(l4_len as u16).to_be_bytes());
+            f.extend_from_slice(&[0xbe, 0xef]);
+        }
+        f.extend_from_slice(&payload());
+        let gso_type = match (ipv6, tcp) {
+            (false, true) => gso::TCPV4,
+            (true, true) => gso::TCPV6,
+            (_, false) => gso::UDP_L4,
+        };
+        let vnet = VnetHeader {
+            flags: F_NEEDS_CSUM,
+            gso_type,
+            hdr_len: (l4 + l4_header) as u16,
+            gso_size: 1400,
+            csum_start: l4 as u16,
+            csum_offset: if tcp { 16 } else { 6 },
+        };
+        (f, vnet)
+    }
+
+    /// Checks every checksum of a segment independently of the code under test, and returns
+    /// (IPv4 id, TCP seq, TCP flags, payload).
+    fn verify(seg: &[u8]) -> (u16, u32, u8, Vec<u8>) {
+        let p = SlicedPacket::from_ethernet(seg).expect("segment parses");
+        let (l4_len, pseudo, id) = match p.net.as_ref().unwrap() {
+            NetSlice::Ipv4(ip) => {
+                let h = ip.header();
+                assert_eq!(usize::from(h.total_len()), seg.len() - 14);
+                assert_eq!(h.to_header().calc_header_checksum(), h.header_checksum());
+                let len = seg.len() - 14 - 20;
+                let pseudo = sum_bytes(u64::from(h.protocol().0) + len as u64, &seg[26..34]);
+                (len, pseudo, h.identification())
+            }
+            NetSlice::Ipv6(ip) => {
+                let h = ip.header();
+                assert_eq!(usize::from(h.payload_length()), seg.len() - 14 - 40);
+                let len = seg.len() - 54;
+                let pseudo = sum_bytes(u64::from(h.next_header().0) + len as u64, &seg[22..54]);
+                (len, pseudo, 0)
+            }
+            _ => panic!("not IP"),
+        };
+        let l4 = &seg[seg.len() - l4_len..];
+        assert_eq!(fold(sum_bytes(pseudo, l4)), 0xffff, "L4 checksum");
+        match p.transport.as_ref().unwrap() {
+            TransportSlice::Tcp(t) => (id, t.sequence_number(), l4[13], t.payload().to_vec()),
+            TransportSlice::Udp(u) => {
+                assert_eq!(usize::from(u.length()), l4_len);
+                (id, 0, 0, u.payload().to_vec())
+            }
+            _ => panic!("not TCP/UDP"),
+        }
+    }
+
+    fn cut(frame: &[u8], vnet: &VnetHeader, max: Option<u16>) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut scratch = Vec::new();
+        let n = segment(frame, vnet, max, &mut scratch, |s| out.push(s.to_vec())).unwrap();
+        assert_eq!(n, out.len());
+        out
+    }
+
+    #[test]
+    fn tcp_segments_carry_the_payload_in_order_with_valid_checksums() {
+        for ipv6 in [false, true] {
+            let (frame, vnet) = gso_frame(ipv6, true, 0x80 | 0x18 | 0x01); // CWR PSH ACK FIN
+            let segs = cut(&frame, &vnet, None);
+            assert_eq!(segs.len(), PAYLOAD.div_ceil(1400));
+            let mut data = Vec::new();
+            for (i, seg) in segs.iter().enumerate() {
+                let (id, seq, flags, chunk) = verify(seg);
+                assert!(chunk.len() <= 1400);
+                assert_eq!(seq, 0xffff_f000u32.wrapping_add(data.len() as u32));
+                if !ipv6 {
+                    assert_eq!(id, 0x1234 + i as u16);
+                }
+                let first = i == 0;
+                let last = i + 1 == segs.len();
+                assert_eq!(flags & TCP_CWR != 0, first, "CWR on the first only");
+                assert_eq!(
+                    flags & (TCP_FIN | TCP_PSH) != 0,
+                    last,
+                    "FIN/PSH on the last"
+                );
+                assert!(flags & 0x10 != 0, "ACK on all");
+                data.extend_from_slice(&chunk);
+            }
+            assert_eq!(data, payload());
+        }
+    }
+
+    #[test]
+    fn udp_segments_are_datagrams_of_their_own() {
+        for ipv6 in [false, true] {
+            let (frame, vnet) = gso_frame(ipv6, false, 0);
+            let segs = cut(&frame, &vnet, None);
+            let data: Vec<u8> = segs.iter().flat_map(|s| verify(s).3).collect();
+            assert_eq!(data, payload());
+        }
+    }
+
+    #[test]
+    fn a_smaller_limit_recuts_tcp() {
+        let (frame, vnet) = gso_frame(false, true, 0x10);
+        let segs = cut(&frame, &vnet, Some(1000));
+        assert_eq!(segs.len(), PAYLOAD.div_ceil(1000));
+        assert!(segs.iter().all(|s| s.len() <= 14 + 20 + 20 + 1000));
+        let data: Vec<u8> = segs.iter().flat_map(|s| verify(s).3).collect();
+        assert_eq!(data, payload());
+    }
+
+    #[test]
+    fn mss_for_an_mtu_counts_ip_and_tcp_headers() {
+        let (frame, vnet) = gso_frame(false, true, 0x10);
+        assert_eq!(tcp_mss_for_mtu(&frame, &vnet, 1500), Some(1400));
+        assert_eq!(tcp_mss_for_mtu(&frame, &vnet, 1280), Some(1240));
+        assert_eq!(tcp_mss_for_mtu(&frame, &vnet, 40), None);
+        let (frame6, vnet6) = gso_frame(true, true, 0x10);
+        assert_eq!(tcp_mss_for_mtu(&frame6, &vnet6, 1280), Some(1220));
+        let (udp, udp_vnet) = gso_frame(false, false, 0);
+        assert_eq!(tcp_mss_for_mtu(&udp, &udp_vnet, 1500), None);
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_cut() {
+        let (frame, vnet) = gso_frame(false, true, 0x10);
+        let mut scratch = Vec::new();
+        let mut run = |f: &[u8], v: &VnetHeader| segment(f, v, None, &mut scratch, |_| {});
+        let ufo = VnetHeader {
+            gso_type: gso::UDP,
+            ..vnet
+        };
+        assert_eq!(run(&frame, &ufo), Err(GsoError::Unsupported(gso::UDP)));
+        let as_v6 = VnetHeader {
+            gso_type: gso::TCPV6,
+            ..vnet
+        };
+        assert!(matches!(run(&frame, &as_v6), Err(GsoError::Malformed(_))));
+        let zero = VnetHeader {
+            gso_size: 0,
+            ..vnet
+        };
+        assert!(matches!(run(&frame, &zero), Err(GsoError::Malformed(_))));
+        for len in [0, 13, 20, 40, 60] {
+            assert!(run(&frame[..len], &vnet).is_err(), "truncated to {len}");
+        }
+    }
+
+    #[test]
+    fn sums_match_the_16_bit_definition() {
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(1001).collect();
+        let mut reference: u64 = 0;
+        for pair in bytes.chunks(2) {
+            reference += u64::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
+        }
+        assert_eq!(fold(sum_bytes(0, &bytes)), fold(reference));
+    }
+}
