@@ -5,7 +5,9 @@
 //! interleaved over several rounds, medians reported as ratios to the kernel bridge.
 //!
 //! `cargo bench --bench e2e` (needs iperf3 and ping). `VSWITCH_E2E_ROUNDS` (default 3) and
-//! `VSWITCH_E2E_SECONDS` (per iperf3 run, default 3) tune it. Writes a Markdown table to stdout,
+//! `VSWITCH_E2E_SECONDS` (per iperf3 run, default 3) tune it; `VSWITCH_E2E_ONLY=word,word`
+//! keeps only the candidates whose names hold a word (and the kernel bridge), and
+//! `VSWITCH_E2E_SCALE=0` skips the scale runs. Writes a Markdown table to stdout,
 //! and `bench-results/e2e.json` and `bench-results/e2e.svg`.
 
 use std::fmt::Write as _;
@@ -290,6 +292,17 @@ fn main() -> BoxResult<()> {
             vswitch_tap_busy_poll,
         ),
     ];
+    // VSWITCH_E2E_ONLY=busy,no-offload keeps the candidates whose names contain one of the
+    // words (the kernel bridge always stays: every ratio is against it).
+    let only = std::env::var("VSWITCH_E2E_ONLY").unwrap_or_default();
+    let candidates: Vec<(&str, Build)> = candidates
+        .into_iter()
+        .filter(|(name, _)| {
+            only.is_empty()
+                || name.starts_with("kernel bridge")
+                || only.split(',').any(|w| !w.is_empty() && name.contains(w))
+        })
+        .collect();
     let topologies: Vec<Topology> = candidates
         .iter()
         .map(|(_, build)| build())
@@ -303,7 +316,11 @@ fn main() -> BoxResult<()> {
         }
     }
     drop(topologies);
-    report(&candidates.map(|(name, _)| name), &samples)?;
+    let names: Vec<&str> = candidates.iter().map(|(name, _)| *name).collect();
+    report(&names, &samples)?;
+    if env("VSWITCH_E2E_SCALE", 1) == 0 {
+        return Ok(());
+    }
     scale(rounds, secs)
 }
 
@@ -345,7 +362,11 @@ fn scale(rounds: u64, secs: u64) -> BoxResult<()> {
 }
 
 fn report(names: &[&str], samples: &[Samples]) -> BoxResult<()> {
-    let bridge = 1; // index of the kernel bridge: the reference
+    // The kernel bridge is the reference for every ratio.
+    let bridge = names
+        .iter()
+        .position(|n| n.starts_with("kernel bridge"))
+        .ok_or("no kernel bridge among the candidates")?;
     let ratio = |v: f64, base: f64| if base > 0.0 { v / base } else { f64::NAN };
     let b = &samples[bridge];
     let (b1, b4, bu, br) = (

@@ -4,7 +4,9 @@
 //! The socket asks for virtio-net headers (`PACKET_VNET_HDR`), so TCP segments of up to 64 KiB
 //! and partial checksums — what veth hands over when the host's stack offloads — pass through
 //! untouched, as on TAPs. `PACKET_IGNORE_OUTGOING` keeps the switch from reading back the frames
-//! it sends, and `PACKET_QDISC_BYPASS` skips the egress queueing discipline.
+//! it sends, and `PACKET_QDISC_BYPASS` skips the egress queueing discipline. With several
+//! workers, the port opens a socket per worker in one `PACKET_FANOUT` group: the kernel spreads
+//! received flows over them by hash, as it spreads flows over the queues of a multi-queue TAP.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -40,7 +42,8 @@ pub enum PacketPortError {
 /// An existing interface attached through a packet socket.
 #[derive(Debug)]
 pub struct PacketPort {
-    file: File,
+    /// One socket per receive queue, all in one fanout group; frames are sent on the first.
+    sockets: Vec<File>,
     name: String,
     ifindex: u32,
     ioctl: std::os::fd::OwnedFd,
@@ -52,8 +55,15 @@ pub fn interface_index(name: &str) -> Option<u32> {
 }
 
 impl PacketPort {
-    /// Attaches to interface `name`, sets it up and puts it in promiscuous mode.
+    /// Attaches to interface `name` with one receive queue, sets it up and puts it in
+    /// promiscuous mode.
     pub fn open(name: &str) -> Result<PacketPort, PacketPortError> {
+        PacketPort::open_queues(name, 1)
+    }
+
+    /// Like [`PacketPort::open`], with `queues` receive queues (sockets in a fanout group), so
+    /// as many workers can share the interface's load.
+    pub fn open_queues(name: &str, queues: usize) -> Result<PacketPort, PacketPortError> {
         validate_ifname(name)?;
         let ifindex =
             interface_index(name).ok_or_else(|| PacketPortError::NotFound(name.into()))?;
@@ -66,11 +76,28 @@ impl PacketPort {
                 source,
             },
         };
-        let fd = sys::packet_socket(ifindex, true).map_err(err)?;
+        let mut sockets = Vec::new();
+        for _ in 0..queues.max(1) {
+            let fd = sys::packet_socket(ifindex, true).map_err(err)?;
+            if queues > 1 {
+                // Fanout group ids are per namespace and must be unique per interface: the
+                // interface index is.
+                sys::join_packet_fanout(fd.as_fd(), ifindex as u16).map_err(err)?;
+            }
+            sockets.push(File::from(fd));
+        }
+        if queues > 1 {
+            // Until a socket joined the group it saw every frame, as did the group: drop what
+            // arrived meanwhile rather than forward it twice.
+            let mut scratch = vec![0u8; 65_536 + vswitch_core::VNET_HDR_LEN];
+            for mut socket in &sockets {
+                while socket.read(&mut scratch).is_ok() {}
+            }
+        }
         let ioctl = sys::ioctl_socket().map_err(err)?;
         sys::if_set_up(ioctl.as_fd(), name).map_err(err)?;
         Ok(PacketPort {
-            file: File::from(fd),
+            sockets,
             name: name.to_owned(),
             ifindex,
             ioctl,
@@ -85,7 +112,14 @@ impl PacketPort {
 
 impl PortDevice for PacketPort {
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        match (&self.file).read(buf) {
+        self.recv_queue(0, buf)
+    }
+
+    fn recv_queue(&self, queue: usize, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(mut socket) = self.sockets.get(queue) else {
+            return Err(io::ErrorKind::InvalidInput.into());
+        };
+        match socket.read(buf) {
             // ENETDOWN: the link went down (keep the port; it may come back up) or is being
             // deleted, which `is_present` tells the housekeeper.
             Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => {
@@ -96,11 +130,19 @@ impl PortDevice for PacketPort {
     }
 
     fn send(&self, frame: &[u8]) -> io::Result<()> {
-        (&self.file).write(frame).map(drop)
+        (&self.sockets[0]).write(frame).map(drop)
     }
 
     fn fd(&self) -> BorrowedFd<'_> {
-        self.file.as_fd()
+        self.sockets[0].as_fd()
+    }
+
+    fn rx_queues(&self) -> usize {
+        self.sockets.len()
+    }
+
+    fn queue_fd(&self, queue: usize) -> BorrowedFd<'_> {
+        self.sockets.get(queue).unwrap_or(&self.sockets[0]).as_fd()
     }
 
     fn mtu(&self) -> io::Result<u32> {

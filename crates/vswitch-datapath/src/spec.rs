@@ -40,7 +40,8 @@ impl PortSpec {
     }
 
     /// Opens the port. `offload` asks TAPs for virtio-net headers and offloads, `queues` for
-    /// that many receive queues (one per worker serves a busy port best).
+    /// that many receive queues (TAP queues or fanout sockets; one per worker serves a busy port
+    /// best).
     pub fn open(&self, offload: bool, queues: usize) -> Result<Box<dyn PortDevice>, OpenPortError> {
         let is_dev = match self {
             PortSpec::Tap(_) => false,
@@ -48,7 +49,7 @@ impl PortSpec {
             PortSpec::Auto(name) => interface_index(name).is_some() && !is_tun(name),
         };
         Ok(if is_dev {
-            Box::new(PacketPort::open(self.name())?)
+            Box::new(PacketPort::open_queues(self.name(), queues)?)
         } else {
             Box::new(Tap::open_queues(self.name(), offload, queues)?)
         })

@@ -187,6 +187,9 @@ const PACKET_MR_PROMISC: libc::c_ushort = 1;
 const PACKET_VNET_HDR: libc::c_int = 15;
 const PACKET_QDISC_BYPASS: libc::c_int = 20;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+const PACKET_FANOUT: libc::c_int = 18;
+/// Fanout by flow hash, so each flow stays on one socket (and in order).
+const PACKET_FANOUT_HASH: libc::c_int = 0;
 /// Socket buffer size asked for packet sockets.
 const SOCKET_BUFFER: libc::c_int = 8 << 20;
 
@@ -215,6 +218,16 @@ fn set_int_option(
         )
     })?;
     Ok(())
+}
+
+/// Joins the bound packet socket `fd` to fanout group `group` (by flow hash): the kernel then
+/// hands each received frame to one socket of the group, so several workers share one interface.
+pub fn join_packet_fanout(fd: BorrowedFd<'_>, group: u16) -> io::Result<()> {
+    set_packet_option(
+        fd,
+        PACKET_FANOUT,
+        i32::from(group) | (PACKET_FANOUT_HASH << 16),
+    )
 }
 
 /// An `AF_PACKET` raw socket bound to interface `ifindex`, non-blocking, in promiscuous mode,

@@ -300,7 +300,10 @@ impl SwitchLab {
                     Netlink::open()?.add_veth(&name, &host_end, None)?;
                     links.push(vswitch_netns::LinkGuard::new(&name));
                     inner.push(host_end);
-                    Box::new(vswitch_datapath::PacketPort::open(&name)?)
+                    Box::new(vswitch_datapath::PacketPort::open_queues(
+                        &name,
+                        config.threads,
+                    )?)
                 }
             };
             ports.push((name, device));
