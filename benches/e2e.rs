@@ -7,7 +7,8 @@
 //! `cargo bench --bench e2e` (needs iperf3 and ping). `VSWITCH_E2E_ROUNDS` (default 3) and
 //! `VSWITCH_E2E_SECONDS` (per iperf3 run, default 3) tune it; `VSWITCH_E2E_ONLY=word,word`
 //! keeps only the candidates whose names hold a word (and the kernel bridge), and
-//! `VSWITCH_E2E_SCALE=0` skips the scale runs. Writes a Markdown table to stdout,
+//! `VSWITCH_E2E_SCALE=0` skips the scale runs. `VSWITCH_E2E_TUNE="1:50 2:0"` adds TAP
+//! candidates with THREADS:BUSY_POLL_MICROS. Writes a Markdown table to stdout,
 //! and `bench-results/e2e.json` and `bench-results/e2e.svg`.
 
 use std::fmt::Write as _;
@@ -280,29 +281,55 @@ fn main() -> BoxResult<()> {
             .unwrap_or(d)
     };
     let (rounds, secs) = (env("VSWITCH_E2E_ROUNDS", 3), env("VSWITCH_E2E_SECONDS", 3));
-    type Build = fn() -> BoxResult<Topology>;
-    let candidates: [(&str, Build); 6] = [
-        ("veth pair (the wire)", wire),
-        ("kernel bridge, veth ports", bridge),
-        ("vswitch, TAP ports", vswitch_tap),
-        ("vswitch, veth ports (packet sockets)", vswitch_veth),
-        ("vswitch, TAP ports, --no-offload", vswitch_tap_no_offload),
+    type Build = Box<dyn Fn() -> BoxResult<Topology>>;
+    let mut candidates: Vec<(String, Build)> = vec![
+        ("veth pair (the wire)".into(), Box::new(wire)),
+        ("kernel bridge, veth ports".into(), Box::new(bridge)),
+        ("vswitch, TAP ports".into(), Box::new(vswitch_tap)),
         (
-            "vswitch, TAP ports, --threads 1 --busy-poll 5000",
-            vswitch_tap_busy_poll,
+            "vswitch, veth ports (packet sockets)".into(),
+            Box::new(vswitch_veth),
+        ),
+        (
+            "vswitch, TAP ports, --no-offload".into(),
+            Box::new(vswitch_tap_no_offload),
+        ),
+        (
+            "vswitch, TAP ports, --threads 1 --busy-poll 5000".into(),
+            Box::new(vswitch_tap_busy_poll),
         ),
     ];
+    // VSWITCH_E2E_TUNE="1:50 2:0" adds TAP candidates with THREADS:BUSY_POLL_MICROS, to try
+    // settings against the same bridge.
+    for tune in std::env::var("VSWITCH_E2E_TUNE")
+        .unwrap_or_default()
+        .split_whitespace()
+    {
+        let (threads, busy) = tune
+            .split_once(':')
+            .and_then(|(t, b)| Some((t.parse::<usize>().ok()?, b.parse::<u64>().ok()?)))
+            .ok_or_else(|| format!("VSWITCH_E2E_TUNE: {tune:?} is not THREADS:MICROS"))?;
+        candidates.push((
+            format!("vswitch, TAP ports, --threads {threads} --busy-poll {busy}"),
+            Box::new(move || {
+                let config = SwitchConfig {
+                    threads,
+                    busy_poll: Duration::from_micros(busy),
+                    ..SwitchConfig::default()
+                };
+                let lab = SwitchLab::new(2, config, Attach::Tap { offload: true })?;
+                Ok(Topology::Vswitch { lab })
+            }),
+        ));
+    }
     // VSWITCH_E2E_ONLY=busy,no-offload keeps the candidates whose names contain one of the
     // words (the kernel bridge always stays: every ratio is against it).
     let only = std::env::var("VSWITCH_E2E_ONLY").unwrap_or_default();
-    let candidates: Vec<(&str, Build)> = candidates
-        .into_iter()
-        .filter(|(name, _)| {
-            only.is_empty()
-                || name.starts_with("kernel bridge")
-                || only.split(',').any(|w| !w.is_empty() && name.contains(w))
-        })
-        .collect();
+    candidates.retain(|(name, _)| {
+        only.is_empty()
+            || name.starts_with("kernel bridge")
+            || only.split(',').any(|w| !w.is_empty() && name.contains(w))
+    });
     let topologies: Vec<Topology> = candidates
         .iter()
         .map(|(_, build)| build())
@@ -316,7 +343,7 @@ fn main() -> BoxResult<()> {
         }
     }
     drop(topologies);
-    let names: Vec<&str> = candidates.iter().map(|(name, _)| *name).collect();
+    let names: Vec<&str> = candidates.iter().map(|(name, _)| name.as_str()).collect();
     report(&names, &samples)?;
     if env("VSWITCH_E2E_SCALE", 1) == 0 {
         return Ok(());
