@@ -89,6 +89,11 @@ impl Worker {
             let woke = Instant::now();
             if !events.is_empty() {
                 last_work = woke;
+            } else if spinning {
+                // Poll, but let whatever else wants this CPU (often the very application whose
+                // frames we wait for) go first: two spinning workers on two cores otherwise
+                // halve TCP throughput.
+                std::thread::yield_now();
             }
             for command in self.commands.try_iter().collect::<Vec<_>>() {
                 self.apply(command);
