@@ -7,7 +7,9 @@ use std::io;
 
 use vswitch_core::forward::decide;
 use vswitch_core::gso;
-use vswitch_core::vnet::{F_DATA_VALID, F_NEEDS_CSUM, complete_checksum, fits_mtu};
+use vswitch_core::vnet::{
+    F_DATA_VALID, F_NEEDS_CSUM, complete_checksum, corrupt_on_the_wire, fits_mtu,
+};
 use vswitch_core::{
     DropReason, Egress, EthernetFrame, FdbKey, LearnRequest, Outcome, PortId, Timestamp,
     VNET_HDR_LEN, VnetHeader,
@@ -123,13 +125,14 @@ fn unknown_unicast(ctx: &Ctx<'_>, frame: &[u8]) -> bool {
 
 /// Runs `port`'s pipeline for `hook` on the frame in `buf`: makes the mirror copies, counts a
 /// drop, queues a delayed frame (twice if duplicated). Returns what is left to do now, or `None`
-/// when the frame was dropped or delayed. A corrupted frame comes back as a copy in `corrupted`.
+/// when the frame was dropped or delayed. A corrupted frame comes back in `corrupted` as the
+/// frames to send in its place ([`corrupt_on_the_wire`]: checksums final, GSO cut).
 fn through_pipeline(
     ctx: &mut Ctx<'_>,
     port: &Port,
     hook: Hook,
     buf: &[u8],
-    corrupted: &mut Option<Vec<u8>>,
+    corrupted: &mut Option<Vec<Vec<u8>>>,
 ) -> Option<Outcome> {
     let mut copies: Vec<String> = Vec::new();
     let frame = &buf[VNET_HDR_LEN..];
@@ -149,17 +152,17 @@ fn through_pipeline(
     if let Some((offset, bit)) = outcome.corrupt
         && VNET_HDR_LEN + offset < buf.len()
     {
-        let mut frame = buf.to_vec();
-        frame[VNET_HDR_LEN + offset] ^= 1 << bit;
-        *corrupted = Some(frame);
+        *corrupted = Some(corrupt_on_the_wire(buf, offset, bit));
     }
     if !outcome.delay.is_zero() {
         let release = ctx.now + outcome.delay;
-        let frame = corrupted.take().unwrap_or_else(|| buf.to_vec());
-        if outcome.duplicate {
-            ctx.delays.push(release, port, hook, frame.clone());
+        let frames = corrupted.take().unwrap_or_else(|| vec![buf.to_vec()]);
+        for frame in frames {
+            if outcome.duplicate {
+                ctx.delays.push(release, port, hook, frame.clone());
+            }
+            ctx.delays.push(release, port, hook, frame);
         }
-        ctx.delays.push(release, port, hook, frame);
         return None;
     }
     Some(outcome)
@@ -175,9 +178,14 @@ pub(super) fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], r
         else {
             return;
         };
-        if let Some(frame) = corrupted {
-            // Corrupted on the way in: every egress port gets the damaged frame.
-            buf.copy_from_slice(&frame);
+        if let Some(frames) = corrupted {
+            // Corrupted on the way in: every egress port gets the damaged frames.
+            for _ in 0..if outcome.duplicate { 2 } else { 1 } {
+                for frame in &frames {
+                    forward_frame(ctx, in_port, &mut frame.clone(), false);
+                }
+            }
+            return;
         }
         if outcome.duplicate {
             let mut twin = buf.to_vec();
@@ -231,12 +239,22 @@ pub(super) fn transmit(ctx: &mut Ctx<'_>, out: &Port, buf: &mut [u8], run_egress
         let Some(outcome) = through_pipeline(ctx, out, Hook::Egress, buf, &mut corrupted) else {
             return;
         };
-        // A corrupted copy: the same buffer may still go to other ports of a flood.
-        let buf: &mut [u8] = corrupted.as_deref_mut().unwrap_or(buf);
-        if outcome.duplicate {
-            send(out, buf);
+        let sends = if outcome.duplicate { 2 } else { 1 };
+        match corrupted {
+            // Damaged copies: the same buffer may still go to other ports of a flood.
+            Some(mut frames) => {
+                for _ in 0..sends {
+                    for frame in &mut frames {
+                        send(out, frame);
+                    }
+                }
+            }
+            None => {
+                for _ in 0..sends {
+                    send(out, buf);
+                }
+            }
         }
-        send(out, buf);
         return;
     }
     send(out, buf);
