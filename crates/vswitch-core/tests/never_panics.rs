@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 use vswitch_core::forward::decide;
 use vswitch_core::gso::{segment, tcp_mss_for_mtu};
-use vswitch_core::vnet::{complete_checksum, fits_mtu};
+use vswitch_core::vnet::{complete_checksum, corrupt_on_the_wire, fits_mtu};
 use vswitch_core::{
     ForwardingConfig, MacAddr, MacTable, MacvlanMode, MacvlanTable, Pipeline, PortId, TableConfig,
     Timestamp, VnetHeader,
@@ -82,6 +82,10 @@ proptest! {
             prop_assert_eq!(&copy, &frame, "a refused completion must leave the frame alone");
         }
         let _ = tcp_mss_for_mtu(&frame, &vnet, mtu);
+        let mut buf = header.to_vec();
+        buf.extend_from_slice(&frame);
+        let damaged = corrupt_on_the_wire(&buf, mtu as usize, (mtu % 8) as u8);
+        prop_assert!(!damaged.is_empty());
         let mut scratch = Vec::new();
         let limit = u16::try_from(mtu).ok();
         let mut total = 0;
