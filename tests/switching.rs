@@ -266,3 +266,68 @@ fn taps_get_a_queue_per_worker() {
         "TAP left behind"
     );
 }
+
+/// An IPv4/UDP frame from port `sport`, enough for the kernel's flow hash.
+fn udp_frame(sport: u16) -> Vec<u8> {
+    let mut f = vec![0u8; vswitch_core::VNET_HDR_LEN];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00]);
+    f.extend_from_slice(&[0x45, 0, 0, 28, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+    f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&[0x13, 0x88, 0, 8, 0, 0]);
+    f
+}
+
+#[test]
+fn a_dev_port_spreads_flows_over_its_sockets_and_reads_each_frame_once() {
+    use vswitch_datapath::{PacketPort, PortDevice};
+    if !require_root("a_dev_port_spreads_flows_over_its_sockets_and_reads_each_frame_once") {
+        return;
+    }
+    let (a, b) = (
+        vswitch_testkit::unique_name("vsf"),
+        vswitch_testkit::unique_name("vsf"),
+    );
+    vswitch_netns::Netlink::open()
+        .and_then(|mut nl| nl.add_veth(&a, &b, None))
+        .expect("veth");
+    let _guard = vswitch_netns::LinkGuard::new(&a);
+    let port = PacketPort::open_queues(&a, 2).expect("open a");
+    let sender = PacketPort::open(&b).expect("open b");
+    assert_eq!(port.rx_queues(), 2);
+    // The pair's carrier comes up a moment after both ends are up.
+    assert!(
+        eventually(Duration::from_secs(3), || sender
+            .send(&udp_frame(999))
+            .is_ok()),
+        "the veth pair never came up"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    for q in 0..2 {
+        while port.recv_queue(q, &mut vec![0u8; 65_536]).is_ok() {}
+    }
+    let flows = 200u16;
+    for sport in 0..flows {
+        sender.send(&udp_frame(1000 + sport)).expect("send");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let mut per_queue = [0u32; 2];
+    let mut buf = vec![0u8; 65_536];
+    for (q, count) in per_queue.iter_mut().enumerate() {
+        while let Ok(n) = port.recv_queue(q, &mut buf) {
+            // Only our frames: IPv6 router solicitations and the like may come by too.
+            if n > 40 && buf[10 + 23] == 17 {
+                *count += 1;
+            }
+        }
+    }
+    assert_eq!(
+        per_queue[0] + per_queue[1],
+        u32::from(flows),
+        "each frame read exactly once: {per_queue:?}"
+    );
+    assert!(
+        per_queue.iter().all(|&c| c > u32::from(flows) / 10),
+        "flows spread over both sockets: {per_queue:?}"
+    );
+}

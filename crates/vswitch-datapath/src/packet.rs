@@ -77,12 +77,14 @@ impl PacketPort {
             },
         };
         let mut sockets = Vec::new();
+        let mut group = None;
         for _ in 0..queues.max(1) {
             let fd = sys::packet_socket(ifindex, true).map_err(err)?;
             if queues > 1 {
-                // Fanout group ids are per namespace and must be unique per interface: the
-                // interface index is.
-                sys::join_packet_fanout(fd.as_fd(), ifindex as u16).map_err(err)?;
+                match group {
+                    None => group = Some(sys::create_packet_fanout(fd.as_fd()).map_err(err)?),
+                    Some(id) => sys::join_packet_fanout(fd.as_fd(), id).map_err(err)?,
+                }
             }
             sockets.push(File::from(fd));
         }

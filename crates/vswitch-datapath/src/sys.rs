@@ -190,6 +190,8 @@ const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const PACKET_FANOUT: libc::c_int = 18;
 /// Fanout by flow hash, so each flow stays on one socket (and in order).
 const PACKET_FANOUT_HASH: libc::c_int = 0;
+/// The kernel picks the group id (Linux 4.20+).
+const PACKET_FANOUT_FLAG_UNIQUEID: libc::c_int = 0x2000;
 /// Socket buffer size asked for packet sockets.
 const SOCKET_BUFFER: libc::c_int = 8 << 20;
 
@@ -220,8 +222,29 @@ fn set_int_option(
     Ok(())
 }
 
-/// Joins the bound packet socket `fd` to fanout group `group` (by flow hash): the kernel then
-/// hands each received frame to one socket of the group, so several workers share one interface.
+/// Makes the bound packet socket `fd` the first of a new fanout group (by flow hash) with an id
+/// the kernel picks, so no other program's group on the interface can be joined by mistake, and
+/// returns the id for [`join_packet_fanout`].
+pub fn create_packet_fanout(fd: BorrowedFd<'_>) -> io::Result<u16> {
+    let mode = PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_UNIQUEID;
+    set_packet_option(fd, PACKET_FANOUT, mode << 16)?;
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: valid fd; `value` is an int and `len` holds its exact size.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            PACKET_FANOUT,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok((value & 0xffff) as u16)
+}
+
+/// Joins the bound packet socket `fd` to fanout group `group`: the kernel then hands each
+/// received frame to one socket of the group, so several workers share one interface.
 pub fn join_packet_fanout(fd: BorrowedFd<'_>, group: u16) -> io::Result<()> {
     set_packet_option(
         fd,
