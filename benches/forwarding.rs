@@ -2,7 +2,7 @@
 //! sizes, learning new MACs, MACVLAN dispatch, and frames through the real workers over in-memory
 //! ports.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +14,7 @@ use vswitch_core::{
     FdbKey, ForwardingConfig, MacAddr, MacTable, MacvlanMode, MacvlanTable, Pipeline, PortId,
     TableConfig, Timestamp,
 };
-use vswitch_datapath::{Hook, MemoryPort, PortDevice, Switch, SwitchConfig};
+use vswitch_datapath::{Hook, HugePageAlloc, MemoryPort, PortDevice, Switch, SwitchConfig};
 
 fn mac(n: u32) -> MacAddr {
     let b = n.to_be_bytes();
@@ -29,24 +29,25 @@ fn frame(dst: MacAddr, src: MacAddr) -> Vec<u8> {
     f
 }
 
-/// Counts heap bytes in use, to report the table's memory per entry.
+/// Counts heap bytes in use, to report the table's memory per entry, over the allocator the
+/// `vswitch` binary uses (huge pages behind large blocks).
 struct CountingAllocator;
 
 static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
 
-// SAFETY: forwards every call to the system allocator unchanged and only counts sizes.
+// SAFETY: forwards every call to `HugePageAlloc` unchanged and only counts sizes.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
         // SAFETY: the caller's contract for `alloc` is passed on as is.
-        unsafe { System.alloc(layout) }
+        unsafe { HugePageAlloc.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
         // SAFETY: `ptr` came from `alloc` above with this layout.
-        unsafe { System.dealloc(ptr, layout) }
+        unsafe { HugePageAlloc.dealloc(ptr, layout) }
     }
 }
 

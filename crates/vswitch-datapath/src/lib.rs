@@ -10,10 +10,13 @@
 //!   per-port state (counters, MTU).
 //! - [`switch`]: the running [`Switch`]: worker threads that poll ports, batch frames through the
 //!   forwarding core and transmit, plus a housekeeping thread for ageing and MTU refresh.
-//! - `sys`: the only module with `unsafe` code, a handful of ioctl and syscall wrappers.
+//! - [`hugepage`]: a global allocator asking for huge pages behind large blocks (the MAC table).
+//! - `sys`: a handful of ioctl and syscall wrappers. It and `hugepage` are the only modules with
+//!   `unsafe` code.
 #![deny(unsafe_code)]
 
 pub mod capture;
+pub mod hugepage;
 pub mod memory;
 pub mod packet;
 pub mod pipeline;
@@ -24,6 +27,7 @@ mod sys;
 pub mod tap;
 
 pub use capture::{Capture, CapturedFrame, Direction};
+pub use hugepage::HugePageAlloc;
 pub use memory::{MemoryPeer, MemoryPort};
 pub use packet::{PacketPort, PacketPortError};
 pub use pipeline::{Hook, PortPipeline};

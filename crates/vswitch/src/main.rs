@@ -16,6 +16,10 @@ macro_rules! out {
     }};
 }
 
+/// Huge pages behind the MAC table (see `vswitch_datapath::hugepage`).
+#[global_allocator]
+static ALLOCATOR: vswitch_datapath::HugePageAlloc = vswitch_datapath::HugePageAlloc;
+
 mod cli;
 mod client;
 mod config;
