@@ -1,8 +1,8 @@
 //! End-to-end comparison, as root: two namespaces joined by (1) a direct veth pair, (2) the
 //! kernel bridge with veth ports, (3) vswitch with TAP ports, (4) vswitch with veth ports through
-//! packet sockets, (5) vswitch with TAP ports without offloads, (6) vswitch with one busy-polling
-//! worker — built in one run and measured
-//! interleaved over several rounds, medians reported as ratios to the kernel bridge.
+//! packet sockets, and variants of (3): queues steered by flow instead of by CPU, no offloads,
+//! one busy-polling worker — built in one run and measured interleaved over several rounds,
+//! medians reported as ratios to the kernel bridge.
 //!
 //! `cargo bench --bench e2e` (needs iperf3 and ping). `VSWITCH_E2E_ROUNDS` (default 3) and
 //! `VSWITCH_E2E_SECONDS` (per iperf3 run, default 3) tune it; `VSWITCH_E2E_ONLY=word,word`
@@ -99,6 +99,16 @@ fn vswitch_tap_busy_poll() -> BoxResult<Topology> {
     let config = SwitchConfig {
         threads: 1,
         busy_poll: Duration::from_millis(5),
+        ..SwitchConfig::default()
+    };
+    let lab = SwitchLab::new(2, config, Attach::Tap { offload: true })?;
+    Ok(Topology::Vswitch { lab })
+}
+
+fn vswitch_tap_flow_steering() -> BoxResult<Topology> {
+    let config = SwitchConfig {
+        threads: 2,
+        steering: vswitch_datapath::Steering::Flow,
         ..SwitchConfig::default()
     };
     let lab = SwitchLab::new(2, config, Attach::Tap { offload: true })?;
@@ -286,6 +296,10 @@ fn main() -> BoxResult<()> {
         ("veth pair (the wire)".into(), Box::new(wire)),
         ("kernel bridge, veth ports".into(), Box::new(bridge)),
         ("vswitch, TAP ports".into(), Box::new(vswitch_tap)),
+        (
+            "vswitch, TAP ports, --steering flow".into(),
+            Box::new(vswitch_tap_flow_steering),
+        ),
         (
             "vswitch, veth ports (packet sockets)".into(),
             Box::new(vswitch_veth),

@@ -280,7 +280,7 @@ fn udp_frame(sport: u16) -> Vec<u8> {
 
 #[test]
 fn a_dev_port_spreads_flows_over_its_sockets_and_reads_each_frame_once() {
-    use vswitch_datapath::{PacketPort, PortDevice};
+    use vswitch_datapath::{PacketPort, PortDevice, Steering};
     if !require_root("a_dev_port_spreads_flows_over_its_sockets_and_reads_each_frame_once") {
         return;
     }
@@ -292,7 +292,7 @@ fn a_dev_port_spreads_flows_over_its_sockets_and_reads_each_frame_once() {
         .and_then(|mut nl| nl.add_veth(&a, &b, None))
         .expect("veth");
     let _guard = vswitch_netns::LinkGuard::new(&a);
-    let port = PacketPort::open_queues(&a, 2).expect("open a");
+    let port = PacketPort::open_queues(&a, 2, Steering::Flow).expect("open a");
     let sender = PacketPort::open(&b).expect("open b");
     assert_eq!(port.rx_queues(), 2);
     // The pair's carrier comes up a moment after both ends are up.
@@ -330,4 +330,76 @@ fn a_dev_port_spreads_flows_over_its_sockets_and_reads_each_frame_once() {
         per_queue.iter().all(|&c| c > u32::from(flows) / 10),
         "flows spread over both sockets: {per_queue:?}"
     );
+}
+
+#[test]
+fn cpu_steering_puts_what_each_cpu_sends_in_that_cpus_queue() {
+    use std::net::{Ipv4Addr, UdpSocket};
+    use vswitch_datapath::{PortDevice, Tap};
+    if !require_root("cpu_steering_puts_what_each_cpu_sends_in_that_cpus_queue") {
+        return;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        println!("cpu_steering test needs 2 CPUs, this machine has {cpus}: nothing to check");
+        return;
+    }
+    let name = vswitch_testkit::unique_name("vsq");
+    let tap = Tap::open_queues(&name, true, 2).expect("tap");
+    tap.steer_by_cpu().expect("steering program");
+    let host = vswitch_testkit::Host::with_link(&name, Ipv4Addr::new(10, 77, 9, 1)).expect("host");
+    // Broadcast datagrams need no ARP; each CPU sends to its own port.
+    for cpu in 0..2u16 {
+        host.ns
+            .run(|| {
+                let mut set = nix::sched::CpuSet::new();
+                set.set(usize::from(cpu)).expect("cpu set");
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin");
+                let sock = UdpSocket::bind("10.77.9.1:0").expect("bind");
+                sock.set_broadcast(true).expect("broadcast");
+                for _ in 0..20 {
+                    sock.send_to(b"steer", ("10.77.9.255", 7000 + cpu))
+                        .expect("send");
+                }
+            })
+            .expect("enter");
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let mut seen = [[0u32; 2]; 2]; // [queue][cpu]
+    let mut buf = vec![0u8; 65_536];
+    for (queue, row) in seen.iter_mut().enumerate() {
+        while let Ok(n) = tap.recv_queue(queue, &mut buf) {
+            // virtio-net header, Ethernet, IPv4 without options, then the UDP ports.
+            let f = &buf[10..n];
+            if f.len() >= 38 && f[12..14] == [0x08, 0x00] && f[23] == 17 {
+                let port = u16::from_be_bytes([f[36], f[37]]);
+                if let Some(cpu) = port.checked_sub(7000).filter(|&c| c < 2) {
+                    row[usize::from(cpu)] += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(seen, [[20, 0], [0, 20]], "[queue][sending cpu]");
+}
+
+#[test]
+fn flow_steering_moves_tcp_intact_over_taps_and_veths() {
+    if !require_root("flow_steering_moves_tcp_intact_over_taps_and_veths") {
+        return;
+    }
+    let config = SwitchConfig {
+        steering: vswitch_datapath::Steering::Flow,
+        ..config()
+    };
+    for attach in [Attach::Tap { offload: true }, Attach::Veth] {
+        let lab = SwitchLab::new(2, config.clone(), attach).expect("lab");
+        let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
+        assert!(ping(&a.ns, b.addr, 2), "{attach:?}: a -> b");
+        let t = tcp_transfer(&a.ns, &b.ns, b.addr, 5021, 16 << 20).expect("transfer");
+        assert_eq!(
+            (t.received, t.received_digest),
+            (t.sent, t.sent_digest),
+            "{attach:?}"
+        );
+    }
 }

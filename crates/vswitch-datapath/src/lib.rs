@@ -31,7 +31,7 @@ pub use hugepage::HugePageAlloc;
 pub use memory::{MemoryPeer, MemoryPort};
 pub use packet::{PacketPort, PacketPortError};
 pub use pipeline::{Hook, PortPipeline};
-pub use port::{Port, PortDevice};
+pub use port::{Port, PortDevice, Steering};
 pub use spec::{OpenPortError, PortSpec};
 pub use switch::{ControlError, FdbRow, MacvlanConfig, Switch, SwitchConfig, SwitchError};
 pub use tap::{InvalidIfName, Tap, TapError, validate_ifname};

@@ -6,13 +6,14 @@
 //! untouched, as on TAPs. `PACKET_IGNORE_OUTGOING` keeps the switch from reading back the frames
 //! it sends, and `PACKET_QDISC_BYPASS` skips the egress queueing discipline. With several
 //! workers, the port opens a socket per worker in one `PACKET_FANOUT` group: the kernel spreads
-//! received flows over them by hash, as it spreads flows over the queues of a multi-queue TAP.
+//! received frames over them by the CPU that received them (a veth receives on its sender's
+//! CPU) or by flow hash, as a multi-queue TAP does over its queues.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 
-use crate::port::PortDevice;
+use crate::port::{PortDevice, Steering};
 use crate::sys;
 use crate::tap::{InvalidIfName, validate_ifname};
 
@@ -44,6 +45,8 @@ pub enum PacketPortError {
 pub struct PacketPort {
     /// One socket per receive queue, all in one fanout group; frames are sent on the first.
     sockets: Vec<File>,
+    /// The fanout group spreads frames by receiving CPU ([`Steering::Cpu`]).
+    by_cpu: bool,
     name: String,
     ifindex: u32,
     ioctl: std::os::fd::OwnedFd,
@@ -58,12 +61,16 @@ impl PacketPort {
     /// Attaches to interface `name` with one receive queue, sets it up and puts it in
     /// promiscuous mode.
     pub fn open(name: &str) -> Result<PacketPort, PacketPortError> {
-        PacketPort::open_queues(name, 1)
+        PacketPort::open_queues(name, 1, Steering::Flow)
     }
 
-    /// Like [`PacketPort::open`], with `queues` receive queues (sockets in a fanout group), so
-    /// as many workers can share the interface's load.
-    pub fn open_queues(name: &str, queues: usize) -> Result<PacketPort, PacketPortError> {
+    /// Like [`PacketPort::open`], with `queues` receive queues (sockets in a fanout group that
+    /// spreads frames by `steering`), so as many workers can share the interface's load.
+    pub fn open_queues(
+        name: &str,
+        queues: usize,
+        steering: Steering,
+    ) -> Result<PacketPort, PacketPortError> {
         validate_ifname(name)?;
         let ifindex =
             interface_index(name).ok_or_else(|| PacketPortError::NotFound(name.into()))?;
@@ -82,8 +89,14 @@ impl PacketPort {
             let fd = sys::packet_socket(ifindex, true).map_err(err)?;
             if queues > 1 {
                 match group {
-                    None => group = Some(sys::create_packet_fanout(fd.as_fd()).map_err(err)?),
-                    Some(id) => sys::join_packet_fanout(fd.as_fd(), id).map_err(err)?,
+                    None => {
+                        group = Some(
+                            sys::create_packet_fanout(fd.as_fd(), steering == Steering::Cpu)
+                                .map_err(err)?,
+                        )
+                    }
+                    Some(id) => sys::join_packet_fanout(fd.as_fd(), id, steering == Steering::Cpu)
+                        .map_err(err)?,
                 }
             }
             sockets.push(File::from(fd));
@@ -99,6 +112,7 @@ impl PacketPort {
         let ioctl = sys::ioctl_socket().map_err(err)?;
         sys::if_set_up(ioctl.as_fd(), name).map_err(err)?;
         Ok(PacketPort {
+            by_cpu: queues > 1 && steering == Steering::Cpu,
             sockets,
             name: name.to_owned(),
             ifindex,
@@ -141,6 +155,15 @@ impl PortDevice for PacketPort {
 
     fn rx_queues(&self) -> usize {
         self.sockets.len()
+    }
+
+    /// Chosen when opened: the fanout group's mode can't change once sockets joined it.
+    fn steer_by_cpu(&self) -> io::Result<()> {
+        if self.by_cpu {
+            Ok(())
+        } else {
+            Err(io::ErrorKind::Unsupported.into())
+        }
     }
 
     fn queue_fd(&self, queue: usize) -> BorrowedFd<'_> {

@@ -9,6 +9,41 @@ use vswitch_core::{PortCounters, PortId};
 use crate::capture::CaptureTap;
 use crate::pipeline::{Hook, PortPipeline};
 
+/// How a multi-queue port spreads the frames it receives over its queues (and so over the
+/// workers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Steering {
+    /// By the CPU that sent the frame: with worker `q` pinned to CPU `q`, a frame is forwarded
+    /// on the CPU its sender runs on, as the kernel bridge forwards it, and waking the worker
+    /// costs a context switch instead of a cross-CPU wake-up (on a VM, ~2.5 µs instead of
+    /// ~19 µs). A flow whose sender moves to another CPU may see a few frames reordered.
+    #[default]
+    Cpu,
+    /// By flow hash: every flow on one queue, in order, wherever its sender runs.
+    Flow,
+}
+
+impl std::str::FromStr for Steering {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "cpu" => Ok(Steering::Cpu),
+            "flow" => Ok(Steering::Flow),
+            other => Err(format!("unknown steering {other:?} (expected cpu or flow)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Steering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Steering::Cpu => "cpu",
+            Steering::Flow => "flow",
+        })
+    }
+}
+
 /// Something frames can be read from and written to through a pollable, non-blocking fd.
 ///
 /// TAPs implement it now; packet sockets on existing interfaces, VXLAN and others later. Tests use
@@ -50,6 +85,12 @@ pub trait PortDevice: Send + Sync + std::fmt::Debug {
     /// Reads one frame from receive queue `queue` (see [`PortDevice::recv`]).
     fn recv_queue(&self, _queue: usize, buf: &mut [u8]) -> io::Result<usize> {
         self.recv(buf)
+    }
+    /// Makes the device put each received frame in the queue numbered after the CPU that sent
+    /// it (modulo the queues), so a worker pinned to that CPU serves it ([`Steering::Cpu`]);
+    /// `Unsupported` where the device can't, and then it keeps steering by flow.
+    fn steer_by_cpu(&self) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
     }
     /// The device's own MAC address, the default MACVLAN binding of a sub-port.
     fn mac(&self) -> io::Result<vswitch_core::MacAddr> {

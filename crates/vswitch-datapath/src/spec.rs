@@ -5,7 +5,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use crate::packet::{PacketPort, PacketPortError, interface_index};
-use crate::port::PortDevice;
+use crate::port::{PortDevice, Steering};
 use crate::tap::{InvalidIfName, Tap, TapError, validate_ifname};
 
 /// A port as the user asked for it.
@@ -41,15 +41,21 @@ impl PortSpec {
 
     /// Opens the port. `offload` asks TAPs for virtio-net headers and offloads, `queues` for
     /// that many receive queues (TAP queues or fanout sockets; one per worker serves a busy port
-    /// best).
-    pub fn open(&self, offload: bool, queues: usize) -> Result<Box<dyn PortDevice>, OpenPortError> {
+    /// best), `steering` for how a packet socket's fanout spreads frames (a TAP's steering is
+    /// set when the switch takes it).
+    pub fn open(
+        &self,
+        offload: bool,
+        queues: usize,
+        steering: Steering,
+    ) -> Result<Box<dyn PortDevice>, OpenPortError> {
         let is_dev = match self {
             PortSpec::Tap(_) => false,
             PortSpec::Dev(_) => true,
             PortSpec::Auto(name) => interface_index(name).is_some() && !is_tun(name),
         };
         Ok(if is_dev {
-            Box::new(PacketPort::open_queues(self.name(), queues)?)
+            Box::new(PacketPort::open_queues(self.name(), queues, steering)?)
         } else {
             Box::new(Tap::open_queues(self.name(), offload, queues)?)
         })

@@ -16,6 +16,8 @@ const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
 const TUNGETFEATURES: libc::c_ulong = 0x8004_54cf;
 /// `_IOW('T', 208, unsigned int)`: the offloads the reader of the fd can take.
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+/// `_IOR('T', 224, int)`: a BPF program that picks the queue for each frame the kernel sends.
+const TUNSETSTEERINGEBPF: libc::c_ulong = 0x8004_54e0;
 /// `_IO('T', 227)`: an fd for the network namespace the device lives in now.
 const TUNGETDEVNETNS: libc::c_ulong = 0x54e3;
 
@@ -41,6 +43,73 @@ fn ifreq_with_name(name: &str) -> io::Result<libc::ifreq> {
         *dst = src as libc::c_char;
     }
     Ok(req)
+}
+
+/// `TUNSETSTEERINGEBPF`: the device picks queues with the BPF program `prog` (a socket filter
+/// whose return value, modulo the number of queues, is the queue).
+pub fn tun_set_steering(fd: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()> {
+    let prog_fd: libc::c_int = prog.as_raw_fd();
+    // SAFETY: valid fd; this ioctl reads one int (the program's fd) through the pointer.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETSTEERINGEBPF, &prog_fd) })?;
+    Ok(())
+}
+
+/// `union bpf_attr` as `BPF_PROG_LOAD` reads it, up to the fields we set; the kernel takes a
+/// shorter attribute as zero-extended.
+#[repr(C)]
+struct BpfProgLoad {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+}
+
+/// Loads the two-instruction socket filter `return bpf_get_smp_processor_id();`: as a TAP's
+/// steering program, it puts each frame in the queue of the CPU that sent it.
+pub fn load_cpu_steering_program() -> io::Result<OwnedFd> {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
+    const BPF_FUNC_GET_SMP_PROCESSOR_ID: i32 = 8;
+    // struct bpf_insn { u8 code; u8 dst_reg:4, src_reg:4; s16 off; s32 imm; }
+    let insn = |code: u8, imm: i32| -> u64 { u64::from(code) | (u64::from(imm as u32) << 32) };
+    let insns: [u64; 2] = [
+        insn(0x85, BPF_FUNC_GET_SMP_PROCESSOR_ID), // BPF_JMP | BPF_CALL
+        insn(0x95, 0),                             // BPF_JMP | BPF_EXIT
+    ];
+    let license = c"GPL";
+    let mut name = [0u8; 16];
+    name[..13].copy_from_slice(b"vswitch_steer");
+    let attr = BpfProgLoad {
+        prog_type: BPF_PROG_TYPE_SOCKET_FILTER,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 0,
+        log_size: 0,
+        log_buf: 0,
+        kern_version: 0,
+        prog_flags: 0,
+        prog_name: name,
+    };
+    // SAFETY: `attr` is a valid prefix of `union bpf_attr` for BPF_PROG_LOAD, its pointers point
+    // at `insns` and `license`, which outlive the call; we pass its exact size.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &attr as *const BpfProgLoad,
+            std::mem::size_of::<BpfProgLoad>(),
+        )
+    };
+    let fd = check(libc::c_int::try_from(fd).unwrap_or(-1))?;
+    // SAFETY: a fresh fd returned by the kernel that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -190,6 +259,8 @@ const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const PACKET_FANOUT: libc::c_int = 18;
 /// Fanout by flow hash, so each flow stays on one socket (and in order).
 const PACKET_FANOUT_HASH: libc::c_int = 0;
+/// Fanout by the receiving CPU: socket `cpu % sockets`.
+const PACKET_FANOUT_CPU: libc::c_int = 2;
 /// The kernel picks the group id (Linux 4.20+).
 const PACKET_FANOUT_FLAG_UNIQUEID: libc::c_int = 0x2000;
 /// Socket buffer size asked for packet sockets.
@@ -222,11 +293,11 @@ fn set_int_option(
     Ok(())
 }
 
-/// Makes the bound packet socket `fd` the first of a new fanout group (by flow hash) with an id
-/// the kernel picks, so no other program's group on the interface can be joined by mistake, and
+/// Makes the bound packet socket `fd` the first of a new fanout group (by CPU or by flow hash)
+/// with an id the kernel picks, so no other program's group on the interface can be joined by mistake, and
 /// returns the id for [`join_packet_fanout`].
-pub fn create_packet_fanout(fd: BorrowedFd<'_>) -> io::Result<u16> {
-    let mode = PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_UNIQUEID;
+pub fn create_packet_fanout(fd: BorrowedFd<'_>, by_cpu: bool) -> io::Result<u16> {
+    let mode = fanout_mode(by_cpu) | PACKET_FANOUT_FLAG_UNIQUEID;
     set_packet_option(fd, PACKET_FANOUT, mode << 16)?;
     let mut value: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -245,12 +316,21 @@ pub fn create_packet_fanout(fd: BorrowedFd<'_>) -> io::Result<u16> {
 
 /// Joins the bound packet socket `fd` to fanout group `group`: the kernel then hands each
 /// received frame to one socket of the group, so several workers share one interface.
-pub fn join_packet_fanout(fd: BorrowedFd<'_>, group: u16) -> io::Result<()> {
+pub fn join_packet_fanout(fd: BorrowedFd<'_>, group: u16, by_cpu: bool) -> io::Result<()> {
     set_packet_option(
         fd,
         PACKET_FANOUT,
-        i32::from(group) | (PACKET_FANOUT_HASH << 16),
+        i32::from(group) | (fanout_mode(by_cpu) << 16),
     )
+}
+
+/// The fanout mode: by receiving CPU, or by flow hash.
+fn fanout_mode(by_cpu: bool) -> libc::c_int {
+    if by_cpu {
+        PACKET_FANOUT_CPU
+    } else {
+        PACKET_FANOUT_HASH
+    }
 }
 
 /// An `AF_PACKET` raw socket bound to interface `ifindex`, non-blocking, in promiscuous mode,

@@ -184,6 +184,13 @@ impl Tap {
         Ok(tap)
     }
 
+    /// Makes the kernel put each frame it sends into the TAP in the queue numbered after the CPU
+    /// that sent it (modulo the queues), instead of by flow hash.
+    pub fn steer_by_cpu(&self) -> io::Result<()> {
+        let prog = sys::load_cpu_steering_program()?;
+        sys::tun_set_steering(self.queues[0].as_fd(), prog.as_fd())
+    }
+
     fn ioctl_error(&self, op: &'static str, source: io::Error) -> TapError {
         TapError::Ioctl {
             op,
@@ -221,6 +228,10 @@ fn socket_in_netns(netns: OwnedFd) -> io::Result<OwnedFd> {
 }
 
 impl PortDevice for Tap {
+    fn steer_by_cpu(&self) -> io::Result<()> {
+        Tap::steer_by_cpu(self)
+    }
+
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         (&self.queues[0]).read(buf)
     }

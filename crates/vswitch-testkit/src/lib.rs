@@ -303,6 +303,7 @@ impl SwitchLab {
                     Box::new(vswitch_datapath::PacketPort::open_queues(
                         &name,
                         config.threads,
+                        config.steering,
                     )?)
                 }
             };

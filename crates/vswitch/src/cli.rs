@@ -107,6 +107,13 @@ pub struct SwitchArgs {
     /// for CPU time. 0 sleeps at once, so an idle switch uses no CPU.
     #[arg(long, default_value_t = 0, value_name = "MICROS")]
     pub busy_poll: u64,
+
+    /// How a port's receive queues split its traffic over the workers: `cpu` by the CPU that
+    /// sent each frame, with worker N pinned to CPU N when there is a worker per CPU (frames are
+    /// forwarded on their sender's CPU, as the kernel bridge does: lower latency, fewer
+    /// wake-ups), or `flow` by flow hash (strict per-flow order wherever senders run).
+    #[arg(long, default_value_t = vswitch_datapath::Steering::Cpu, value_name = "cpu|flow")]
+    pub steering: vswitch_datapath::Steering,
 }
 
 #[derive(Debug, Subcommand)]
@@ -344,6 +351,7 @@ impl LabUpArgs {
             no_offload: false,
             threads: self.threads,
             busy_poll: 0,
+            steering: vswitch_datapath::Steering::Cpu,
             macvlan: None,
             uplink: None,
             allow_spoofing: Vec::new(),

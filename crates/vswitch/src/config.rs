@@ -10,6 +10,7 @@
 //! forward_link_local = "0x4000"   # or a number, or "all"
 //! threads = 2
 //! busy_poll = 0
+//! steering = "cpu"               # or "flow"
 //! no_offload = false
 //! metrics = "127.0.0.1:9464"
 //! pipelines = ["tap1:out:rate 10mbit queue 50ms", "tap0:in:filter drop proto icmp"]
@@ -45,6 +46,7 @@ pub struct ConfigFile {
     forward_link_local: Option<Spanned<Mask>>,
     threads: Option<u16>,
     busy_poll: Option<u64>,
+    steering: Option<Spanned<String>>,
     no_offload: Option<bool>,
     metrics: Option<Spanned<String>>,
     pipelines: Option<Vec<Spanned<String>>>,
@@ -153,6 +155,14 @@ impl Config {
         take!(threads, "threads");
         take!(busy_poll, "busy_poll");
         take!(no_offload, "no_offload");
+        if let Some(steering) = &f.steering
+            && !from_cli("steering")
+        {
+            args.steering = steering
+                .get_ref()
+                .parse()
+                .map_err(|e| self.at(steering, "steering", e))?;
+        }
         if let Some(v) = f.max_macs_per_port
             && !from_cli("max_macs_per_port")
         {

@@ -384,7 +384,7 @@ fn handle(request: &Request, switch: &Switch, name: &str, offload: bool) -> Resu
             if switch.port(spec.name()).is_some_and(|p| !p.is_gone()) {
                 bail!("port {} exists already", spec.name());
             }
-            let device = spec.open(offload, switch.threads())?;
+            let device = spec.open(offload, switch.threads(), switch.steering())?;
             let id = switch.add_port(spec.name().to_owned(), device)?;
             json!({"id": id.0})
         }

@@ -70,20 +70,21 @@ pub fn switch_config(args: &SwitchArgs) -> SwitchConfig {
             link_local_mask: args.forward_link_local,
         },
         busy_poll: Duration::from_micros(args.busy_poll),
+        steering: args.steering,
         macvlan: None,
     }
 }
 
 /// Opens every port or none: on an error the ones already opened are closed (TAPs the switch
-/// created are removed with them). TAPs get `queues` receive queues.
+/// created are removed with them). Ports get a receive queue per worker of `config`.
 pub fn open_ports(
     specs: &[PortSpec],
     offload: bool,
-    queues: usize,
+    config: &SwitchConfig,
 ) -> Result<Vec<(String, Box<dyn PortDevice>)>> {
     let mut ports: Vec<(String, Box<dyn PortDevice>)> = Vec::new();
     for spec in specs {
-        let device = spec.open(offload, queues)?;
+        let device = spec.open(offload, config.threads, config.steering)?;
         tracing::info!(
             port = spec.name(),
             kind = device.kind(),
@@ -116,7 +117,7 @@ pub fn run(mut args: SwitchArgs, matches: &clap::ArgMatches) -> Result<()> {
     }
     let mut signals =
         Signals::new([SIGINT, SIGTERM, SIGUSR1]).context("couldn't install signal handlers")?;
-    let ports = open_ports(&plan.specs, !args.no_offload, config.threads)?;
+    let ports = open_ports(&plan.specs, !args.no_offload, &config)?;
     let switch = Arc::new(Switch::start(config, ports).context("couldn't start the switch")?);
     for spec in &args.pipeline {
         let (port, rest) = spec

@@ -138,6 +138,14 @@ fn without_cap_net_admin_the_error_names_the_capability() {
 
 /// Starts the switch and waits for its "switching among" line.
 fn start_switch(ports: &[String]) -> (Child, BufReader<std::process::ChildStdout>) {
+    start_switch_with(ports, &[])
+}
+
+/// [`start_switch`] with extra flags.
+fn start_switch_with(
+    ports: &[String],
+    extra: &[&str],
+) -> (Child, BufReader<std::process::ChildStdout>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vswitch"))
         .args([
             "--ports",
@@ -147,6 +155,7 @@ fn start_switch(ports: &[String]) -> (Child, BufReader<std::process::ChildStdout
             "--name",
             &unique_name("vsc"),
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -203,6 +212,61 @@ fn sigterm_and_sigint_stop_cleanly_print_counters_and_remove_the_taps() {
         }
         assert!(rest.contains("mac table:"));
     }
+}
+
+/// `Cpus_allowed_list` of each worker thread of process `pid`, by thread name.
+fn worker_cpus(pid: u32) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let path = task.expect("task").path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if !comm.starts_with("vswitch-worker") {
+            continue;
+        }
+        let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
+        if let Some(cpus) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        {
+            out.push((comm.trim().to_owned(), cpus.trim().to_owned()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn with_cpu_steering_each_worker_is_pinned_to_its_cpu() {
+    if !require_root("with_cpu_steering_each_worker_is_pinned_to_its_cpu") {
+        return;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus != 2 {
+        println!("pinning test expects 2 CPUs (start_switch runs 2 workers), found {cpus}");
+        return;
+    }
+    let cases: [(&[&str], [&str; 2]); 2] =
+        [(&[], ["0", "1"]), (&["--steering", "flow"], ["0-1", "0-1"])];
+    for (extra, want) in cases {
+        let ports = [unique_name("vsc"), unique_name("vsc")];
+        let (mut child, _stdout) = start_switch_with(&ports, extra);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = worker_cpus(child.id());
+        let expected = vec![
+            ("vswitch-worker0".to_owned(), want[0].to_owned()),
+            ("vswitch-worker1".to_owned(), want[1].to_owned()),
+        ];
+        while seen != expected && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            seen = worker_cpus(child.id());
+        }
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("kill");
+        assert!(wait_exit(&mut child).success());
+        assert_eq!(seen, expected, "{extra:?}");
+    }
+    let out = vswitch(&["--ports", "vsx0", "--steering", "rss"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("steering"), "{}", stderr(&out));
 }
 
 #[test]

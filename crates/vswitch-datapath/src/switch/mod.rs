@@ -26,7 +26,7 @@ use vswitch_core::{
 };
 
 use crate::pipeline::Hook;
-use crate::port::{Port, PortDevice};
+use crate::port::{Port, PortDevice, Steering};
 
 mod frame_path;
 mod worker;
@@ -56,6 +56,9 @@ pub struct SwitchConfig {
     /// blocks again (`--busy-poll`): lower latency for more CPU. Zero: block at once, so an idle
     /// switch uses no CPU.
     pub busy_poll: Duration,
+    /// How multi-queue ports spread frames over the workers (`--steering`). With
+    /// [`Steering::Cpu`] and one worker per CPU, worker `w` is pinned to CPU `w`.
+    pub steering: Steering,
 }
 
 impl Default for SwitchConfig {
@@ -67,6 +70,7 @@ impl Default for SwitchConfig {
             forwarding: ForwardingConfig::default(),
             macvlan: None,
             busy_poll: Duration::ZERO,
+            steering: Steering::default(),
         }
     }
 }
@@ -143,6 +147,7 @@ struct Shared {
     /// Every port attached, by id; `None` once removed by the operator.
     registry: Mutex<Vec<Option<Arc<Port>>>>,
     busy_poll: Duration,
+    steering: Steering,
     forwarder: Forwarder,
     /// Nanoseconds each worker spent handling frames (not waiting for them).
     busy_nanos: Vec<AtomicU64>,
@@ -152,6 +157,20 @@ struct Shared {
 }
 
 impl Shared {
+    /// Asks `port` to steer by CPU if the switch does; true if it does so now.
+    fn steer(&self, port: &Port) -> bool {
+        if self.steering != Steering::Cpu || port.device().rx_queues() < 2 {
+            return false;
+        }
+        match port.device().steer_by_cpu() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(port = port.name(), error = %e, "steering by flow");
+                false
+            }
+        }
+    }
+
     fn now(&self) -> Timestamp {
         Timestamp::from_micros(u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX))
     }
@@ -347,6 +366,9 @@ impl Switch {
             None => Forwarder::Learning(config.forwarding),
             Some(m) => Forwarder::Macvlan(macvlan_table(m, &ports)?),
         };
+        let queues: usize = ports.iter().map(|p| p.device().rx_queues()).sum();
+        let threads = config.threads.clamp(1, queues.max(1));
+        let pinned = config.steering == Steering::Cpu && owns_cpus(threads);
         let shared = Arc::new(Shared {
             state: RwLock::new(State {
                 table: MacTable::new(config.table.clone()),
@@ -354,23 +376,14 @@ impl Switch {
             }),
             registry: Mutex::new(ports.iter().cloned().map(Some).collect()),
             forwarder,
-            busy_nanos: (0..config.threads.clamp(
-                1,
-                ports
-                    .iter()
-                    .map(|p| p.device().rx_queues())
-                    .sum::<usize>()
-                    .max(1),
-            ))
-                .map(|_| AtomicU64::new(0))
-                .collect(),
+            busy_nanos: (0..threads).map(|_| AtomicU64::new(0)).collect(),
             busy_poll: config.busy_poll,
+            steering: config.steering,
             table_counters: TableCounters::default(),
             epoch: Instant::now(),
             stop: AtomicBool::new(false),
         });
-        let queues: usize = ports.iter().map(|p| p.device().rx_queues()).sum();
-        let threads = config.threads.clamp(1, queues.max(1));
+
         let switch = Switch {
             shared: shared.clone(),
             workers: Mutex::new(Vec::new()),
@@ -381,8 +394,9 @@ impl Switch {
         // the queues of a multi-queue port over different ones.
         let mut assigned: Vec<Vec<RxQueue>> = (0..threads).map(|_| Vec::new()).collect();
         for (i, port) in ports.iter().enumerate() {
+            let by_cpu = shared.steer(port);
             for queue in 0..port.device().rx_queues() {
-                assigned[(i + queue) % threads].push(RxQueue {
+                assigned[queue_worker(by_cpu, i, queue, threads)].push(RxQueue {
                     port: port.clone(),
                     queue,
                 });
@@ -402,7 +416,12 @@ impl Switch {
             let worker = Worker::new(w, shared.clone(), mine, poll, rx);
             let thread = std::thread::Builder::new()
                 .name(format!("vswitch-worker{w}"))
-                .spawn(move || worker.run())
+                .spawn(move || {
+                    if pinned {
+                        pin_to_cpu(w);
+                    }
+                    worker.run()
+                })
                 .map_err(worker_err)?;
             lock(&switch.workers).push(WorkerHandle {
                 thread,
@@ -420,7 +439,13 @@ impl Switch {
                 source,
             })?;
         *lock(&switch.housekeeper) = Some((handle, tx));
-        tracing::info!(ports = ports.len(), threads, "switch started");
+        tracing::info!(
+            ports = ports.len(),
+            threads,
+            steering = %config.steering,
+            pinned,
+            "switch started"
+        );
         Ok(switch)
     }
 
@@ -443,7 +468,12 @@ impl Switch {
             .cloned()
     }
 
-    /// The number of worker threads.
+    /// How multi-queue ports spread frames over the workers.
+    pub fn steering(&self) -> Steering {
+        self.shared.steering
+    }
+
+    /// How many worker threads run.
     pub fn threads(&self) -> usize {
         self.shared.busy_nanos.len()
     }
@@ -568,8 +598,9 @@ impl Switch {
             queues = port.device().rx_queues(),
             "port added"
         );
+        let by_cpu = self.shared.steer(&port);
         for queue in 0..port.device().rx_queues() {
-            let w = (first + queue) % workers.len();
+            let w = queue_worker(by_cpu, first, queue, workers.len());
             let rxq = RxQueue {
                 port: port.clone(),
                 queue,
@@ -663,6 +694,40 @@ impl Drop for Switch {
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked.
+/// The worker that serves receive queue `queue` of the `nth` port. Steered by CPU, queue `q`
+/// carries what CPU `q` sent, so worker `q` (pinned to CPU `q`) takes it; otherwise ports spread
+/// over the workers, and the queues of a multi-queue port over different ones.
+fn queue_worker(by_cpu: bool, nth: usize, queue: usize, threads: usize) -> usize {
+    if by_cpu {
+        queue % threads
+    } else {
+        (nth + queue) % threads
+    }
+}
+
+/// Whether the switch may pin `threads` workers to CPUs 0..threads: exactly the CPUs it may run
+/// on, so that queue `q` (what CPU `q` sent) and worker `q` meet on CPU `q`.
+fn owns_cpus(threads: usize) -> bool {
+    let Ok(set) = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) else {
+        return false;
+    };
+    let allowed: Vec<usize> = (0..nix::sched::CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .collect();
+    allowed.len() == threads && allowed.iter().enumerate().all(|(i, &c)| i == c)
+}
+
+/// Pins the calling worker thread to CPU `cpu`.
+fn pin_to_cpu(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    let pinned = set
+        .set(cpu)
+        .and_then(|()| nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set));
+    if let Err(e) = pinned {
+        tracing::debug!(cpu, error = %e, "couldn't pin worker");
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
