@@ -403,3 +403,75 @@ fn flow_steering_moves_tcp_intact_over_taps_and_veths() {
         );
     }
 }
+
+#[test]
+fn cpu_steering_on_a_dev_port_reads_what_each_cpu_sends_from_that_cpus_socket() {
+    use std::net::{Ipv4Addr, UdpSocket};
+    use vswitch_datapath::{PacketPort, PortDevice, Steering};
+    if !require_root("cpu_steering_on_a_dev_port_reads_what_each_cpu_sends_from_that_cpus_socket") {
+        return;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        println!("cpu_steering test needs 2 CPUs, this machine has {cpus}: nothing to check");
+        return;
+    }
+    let (outer, inner) = (
+        vswitch_testkit::unique_name("vsr"),
+        vswitch_testkit::unique_name("vsr"),
+    );
+    vswitch_netns::Netlink::open()
+        .and_then(|mut nl| nl.add_veth(&outer, &inner, None))
+        .expect("veth");
+    let _guard = vswitch_netns::LinkGuard::new(&outer);
+    let port = PacketPort::open_queues(&outer, 2, Steering::Cpu).expect("open");
+    port.steer_by_cpu()
+        .expect("a steering program on the fanout group");
+    let host = vswitch_testkit::Host::with_link(&inner, Ipv4Addr::new(10, 77, 8, 1)).expect("host");
+    assert!(
+        eventually(Duration::from_secs(3), || host
+            .ns
+            .run(|| UdpSocket::bind("10.77.8.1:0")
+                .and_then(|s| {
+                    s.set_broadcast(true)?;
+                    s.send_to(b"up?", "10.77.8.255:6999")
+                })
+                .is_ok())
+            .unwrap_or(false)),
+        "the veth pair never came up"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let mut buf = vec![0u8; 65_536];
+    for q in 0..2 {
+        while port.recv_queue(q, &mut buf).is_ok() {}
+    }
+    for cpu in 0..2u16 {
+        host.ns
+            .run(|| {
+                let mut set = nix::sched::CpuSet::new();
+                set.set(usize::from(cpu)).expect("cpu set");
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin");
+                let sock = UdpSocket::bind("10.77.8.1:0").expect("bind");
+                sock.set_broadcast(true).expect("broadcast");
+                for _ in 0..20 {
+                    sock.send_to(b"steer", ("10.77.8.255", 7000 + cpu))
+                        .expect("send");
+                }
+            })
+            .expect("enter");
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let mut seen = [[0u32; 2]; 2]; // [socket][sending cpu]
+    for (queue, row) in seen.iter_mut().enumerate() {
+        while let Ok(n) = port.recv_queue(queue, &mut buf) {
+            let f = &buf[10..n];
+            if f.len() >= 38 && f[12..14] == [0x08, 0x00] && f[23] == 17 {
+                let dport = u16::from_be_bytes([f[36], f[37]]);
+                if let Some(cpu) = dport.checked_sub(7000).filter(|&c| c < 2) {
+                    row[usize::from(cpu)] += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(seen, [[20, 0], [0, 20]], "[socket][sending cpu]");
+}

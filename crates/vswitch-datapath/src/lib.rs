@@ -11,10 +11,12 @@
 //! - [`switch`]: the running [`Switch`]: worker threads that poll ports, batch frames through the
 //!   forwarding core and transmit, plus a housekeeping thread for ageing and MTU refresh.
 //! - [`hugepage`]: a global allocator asking for huge pages behind large blocks (the MAC table).
-//! - `sys`: a handful of ioctl and syscall wrappers. It and `hugepage` are the only modules with
-//!   `unsafe` code.
+//! - `bpf`: the TAP steering program for CPU steering, assembled and loaded with `bpf(2)`.
+//! - `sys`: a handful of ioctl and syscall wrappers. It, `bpf` and `hugepage` are the only
+//!   modules with `unsafe` code.
 #![deny(unsafe_code)]
 
+mod bpf;
 pub mod capture;
 pub mod hugepage;
 pub mod memory;

@@ -45,7 +45,8 @@ pub enum PacketPortError {
 pub struct PacketPort {
     /// One socket per receive queue, all in one fanout group; frames are sent on the first.
     sockets: Vec<File>,
-    /// The fanout group spreads frames by receiving CPU ([`Steering::Cpu`]).
+    /// The fanout group spreads frames by receiving CPU ([`Steering::Cpu`]): a veth receives on
+    /// its sender's CPU.
     by_cpu: bool,
     name: String,
     ifindex: u32,
@@ -83,6 +84,19 @@ impl PacketPort {
                 source,
             },
         };
+        // CPU steering: the fanout group runs the same steering program as a TAP (by CPU, a
+        // flow sticking to its socket while busy); without it, by flow hash.
+        let program = (queues > 1 && steering == Steering::Cpu)
+            .then(crate::bpf::steering_program)
+            .and_then(|p| {
+                p.inspect_err(|e| tracing::debug!(port = name, error = %e, "steering by flow"))
+                    .ok()
+            });
+        let mode = if program.is_some() {
+            sys::FanoutMode::Program
+        } else {
+            sys::FanoutMode::Hash
+        };
         let mut sockets = Vec::new();
         let mut group = None;
         for _ in 0..queues.max(1) {
@@ -90,13 +104,12 @@ impl PacketPort {
             if queues > 1 {
                 match group {
                     None => {
-                        group = Some(
-                            sys::create_packet_fanout(fd.as_fd(), steering == Steering::Cpu)
-                                .map_err(err)?,
-                        )
+                        group = Some(sys::create_packet_fanout(fd.as_fd(), mode).map_err(err)?);
+                        if let Some(program) = &program {
+                            sys::set_fanout_program(fd.as_fd(), program.as_fd()).map_err(err)?;
+                        }
                     }
-                    Some(id) => sys::join_packet_fanout(fd.as_fd(), id, steering == Steering::Cpu)
-                        .map_err(err)?,
+                    Some(id) => sys::join_packet_fanout(fd.as_fd(), id, mode).map_err(err)?,
                 }
             }
             sockets.push(File::from(fd));
@@ -112,7 +125,7 @@ impl PacketPort {
         let ioctl = sys::ioctl_socket().map_err(err)?;
         sys::if_set_up(ioctl.as_fd(), name).map_err(err)?;
         Ok(PacketPort {
-            by_cpu: queues > 1 && steering == Steering::Cpu,
+            by_cpu: program.is_some(),
             sockets,
             name: name.to_owned(),
             ifindex,

@@ -54,65 +54,7 @@ pub fn tun_set_steering(fd: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<
     Ok(())
 }
 
-/// `union bpf_attr` as `BPF_PROG_LOAD` reads it, up to the fields we set; the kernel takes a
-/// shorter attribute as zero-extended.
-#[repr(C)]
-struct BpfProgLoad {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-}
-
-/// Loads the two-instruction socket filter `return bpf_get_smp_processor_id();`: as a TAP's
-/// steering program, it puts each frame in the queue of the CPU that sent it.
-pub fn load_cpu_steering_program() -> io::Result<OwnedFd> {
-    const BPF_PROG_LOAD: libc::c_long = 5;
-    const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
-    const BPF_FUNC_GET_SMP_PROCESSOR_ID: i32 = 8;
-    // struct bpf_insn { u8 code; u8 dst_reg:4, src_reg:4; s16 off; s32 imm; }
-    let insn = |code: u8, imm: i32| -> u64 { u64::from(code) | (u64::from(imm as u32) << 32) };
-    let insns: [u64; 2] = [
-        insn(0x85, BPF_FUNC_GET_SMP_PROCESSOR_ID), // BPF_JMP | BPF_CALL
-        insn(0x95, 0),                             // BPF_JMP | BPF_EXIT
-    ];
-    let license = c"GPL";
-    let mut name = [0u8; 16];
-    name[..13].copy_from_slice(b"vswitch_steer");
-    let attr = BpfProgLoad {
-        prog_type: BPF_PROG_TYPE_SOCKET_FILTER,
-        insn_cnt: insns.len() as u32,
-        insns: insns.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        log_level: 0,
-        log_size: 0,
-        log_buf: 0,
-        kern_version: 0,
-        prog_flags: 0,
-        prog_name: name,
-    };
-    // SAFETY: `attr` is a valid prefix of `union bpf_attr` for BPF_PROG_LOAD, its pointers point
-    // at `insns` and `license`, which outlive the call; we pass its exact size.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            &attr as *const BpfProgLoad,
-            std::mem::size_of::<BpfProgLoad>(),
-        )
-    };
-    let fd = check(libc::c_int::try_from(fd).unwrap_or(-1))?;
-    // SAFETY: a fresh fd returned by the kernel that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+pub(crate) fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -259,8 +201,10 @@ const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const PACKET_FANOUT: libc::c_int = 18;
 /// Fanout by flow hash, so each flow stays on one socket (and in order).
 const PACKET_FANOUT_HASH: libc::c_int = 0;
-/// Fanout by the receiving CPU: socket `cpu % sockets`.
-const PACKET_FANOUT_CPU: libc::c_int = 2;
+/// Fanout by a BPF program's answer (`PACKET_FANOUT_EBPF`).
+const PACKET_FANOUT_EBPF: libc::c_int = 7;
+/// Attaches the program of a `PACKET_FANOUT_EBPF` group.
+const PACKET_FANOUT_DATA: libc::c_int = 22;
 /// The kernel picks the group id (Linux 4.20+).
 const PACKET_FANOUT_FLAG_UNIQUEID: libc::c_int = 0x2000;
 /// Socket buffer size asked for packet sockets.
@@ -293,12 +237,15 @@ fn set_int_option(
     Ok(())
 }
 
-/// Makes the bound packet socket `fd` the first of a new fanout group (by CPU or by flow hash)
+/// Makes the bound packet socket `fd` the first of a new fanout group choosing sockets by `mode`,
 /// with an id the kernel picks, so no other program's group on the interface can be joined by mistake, and
 /// returns the id for [`join_packet_fanout`].
-pub fn create_packet_fanout(fd: BorrowedFd<'_>, by_cpu: bool) -> io::Result<u16> {
-    let mode = fanout_mode(by_cpu) | PACKET_FANOUT_FLAG_UNIQUEID;
-    set_packet_option(fd, PACKET_FANOUT, mode << 16)?;
+pub fn create_packet_fanout(fd: BorrowedFd<'_>, mode: FanoutMode) -> io::Result<u16> {
+    set_packet_option(
+        fd,
+        PACKET_FANOUT,
+        (mode.value() | PACKET_FANOUT_FLAG_UNIQUEID) << 16,
+    )?;
     let mut value: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: valid fd; `value` is an int and `len` holds its exact size.
@@ -314,23 +261,34 @@ pub fn create_packet_fanout(fd: BorrowedFd<'_>, by_cpu: bool) -> io::Result<u16>
     Ok((value & 0xffff) as u16)
 }
 
-/// Joins the bound packet socket `fd` to fanout group `group`: the kernel then hands each
-/// received frame to one socket of the group, so several workers share one interface.
-pub fn join_packet_fanout(fd: BorrowedFd<'_>, group: u16, by_cpu: bool) -> io::Result<()> {
-    set_packet_option(
-        fd,
-        PACKET_FANOUT,
-        i32::from(group) | (fanout_mode(by_cpu) << 16),
-    )
+/// How a fanout group picks the socket for a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FanoutMode {
+    /// By flow hash: each flow on one socket.
+    Hash,
+    /// By the answer of the program set with [`set_fanout_program`].
+    Program,
 }
 
-/// The fanout mode: by receiving CPU, or by flow hash.
-fn fanout_mode(by_cpu: bool) -> libc::c_int {
-    if by_cpu {
-        PACKET_FANOUT_CPU
-    } else {
-        PACKET_FANOUT_HASH
+impl FanoutMode {
+    fn value(self) -> libc::c_int {
+        match self {
+            FanoutMode::Hash => PACKET_FANOUT_HASH,
+            FanoutMode::Program => PACKET_FANOUT_EBPF,
+        }
     }
+}
+
+/// Joins the bound packet socket `fd` to fanout group `group`: the kernel then hands each
+/// received frame to one socket of the group, so several workers share one interface.
+pub fn join_packet_fanout(fd: BorrowedFd<'_>, group: u16, mode: FanoutMode) -> io::Result<()> {
+    set_packet_option(fd, PACKET_FANOUT, i32::from(group) | (mode.value() << 16))
+}
+
+/// Gives the `FanoutMode::Program` group of `fd` its program (a socket filter whose answer,
+/// modulo the sockets, picks one).
+pub fn set_fanout_program(fd: BorrowedFd<'_>, program: BorrowedFd<'_>) -> io::Result<()> {
+    set_packet_option(fd, PACKET_FANOUT_DATA, program.as_raw_fd())
 }
 
 /// An `AF_PACKET` raw socket bound to interface `ifindex`, non-blocking, in promiscuous mode,

@@ -185,9 +185,10 @@ impl Tap {
     }
 
     /// Makes the kernel put each frame it sends into the TAP in the queue numbered after the CPU
-    /// that sent it (modulo the queues), instead of by flow hash.
+    /// that sent it (modulo the queues), instead of by flow hash; a flow keeps its queue while
+    /// its frames come less than 1 ms apart (`crate::bpf`).
     pub fn steer_by_cpu(&self) -> io::Result<()> {
-        let prog = sys::load_cpu_steering_program()?;
+        let prog = crate::bpf::steering_program()?;
         sys::tun_set_steering(self.queues[0].as_fd(), prog.as_fd())
     }
 

@@ -28,6 +28,7 @@ use vswitch_core::{
 use crate::pipeline::Hook;
 use crate::port::{Port, PortDevice, Steering};
 
+mod affinity;
 mod frame_path;
 mod worker;
 
@@ -57,7 +58,8 @@ pub struct SwitchConfig {
     /// switch uses no CPU.
     pub busy_poll: Duration,
     /// How multi-queue ports spread frames over the workers (`--steering`). With
-    /// [`Steering::Cpu`] and one worker per CPU, worker `w` is pinned to CPU `w`.
+    /// [`Steering::Cpu`] and one worker per CPU, worker `w` is pinned to CPU `w` while its load
+    /// is light (`switch::affinity`).
     pub steering: Steering,
 }
 
@@ -414,13 +416,12 @@ impl Switch {
             let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(worker_err)?);
             let (tx, rx) = crossbeam_channel::unbounded();
             let worker = Worker::new(w, shared.clone(), mine, poll, rx);
+            let cpus = threads;
             let thread = std::thread::Builder::new()
                 .name(format!("vswitch-worker{w}"))
                 .spawn(move || {
-                    if pinned {
-                        pin_to_cpu(w);
-                    }
-                    worker.run()
+                    let affinity = pinned.then(|| affinity::Affinity::pin(w, cpus));
+                    worker.run(affinity)
                 })
                 .map_err(worker_err)?;
             lock(&switch.workers).push(WorkerHandle {
@@ -715,17 +716,6 @@ fn owns_cpus(threads: usize) -> bool {
         .filter(|&c| set.is_set(c).unwrap_or(false))
         .collect();
     allowed.len() == threads && allowed.iter().enumerate().all(|(i, &c)| i == c)
-}
-
-/// Pins the calling worker thread to CPU `cpu`.
-fn pin_to_cpu(cpu: usize) {
-    let mut set = nix::sched::CpuSet::new();
-    let pinned = set
-        .set(cpu)
-        .and_then(|()| nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set));
-    if let Err(e) = pinned {
-        tracing::debug!(cpu, error = %e, "couldn't pin worker");
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -15,6 +15,7 @@ use crate::capture::Direction;
 use crate::pipeline::Hook;
 use crate::port::Port;
 
+use super::affinity::Affinity;
 use super::frame_path::DelayQueue;
 use super::frame_path::{Ctx, forward_frame, transmit};
 use super::{BATCH, MAX_FRAME, RxQueue, Shared, WAKER, WorkerCommand};
@@ -65,7 +66,9 @@ impl Worker {
         }
     }
 
-    pub(super) fn run(mut self) {
+    /// Serves the worker's queues until the switch stops; `affinity`, under CPU steering, pins
+    /// the thread to its CPU while its load is light.
+    pub(super) fn run(mut self, mut affinity: Option<Affinity>) {
         let mut events = Events::with_capacity(256);
         let mut ready: VecDeque<usize> = VecDeque::new();
         let mut queued = vec![false; self.ports.len()];
@@ -136,8 +139,12 @@ impl Worker {
                 }
             }
             if !events.is_empty() || !ready.is_empty() {
-                let busy = u64::try_from(woke.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                self.shared.busy_nanos[self.index].fetch_add(busy, Ordering::Relaxed);
+                let busy = woke.elapsed();
+                let nanos = u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX);
+                self.shared.busy_nanos[self.index].fetch_add(nanos, Ordering::Relaxed);
+                if let Some(a) = &mut affinity {
+                    a.account(woke + busy, busy);
+                }
             }
         }
     }
