@@ -90,3 +90,73 @@ fn tcp_is_exact_between_an_offload_tap_and_a_plain_tap_over_ipv4_and_ipv6() {
         assert_eq!(plain.drops(reason), 0, "{reason:?} on the plain port");
     }
 }
+
+#[test]
+fn udp_gso_trains_are_cut_into_their_datagrams_for_a_plain_tap() {
+    use nix::sys::socket::{setsockopt, sockopt::UdpGsoSegment};
+    use std::net::UdpSocket;
+    if !require_root("udp_gso_trains_are_cut_into_their_datagrams_for_a_plain_tap") {
+        return;
+    }
+    let lab = SwitchLab::with_attachments(
+        config(),
+        &[
+            Attach::Tap { offload: true },
+            Attach::Tap { offload: false },
+        ],
+    )
+    .expect("lab");
+    let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
+    let receiver =
+        b.ns.run(|| UdpSocket::bind((b.addr, 5201)))
+            .expect("enter")
+            .expect("bind");
+    receiver
+        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .expect("timeout");
+    // Room for every datagram: they are read only after the last is sent.
+    setsockopt(
+        &receiver,
+        nix::sys::socket::sockopt::RcvBufForce,
+        &(8 << 20),
+    )
+    .expect("rcvbuf");
+    // 20 trains of 8 datagrams of 1000 bytes, each train handed to the kernel in one send.
+    let (trains, per_train, size) = (20usize, 8usize, 1000usize);
+    a.ns.run(|| {
+        let sock = UdpSocket::bind((a.addr, 0)).expect("bind");
+        setsockopt(&sock, UdpGsoSegment, &(size as i32)).expect("UDP_SEGMENT");
+        sock.connect((b.addr, 5201)).expect("connect");
+        // The first send resolves b's MAC; give ARP a moment.
+        let _ = sock.send(&[0u8; 10]);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        for t in 0..trains {
+            let train: Vec<u8> = (0..per_train * size)
+                .map(|i| (t * 31 + i / size) as u8)
+                .collect();
+            sock.send(&train).expect("send train");
+        }
+    })
+    .expect("enter");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65_536];
+    while let Ok(n) = receiver.recv(&mut buf) {
+        if n == size {
+            got.push(buf[0]);
+            assert!(buf[..n].iter().all(|&x| x == buf[0]), "a datagram mixed up");
+        }
+        if got.len() == trains * per_train {
+            break;
+        }
+    }
+    let want: Vec<u8> = (0..trains)
+        .flat_map(|t| (0..per_train).map(move |d| (t * 31 + d) as u8))
+        .collect();
+    assert_eq!(got, want, "every datagram, whole and in order");
+    assert!(
+        mean_rx_frame(&lab, 0) > 1514,
+        "the offload port should have handed the switch UDP GSO trains (mean {} bytes)",
+        mean_rx_frame(&lab, 0)
+    );
+    assert_eq!(lab.port_stats(1).drops(DropReason::GsoUnsupported), 0);
+}

@@ -32,6 +32,9 @@ pub const IFF_VNET_HDR: libc::c_short = 0x4000;
 /// `TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN`: partial checksums and TCP segments up
 /// to 64 KiB, both ways.
 pub const TUN_OFFLOADS: libc::c_uint = 0x01 | 0x02 | 0x04 | 0x08;
+/// `TUN_F_USO4 | TUN_F_USO6` (Linux 6.2+): UDP segmentation offload, trains of datagrams in one
+/// frame (what `UDP_SEGMENT` senders such as QUIC stacks make).
+pub const TUN_USO: libc::c_uint = 0x20 | 0x40;
 
 fn ifreq_with_name(name: &str) -> io::Result<libc::ifreq> {
     // SAFETY: ifreq is plain old data (integers, arrays and a union of them); all-zero is valid.

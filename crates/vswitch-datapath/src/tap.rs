@@ -165,7 +165,9 @@ impl Tap {
             }
         }
         if offload {
-            sys::tun_set_offload(tap.queues[0].as_fd(), sys::TUN_OFFLOADS)
+            // UDP segmentation where the kernel has it (6.2+), else TCP and checksums only.
+            sys::tun_set_offload(tap.queues[0].as_fd(), sys::TUN_OFFLOADS | sys::TUN_USO)
+                .or_else(|_| sys::tun_set_offload(tap.queues[0].as_fd(), sys::TUN_OFFLOADS))
                 .map_err(|e| tap.ioctl_error("TUNSETOFFLOAD", e))?;
         }
         tracing::info!(
