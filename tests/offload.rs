@@ -28,19 +28,24 @@ fn mean_rx_frame(lab: &SwitchLab, port: usize) -> u64 {
     s.rx_bytes / s.rx_packets.max(1)
 }
 
-#[test]
-fn tcp_is_exact_between_an_offload_tap_and_a_plain_tap_over_ipv4_and_ipv6() {
-    if !require_root("tcp_is_exact_between_an_offload_tap_and_a_plain_tap_over_ipv4_and_ipv6") {
-        return;
-    }
-    let lab = SwitchLab::with_attachments(
+/// A switch with host 0 on a TAP with offloads and host 1 on one without.
+fn offload_and_plain() -> SwitchLab {
+    SwitchLab::with_attachments(
         config(),
         &[
             Attach::Tap { offload: true },
             Attach::Tap { offload: false },
         ],
     )
-    .expect("lab");
+    .expect("lab")
+}
+
+#[test]
+fn tcp_is_exact_between_an_offload_tap_and_a_plain_tap_over_ipv4_and_ipv6() {
+    if !require_root("tcp_is_exact_between_an_offload_tap_and_a_plain_tap_over_ipv4_and_ipv6") {
+        return;
+    }
+    let lab = offload_and_plain();
     let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
     let a6: Ipv6Addr = "fd77::1".parse().unwrap();
     let b6: Ipv6Addr = "fd77::2".parse().unwrap();
@@ -98,14 +103,7 @@ fn udp_gso_trains_are_cut_into_their_datagrams_for_a_plain_tap() {
     if !require_root("udp_gso_trains_are_cut_into_their_datagrams_for_a_plain_tap") {
         return;
     }
-    let lab = SwitchLab::with_attachments(
-        config(),
-        &[
-            Attach::Tap { offload: true },
-            Attach::Tap { offload: false },
-        ],
-    )
-    .expect("lab");
+    let lab = offload_and_plain();
     let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
     let receiver =
         b.ns.run(|| UdpSocket::bind((b.addr, 5201)))

@@ -333,56 +333,6 @@ fn a_dev_port_spreads_flows_over_its_sockets_and_reads_each_frame_once() {
 }
 
 #[test]
-fn cpu_steering_puts_what_each_cpu_sends_in_that_cpus_queue() {
-    use std::net::{Ipv4Addr, UdpSocket};
-    use vswitch_datapath::{PortDevice, Tap};
-    if !require_root("cpu_steering_puts_what_each_cpu_sends_in_that_cpus_queue") {
-        return;
-    }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cpus < 2 {
-        println!("cpu_steering test needs 2 CPUs, this machine has {cpus}: nothing to check");
-        return;
-    }
-    let name = vswitch_testkit::unique_name("vsq");
-    let tap = Tap::open_queues(&name, true, 2).expect("tap");
-    tap.steer_by_cpu().expect("steering program");
-    let host = vswitch_testkit::Host::with_link(&name, Ipv4Addr::new(10, 77, 9, 1)).expect("host");
-    // Broadcast datagrams need no ARP; each CPU sends to its own port.
-    for cpu in 0..2u16 {
-        host.ns
-            .run(|| {
-                let mut set = nix::sched::CpuSet::new();
-                set.set(usize::from(cpu)).expect("cpu set");
-                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin");
-                let sock = UdpSocket::bind("10.77.9.1:0").expect("bind");
-                sock.set_broadcast(true).expect("broadcast");
-                for _ in 0..20 {
-                    sock.send_to(b"steer", ("10.77.9.255", 7000 + cpu))
-                        .expect("send");
-                }
-            })
-            .expect("enter");
-    }
-    std::thread::sleep(Duration::from_millis(100));
-    let mut seen = [[0u32; 2]; 2]; // [queue][cpu]
-    let mut buf = vec![0u8; 65_536];
-    for (queue, row) in seen.iter_mut().enumerate() {
-        while let Ok(n) = tap.recv_queue(queue, &mut buf) {
-            // virtio-net header, Ethernet, IPv4 without options, then the UDP ports.
-            let f = &buf[10..n];
-            if f.len() >= 38 && f[12..14] == [0x08, 0x00] && f[23] == 17 {
-                let port = u16::from_be_bytes([f[36], f[37]]);
-                if let Some(cpu) = port.checked_sub(7000).filter(|&c| c < 2) {
-                    row[usize::from(cpu)] += 1;
-                }
-            }
-        }
-    }
-    assert_eq!(seen, [[20, 0], [0, 20]], "[queue][sending cpu]");
-}
-
-#[test]
 fn flow_steering_moves_tcp_intact_over_taps_and_veths() {
     if !require_root("flow_steering_moves_tcp_intact_over_taps_and_veths") {
         return;
@@ -404,16 +354,83 @@ fn flow_steering_moves_tcp_intact_over_taps_and_veths() {
     }
 }
 
+/// Whether this machine has the 2 CPUs the steering tests need (says so when not).
+fn two_cpus() -> bool {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        println!("cpu steering tests need 2 CPUs, this machine has {cpus}: nothing to check");
+    }
+    cpus >= 2
+}
+
+/// From `host` (address 10.77.`net`.1), 20 broadcast datagrams from CPU 0 to port 7000 and 20
+/// from CPU 1 to port 7001: broadcasts need no ARP.
+fn send_from_each_cpu(host: &vswitch_testkit::Host, net: u8) {
+    use std::net::{Ipv4Addr, UdpSocket};
+    for cpu in 0..2u16 {
+        host.ns
+            .run(|| {
+                let mut set = nix::sched::CpuSet::new();
+                set.set(usize::from(cpu)).expect("cpu set");
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin");
+                let sock = UdpSocket::bind((Ipv4Addr::new(10, 77, net, 1), 0)).expect("bind");
+                sock.set_broadcast(true).expect("broadcast");
+                for _ in 0..20 {
+                    sock.send_to(b"steer", (Ipv4Addr::new(10, 77, net, 255), 7000 + cpu))
+                        .expect("send");
+                }
+            })
+            .expect("enter");
+    }
+}
+
+/// How many of [`send_from_each_cpu`]'s datagrams each of `device`'s two queues holds, by
+/// sending CPU: `[queue][cpu]`.
+fn datagrams_by_queue_and_cpu(device: &dyn vswitch_datapath::PortDevice) -> [[u32; 2]; 2] {
+    std::thread::sleep(Duration::from_millis(100));
+    let mut seen = [[0u32; 2]; 2];
+    let mut buf = vec![0u8; 65_536];
+    for (queue, row) in seen.iter_mut().enumerate() {
+        while let Ok(n) = device.recv_queue(queue, &mut buf) {
+            // virtio-net header, Ethernet, IPv4 without options, then the UDP ports.
+            let f = &buf[10..n];
+            if f.len() >= 38 && f[12..14] == [0x08, 0x00] && f[23] == 17 {
+                let port = u16::from_be_bytes([f[36], f[37]]);
+                if let Some(cpu) = port.checked_sub(7000).filter(|&c| c < 2) {
+                    row[usize::from(cpu)] += 1;
+                }
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn cpu_steering_puts_what_each_cpu_sends_in_that_cpus_queue() {
+    use vswitch_datapath::Tap;
+    if !require_root("cpu_steering_puts_what_each_cpu_sends_in_that_cpus_queue") || !two_cpus() {
+        return;
+    }
+    let name = vswitch_testkit::unique_name("vsq");
+    let tap = Tap::open_queues(&name, true, 2).expect("tap");
+    tap.steer_by_cpu().expect("steering program");
+    let host = vswitch_testkit::Host::with_link(&name, std::net::Ipv4Addr::new(10, 77, 9, 1))
+        .expect("host");
+    send_from_each_cpu(&host, 9);
+    assert_eq!(
+        datagrams_by_queue_and_cpu(&tap),
+        [[20, 0], [0, 20]],
+        "[queue][sending cpu]"
+    );
+}
+
 #[test]
 fn cpu_steering_on_a_dev_port_reads_what_each_cpu_sends_from_that_cpus_socket() {
     use std::net::{Ipv4Addr, UdpSocket};
     use vswitch_datapath::{PacketPort, PortDevice, Steering};
-    if !require_root("cpu_steering_on_a_dev_port_reads_what_each_cpu_sends_from_that_cpus_socket") {
-        return;
-    }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cpus < 2 {
-        println!("cpu_steering test needs 2 CPUs, this machine has {cpus}: nothing to check");
+    if !require_root("cpu_steering_on_a_dev_port_reads_what_each_cpu_sends_from_that_cpus_socket")
+        || !two_cpus()
+    {
         return;
     }
     let (outer, inner) = (
@@ -440,38 +457,11 @@ fn cpu_steering_on_a_dev_port_reads_what_each_cpu_sends_from_that_cpus_socket() 
             .unwrap_or(false)),
         "the veth pair never came up"
     );
-    std::thread::sleep(Duration::from_millis(100));
-    let mut buf = vec![0u8; 65_536];
-    for q in 0..2 {
-        while port.recv_queue(q, &mut buf).is_ok() {}
-    }
-    for cpu in 0..2u16 {
-        host.ns
-            .run(|| {
-                let mut set = nix::sched::CpuSet::new();
-                set.set(usize::from(cpu)).expect("cpu set");
-                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin");
-                let sock = UdpSocket::bind("10.77.8.1:0").expect("bind");
-                sock.set_broadcast(true).expect("broadcast");
-                for _ in 0..20 {
-                    sock.send_to(b"steer", ("10.77.8.255", 7000 + cpu))
-                        .expect("send");
-                }
-            })
-            .expect("enter");
-    }
-    std::thread::sleep(Duration::from_millis(100));
-    let mut seen = [[0u32; 2]; 2]; // [socket][sending cpu]
-    for (queue, row) in seen.iter_mut().enumerate() {
-        while let Ok(n) = port.recv_queue(queue, &mut buf) {
-            let f = &buf[10..n];
-            if f.len() >= 38 && f[12..14] == [0x08, 0x00] && f[23] == 17 {
-                let dport = u16::from_be_bytes([f[36], f[37]]);
-                if let Some(cpu) = dport.checked_sub(7000).filter(|&c| c < 2) {
-                    row[usize::from(cpu)] += 1;
-                }
-            }
-        }
-    }
-    assert_eq!(seen, [[20, 0], [0, 20]], "[socket][sending cpu]");
+    let _ = datagrams_by_queue_and_cpu(&port); // what came before
+    send_from_each_cpu(&host, 8);
+    assert_eq!(
+        datagrams_by_queue_and_cpu(&port),
+        [[20, 0], [0, 20]],
+        "[socket][sending cpu]"
+    );
 }
