@@ -324,7 +324,7 @@ fn config_check_accepts_a_good_file_and_points_at_errors() {
     let good = dir.join("good.toml");
     std::fs::write(
         &good,
-        "name = \"sw1\"\nports = [\"tap0\", \"dev:veth0\"]\nageing_time = 60\n[macvlan]\nmode = \"private\"\nuplink = \"dev:up0\"\n",
+        "name = \"sw1\"\nports = [\"tap0\", \"dev:veth0\"]\nageing_time = 60\nsteering = \"flow\"\n[macvlan]\nmode = \"private\"\nuplink = \"dev:up0\"\n",
     )
     .unwrap();
     let out = vswitch(&["config", "check", good.to_str().unwrap()]);
@@ -334,6 +334,14 @@ fn config_check_accepts_a_good_file_and_points_at_errors() {
     let out = vswitch(&["config", "check", bad.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("line 3"), "{}", stderr(&out));
+    std::fs::write(&bad, "ports = [\"tap0\"]\nsteering = \"rss\"\n").unwrap();
+    let out = vswitch(&["config", "check", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("bad.toml:2: steering"),
+        "{}",
+        stderr(&out)
+    );
     let out = vswitch(&[
         "config",
         "check",
