@@ -1,4 +1,5 @@
-//! The crate's only `unsafe` code: the few ioctls and syscalls that std does not wrap.
+//! `unsafe` for devices and sockets: the few ioctls and syscalls that std does not wrap (`bpf` and
+//! `hugepage` hold the crate's only other `unsafe` code).
 //!
 //! Each function takes and returns owned or borrowed fds and plain values, and turns errno into
 //! `io::Error` in one place, so the rest of the crate stays safe.
