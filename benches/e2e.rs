@@ -158,26 +158,35 @@ fn iperf_server(ns: &Netns) -> BoxResult<Child> {
     Ok(child)
 }
 
+/// Runs an iperf3 client against the server and returns its JSON report. A server still
+/// closing the previous test answers "busy" for a moment: wait and try again, a few times.
 fn iperf_json(client: &Netns, args: &[&str], secs: u64) -> BoxResult<Value> {
-    let out = in_ns(
-        client,
-        Command::new("iperf3")
-            .args([
-                "-c",
-                &SERVER.to_string(),
-                "-p",
-                "5299",
-                "-J",
-                "-t",
-                &secs.to_string(),
-            ])
-            .args(args),
-    )?;
-    let json: Value = serde_json::from_slice(&out.stdout)?;
-    if let Some(err) = json.get("error") {
-        return Err(format!("iperf3: {err}").into());
+    let mut attempt = 0;
+    loop {
+        let out = in_ns(
+            client,
+            Command::new("iperf3")
+                .args([
+                    "-c",
+                    &SERVER.to_string(),
+                    "-p",
+                    "5299",
+                    "-J",
+                    "-t",
+                    &secs.to_string(),
+                ])
+                .args(args),
+        )?;
+        let json: Value = serde_json::from_slice(&out.stdout)?;
+        match json.get("error") {
+            None => return Ok(json),
+            Some(err) if attempt < 5 && err.to_string().contains("busy") => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Some(err) => return Err(format!("iperf3: {err}").into()),
+        }
     }
-    Ok(json)
 }
 
 /// Gbit/s received and bytes moved.
