@@ -109,9 +109,10 @@ pub struct SwitchArgs {
     pub busy_poll: u64,
 
     /// How a port's receive queues split its traffic over the workers: `cpu` by the CPU that
-    /// sent each frame, with worker N pinned to CPU N when there is a worker per CPU (frames are
-    /// forwarded on their sender's CPU, as the kernel bridge does: lower latency, fewer
-    /// wake-ups), or `flow` by flow hash (strict per-flow order wherever senders run).
+    /// sent each frame (a busy flow keeps its queue), with worker N pinned to CPU N while its
+    /// load is light when there is a worker per CPU (frames are forwarded on their sender's CPU,
+    /// as the kernel bridge does: lower latency, fewer wake-ups), or `flow` by flow hash (strict
+    /// per-flow order wherever senders run; better for --no-offload).
     #[arg(long, default_value_t = vswitch_datapath::Steering::Cpu, value_name = "cpu|flow")]
     pub steering: vswitch_datapath::Steering,
 }
