@@ -78,51 +78,26 @@ fn bridge() -> BoxResult<Topology> {
     })
 }
 
-fn vswitch_tap_with(offload: bool) -> BoxResult<Topology> {
-    let config = SwitchConfig {
+type Build = Box<dyn Fn() -> BoxResult<Topology>>;
+
+/// Builds a vswitch lab of two hosts with `config`, attached as `attach`.
+fn vswitch(config: SwitchConfig, attach: Attach) -> Build {
+    Box::new(move || {
+        let lab = SwitchLab::new(2, config.clone(), attach)?;
+        Ok(Topology::Vswitch { lab })
+    })
+}
+
+/// The switch as the candidates run it unless they say otherwise: two workers, one per CPU of
+/// the reference machine.
+fn two_workers() -> SwitchConfig {
+    SwitchConfig {
         threads: 2,
         ..SwitchConfig::default()
-    };
-    let lab = SwitchLab::new(2, config, Attach::Tap { offload })?;
-    Ok(Topology::Vswitch { lab })
+    }
 }
 
-fn vswitch_tap() -> BoxResult<Topology> {
-    vswitch_tap_with(true)
-}
-
-fn vswitch_tap_no_offload() -> BoxResult<Topology> {
-    vswitch_tap_with(false)
-}
-
-fn vswitch_tap_busy_poll() -> BoxResult<Topology> {
-    let config = SwitchConfig {
-        threads: 1,
-        busy_poll: Duration::from_millis(5),
-        ..SwitchConfig::default()
-    };
-    let lab = SwitchLab::new(2, config, Attach::Tap { offload: true })?;
-    Ok(Topology::Vswitch { lab })
-}
-
-fn vswitch_tap_flow_steering() -> BoxResult<Topology> {
-    let config = SwitchConfig {
-        threads: 2,
-        steering: vswitch_datapath::Steering::Flow,
-        ..SwitchConfig::default()
-    };
-    let lab = SwitchLab::new(2, config, Attach::Tap { offload: true })?;
-    Ok(Topology::Vswitch { lab })
-}
-
-fn vswitch_veth() -> BoxResult<Topology> {
-    let config = SwitchConfig {
-        threads: 2,
-        ..SwitchConfig::default()
-    };
-    let lab = SwitchLab::new(2, config, Attach::Veth)?;
-    Ok(Topology::Vswitch { lab })
-}
+const TAP: Attach = Attach::Tap { offload: true };
 
 /// Process CPU time (user + system) in seconds: the switch's threads when vswitch is measured.
 fn cpu_seconds() -> f64 {
@@ -300,49 +275,45 @@ fn main() -> BoxResult<()> {
             .unwrap_or(d)
     };
     let (rounds, secs) = (env("VSWITCH_E2E_ROUNDS", 3), env("VSWITCH_E2E_SECONDS", 3));
-    type Build = Box<dyn Fn() -> BoxResult<Topology>>;
     let mut candidates: Vec<(String, Build)> = vec![
         ("veth pair (the wire)".into(), Box::new(wire)),
         ("kernel bridge, veth ports".into(), Box::new(bridge)),
-        ("vswitch, TAP ports".into(), Box::new(vswitch_tap)),
+        ("vswitch, TAP ports".into(), vswitch(two_workers(), TAP)),
         (
             "vswitch, TAP ports, --steering flow".into(),
-            Box::new(vswitch_tap_flow_steering),
+            vswitch(
+                SwitchConfig {
+                    steering: vswitch_datapath::Steering::Flow,
+                    ..two_workers()
+                },
+                TAP,
+            ),
         ),
         (
             "vswitch, veth ports (packet sockets)".into(),
-            Box::new(vswitch_veth),
+            vswitch(two_workers(), Attach::Veth),
         ),
         (
             "vswitch, TAP ports, --no-offload".into(),
-            Box::new(vswitch_tap_no_offload),
-        ),
-        (
-            "vswitch, TAP ports, --threads 1 --busy-poll 5000".into(),
-            Box::new(vswitch_tap_busy_poll),
+            vswitch(two_workers(), Attach::Tap { offload: false }),
         ),
     ];
     // VSWITCH_E2E_TUNE="1:50 2:0" adds TAP candidates with THREADS:BUSY_POLL_MICROS, to try
-    // settings against the same bridge.
-    for tune in std::env::var("VSWITCH_E2E_TUNE")
-        .unwrap_or_default()
-        .split_whitespace()
-    {
+    // settings against the same bridge; one busy-polling worker is always among them.
+    let tune = std::env::var("VSWITCH_E2E_TUNE").unwrap_or_default();
+    for tune in std::iter::once("1:5000").chain(tune.split_whitespace()) {
         let (threads, busy) = tune
             .split_once(':')
             .and_then(|(t, b)| Some((t.parse::<usize>().ok()?, b.parse::<u64>().ok()?)))
             .ok_or_else(|| format!("VSWITCH_E2E_TUNE: {tune:?} is not THREADS:MICROS"))?;
+        let config = SwitchConfig {
+            threads,
+            busy_poll: Duration::from_micros(busy),
+            ..SwitchConfig::default()
+        };
         candidates.push((
             format!("vswitch, TAP ports, --threads {threads} --busy-poll {busy}"),
-            Box::new(move || {
-                let config = SwitchConfig {
-                    threads,
-                    busy_poll: Duration::from_micros(busy),
-                    ..SwitchConfig::default()
-                };
-                let lab = SwitchLab::new(2, config, Attach::Tap { offload: true })?;
-                Ok(Topology::Vswitch { lab })
-            }),
+            vswitch(config, TAP),
         ));
     }
     // VSWITCH_E2E_ONLY=busy,no-offload keeps the candidates whose names contain one of the
@@ -380,7 +351,7 @@ fn scale(rounds: u64, secs: u64) -> BoxResult<()> {
     let sizes = [2usize, 8, 32, 64];
     let mut labs = Vec::new();
     for &n in &sizes {
-        let Topology::Vswitch { lab } = vswitch_tap()? else {
+        let Topology::Vswitch { lab } = vswitch(two_workers(), TAP)()? else {
             unreachable!()
         };
         for _ in 2..n {

@@ -407,7 +407,7 @@ fn datagrams_by_queue_and_cpu(device: &dyn vswitch_datapath::PortDevice) -> [[u3
 
 #[test]
 fn cpu_steering_puts_what_each_cpu_sends_in_that_cpus_queue() {
-    use vswitch_datapath::Tap;
+    use vswitch_datapath::{PortDevice, Tap};
     if !require_root("cpu_steering_puts_what_each_cpu_sends_in_that_cpus_queue") || !two_cpus() {
         return;
     }

@@ -156,31 +156,77 @@ fn layout(frame: &[u8], vnet: &VnetHeader) -> Result<Layout, GsoError> {
     })
 }
 
-/// The largest TCP payload per segment for which the segments of the TCP GSO frame `frame` fit
-/// an MTU of `mtu`, or `None` if it isn't a TCP GSO frame or even its headers don't fit.
-pub fn tcp_mss_for_mtu(frame: &[u8], vnet: &VnetHeader, mtu: u32) -> Option<u16> {
-    let l = layout(frame, vnet).ok().filter(|l| l.tcp)?;
-    let headers = l.payload - l.l3;
-    let room = (mtu as usize).checked_sub(headers).filter(|&r| r > 0)?;
-    u16::try_from(room.min(usize::from(vnet.gso_size))).ok()
+/// A GSO frame whose headers were found and checked once: what the MTU check, the re-cut size
+/// and the segmentation of one frame all need, without parsing it three times.
+#[derive(Debug, Clone, Copy)]
+pub struct GsoFrame<'a> {
+    frame: &'a [u8],
+    l: Layout,
+    gso_size: u16,
 }
 
-/// Cuts the GSO frame `frame` (without its virtio-net header `vnet`) into segments of at most
-/// `max_payload` L4 payload bytes each (`None`: the sender's `gso_size`), and hands each finished
-/// frame, checksums complete, to `emit`. `scratch` holds one segment at a time; reusing it keeps
-/// the datapath free of allocations. Returns the number of segments.
+impl<'a> GsoFrame<'a> {
+    /// Finds the headers of the GSO frame `frame` (without its virtio-net header `vnet`).
+    pub fn parse(frame: &'a [u8], vnet: &VnetHeader) -> Result<GsoFrame<'a>, GsoError> {
+        Ok(GsoFrame {
+            frame,
+            l: layout(frame, vnet)?,
+            gso_size: vnet.gso_size,
+        })
+    }
+
+    /// The size of the IP packets it will be cut into: what an interface's MTU limits.
+    pub fn segment_len(&self) -> usize {
+        self.l.payload - self.l.l3 + usize::from(self.gso_size)
+    }
+
+    /// The largest TCP payload per segment for which the segments fit an MTU of `mtu`, or
+    /// `None` if it isn't TCP (UDP datagrams can't be re-cut) or even its headers don't fit.
+    pub fn tcp_mss_for_mtu(&self, mtu: u32) -> Option<u16> {
+        if !self.l.tcp {
+            return None;
+        }
+        let room = (mtu as usize)
+            .checked_sub(self.l.payload - self.l.l3)
+            .filter(|&r| r > 0)?;
+        u16::try_from(room.min(usize::from(self.gso_size))).ok()
+    }
+
+    /// Cuts the frame into segments of at most `max_payload` L4 payload bytes each (`None`: the
+    /// sender's `gso_size`), and hands each finished frame, checksums complete, to `emit`.
+    /// `scratch` holds one segment at a time; reusing it keeps the datapath free of
+    /// allocations. Returns the number of segments.
+    pub fn segment(
+        &self,
+        max_payload: Option<u16>,
+        scratch: &mut Vec<u8>,
+        emit: impl FnMut(&[u8]),
+    ) -> usize {
+        let mss = max_payload.map_or(self.gso_size, |m| m.min(self.gso_size));
+        // `layout` refused a zero `gso_size`; a zero limit is taken as one byte.
+        cut(self.frame, &self.l, usize::from(mss.max(1)), scratch, emit)
+    }
+}
+
+/// Parses and cuts `frame` in one call: see [`GsoFrame::parse`] and [`GsoFrame::segment`].
 pub fn segment(
     frame: &[u8],
     vnet: &VnetHeader,
     max_payload: Option<u16>,
     scratch: &mut Vec<u8>,
-    mut emit: impl FnMut(&[u8]),
+    emit: impl FnMut(&[u8]),
 ) -> Result<usize, GsoError> {
-    let l = layout(frame, vnet)?;
-    let mss = usize::from(max_payload.map_or(vnet.gso_size, |m| m.min(vnet.gso_size)));
-    if mss == 0 {
-        return Err(GsoError::Malformed("segment size 0"));
-    }
+    Ok(GsoFrame::parse(frame, vnet)?.segment(max_payload, scratch, emit))
+}
+
+/// Cuts `frame`, laid out as `l`, into segments of `mss` payload bytes.
+fn cut(
+    frame: &[u8],
+    l: &Layout,
+    mss: usize,
+    scratch: &mut Vec<u8>,
+    mut emit: impl FnMut(&[u8]),
+) -> usize {
     let headers = &frame[..l.payload];
     let data = &frame[l.payload..l.end];
     let count = data.len().div_ceil(mss).max(1);
@@ -231,14 +277,14 @@ pub fn segment(
             l.l4 + 6
         };
         put_u16(seg, field, 0);
-        let pseudo = pseudo_header_sum(seg, &l, l4_len);
+        let pseudo = pseudo_header_sum(seg, l, l4_len);
         let sum = !fold(sum_bytes(pseudo, &seg[l.l4..]));
         // UDP sends a computed zero as all ones (zero means "no checksum").
         let sum = if sum == 0 && !l.tcp { 0xffff } else { sum };
         put_u16(seg, field, sum);
         emit(seg);
     }
-    Ok(count)
+    count
 }
 
 /// The one's complement sum of the pseudo-header of the segment `seg` laid out as `l`.
@@ -428,6 +474,9 @@ mod tests {
 
     #[test]
     fn mss_for_an_mtu_counts_ip_and_tcp_headers() {
+        let tcp_mss_for_mtu = |frame: &[u8], vnet: &VnetHeader, mtu| {
+            GsoFrame::parse(frame, vnet).unwrap().tcp_mss_for_mtu(mtu)
+        };
         let (frame, vnet) = gso_frame(false, true, 0x10);
         assert_eq!(tcp_mss_for_mtu(&frame, &vnet, 1500), Some(1400));
         assert_eq!(tcp_mss_for_mtu(&frame, &vnet, 1280), Some(1240));
@@ -436,6 +485,7 @@ mod tests {
         assert_eq!(tcp_mss_for_mtu(&frame6, &vnet6, 1280), Some(1220));
         let (udp, udp_vnet) = gso_frame(false, false, 0);
         assert_eq!(tcp_mss_for_mtu(&udp, &udp_vnet, 1500), None);
+        assert_eq!(GsoFrame::parse(&frame, &vnet).unwrap().segment_len(), 1440);
     }
 
     #[test]

@@ -91,25 +91,13 @@ impl VnetHeader {
 
 /// Whether `frame` may leave through an interface with MTU `mtu`: its payload (after the header
 /// and one VLAN tag) must fit, as in the kernel's `is_skb_forwardable`; for a GSO frame, each
-/// segment it will be cut into must fit. Runts never fit.
+/// segment it will be cut into must fit (and its headers must make sense). Runts never fit.
 pub fn fits_mtu(frame: &[u8], vnet: &VnetHeader, mtu: u32) -> bool {
-    let Ok(eth) = EthernetFrame::new_checked(frame) else {
-        return false;
-    };
-    if !vnet.is_gso() {
-        return eth.payload_len() <= mtu as usize;
+    if vnet.is_gso() {
+        return crate::gso::GsoFrame::parse(frame, vnet)
+            .is_ok_and(|g| g.segment_len() <= mtu as usize);
     }
-    let l3_start = frame.len() - eth.payload_len();
-    let l4_start = usize::from(vnet.csum_start);
-    let l4_header = match vnet.gso_type & !gso::ECN {
-        gso::TCPV4 | gso::TCPV6 => match frame.get(l4_start + 12) {
-            Some(offset) => usize::from(offset >> 4) * 4,
-            None => return false,
-        },
-        _ => 8, // UDP
-    };
-    let segment = l4_start.saturating_sub(l3_start) + l4_header + usize::from(vnet.gso_size);
-    l4_start >= l3_start && segment <= mtu as usize
+    EthernetFrame::new_checked(frame).is_ok_and(|eth| eth.payload_len() <= mtu as usize)
 }
 
 /// Finishes a partial checksum in place: the one's complement sum of `frame[csum_start..]`
@@ -211,6 +199,9 @@ mod tests {
         let mut f = vec![0u8; 14 + 20 + 32 + payload];
         f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
         f[14] = 0x45;
+        let total = (20 + 32 + payload).min(usize::from(u16::MAX)) as u16;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        f[23] = 6; // TCP
         f[34 + 12] = 8 << 4; // data offset: 8 words
         f
     }
@@ -253,9 +244,6 @@ mod tests {
     /// as the kernel hands it over with a partial checksum.
     fn partial_tcp4(payload: usize) -> Vec<u8> {
         let mut f = tcp4_frame(payload);
-        let total = (20 + 32 + payload) as u16;
-        f[16..18].copy_from_slice(&total.to_be_bytes());
-        f[23] = 6;
         f[26..34].copy_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
         for (i, b) in f[66..].iter_mut().enumerate() {
             *b = i as u8;
@@ -266,12 +254,9 @@ mod tests {
     }
 
     fn with_header(vnet: &VnetHeader, frame: &[u8]) -> Vec<u8> {
-        let mut b = [0u8; VNET_HDR_LEN].to_vec();
         let mut h = [0u8; VNET_HDR_LEN];
         vnet.emit(&mut h);
-        b.copy_from_slice(&h);
-        b.extend_from_slice(frame);
-        b
+        [&h[..], frame].concat()
     }
 
     #[test]

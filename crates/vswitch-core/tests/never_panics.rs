@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 use vswitch_core::forward::decide;
-use vswitch_core::gso::{segment, tcp_mss_for_mtu};
+use vswitch_core::gso::{GsoFrame, segment};
 use vswitch_core::vnet::{complete_checksum, corrupt_on_the_wire, fits_mtu};
 use vswitch_core::{
     ForwardingConfig, MacAddr, MacTable, MacvlanMode, MacvlanTable, Pipeline, PortId, TableConfig,
@@ -81,7 +81,9 @@ proptest! {
         if !complete_checksum(&mut copy, &vnet) {
             prop_assert_eq!(&copy, &frame, "a refused completion must leave the frame alone");
         }
-        let _ = tcp_mss_for_mtu(&frame, &vnet, mtu);
+        if let Ok(g) = GsoFrame::parse(&frame, &vnet) {
+            let _ = (g.segment_len(), g.tcp_mss_for_mtu(mtu));
+        }
         let mut buf = header.to_vec();
         buf.extend_from_slice(&frame);
         let damaged = corrupt_on_the_wire(&buf, mtu as usize, (mtu % 8) as u8);

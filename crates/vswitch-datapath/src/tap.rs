@@ -186,14 +186,6 @@ impl Tap {
         Ok(tap)
     }
 
-    /// Makes the kernel put each frame it sends into the TAP in the queue numbered after the CPU
-    /// that sent it (modulo the queues), instead of by flow hash; a flow keeps its queue while
-    /// its frames come less than 1 ms apart (`crate::bpf`).
-    pub fn steer_by_cpu(&self) -> io::Result<()> {
-        let prog = crate::bpf::steering_program()?;
-        sys::tun_set_steering(self.queues[0].as_fd(), prog.as_fd())
-    }
-
     fn ioctl_error(&self, op: &'static str, source: io::Error) -> TapError {
         TapError::Ioctl {
             op,
@@ -231,8 +223,11 @@ fn socket_in_netns(netns: OwnedFd) -> io::Result<OwnedFd> {
 }
 
 impl PortDevice for Tap {
+    /// A steering program (`crate::bpf`) picks the queue by sending CPU; a flow keeps its
+    /// queue while its frames come less than 1 ms apart.
     fn steer_by_cpu(&self) -> io::Result<()> {
-        Tap::steer_by_cpu(self)
+        let program = crate::bpf::steering_program()?;
+        sys::tun_set_steering(self.queues[0].as_fd(), program.as_fd())
     }
 
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {

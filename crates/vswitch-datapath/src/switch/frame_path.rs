@@ -6,7 +6,7 @@ use std::collections::BinaryHeap;
 use std::io;
 
 use vswitch_core::forward::decide;
-use vswitch_core::gso;
+use vswitch_core::gso::GsoFrame;
 use vswitch_core::vnet::{
     F_DATA_VALID, F_NEEDS_CSUM, complete_checksum, corrupt_on_the_wire, fits_mtu,
 };
@@ -278,41 +278,16 @@ fn send(out: &Port, buf: &mut [u8]) {
         return;
     };
     let mtu = out.mtu();
-    let fits = fits_mtu(&buf[VNET_HDR_LEN..], &vnet, mtu);
-    if out.device().vnet_header() {
-        if fits {
-            write(out, buf, VNET_HDR_LEN);
-        } else if let Some(mss) = vnet
-            .is_gso()
-            .then(|| gso::tcp_mss_for_mtu(&buf[VNET_HDR_LEN..], &vnet, mtu))
-            .flatten()
-        {
-            let sender_size = [buf[4], buf[5]];
-            buf[4..6].copy_from_slice(&mss.to_le_bytes());
-            write(out, buf, VNET_HDR_LEN);
-            buf[4..6].copy_from_slice(&sender_size);
-        } else {
-            out.counters().count_drop(DropReason::Oversize);
-        }
-        return;
-    }
     if vnet.is_gso() {
-        let frame = &buf[VNET_HDR_LEN..];
-        let limit = gso::tcp_mss_for_mtu(frame, &vnet, mtu);
-        if !fits && limit.is_none() {
-            out.counters().count_drop(DropReason::Oversize);
-            return;
-        }
-        SEGMENT.with_borrow_mut(|scratch| {
-            if let Err(e) = gso::segment(frame, &vnet, limit, scratch, |seg| write(out, seg, 0)) {
-                out.counters().count_drop(DropReason::GsoUnsupported);
-                tracing::trace!(port = out.name(), error = %e, "software segmentation failed");
-            }
-        });
+        send_gso(out, buf, &vnet, mtu);
         return;
     }
-    if !fits {
+    if !fits_mtu(&buf[VNET_HDR_LEN..], &vnet, mtu) {
         out.counters().count_drop(DropReason::Oversize);
+        return;
+    }
+    if out.device().vnet_header() {
+        write(out, buf, VNET_HDR_LEN);
         return;
     }
     if vnet.needs_csum() {
@@ -322,6 +297,43 @@ fn send(out: &Port, buf: &mut [u8]) {
         }
     }
     write(out, &buf[VNET_HDR_LEN..], 0);
+}
+
+/// [`send`] for a GSO frame, whose headers are parsed once for the MTU check, the re-cut size
+/// and the segmentation.
+fn send_gso(out: &Port, buf: &mut [u8], vnet: &VnetHeader, mtu: u32) {
+    let g = match GsoFrame::parse(&buf[VNET_HDR_LEN..], vnet) {
+        Ok(g) => g,
+        Err(e) => {
+            out.counters().count_drop(DropReason::GsoUnsupported);
+            tracing::trace!(port = out.name(), error = %e, "unusable GSO frame");
+            return;
+        }
+    };
+    // `None`: the sender's segments fit; else the TCP payload per segment that does.
+    let limit = if g.segment_len() <= mtu as usize {
+        None
+    } else if let Some(mss) = g.tcp_mss_for_mtu(mtu) {
+        Some(mss)
+    } else {
+        out.counters().count_drop(DropReason::Oversize);
+        return;
+    };
+    if !out.device().vnet_header() {
+        SEGMENT.with_borrow_mut(|scratch| g.segment(limit, scratch, |seg| write(out, seg, 0)));
+        return;
+    }
+    match limit {
+        None => write(out, buf, VNET_HDR_LEN),
+        Some(mss) => {
+            // The kernel cuts to `gso_size`: tell it the smaller one, then put the sender's back
+            // for the other ports of a flood.
+            let sender_size = [buf[4], buf[5]];
+            buf[4..6].copy_from_slice(&mss.to_le_bytes());
+            write(out, buf, VNET_HDR_LEN);
+            buf[4..6].copy_from_slice(&sender_size);
+        }
+    }
 }
 
 /// Writes `wire` (a frame behind `header_len` bytes of virtio-net header) to `out`'s device and
