@@ -424,6 +424,90 @@ fn cpu_steering_puts_what_each_cpu_sends_in_that_cpus_queue() {
     );
 }
 
+/// Sends `count` datagrams on `sock` (connected, so its frames carry the socket's flow hash)
+/// from a thread on `cpu`.
+fn send_flow_from(sock: &std::net::UdpSocket, cpu: usize, count: usize) {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut set = nix::sched::CpuSet::new();
+            set.set(cpu).expect("cpu set");
+            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin");
+            for _ in 0..count {
+                sock.send(b"flow").expect("send");
+            }
+        });
+    });
+}
+
+/// Reads `device`'s two queues empty and counts the datagrams to port 7100 in each.
+fn flow_datagrams_per_queue(device: &dyn vswitch_datapath::PortDevice) -> [u32; 2] {
+    let mut seen = [0u32; 2];
+    let mut buf = vec![0u8; 65_536];
+    for (queue, count) in seen.iter_mut().enumerate() {
+        while let Ok(n) = device.recv_queue(queue, &mut buf) {
+            let f = &buf[10..n];
+            if f.len() >= 38 && f[12..14] == [0x08, 0x00] && f[23] == 17 && f[36..38] == [27, 188] {
+                *count += 1;
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn cpu_steering_moves_a_flow_off_its_queue_only_once_that_queue_was_drained() {
+    use vswitch_datapath::{PortDevice, Tap};
+    if !require_root("cpu_steering_moves_a_flow_off_its_queue_only_once_that_queue_was_drained")
+        || !two_cpus()
+    {
+        return;
+    }
+    let name = vswitch_testkit::unique_name("vsd");
+    let tap = Tap::open_queues(&name, true, 2).expect("tap");
+    tap.steer_by_cpu().expect("steering program");
+    let host = vswitch_testkit::Host::with_link(&name, std::net::Ipv4Addr::new(10, 77, 7, 1))
+        .expect("host");
+    // A fresh flow per attempt: an attempt whose pause overran 10 ms, after
+    // which a flow moves regardless, proves nothing and is tried again.
+    for _ in 0..5 {
+        // One socket: one flow (its hash), whichever CPU sends.
+        let sock = host
+            .ns
+            .run(|| std::net::UdpSocket::bind("10.77.7.1:0"))
+            .expect("enter")
+            .expect("bind");
+        sock.set_broadcast(true).expect("broadcast");
+        sock.connect("10.77.7.255:7100").expect("connect");
+        send_flow_from(&sock, 0, 5);
+        let paused = Instant::now();
+        std::thread::sleep(Duration::from_millis(3));
+        send_flow_from(&sock, 1, 5);
+        if paused.elapsed() >= Duration::from_millis(10) {
+            let _ = flow_datagrams_per_queue(&tap);
+            continue;
+        }
+        // No worker said queue 0 was drained: the flow's first frames may still be there, so
+        // what CPU 1 sends must queue up behind them.
+        assert_eq!(
+            flow_datagrams_per_queue(&tap),
+            [10, 0],
+            "an undrained queue keeps its flow"
+        );
+        // A worker reports queue 0 drained (as after reading it empty): the flow may follow
+        // its sender to CPU 1's queue.
+        tap.queue_drained(0, vswitch_datapath::steering_clock_ns());
+        std::thread::sleep(Duration::from_millis(3));
+        send_flow_from(&sock, 1, 5);
+        assert_eq!(
+            flow_datagrams_per_queue(&tap),
+            [0, 5],
+            "a drained queue lets the flow go"
+        );
+        return;
+    }
+    panic!("every pause overran 10 ms: the machine is too loaded to check this");
+}
+
 #[test]
 fn cpu_steering_on_a_dev_port_reads_what_each_cpu_sends_from_that_cpus_socket() {
     use std::net::{Ipv4Addr, UdpSocket};

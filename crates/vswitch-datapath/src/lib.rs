@@ -28,6 +28,7 @@ pub mod switch;
 mod sys;
 pub mod tap;
 
+pub use bpf::steering_clock_ns;
 pub use capture::{Capture, CapturedFrame, Direction};
 pub use hugepage::HugePageAlloc;
 pub use memory::{MemoryPeer, MemoryPort};

@@ -45,9 +45,9 @@ pub enum PacketPortError {
 pub struct PacketPort {
     /// One socket per receive queue, all in one fanout group; frames are sent on the first.
     sockets: Vec<File>,
-    /// The fanout group spreads frames by receiving CPU ([`Steering::Cpu`]): a veth receives on
-    /// its sender's CPU.
-    by_cpu: bool,
+    /// Set when the fanout group spreads frames by receiving CPU ([`Steering::Cpu`]; a veth
+    /// receives on its sender's CPU): when each socket was last found empty.
+    drained: Option<crate::bpf::DrainClock>,
     name: String,
     ifindex: u32,
     ioctl: std::os::fd::OwnedFd,
@@ -87,7 +87,7 @@ impl PacketPort {
         // CPU steering: the fanout group runs the same steering program as a TAP (by CPU, a
         // flow sticking to its socket while busy); without it, by flow hash.
         let program = (queues > 1 && steering == Steering::Cpu)
-            .then(crate::bpf::steering_program)
+            .then(|| crate::bpf::steering_program(queues))
             .and_then(|p| {
                 p.inspect_err(|e| tracing::debug!(port = name, error = %e, "steering by flow"))
                     .ok()
@@ -105,8 +105,9 @@ impl PacketPort {
                 match group {
                     None => {
                         group = Some(sys::create_packet_fanout(fd.as_fd(), mode).map_err(err)?);
-                        if let Some(program) = &program {
-                            sys::set_fanout_program(fd.as_fd(), program.as_fd()).map_err(err)?;
+                        if let Some(steering) = &program {
+                            sys::set_fanout_program(fd.as_fd(), steering.program.as_fd())
+                                .map_err(err)?;
                         }
                     }
                     Some(id) => sys::join_packet_fanout(fd.as_fd(), id, mode).map_err(err)?,
@@ -125,7 +126,7 @@ impl PacketPort {
         let ioctl = sys::ioctl_socket().map_err(err)?;
         sys::if_set_up(ioctl.as_fd(), name).map_err(err)?;
         Ok(PacketPort {
-            by_cpu: program.is_some(),
+            drained: program.map(|p| p.drained),
             sockets,
             name: name.to_owned(),
             ifindex,
@@ -172,10 +173,16 @@ impl PortDevice for PacketPort {
 
     /// Chosen when opened: the fanout group's mode can't change once sockets joined it.
     fn steer_by_cpu(&self) -> io::Result<()> {
-        if self.by_cpu {
+        if self.drained.is_some() {
             Ok(())
         } else {
             Err(io::ErrorKind::Unsupported.into())
+        }
+    }
+
+    fn queue_drained(&self, queue: usize, at_ns: u64) {
+        if let Some(drained) = &self.drained {
+            drained.mark(queue, at_ns);
         }
     }
 

@@ -93,6 +93,10 @@ pub trait PortDevice: Send + Sync + std::fmt::Debug {
     fn steer_by_cpu(&self) -> io::Result<()> {
         Err(io::ErrorKind::Unsupported.into())
     }
+    /// Under CPU steering, tells the steering program that `queue` was found empty with every
+    /// frame read from it before `at_ns` ([`crate::steering_clock_ns`]) forwarded, so flows may
+    /// leave it without being reordered.
+    fn queue_drained(&self, _queue: usize, _at_ns: u64) {}
     /// The device's own MAC address, the default MACVLAN binding of a sub-port.
     fn mac(&self) -> io::Result<vswitch_core::MacAddr> {
         Err(io::ErrorKind::Unsupported.into())

@@ -87,6 +87,8 @@ pub struct Tap {
     queues: Vec<File>,
     name: String,
     offload: bool,
+    /// Under CPU steering, when each queue was last found empty (see `crate::bpf`).
+    drained: std::sync::OnceLock<crate::bpf::DrainClock>,
 }
 
 fn open_tun(name: &str) -> Result<File, TapError> {
@@ -155,6 +157,7 @@ impl Tap {
             queues: vec![file],
             name: name.to_owned(),
             offload,
+            drained: std::sync::OnceLock::new(),
         };
         if flags & sys::IFF_MULTI_QUEUE != 0 {
             for _ in 1..queues {
@@ -224,10 +227,21 @@ fn socket_in_netns(netns: OwnedFd) -> io::Result<OwnedFd> {
 
 impl PortDevice for Tap {
     /// A steering program (`crate::bpf`) picks the queue by sending CPU; a flow keeps its
-    /// queue while its frames come less than 1 ms apart.
+    /// queue until that queue was drained of it.
     fn steer_by_cpu(&self) -> io::Result<()> {
-        let program = crate::bpf::steering_program()?;
-        sys::tun_set_steering(self.queues[0].as_fd(), program.as_fd())
+        if self.drained.get().is_some() {
+            return Ok(());
+        }
+        let steering = crate::bpf::steering_program(self.queues.len())?;
+        sys::tun_set_steering(self.queues[0].as_fd(), steering.program.as_fd())?;
+        let _ = self.drained.set(steering.drained);
+        Ok(())
+    }
+
+    fn queue_drained(&self, queue: usize, at_ns: u64) {
+        if let Some(drained) = self.drained.get() {
+            drained.mark(queue, at_ns);
+        }
     }
 
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {

@@ -338,6 +338,15 @@ pub struct LabUpArgs {
     /// Worker threads [default: number of CPUs].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
+    /// As for the switch: how port queues split traffic over the workers.
+    #[arg(long, default_value_t = vswitch_datapath::Steering::Cpu, value_name = "cpu|flow")]
+    pub steering: vswitch_datapath::Steering,
+    /// As for the switch: microseconds to keep polling after traffic before sleeping.
+    #[arg(long, default_value_t = 0, value_name = "MICROS")]
+    pub busy_poll: u64,
+    /// As for the switch: TAPs without virtio-net headers and offloads.
+    #[arg(long)]
+    pub no_offload: bool,
 }
 
 impl LabUpArgs {
@@ -349,10 +358,10 @@ impl LabUpArgs {
             max_macs: 65536,
             max_macs_per_port: None,
             forward_link_local: 0,
-            no_offload: false,
+            no_offload: self.no_offload,
             threads: self.threads,
-            busy_poll: 0,
-            steering: vswitch_datapath::Steering::Cpu,
+            busy_poll: self.busy_poll,
+            steering: self.steering,
             macvlan: None,
             uplink: None,
             allow_spoofing: Vec::new(),

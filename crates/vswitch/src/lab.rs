@@ -162,7 +162,7 @@ fn up(args: &LabUpArgs) -> Result<()> {
         }
     };
     let config = switch_config(&args.switch_args());
-    let ports = open_ports(&specs, true, &config)?;
+    let ports = open_ports(&specs, !args.no_offload, &config)?;
     let switch = Arc::new(Switch::start(config, ports).context("couldn't start the switch")?);
     let control = ControlServer::start(&args.name, switch.clone(), true)?;
     for ((host, ns), link) in hosts.iter().zip(&namespaces).zip(&links) {

@@ -189,8 +189,12 @@ impl Worker {
         let vnet = port.device().vnet_header();
         let mut count = 0;
         let mut outcome = Drain::More;
+        // When the read that found the queue empty began: every frame that entered the queue
+        // before it has been read (and is forwarded below).
+        let mut read_at = 0;
         while count < BATCH {
             let buf = &mut self.buffers[count];
+            read_at = crate::steering_clock_ns();
             let read = if vnet {
                 port.device().recv_queue(queue, buf)
             } else {
@@ -224,6 +228,9 @@ impl Worker {
         }
         if count > 0 {
             self.forward(port, count);
+        }
+        if matches!(outcome, Drain::Empty) {
+            port.device().queue_drained(queue, read_at);
         }
         outcome
     }
