@@ -549,3 +549,67 @@ fn cpu_steering_on_a_dev_port_reads_what_each_cpu_sends_from_that_cpus_socket() 
         "[socket][sending cpu]"
     );
 }
+
+/// A raw-frame endpoint inside `host`: a packet socket on its interface (which carries
+/// virtio-net headers, all zero here).
+fn raw_endpoint(host: &vswitch_testkit::Host) -> vswitch_datapath::PacketPort {
+    host.ns
+        .run(|| vswitch_datapath::PacketPort::open(&host.ifname))
+        .expect("enter")
+        .expect("packet socket")
+}
+
+/// The first frame `endpoint` receives within 3 s that carries `marker`, without its
+/// virtio-net header.
+fn receive_marked(endpoint: &vswitch_datapath::PacketPort, marker: &[u8]) -> Option<Vec<u8>> {
+    use vswitch_datapath::PortDevice;
+    let mut buf = vec![0u8; 65_536];
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        match endpoint.recv(&mut buf) {
+            Ok(n) if buf[10..n].windows(marker.len()).any(|w| w == marker) => {
+                return Some(buf[10..n].to_vec());
+            }
+            Ok(_) => {}
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    None
+}
+
+#[test]
+fn vlan_tags_cross_tap_and_veth_ports_intact() {
+    use vswitch_datapath::PortDevice;
+    if !require_root("vlan_tags_cross_tap_and_veth_ports_intact") {
+        return;
+    }
+    // The kernel takes the tag out of every frame a veth receives (into the skb) before a
+    // packet socket sees it; the switch must put it back, as `tun` does for TAPs.
+    let lab = SwitchLab::with_attachments(
+        config(),
+        &[Attach::Veth, Attach::Veth, Attach::Tap { offload: true }],
+    )
+    .expect("lab");
+    let endpoints: Vec<_> = lab.hosts.iter().map(raw_endpoint).collect();
+    for (from, tag) in [(0usize, [0x81, 0x00, 0x00, 42]), (2, [0x88, 0xa8, 0x20, 7])] {
+        let marker = format!("vlan test from host {from}");
+        let mut frame = vec![0u8; 10]; // virtio-net header: nothing to offload
+        frame.extend_from_slice(&[0xff; 6]);
+        frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x10 + from as u8]);
+        frame.extend_from_slice(&tag);
+        frame.extend_from_slice(&[0x88, 0xb5]); // local experimental EtherType
+        frame.extend_from_slice(marker.as_bytes());
+        frame.resize(10 + 64, 0);
+        endpoints[from].send(&frame).expect("send");
+        for (to, endpoint) in endpoints.iter().enumerate().filter(|&(to, _)| to != from) {
+            let got = receive_marked(endpoint, marker.as_bytes())
+                .unwrap_or_else(|| panic!("host {to} got nothing from host {from}"));
+            assert_eq!(got[12..16], tag, "the tag, host {from} -> host {to}");
+            assert_eq!(
+                got[..],
+                frame[10..10 + got.len()],
+                "host {from} -> host {to}"
+            );
+        }
+    }
+}

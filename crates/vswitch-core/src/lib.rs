@@ -37,5 +37,5 @@ pub use macvlan::{MacvlanError, MacvlanMode, MacvlanTable};
 pub use pipeline::{Outcome, Pipeline, PipelineError};
 pub use table::{FdbEntry, FdbKey, MacTable, TableConfig, TableEvent};
 pub use time::Timestamp;
-pub use vnet::{VNET_HDR_LEN, VnetHeader};
+pub use vnet::{VNET_HDR_LEN, VnetHeader, insert_vlan_tag};
 pub use wire::{EthernetFrame, MacAddr, PortId, VlanId};

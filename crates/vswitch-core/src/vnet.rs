@@ -165,6 +165,32 @@ pub fn corrupt_on_the_wire(buf: &[u8], offset: usize, bit: u8) -> Vec<Vec<u8>> {
     out
 }
 
+/// Puts back the 802.1Q/802.1ad tag (`tpid`, `tci`) that the kernel keeps beside a received
+/// frame rather than in it (a packet socket reports it in `PACKET_AUXDATA`), as `tun` does
+/// when it hands a frame to userspace: `buf[..len]` holds `[virtio-net header | frame]`, the
+/// tag goes after the two MAC addresses, and the header's offsets move with the bytes behind
+/// it. Returns the new length, or `None` (nothing changed) if the frame is shorter than its
+/// MAC addresses or `buf` has no room for 4 more bytes.
+pub fn insert_vlan_tag(buf: &mut [u8], len: usize, tpid: u16, tci: u16) -> Option<usize> {
+    let at = VNET_HDR_LEN + 12;
+    if len < at || buf.len() < len + 4 {
+        return None;
+    }
+    buf.copy_within(at..len, at + 4);
+    buf[at..at + 2].copy_from_slice(&tpid.to_be_bytes());
+    buf[at + 2..at + 4].copy_from_slice(&tci.to_be_bytes());
+    let mut vnet = VnetHeader::parse(buf)?;
+    if vnet.needs_csum() {
+        vnet.csum_start = vnet.csum_start.saturating_add(4);
+    }
+    if vnet.is_gso() {
+        vnet.hdr_len = vnet.hdr_len.saturating_add(4);
+    }
+    let header: &mut [u8; VNET_HDR_LEN] = (&mut buf[..VNET_HDR_LEN]).try_into().ok()?;
+    vnet.emit(header);
+    Some(len + 4)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,5 +381,40 @@ mod tests {
             ..h
         };
         assert!(!complete_checksum(&mut frame, &bad));
+    }
+
+    #[test]
+    fn a_vlan_tag_goes_back_after_the_macs_and_the_offsets_follow() {
+        let vnet = VnetHeader {
+            flags: F_NEEDS_CSUM,
+            gso_type: gso::TCPV4,
+            hdr_len: 66,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let mut buf = vec![0u8; 80];
+        let mut header = [0u8; VNET_HDR_LEN];
+        vnet.emit(&mut header);
+        buf[..VNET_HDR_LEN].copy_from_slice(&header);
+        let frame: Vec<u8> = (0..20u8).collect(); // MACs 0..12, then type and payload
+        buf[VNET_HDR_LEN..VNET_HDR_LEN + 20].copy_from_slice(&frame);
+        let len = insert_vlan_tag(&mut buf, VNET_HDR_LEN + 20, 0x8100, 42).expect("room");
+        assert_eq!(len, VNET_HDR_LEN + 24);
+        let out = &buf[VNET_HDR_LEN..len];
+        assert_eq!(&out[..12], &frame[..12]);
+        assert_eq!(&out[12..16], &[0x81, 0x00, 0, 42]);
+        assert_eq!(&out[16..], &frame[12..]);
+        let moved = VnetHeader::parse(&buf).expect("header");
+        assert_eq!((moved.csum_start, moved.hdr_len), (38, 70));
+        assert_eq!((moved.gso_size, moved.csum_offset), (1448, 16));
+        // No room, or no room for the MACs: left alone.
+        let mut full = buf[..len].to_vec();
+        assert_eq!(insert_vlan_tag(&mut full, len, 0x8100, 1), None);
+        let mut runt = vec![0u8; VNET_HDR_LEN + 20];
+        assert_eq!(
+            insert_vlan_tag(&mut runt, VNET_HDR_LEN + 6, 0x8100, 1),
+            None
+        );
     }
 }

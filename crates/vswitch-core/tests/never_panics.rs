@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 use vswitch_core::forward::decide;
 use vswitch_core::gso::{GsoFrame, segment};
-use vswitch_core::vnet::{complete_checksum, corrupt_on_the_wire, fits_mtu};
+use vswitch_core::vnet::{complete_checksum, corrupt_on_the_wire, fits_mtu, insert_vlan_tag};
 use vswitch_core::{
     ForwardingConfig, MacAddr, MacTable, MacvlanMode, MacvlanTable, Pipeline, PortId, TableConfig,
     Timestamp, VnetHeader,
@@ -93,6 +93,13 @@ proptest! {
         let mut total = 0;
         if let Ok(n) = segment(&frame, &vnet, limit, &mut scratch, |s| total += s.len()) {
             prop_assert!(n >= 1 && total >= n * 14);
+        }
+        let len = buf.len();
+        buf.resize(len + (mtu % 6) as usize, 0);
+        let before = buf.clone();
+        match insert_vlan_tag(&mut buf, len, 0x8100, mtu as u16) {
+            Some(n) => prop_assert_eq!(n, len + 4),
+            None => prop_assert_eq!(&buf, &before, "a refused tag must leave the bytes alone"),
         }
     }
 

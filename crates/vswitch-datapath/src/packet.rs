@@ -146,10 +146,17 @@ impl PortDevice for PacketPort {
     }
 
     fn recv_queue(&self, queue: usize, buf: &mut [u8]) -> io::Result<usize> {
-        let Some(mut socket) = self.sockets.get(queue) else {
+        let Some(socket) = self.sockets.get(queue) else {
             return Err(io::ErrorKind::InvalidInput.into());
         };
-        match socket.read(buf) {
+        // Leave room to put back a VLAN tag the kernel took out of the frame.
+        let room = buf.len().saturating_sub(4);
+        let received =
+            sys::packet_recv(socket.as_fd(), &mut buf[..room]).map(|(n, tag)| match tag {
+                Some(tag) => vswitch_core::insert_vlan_tag(buf, n, tag.tpid, tag.tci).unwrap_or(n),
+                None => n,
+            });
+        match received {
             // ENETDOWN: the link went down (keep the port; it may come back up) or is being
             // deleted, which `is_present` tells the housekeeper.
             Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => {

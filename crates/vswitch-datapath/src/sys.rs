@@ -200,6 +200,9 @@ const ETH_P_ALL_BE: u16 = (libc::ETH_P_ALL as u16).to_be();
 const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
 const PACKET_MR_PROMISC: libc::c_ushort = 1;
 const PACKET_VNET_HDR: libc::c_int = 15;
+const PACKET_AUXDATA: libc::c_int = 8;
+const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
 const PACKET_QDISC_BYPASS: libc::c_int = 20;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const PACKET_FANOUT: libc::c_int = 18;
@@ -312,6 +315,9 @@ pub fn packet_socket(ifindex: u32, vnet: bool) -> io::Result<OwnedFd> {
         set_packet_option(fd.as_fd(), PACKET_VNET_HDR, 1)?;
     }
     set_packet_option(fd.as_fd(), PACKET_IGNORE_OUTGOING, 1)?;
+    // The kernel takes a received frame's VLAN tag out of its bytes (into the skb), and reports
+    // it only in this control message: without it a tagged frame would leave untagged.
+    set_packet_option(fd.as_fd(), PACKET_AUXDATA, 1)?;
     // The default receive buffer (~200 KiB) holds three 64 KiB segments: a burst overflows it
     // and TCP retransmits. Ask for more, past rmem_max when privileged.
     for (force, plain) in [
@@ -351,4 +357,62 @@ pub fn packet_socket(ifindex: u32, vnet: bool) -> io::Result<OwnedFd> {
         )
     })?;
     Ok(fd)
+}
+
+/// The VLAN tag the kernel kept beside a frame a packet socket received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VlanTag {
+    /// 0x8100 (802.1Q) or 0x88a8 (802.1ad).
+    pub tpid: u16,
+    /// Priority, DEI and VLAN ID.
+    pub tci: u16,
+}
+
+/// Receives one frame from a packet socket with `PACKET_AUXDATA` on into `buf`: its length,
+/// and the VLAN tag the kernel took out of it, if any.
+pub fn packet_recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Option<VlanTag>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // Room for one cmsghdr and a tpacket_auxdata, 8-byte aligned as cmsghdr needs.
+    let mut control = [0u64; 8];
+    // SAFETY: msghdr is plain old data; all-zero is valid (no name, no control yet).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: valid fd; `msg` points at `iov` (covering `buf`) and `control`, all of which
+    // outlive the call, with their exact lengths.
+    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, 0) };
+    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+    let mut tag = None;
+    // SAFETY: `msg` was filled in by recvmsg; CMSG_FIRSTHDR/CMSG_NXTHDR only walk the control
+    // bytes it reported, and return null at their end.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: non-null headers from CMSG_FIRSTHDR/CMSG_NXTHDR lie within `control`.
+        let header = unsafe { &*cmsg };
+        if header.cmsg_level == libc::SOL_PACKET && header.cmsg_type == PACKET_AUXDATA {
+            // SAFETY: a PACKET_AUXDATA message carries a tpacket_auxdata (plain old data) right
+            // after its header, within `control`; read unaligned to be safe.
+            let aux: libc::tpacket_auxdata =
+                unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()) };
+            if aux.tp_status & TP_STATUS_VLAN_VALID != 0 {
+                let tpid = if aux.tp_status & TP_STATUS_VLAN_TPID_VALID != 0 {
+                    aux.tp_vlan_tpid
+                } else {
+                    0x8100
+                };
+                tag = Some(VlanTag {
+                    tpid,
+                    tci: aux.tp_vlan_tci,
+                });
+            }
+        }
+        // SAFETY: as above.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+    }
+    Ok((n, tag))
 }
