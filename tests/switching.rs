@@ -405,17 +405,23 @@ fn datagrams_by_queue_and_cpu(device: &dyn vswitch_datapath::PortDevice) -> [[u3
     seen
 }
 
-#[test]
-fn cpu_steering_puts_what_each_cpu_sends_in_that_cpus_queue() {
+/// A two-queue TAP steered by CPU, moved into a host with address 10.77.`net`.1.
+fn steered_tap(net: u8) -> (vswitch_datapath::Tap, vswitch_testkit::Host) {
     use vswitch_datapath::{PortDevice, Tap};
-    if !require_root("cpu_steering_puts_what_each_cpu_sends_in_that_cpus_queue") || !two_cpus() {
-        return;
-    }
     let name = vswitch_testkit::unique_name("vsq");
     let tap = Tap::open_queues(&name, true, 2).expect("tap");
     tap.steer_by_cpu().expect("steering program");
-    let host = vswitch_testkit::Host::with_link(&name, std::net::Ipv4Addr::new(10, 77, 9, 1))
+    let host = vswitch_testkit::Host::with_link(&name, std::net::Ipv4Addr::new(10, 77, net, 1))
         .expect("host");
+    (tap, host)
+}
+
+#[test]
+fn cpu_steering_puts_what_each_cpu_sends_in_that_cpus_queue() {
+    if !require_root("cpu_steering_puts_what_each_cpu_sends_in_that_cpus_queue") || !two_cpus() {
+        return;
+    }
+    let (tap, host) = steered_tap(9);
     send_from_each_cpu(&host, 9);
     assert_eq!(
         datagrams_by_queue_and_cpu(&tap),
@@ -456,17 +462,13 @@ fn flow_datagrams_per_queue(device: &dyn vswitch_datapath::PortDevice) -> [u32; 
 
 #[test]
 fn cpu_steering_moves_a_flow_off_its_queue_only_once_that_queue_was_drained() {
-    use vswitch_datapath::{PortDevice, Tap};
+    use vswitch_datapath::PortDevice;
     if !require_root("cpu_steering_moves_a_flow_off_its_queue_only_once_that_queue_was_drained")
         || !two_cpus()
     {
         return;
     }
-    let name = vswitch_testkit::unique_name("vsd");
-    let tap = Tap::open_queues(&name, true, 2).expect("tap");
-    tap.steer_by_cpu().expect("steering program");
-    let host = vswitch_testkit::Host::with_link(&name, std::net::Ipv4Addr::new(10, 77, 7, 1))
-        .expect("host");
+    let (tap, host) = steered_tap(7);
     // A fresh flow per attempt: an attempt whose pause overran 10 ms, after
     // which a flow moves regardless, proves nothing and is tried again.
     for _ in 0..5 {

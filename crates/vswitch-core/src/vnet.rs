@@ -315,14 +315,7 @@ mod tests {
     #[test]
     fn corruption_of_a_gso_frame_damages_one_segment() {
         let frame = partial_tcp4(5000);
-        let vnet = VnetHeader {
-            flags: F_NEEDS_CSUM,
-            gso_type: gso::TCPV4,
-            hdr_len: 66,
-            gso_size: 1448,
-            csum_start: 34,
-            csum_offset: 16,
-        };
+        let vnet = VnetHeader::parse(&KERNEL_TSO4).unwrap();
         // Byte 1600 counted through the segments: the second one (the first is 1514 long).
         let out = corrupt_on_the_wire(&with_header(&vnet, &frame), 1600, 0);
         assert_eq!(out.len(), 4);
@@ -385,18 +378,8 @@ mod tests {
 
     #[test]
     fn a_vlan_tag_goes_back_after_the_macs_and_the_offsets_follow() {
-        let vnet = VnetHeader {
-            flags: F_NEEDS_CSUM,
-            gso_type: gso::TCPV4,
-            hdr_len: 66,
-            gso_size: 1448,
-            csum_start: 34,
-            csum_offset: 16,
-        };
         let mut buf = vec![0u8; 80];
-        let mut header = [0u8; VNET_HDR_LEN];
-        vnet.emit(&mut header);
-        buf[..VNET_HDR_LEN].copy_from_slice(&header);
+        buf[..VNET_HDR_LEN].copy_from_slice(&KERNEL_TSO4); // csum_start 34, hdr_len 66
         let frame: Vec<u8> = (0..20u8).collect(); // MACs 0..12, then type and payload
         buf[VNET_HDR_LEN..VNET_HDR_LEN + 20].copy_from_slice(&frame);
         let len = insert_vlan_tag(&mut buf, VNET_HDR_LEN + 20, 0x8100, 42).expect("room");
