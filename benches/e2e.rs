@@ -165,13 +165,24 @@ fn iperf_json(client: &Netns, args: &[&str], secs: u64) -> BoxResult<Value> {
 }
 
 /// Gbit/s received and bytes moved.
-fn tcp(client: &Netns, streams: u32, secs: u64) -> BoxResult<(f64, f64)> {
+fn tcp(client: &Netns, streams: u32, secs: u64) -> BoxResult<Tcp> {
     let json = iperf_json(client, &["-P", &streams.to_string()], secs)?;
     let sum = &json["end"]["sum_received"];
-    Ok((
-        sum["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9,
-        sum["bytes"].as_f64().unwrap_or(0.0),
-    ))
+    Ok(Tcp {
+        gbit: sum["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9,
+        bytes: sum["bytes"].as_f64().unwrap_or(0.0),
+        retransmits: json["end"]["sum_sent"]["retransmits"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+    })
+}
+
+/// One iperf3 TCP run: throughput, bytes received, and segments the senders retransmitted (a
+/// switch that drops or reorders shows there first).
+struct Tcp {
+    gbit: f64,
+    bytes: f64,
+    retransmits: f64,
 }
 
 /// 64-byte UDP datagrams: received packets per second and loss percentage.
@@ -211,6 +222,7 @@ fn rtt(client: &Netns) -> BoxResult<(f64, f64)> {
 struct Samples {
     tcp1: Vec<f64>,
     tcp4: Vec<f64>,
+    tcp4_retransmits: Vec<f64>,
     udp_pps: Vec<f64>,
     udp_loss: Vec<f64>,
     rtt_p50: Vec<f64>,
@@ -237,16 +249,18 @@ fn measure(
     let mut srv = iperf_server(server)?;
     let result = (|| -> BoxResult<()> {
         let cpu0 = cpu_seconds();
-        let (gbit, bytes) = tcp(client, 1, secs)?;
+        let one = tcp(client, 1, secs)?;
         let cpu = cpu_seconds() - cpu0;
-        samples.tcp1.push(gbit);
-        if switch_cpu && bytes > 0.0 {
+        samples.tcp1.push(one.gbit);
+        if switch_cpu && one.bytes > 0.0 {
             // CPU milliseconds per Gbit moved.
             samples
                 .cpu_ms_per_gbit
-                .push(cpu * 1000.0 / (bytes * 8.0 / 1e9));
+                .push(cpu * 1000.0 / (one.bytes * 8.0 / 1e9));
         }
-        samples.tcp4.push(tcp(client, 4, secs)?.0);
+        let four = tcp(client, 4, secs)?;
+        samples.tcp4.push(four.gbit);
+        samples.tcp4_retransmits.push(four.retransmits);
         let (pps, loss) = udp64(client, secs)?;
         samples.udp_pps.push(pps);
         samples.udp_loss.push(loss);
@@ -369,7 +383,7 @@ fn scale(rounds: u64, secs: u64) -> BoxResult<()> {
             let result = tcp(&topology.hosts()[0].ns, 1, secs);
             let _ = srv.kill();
             let _ = srv.wait();
-            gbits[i].push(result?.0);
+            gbits[i].push(result?.gbit);
         }
     }
     let base = median(&gbits[0]);
@@ -399,7 +413,7 @@ fn report(names: &[&str], samples: &[Samples]) -> BoxResult<()> {
     let mut md = String::new();
     writeln!(
         md,
-        "| two namespaces joined by | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | UDP 64 B delivered kpps (loss) | ping p50 / p99 µs | switch CPU ms per Gbit |"
+        "| two namespaces joined by | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s (retransmitted segments) | UDP 64 B delivered kpps (loss) | ping p50 / p99 µs | switch CPU ms per Gbit |"
     )?;
     writeln!(md, "|---|---|---|---|---|---|")?;
     let mut json = Vec::new();
@@ -410,6 +424,7 @@ fn report(names: &[&str], samples: &[Samples]) -> BoxResult<()> {
             median(&s.udp_pps),
             median(&s.udp_loss),
         );
+        let retr = median(&s.tcp4_retransmits);
         let (p50, p99, cpu) = (
             median(&s.rtt_p50),
             median(&s.rtt_p99),
@@ -417,7 +432,7 @@ fn report(names: &[&str], samples: &[Samples]) -> BoxResult<()> {
         );
         writeln!(
             md,
-            "| {name} | {t1:.2} ({:.2}×) | {t4:.2} ({:.2}×) | {:.0} ({:.2}×, {l:.1}% loss) | {p50:.0} / {p99:.0} ({:.2}×) | {} |",
+            "| {name} | {t1:.2} ({:.2}×) | {t4:.2} ({:.2}×, {retr:.0}) | {:.0} ({:.2}×, {l:.1}% loss) | {p50:.0} / {p99:.0} ({:.2}×) | {} |",
             ratio(t1, b1),
             ratio(t4, b4),
             u / 1000.0,
@@ -430,10 +445,10 @@ fn report(names: &[&str], samples: &[Samples]) -> BoxResult<()> {
             }
         )?;
         json.push(serde_json::json!({
-            "name": name, "tcp1_gbit": t1, "tcp4_gbit": t4, "udp64_pps": u, "udp64_loss_pct": l,
+            "name": name, "tcp1_gbit": t1, "tcp4_gbit": t4, "tcp4_retransmits": retr, "udp64_pps": u, "udp64_loss_pct": l,
             "rtt_p50_us": p50, "rtt_p99_us": p99, "cpu_ms_per_gbit": if cpu.is_nan() { Value::Null } else { cpu.into() },
             "ratio_to_bridge": { "tcp1": ratio(t1, b1), "tcp4": ratio(t4, b4), "udp64": ratio(u, bu), "rtt_p50": ratio(p50, br) },
-            "samples": { "tcp1": s.tcp1, "tcp4": s.tcp4, "udp64_pps": s.udp_pps, "rtt_p50": s.rtt_p50 },
+            "samples": { "tcp1": s.tcp1, "tcp4": s.tcp4, "tcp4_retransmits": s.tcp4_retransmits, "udp64_pps": s.udp_pps, "rtt_p50": s.rtt_p50 },
         }));
     }
     print!("{md}");
@@ -458,7 +473,7 @@ fn svg(names: &[&str], samples: &[Samples], bridge: usize) -> String {
         ("ping p50 (inverse)", |s| median(&s.rtt_p50), true),
     ];
     let colors = [
-        "#888888", "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
+        "#888888", "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf",
     ];
     let (w, h, top, bottom, left) = (760.0, 400.0, 40.0, 100.0, 50.0);
     let plot_h = h - top - bottom;
