@@ -16,8 +16,8 @@ pub enum Steering {
     /// By the CPU that sent the frame: with worker `q` pinned to CPU `q`, a frame is forwarded
     /// on the CPU its sender runs on, as the kernel bridge forwards it, and waking the worker
     /// costs a context switch instead of a cross-CPU wake-up (on a VM, ~2.5 µs instead of
-    /// ~19 µs). A flow keeps its queue while its frames come less than 1 ms apart, so it is
-    /// reordered only if a worker falls further behind than that.
+    /// ~19 µs). A busy flow keeps its queue, and a flow moves to another only once a worker
+    /// found its old queue empty after its last frame (see `crate::bpf`): never reordered.
     #[default]
     Cpu,
     /// By flow hash: every flow on one queue, in order, wherever its sender runs.
