@@ -615,3 +615,115 @@ fn vlan_tags_cross_tap_and_veth_ports_intact() {
         }
     }
 }
+
+/// Sends `count` 64-byte broadcast datagrams to port 7300 from `host` (10.77.`net`.1), as fast
+/// as one thread can.
+fn flood_from(host: &vswitch_testkit::Host, net: u8, count: usize) {
+    host.ns
+        .run(|| {
+            let sock = std::net::UdpSocket::bind((std::net::Ipv4Addr::new(10, 77, net, 1), 0))?;
+            sock.set_broadcast(true)?;
+            for _ in 0..count {
+                sock.send_to(
+                    &[0u8; 64],
+                    (std::net::Ipv4Addr::new(10, 77, net, 255), 7300),
+                )?;
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .expect("enter")
+        .expect("flood");
+}
+
+/// Reads `device`'s first queue empty and counts the datagrams to port 7300.
+fn flood_datagrams_read(device: &dyn vswitch_datapath::PortDevice) -> u64 {
+    let mut buf = vec![0u8; 65_536];
+    let mut seen = 0;
+    while let Ok(n) = device.recv(&mut buf) {
+        let f = &buf[10..n];
+        if f.len() >= 38 && f[23] == 17 && f[36..38] == [0x1c, 0x84] {
+            seen += 1;
+        }
+    }
+    seen
+}
+
+#[test]
+fn frames_a_full_tap_ring_or_socket_buffer_drops_are_counted() {
+    use vswitch_datapath::{PacketPort, PortDevice, Tap};
+    if !require_root("frames_a_full_tap_ring_or_socket_buffer_drops_are_counted") {
+        return;
+    }
+    // A TAP nobody reads: its ring holds txqueuelen frames, the rest are dropped.
+    let name = vswitch_testkit::unique_name("vsk");
+    let tap = Tap::open(&name, true).expect("tap");
+    let host = vswitch_testkit::Host::with_link(&name, std::net::Ipv4Addr::new(10, 77, 6, 1))
+        .expect("host");
+    flood_from(&host, 6, 3000);
+    let read = flood_datagrams_read(&tap);
+    let dropped = tap.kernel_drops().expect("ring drops");
+    assert!(read > 0 && dropped > 0, "read {read}, dropped {dropped}");
+    assert_eq!(
+        read + dropped,
+        3000,
+        "every datagram was either queued or dropped"
+    );
+
+    // A packet socket nobody reads: its 16 MiB buffer fills, the rest are dropped.
+    let (outer, inner) = (
+        vswitch_testkit::unique_name("vsk"),
+        vswitch_testkit::unique_name("vsk"),
+    );
+    vswitch_netns::Netlink::open()
+        .and_then(|mut nl| nl.add_veth(&outer, &inner, None))
+        .expect("veth");
+    let _guard = vswitch_netns::LinkGuard::new(&outer);
+    let port = PacketPort::open(&outer).expect("packet port");
+    let host = vswitch_testkit::Host::with_link(&inner, std::net::Ipv4Addr::new(10, 77, 5, 1))
+        .expect("host");
+    let _ = (port.kernel_drops(), flood_datagrams_read(&port)); // before the flood
+    flood_from(&host, 5, 60_000);
+    let read = flood_datagrams_read(&port);
+    let dropped = port.kernel_drops().expect("socket drops");
+    assert!(read > 0 && dropped > 0, "read {read}, dropped {dropped}");
+    assert_eq!(
+        read + dropped,
+        60_000,
+        "every datagram was either queued or dropped"
+    );
+    assert_eq!(
+        port.kernel_drops().expect("again"),
+        dropped,
+        "the total stays (the kernel resets its own count on every read)"
+    );
+}
+
+#[test]
+fn a_switch_counts_what_the_kernel_dropped_before_it_could_read() {
+    if !require_root("a_switch_counts_what_the_kernel_dropped_before_it_could_read") {
+        return;
+    }
+    // One thread floods 64-byte broadcasts; the switch writes each into three TAPs, so it
+    // can't keep up with a sender that pays for one. The first TAP drops the excess in its
+    // ring, and the switch's counters for that port say so.
+    let lab = SwitchLab::new(4, config(), Attach::Tap { offload: true }).expect("lab");
+    let a = &lab.hosts[0];
+    a.ns.run(|| {
+        let sock = std::net::UdpSocket::bind((a.addr, 0)).expect("bind");
+        sock.set_broadcast(true).expect("broadcast");
+        for _ in 0..300_000 {
+            let _ = sock.send_to(&[0u8; 64], "10.77.0.255:7300");
+        }
+    })
+    .expect("enter");
+    let flooded = || lab.port_stats(0).kernel_drops > 0;
+    assert!(
+        eventually(Duration::from_secs(5), flooded),
+        "no kernel drops counted on the flooded port: {:?}",
+        lab.port_stats(0)
+    );
+    for quiet in 1..4 {
+        let drops = lab.port_stats(quiet).kernel_drops;
+        assert_eq!(drops, 0, "quiet port {quiet} dropped nothing");
+    }
+}

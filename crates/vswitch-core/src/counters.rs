@@ -96,9 +96,16 @@ pub struct PortCounters {
     tx_packets: AtomicU64,
     tx_bytes: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
+    kernel_drops: AtomicU64,
 }
 
 impl PortCounters {
+    /// Records how many frames the kernel has dropped on their way into the switch through
+    /// this port, as the device last reported it.
+    pub fn set_kernel_drops(&self, frames: u64) {
+        self.kernel_drops.store(frames, Relaxed);
+    }
+
     /// Counts a frame received from the port.
     pub fn count_rx(&self, bytes: usize) {
         self.rx_packets.fetch_add(1, Relaxed);
@@ -124,6 +131,7 @@ impl PortCounters {
             tx_packets: self.tx_packets.load(Relaxed),
             tx_bytes: self.tx_bytes.load(Relaxed),
             drops: std::array::from_fn(|i| self.drops[i].load(Relaxed)),
+            kernel_drops: self.kernel_drops.load(Relaxed),
         }
     }
 }
@@ -140,6 +148,10 @@ pub struct PortStats {
     /// Bytes sent out of the port.
     pub tx_bytes: u64,
     drops: [u64; DropReason::ALL.len()],
+    /// Frames the kernel dropped before the switch could read them: a TAP's ring or a packet
+    /// socket's buffer was full because the switch fell behind its senders (neither makes the
+    /// sender wait). Not among [`PortStats::total_drops`], which are the switch's own.
+    pub kernel_drops: u64,
 }
 
 impl PortStats {

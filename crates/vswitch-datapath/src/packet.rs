@@ -48,6 +48,8 @@ pub struct PacketPort {
     /// Set when the fanout group spreads frames by receiving CPU ([`Steering::Cpu`]; a veth
     /// receives on its sender's CPU): when each socket was last found empty.
     drained: Option<crate::bpf::DrainClock>,
+    /// Frames the sockets dropped so far (the kernel hands out only the count since last asked).
+    kernel_drops: std::sync::atomic::AtomicU64,
     name: String,
     ifindex: u32,
     ioctl: std::os::fd::OwnedFd,
@@ -127,6 +129,7 @@ impl PacketPort {
         sys::if_set_up(ioctl.as_fd(), name).map_err(err)?;
         Ok(PacketPort {
             drained: program.map(|p| p.drained),
+            kernel_drops: std::sync::atomic::AtomicU64::new(0),
             sockets,
             name: name.to_owned(),
             ifindex,
@@ -211,6 +214,24 @@ impl PortDevice for PacketPort {
 
     fn mac(&self) -> io::Result<vswitch_core::MacAddr> {
         sys::if_hwaddr(self.ioctl.as_fd(), &self.name).map(vswitch_core::MacAddr)
+    }
+
+    /// Frames a socket's buffer had no room for, summed over the sockets and over time.
+    fn kernel_drops(&self) -> io::Result<u64> {
+        let mut new = 0;
+        let mut failed = None;
+        for socket in &self.sockets {
+            match sys::packet_drops_since_last(socket.as_fd()) {
+                Ok(n) => new += n,
+                Err(e) => failed = Some(e),
+            }
+        }
+        // Keep what was read even if a socket failed: the kernel has reset those counts.
+        let total = self
+            .kernel_drops
+            .fetch_add(new, std::sync::atomic::Ordering::Relaxed)
+            + new;
+        failed.map_or(Ok(total), Err)
     }
 
     /// The interface still exists under the index it had when attached.

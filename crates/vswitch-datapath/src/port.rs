@@ -75,6 +75,12 @@ pub trait PortDevice: Send + Sync + std::fmt::Debug {
     fn is_present(&self) -> bool {
         true
     }
+    /// Frames the kernel has dropped, in all, before the switch could read them (the device's
+    /// queue was full); `Unsupported` where the device can't tell. The housekeeping thread
+    /// asks once a second.
+    fn kernel_drops(&self) -> io::Result<u64> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
     /// How many receive queues the device has; each can be served by a different worker.
     fn rx_queues(&self) -> usize {
         1
@@ -164,6 +170,13 @@ impl Port {
             && mtu != self.mtu.swap(mtu, Relaxed)
         {
             tracing::info!(port = %self.name, mtu, "MTU changed");
+        }
+    }
+
+    /// Re-reads how many frames the kernel dropped on their way in through this port.
+    pub(crate) fn refresh_kernel_drops(&self) {
+        if let Ok(frames) = self.device.kernel_drops() {
+            self.counters.set_kernel_drops(frames);
         }
     }
 

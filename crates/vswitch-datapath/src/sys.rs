@@ -201,6 +201,7 @@ const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
 const PACKET_MR_PROMISC: libc::c_ushort = 1;
 const PACKET_VNET_HDR: libc::c_int = 15;
 const PACKET_AUXDATA: libc::c_int = 8;
+const PACKET_STATISTICS: libc::c_int = 6;
 const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
 const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
 const PACKET_QDISC_BYPASS: libc::c_int = 20;
@@ -296,6 +297,27 @@ pub fn join_packet_fanout(fd: BorrowedFd<'_>, group: u16, mode: FanoutMode) -> i
 /// modulo the sockets, picks one).
 pub fn set_fanout_program(fd: BorrowedFd<'_>, program: BorrowedFd<'_>) -> io::Result<()> {
     set_packet_option(fd, PACKET_FANOUT_DATA, program.as_raw_fd())
+}
+
+/// `PACKET_STATISTICS`: frames the socket dropped (its buffer full) since the last call; the
+/// kernel resets the count on every read.
+pub fn packet_drops_since_last(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut stats = libc::tpacket_stats {
+        tp_packets: 0,
+        tp_drops: 0,
+    };
+    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: valid fd; the kernel writes at most `len` bytes into `stats`, a tpacket_stats.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            PACKET_STATISTICS,
+            (&mut stats as *mut libc::tpacket_stats).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(u64::from(stats.tp_drops))
 }
 
 /// An `AF_PACKET` raw socket bound to interface `ifindex`, non-blocking, in promiscuous mode,

@@ -207,21 +207,48 @@ impl Tap {
     pub fn current_mtu(&self) -> io::Result<u32> {
         let name = sys::tun_get_name(self.queues[0].as_fd())?;
         let netns = sys::tun_get_netns(self.queues[0].as_fd())?;
-        let sock = socket_in_netns(netns)?;
+        let sock = in_netns(netns, sys::ioctl_socket)?;
         sys::if_mtu(sock.as_fd(), &name)
+    }
+
+    /// Frames the TAP dropped because its queue (ring) toward us was full: its `TX dropped`
+    /// counter, read where the TAP lives now.
+    pub fn ring_drops(&self) -> io::Result<u64> {
+        let name = sys::tun_get_name(self.queues[0].as_fd())?;
+        let netns = sys::tun_get_netns(self.queues[0].as_fd())?;
+        let table = in_netns(netns, || {
+            std::fs::read_to_string("/proc/thread-self/net/dev")
+        })?;
+        tx_dropped(&table, &name).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("{name} not in net/dev"))
+        })
     }
 }
 
-/// An ioctl socket in the namespace `netns`, made on a short-lived thread so that no other
-/// thread's namespace changes.
-fn socket_in_netns(netns: OwnedFd) -> io::Result<OwnedFd> {
+/// Runs `f` on a short-lived thread that entered the namespace `netns`, so that no other
+/// thread's namespace changes (sockets it opens and `/proc/thread-self/net` are that
+/// namespace's).
+fn in_netns<T: Send>(netns: OwnedFd, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
     std::thread::scope(|s| {
         s.spawn(|| {
             sys::setns_net(netns.as_fd())?;
-            sys::ioctl_socket()
+            f()
         })
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("namespace helper thread panicked")))
+    })
+}
+
+/// The transmit `drop` column of interface `name` in a `/proc/net/dev` table.
+fn tx_dropped(table: &str, name: &str) -> Option<u64> {
+    table.lines().find_map(|line| {
+        let (iface, counters) = line.split_once(':')?;
+        if iface.trim() != name {
+            return None;
+        }
+        // Receive: bytes packets errs drop fifo frame compressed multicast; then transmit:
+        // bytes packets errs drop ...
+        counters.split_whitespace().nth(11)?.parse().ok()
     })
 }
 
@@ -283,11 +310,28 @@ impl PortDevice for Tap {
     fn mac(&self) -> io::Result<vswitch_core::MacAddr> {
         sys::tun_get_hwaddr(self.queues[0].as_fd()).map(vswitch_core::MacAddr)
     }
+
+    /// What the kernel sends into a TAP goes into a ring per queue that tail-drops when full.
+    fn kernel_drops(&self) -> io::Result<u64> {
+        self.ring_drops()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_transmit_drops_of_one_interface_from_proc_net_dev() {
+        let table = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:     100       2    0    0    0     0          0         0      100       2    0    0    0     0       0          0
+  tap1: 5000000   40000    0    7    0     0          0         0  9000000   60000    0 12565    0     0       0          0
+";
+        assert_eq!(tx_dropped(table, "tap1"), Some(12565));
+        assert_eq!(tx_dropped(table, "lo"), Some(0));
+        assert_eq!(tx_dropped(table, "tap"), None);
+    }
 
     #[test]
     fn names_are_checked_like_the_kernel_does() {

@@ -181,8 +181,8 @@ fn render(stats: &Value, previous: Option<(Duration, &Value)>) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "{:<15} {:<5} {:>12} {:>15} {:>12} {:>15} {:>10}",
-        "PORT", "STATE", "RX-PKTS", "RX-BYTES", "TX-PKTS", "TX-BYTES", "DROPS"
+        "{:<15} {:<5} {:>12} {:>15} {:>12} {:>15} {:>10} {:>12}",
+        "PORT", "STATE", "RX-PKTS", "RX-BYTES", "TX-PKTS", "TX-BYTES", "DROPS", "KERNEL-DROPS"
     );
     if previous.is_some() {
         let _ = write!(
@@ -199,14 +199,15 @@ fn render(stats: &Value, previous: Option<(Duration, &Value)>) -> String {
             .map_or(0, |d| d.values().filter_map(Value::as_u64).sum());
         let _ = write!(
             out,
-            "{:<15} {:<5} {:>12} {:>15} {:>12} {:>15} {:>10}",
+            "{:<15} {:<5} {:>12} {:>15} {:>12} {:>15} {:>10} {:>12}",
             port["name"].as_str().unwrap_or("?"),
             port["state"].as_str().unwrap_or("?"),
             n("rx_packets"),
             n("rx_bytes"),
             n("tx_packets"),
             n("tx_bytes"),
-            drops
+            drops,
+            n("kernel_drops")
         );
         if let Some((elapsed, prev)) = previous {
             let before = prev["ports"]

@@ -329,6 +329,7 @@ pub fn stats_json(switch: &Switch) -> Value {
                 "name": p.name(), "kind": p.device().kind(), "state": if p.is_gone() { "gone" } else { "up" },
                 "mtu": p.mtu(), "rx_packets": s.rx_packets, "rx_bytes": s.rx_bytes,
                 "tx_packets": s.tx_packets, "tx_bytes": s.tx_bytes, "drops": drops,
+                "kernel_drops": s.kernel_drops,
             })
         })
         .collect();

@@ -21,7 +21,7 @@ pub fn render(switch: &Switch) -> String {
         &'static str,
         fn(&vswitch_core::PortStats) -> u64,
     );
-    let counters: [Counter; 4] = [
+    let counters: [Counter; 5] = [
         (
             "vswitch_port_rx_packets_total",
             "Frames received from the port.",
@@ -41,6 +41,11 @@ pub fn render(switch: &Switch) -> String {
             "vswitch_port_tx_bytes_total",
             "Bytes sent out of the port.",
             |s| s.tx_bytes,
+        ),
+        (
+            "vswitch_port_kernel_drops_total",
+            "Frames the kernel dropped before the switch read them (TAP ring or socket buffer full).",
+            |s| s.kernel_drops,
         ),
     ];
     let stats: Vec<_> = ports

@@ -15,6 +15,7 @@ pub fn render(switch: &Switch) -> String {
     for reason in DropReason::ALL {
         let _ = write!(header, " {:>10}", reason.name());
     }
+    let _ = write!(header, " {:>12}", "kernel_drops");
     let _ = writeln!(out, "{header}");
     for port in switch.ports() {
         let s = port.counters().snapshot();
@@ -32,6 +33,7 @@ pub fn render(switch: &Switch) -> String {
         for reason in DropReason::ALL {
             let _ = write!(out, " {:>10}", s.drops(reason));
         }
+        let _ = write!(out, " {:>12}", s.kernel_drops);
         out.push('\n');
     }
     let t = switch.table_stats();

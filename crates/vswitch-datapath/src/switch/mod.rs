@@ -732,6 +732,7 @@ fn housekeeping(shared: &Shared, stop: &mpsc::Receiver<()>) {
         for port in ports.iter().filter(|p| !p.is_gone()) {
             if port.device().is_present() {
                 port.refresh_mtu();
+                port.refresh_kernel_drops();
             } else {
                 shared.remove_port(port, &"interface deleted");
             }
