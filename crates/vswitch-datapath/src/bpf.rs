@@ -241,7 +241,7 @@ pub(crate) struct DrainClock {
     slots: NonNull<AtomicU64>,
     queues: usize,
     mapped: usize,
-    _map: OwnedFd,
+    map: OwnedFd,
 }
 
 // SAFETY: the mapping is shared memory owned by the DrainClock and only accessed through
@@ -283,7 +283,7 @@ impl DrainClock {
             slots: NonNull::new(ptr.cast()).ok_or(io::ErrorKind::InvalidData)?,
             queues: entries as usize,
             mapped,
-            _map: map,
+            map,
         })
     }
 
@@ -340,7 +340,7 @@ pub(crate) fn steering_program(queues: usize) -> io::Result<SteeringProgram> {
     let drained = DrainClock::new(queues)?;
     let insns = program(
         flows.as_raw_fd(),
-        drained._map.as_raw_fd(),
+        drained.map.as_raw_fd(),
         drained.queues as u32,
     );
     let license = c"GPL";

@@ -9,9 +9,11 @@
 //! - [`port`]: the [`PortDevice`] trait every kind of port implements, and [`Port`], the switch's
 //!   per-port state (counters, MTU).
 //! - [`switch`]: the running [`Switch`]: worker threads that poll ports, batch frames through the
-//!   forwarding core and transmit, plus a housekeeping thread for ageing and MTU refresh.
+//!   forwarding core and transmit, plus a housekeeping thread for ageing and re-reading each
+//!   device's MTU and kernel drops.
 //! - [`hugepage`]: a global allocator asking for huge pages behind large blocks (the MAC table).
-//! - `bpf`: the TAP steering program for CPU steering, assembled and loaded with `bpf(2)`.
+//! - `bpf`: the steering program for CPU steering (TAP queues and fanout sockets), assembled
+//!   and loaded with `bpf(2)`, and the drain clock the workers share with it.
 //! - `sys`: a handful of ioctl and syscall wrappers. It, `bpf` and `hugepage` are the only
 //!   modules with `unsafe` code.
 #![deny(unsafe_code)]
@@ -34,7 +36,7 @@ pub use hugepage::HugePageAlloc;
 pub use memory::{MemoryPeer, MemoryPort};
 pub use packet::{PacketPort, PacketPortError};
 pub use pipeline::{Hook, PortPipeline};
-pub use port::{Port, PortDevice, Steering};
+pub use port::{DeviceStatus, Port, PortDevice, Steering};
 pub use spec::{OpenPortError, PortSpec};
 pub use switch::{ControlError, FdbRow, MacvlanConfig, Switch, SwitchConfig, SwitchError};
 pub use tap::{InvalidIfName, Tap, TapError, validate_ifname};

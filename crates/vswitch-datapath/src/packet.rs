@@ -102,7 +102,7 @@ impl PacketPort {
         let mut sockets = Vec::new();
         let mut group = None;
         for _ in 0..queues.max(1) {
-            let fd = sys::packet_socket(ifindex, true).map_err(err)?;
+            let fd = sys::packet_socket(ifindex).map_err(err)?;
             if queues > 1 {
                 match group {
                     None => {

@@ -45,6 +45,15 @@ impl std::fmt::Display for Steering {
     }
 }
 
+/// What a device says of itself now; `None` for what it couldn't tell.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceStatus {
+    /// Its MTU (it may change while the switch runs).
+    pub mtu: Option<u32>,
+    /// Frames the kernel dropped, in all, before the switch could read them.
+    pub kernel_drops: Option<u64>,
+}
+
 /// Something frames can be read from and written to through a pollable, non-blocking fd.
 ///
 /// TAPs implement it now; packet sockets on existing interfaces, VXLAN and others later. Tests use
@@ -76,10 +85,18 @@ pub trait PortDevice: Send + Sync + std::fmt::Debug {
         true
     }
     /// Frames the kernel has dropped, in all, before the switch could read them (the device's
-    /// queue was full); `Unsupported` where the device can't tell. The housekeeping thread
-    /// asks once a second.
+    /// queue was full); `Unsupported` where the device can't tell.
     fn kernel_drops(&self) -> io::Result<u64> {
         Err(io::ErrorKind::Unsupported.into())
+    }
+    /// What the housekeeping thread re-reads once a second: [`PortDevice::mtu`] and
+    /// [`PortDevice::kernel_drops`], which a device may answer together more cheaply (a TAP in
+    /// another namespace is visited once for both).
+    fn status(&self) -> DeviceStatus {
+        DeviceStatus {
+            mtu: self.mtu().ok(),
+            kernel_drops: self.kernel_drops().ok(),
+        }
     }
     /// How many receive queues the device has; each can be served by a different worker.
     fn rx_queues(&self) -> usize {
@@ -164,18 +181,16 @@ impl Port {
         self.mtu.load(Relaxed)
     }
 
-    /// Re-reads the MTU from the device; keeps the old value if the device can't say.
-    pub(crate) fn refresh_mtu(&self) {
-        if let Ok(mtu) = self.device.mtu()
+    /// Re-reads the MTU and the kernel's drops from the device; keeps the old values of what
+    /// the device can't say.
+    pub(crate) fn refresh(&self) {
+        let status = self.device.status();
+        if let Some(mtu) = status.mtu
             && mtu != self.mtu.swap(mtu, Relaxed)
         {
             tracing::info!(port = %self.name, mtu, "MTU changed");
         }
-    }
-
-    /// Re-reads how many frames the kernel dropped on their way in through this port.
-    pub(crate) fn refresh_kernel_drops(&self) {
-        if let Ok(frames) = self.device.kernel_drops() {
+        if let Some(frames) = status.kernel_drops {
             self.counters.set_kernel_drops(frames);
         }
     }

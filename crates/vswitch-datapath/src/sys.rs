@@ -321,8 +321,9 @@ pub fn packet_drops_since_last(fd: BorrowedFd<'_>) -> io::Result<u64> {
 }
 
 /// An `AF_PACKET` raw socket bound to interface `ifindex`, non-blocking, in promiscuous mode,
-/// not seeing the frames it sends itself, and with a virtio-net header on every frame if `vnet`.
-pub fn packet_socket(ifindex: u32, vnet: bool) -> io::Result<OwnedFd> {
+/// not seeing the frames it sends itself, with a virtio-net header on every frame, and the VLAN
+/// tags the kernel takes out of received frames reported ([`packet_recv`]).
+pub fn packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2) call; protocol 0 receives nothing until bound below.
     let fd = check(unsafe {
         libc::socket(
@@ -333,9 +334,7 @@ pub fn packet_socket(ifindex: u32, vnet: bool) -> io::Result<OwnedFd> {
     })?;
     // SAFETY: a fresh fd that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    if vnet {
-        set_packet_option(fd.as_fd(), PACKET_VNET_HDR, 1)?;
-    }
+    set_packet_option(fd.as_fd(), PACKET_VNET_HDR, 1)?;
     set_packet_option(fd.as_fd(), PACKET_IGNORE_OUTGOING, 1)?;
     // The kernel takes a received frame's VLAN tag out of its bytes (into the skb), and reports
     // it only in this control message: without it a tagged frame would leave untagged.

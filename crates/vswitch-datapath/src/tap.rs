@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
-use crate::port::PortDevice;
+use crate::port::{DeviceStatus, PortDevice};
 use crate::sys;
 
 /// Longest interface name Linux accepts (IFNAMSIZ - 1).
@@ -205,24 +205,34 @@ impl Tap {
     /// The device's MTU now, wherever it lives: a TAP moved into another namespace is asked there,
     /// under its current name.
     pub fn current_mtu(&self) -> io::Result<u32> {
-        let name = sys::tun_get_name(self.queues[0].as_fd())?;
-        let netns = sys::tun_get_netns(self.queues[0].as_fd())?;
-        let sock = in_netns(netns, sys::ioctl_socket)?;
-        sys::if_mtu(sock.as_fd(), &name)
+        self.where_it_lives(|name| {
+            let sock = sys::ioctl_socket()?;
+            sys::if_mtu(sock.as_fd(), name)
+        })
     }
 
     /// Frames the TAP dropped because its queue (ring) toward us was full: its `TX dropped`
     /// counter, read where the TAP lives now.
     pub fn ring_drops(&self) -> io::Result<u64> {
+        self.where_it_lives(ring_drops_here)
+    }
+
+    /// Runs `f` with the TAP's current name on a thread in the namespace it lives in now.
+    fn where_it_lives<T: Send>(
+        &self,
+        f: impl FnOnce(&str) -> io::Result<T> + Send,
+    ) -> io::Result<T> {
         let name = sys::tun_get_name(self.queues[0].as_fd())?;
         let netns = sys::tun_get_netns(self.queues[0].as_fd())?;
-        let table = in_netns(netns, || {
-            std::fs::read_to_string("/proc/thread-self/net/dev")
-        })?;
-        tx_dropped(&table, &name).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::NotFound, format!("{name} not in net/dev"))
-        })
+        in_netns(netns, || f(&name))
     }
+}
+
+/// [`Tap::ring_drops`] for the TAP called `name` in the calling thread's namespace.
+fn ring_drops_here(name: &str) -> io::Result<u64> {
+    let table = std::fs::read_to_string("/proc/thread-self/net/dev")?;
+    tx_dropped(&table, name)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{name} not in net/dev")))
 }
 
 /// Runs `f` on a short-lived thread that entered the namespace `netns`, so that no other
@@ -314,6 +324,16 @@ impl PortDevice for Tap {
     /// What the kernel sends into a TAP goes into a ring per queue that tail-drops when full.
     fn kernel_drops(&self) -> io::Result<u64> {
         self.ring_drops()
+    }
+
+    /// Both read in one visit to the TAP's namespace.
+    fn status(&self) -> DeviceStatus {
+        let both = self.where_it_lives(|name| {
+            let mtu = sys::ioctl_socket().and_then(|sock| sys::if_mtu(sock.as_fd(), name));
+            Ok((mtu.ok(), ring_drops_here(name).ok()))
+        });
+        let (mtu, kernel_drops) = both.unwrap_or((None, None));
+        DeviceStatus { mtu, kernel_drops }
     }
 }
 

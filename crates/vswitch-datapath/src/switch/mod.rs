@@ -392,8 +392,7 @@ impl Switch {
             housekeeper: Mutex::new(None),
             next_worker: AtomicUsize::new(ports.len()),
         };
-        // Queue q of port i goes to worker (i + q) % threads: ports spread over the workers, and
-        // the queues of a multi-queue port over different ones.
+        // Which worker serves which queue: see `queue_worker`.
         let mut assigned: Vec<Vec<RxQueue>> = (0..threads).map(|_| Vec::new()).collect();
         for (i, port) in ports.iter().enumerate() {
             let by_cpu = shared.steer(port);
@@ -694,7 +693,6 @@ impl Drop for Switch {
     }
 }
 
-/// Locks a mutex whose data stays consistent even if a holder panicked.
 /// The worker that serves receive queue `queue` of the `nth` port. Steered by CPU, queue `q`
 /// carries what CPU `q` sent, so worker `q` (pinned to CPU `q`) takes it; otherwise ports spread
 /// over the workers, and the queues of a multi-queue port over different ones.
@@ -718,6 +716,7 @@ fn owns_cpus(threads: usize) -> bool {
     allowed.len() == threads && allowed.iter().enumerate().all(|(i, &c)| i == c)
 }
 
+/// Locks a mutex whose data stays consistent even if a holder panicked.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -731,8 +730,7 @@ fn housekeeping(shared: &Shared, stop: &mpsc::Receiver<()>) {
         let ports: Vec<Arc<Port>> = lock(&shared.registry).iter().flatten().cloned().collect();
         for port in ports.iter().filter(|p| !p.is_gone()) {
             if port.device().is_present() {
-                port.refresh_mtu();
-                port.refresh_kernel_drops();
+                port.refresh();
             } else {
                 shared.remove_port(port, &"interface deleted");
             }

@@ -238,19 +238,17 @@ impl Worker {
     /// Decides and transmits the first `count` buffered frames, then applies learning.
     fn forward(&mut self, in_port: &Port, count: usize) {
         let now = self.shared.now();
-        {
-            let state = self.shared.read();
-            let mut ctx = Ctx {
-                shared: &self.shared,
-                state: &state,
-                now,
-                learn: &mut self.learn,
-                delays: &mut self.delays,
-            };
-            for (buf, &len) in self.buffers.iter_mut().zip(&self.lengths[..count]) {
-                forward_frame(&mut ctx, in_port, &mut buf[..len], true);
-            }
-        }
+        with_ctx(
+            &self.shared,
+            &mut self.learn,
+            &mut self.delays,
+            now,
+            |ctx| {
+                for (buf, &len) in self.buffers.iter_mut().zip(&self.lengths[..count]) {
+                    forward_frame(ctx, in_port, &mut buf[..len], true);
+                }
+            },
+        );
         self.apply_learning(now);
     }
 
@@ -258,27 +256,25 @@ impl Worker {
     fn release_delayed(&mut self) -> Option<Duration> {
         let now = self.shared.now();
         if self.delays.peek().is_some_and(|d| d.release <= now) {
-            {
-                let state = self.shared.read();
-                let mut ctx = Ctx {
-                    shared: &self.shared,
-                    state: &state,
-                    now,
-                    learn: &mut self.learn,
-                    delays: &mut self.delays,
-                };
-                // A released frame may be delayed again (an egress stage after an ingress one),
-                // but never to `now` or earlier, so this ends.
-                while ctx.delays.peek().is_some_and(|d| d.release <= now) {
-                    let Some(mut d) = ctx.delays.pop() else { break };
-                    let port = state.ports.get(d.port.index()).cloned().flatten();
-                    match (port, d.hook) {
-                        (Some(p), Hook::Ingress) => forward_frame(&mut ctx, &p, &mut d.data, false),
-                        (Some(p), Hook::Egress) => transmit(&mut ctx, &p, &mut d.data, false),
-                        (None, _) => {}
+            with_ctx(
+                &self.shared,
+                &mut self.learn,
+                &mut self.delays,
+                now,
+                |ctx| {
+                    // A released frame may be delayed again (an egress stage after an ingress one),
+                    // but never to `now` or earlier, so this ends.
+                    while ctx.delays.peek().is_some_and(|d| d.release <= now) {
+                        let Some(mut d) = ctx.delays.pop() else { break };
+                        let port = ctx.state.ports.get(d.port.index()).cloned().flatten();
+                        match (port, d.hook) {
+                            (Some(p), Hook::Ingress) => forward_frame(ctx, &p, &mut d.data, false),
+                            (Some(p), Hook::Egress) => transmit(ctx, &p, &mut d.data, false),
+                            (None, _) => {}
+                        }
                     }
-                }
-            }
+                },
+            );
             self.apply_learning(now);
         }
         self.delays
@@ -305,4 +301,23 @@ impl Worker {
         }
         self.shared.count_events(&mut self.events);
     }
+}
+
+/// Runs `f` with what a frame's way through the switch needs, under one read lock of the
+/// switch's state (the learning it asks for is applied by the caller, under the write lock).
+fn with_ctx(
+    shared: &Shared,
+    learn: &mut Vec<LearnRequest>,
+    delays: &mut DelayQueue,
+    now: Timestamp,
+    f: impl FnOnce(&mut Ctx<'_>),
+) {
+    let state = shared.read();
+    f(&mut Ctx {
+        shared,
+        state: &state,
+        now,
+        learn,
+        delays,
+    });
 }
