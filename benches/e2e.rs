@@ -4,7 +4,7 @@
 //! one busy-polling worker — built in one run and measured interleaved over several rounds,
 //! medians reported as ratios to the kernel bridge.
 //!
-//! `cargo bench --bench e2e` (needs iperf3 and ping). `VSWITCH_E2E_ROUNDS` (default 3) and
+//! `cargo bench --bench e2e` (needs iperf3: `apt-get install iperf3`). `VSWITCH_E2E_ROUNDS` (default 3) and
 //! `VSWITCH_E2E_SECONDS` (per iperf3 run, default 3) tune it; `VSWITCH_E2E_ONLY=word,word`
 //! keeps only the candidates whose names hold a word (and the kernel bridge), and
 //! `VSWITCH_E2E_SCALE=0` skips the scale runs. `VSWITCH_E2E_TUNE="1:50 2:0"` adds TAP
@@ -200,16 +200,16 @@ fn udp64(client: &Netns, secs: u64) -> BoxResult<(f64, f64)> {
 
 /// Ping RTT p50 and p99 in microseconds over 500 echoes 2 ms apart.
 fn rtt(client: &Netns) -> BoxResult<(f64, f64)> {
-    let out = in_ns(
+    let report = vswitch_testkit::ping_with(
         client,
-        Command::new("ping").args(["-c", "500", "-i", "0.002", "-W", "1", &SERVER.to_string()]),
-    )?;
-    let mut samples: Vec<f64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split("time=").nth(1))
-        .filter_map(|t| t.split_whitespace().next()?.parse::<f64>().ok())
-        .map(|ms| ms * 1000.0)
-        .collect();
+        SERVER,
+        vswitch_testkit::EchoOptions {
+            count: 500,
+            interval: Duration::from_millis(2),
+            ..vswitch_testkit::EchoOptions::default()
+        },
+    );
+    let mut samples: Vec<f64> = report.rtts.iter().map(|d| d.as_secs_f64() * 1e6).collect();
     if samples.is_empty() {
         return Err("no ping replies".into());
     }

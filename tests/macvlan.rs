@@ -77,7 +77,7 @@ fn matrix(hosts: &[&vswitch_netns::Netns], addrs: &[Ipv4Addr]) -> Vec<Vec<bool>>
                 addrs
                     .iter()
                     .enumerate()
-                    .map(|(j, to)| s.spawn(move || i == j || ping(from, *to, 1)))
+                    .map(|(j, to)| s.spawn(move || i == j || ping(from, *to, 1).all_replied()))
                     .collect()
             })
             .collect();
@@ -229,7 +229,7 @@ fn macvlan_drops_spoofed_and_unbound_and_floods_uplink_broadcast_to_all_sub_port
     // Unicast from the uplink to a MAC no sub-port has reaches none, and is counted.
     sh(&out, "neigh add 10.66.0.77 lladdr 02:00:00:00:99:99 dev o0");
     let before: Vec<_> = (0..=3).map(port).collect();
-    assert!(!ping(&side.out.ns, Ipv4Addr::new(10, 66, 0, 77), 2));
+    assert!(ping(&side.out.ns, Ipv4Addr::new(10, 66, 0, 77), 2).none_replied());
     assert!(port(0).drops(DropReason::Unbound) >= before[0].drops(DropReason::Unbound) + 2);
     for (i, before) in before.iter().enumerate().skip(1) {
         assert_eq!(
@@ -240,7 +240,7 @@ fn macvlan_drops_spoofed_and_unbound_and_floods_uplink_broadcast_to_all_sub_port
     }
     // Broadcast from the uplink (ARP for an address nobody has) reaches every sub-port.
     let before: Vec<_> = (1..=3).map(port).collect();
-    assert!(!ping(&side.out.ns, Ipv4Addr::new(10, 66, 0, 99), 1));
+    assert!(ping(&side.out.ns, Ipv4Addr::new(10, 66, 0, 99), 1).none_replied());
     for (i, b) in before.iter().enumerate() {
         assert!(
             port(i + 1).tx_packets > b.tx_packets,
@@ -249,13 +249,13 @@ fn macvlan_drops_spoofed_and_unbound_and_floods_uplink_broadcast_to_all_sub_port
         );
     }
     // A host that takes another MAC is spoofing: its frames are dropped and counted.
-    assert!(ping(&side.hosts[0].ns, OUTSIDE, 1));
+    assert!(ping(&side.hosts[0].ns, OUTSIDE, 1).all_replied());
     let host = &side.hosts[0];
     sh(
         host.ns.name(),
         &format!("link set {} address 02:00:00:00:66:66", host.ifname),
     );
     let spoofed = port(1).drops(DropReason::Spoofed);
-    assert!(!ping(&host.ns, OUTSIDE, 2));
+    assert!(ping(&host.ns, OUTSIDE, 2).none_replied());
     assert!(port(1).drops(DropReason::Spoofed) > spoofed);
 }

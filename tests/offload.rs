@@ -119,15 +119,14 @@ fn udp_gso_trains_are_cut_into_their_datagrams_for_a_plain_tap() {
         &(8 << 20),
     )
     .expect("rcvbuf");
+    // Resolve b's MAC first, so no train waits for ARP.
+    assert!(vswitch_testkit::ping(&a.ns, b.addr, 1).all_replied());
     // 20 trains of 8 datagrams of 1000 bytes, each train handed to the kernel in one send.
     let (trains, per_train, size) = (20usize, 8usize, 1000usize);
     a.ns.run(|| {
         let sock = UdpSocket::bind((a.addr, 0)).expect("bind");
         setsockopt(&sock, UdpGsoSegment, &(size as i32)).expect("UDP_SEGMENT");
         sock.connect((b.addr, 5201)).expect("connect");
-        // The first send resolves b's MAC; give ARP a moment.
-        let _ = sock.send(&[0u8; 10]);
-        std::thread::sleep(std::time::Duration::from_millis(200));
         for t in 0..trains {
             let train: Vec<u8> = (0..per_train * size)
                 .map(|i| (t * 31 + i / size) as u8)

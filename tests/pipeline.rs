@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use vswitch_core::DropReason;
 use vswitch_datapath::{Hook, SwitchConfig};
 use vswitch_netns::Netns;
-use vswitch_testkit::{Attach, SwitchLab, ping, require_root, tcp_transfer, unique_name};
+use vswitch_testkit::{
+    Attach, EchoOptions, SwitchLab, ping, ping_with, require_root, tcp_transfer, unique_name,
+};
 
 fn lab() -> SwitchLab {
     let config = SwitchConfig {
@@ -17,39 +19,18 @@ fn lab() -> SwitchLab {
     SwitchLab::new(2, config, Attach::Tap { offload: true }).expect("lab")
 }
 
-/// `ping` output from `from` to `to`, with extra arguments.
-fn ping_output(from: &Netns, to: std::net::Ipv4Addr, args: &[&str]) -> String {
-    let target = to.to_string();
-    let out = from
-        .run(|| {
-            Command::new("ping")
-                .args(["-q", "-W", "1"])
-                .args(args)
-                .arg(&target)
-                .output()
-        })
-        .expect("enter")
-        .expect("ping");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Average RTT in ms from ping's summary line.
-fn avg_rtt_ms(output: &str) -> f64 {
-    output
-        .lines()
-        .find_map(|l| l.split(" = ").nth(1))
-        .and_then(|v| v.split('/').nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no RTT in {output}"))
-}
-
-/// Packet loss in percent from ping's summary line.
-fn loss_percent(output: &str) -> f64 {
-    output
-        .split(", ")
-        .find_map(|part| part.strip_suffix("% packet loss"))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no loss in {output}"))
+/// Average RTT in ms of 10 probes 50 ms apart, all of which must come back.
+fn avg_rtt_ms(from: &Netns, to: std::net::Ipv4Addr) -> f64 {
+    let report = ping_with(
+        from,
+        to,
+        EchoOptions {
+            count: 10,
+            ..EchoOptions::default()
+        },
+    );
+    assert!(report.all_replied(), "{report}");
+    report.rtts.iter().map(Duration::as_secs_f64).sum::<f64>() * 1e3 / report.rtts.len() as f64
 }
 
 #[test]
@@ -59,12 +40,15 @@ fn an_icmp_drop_rule_stops_ping_while_tcp_passes() {
     }
     let lab = lab();
     let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
-    assert!(ping(&a.ns, b.addr, 1));
+    assert!(ping(&a.ns, b.addr, 1).all_replied());
     let port_a = lab.switch.ports()[0].name().to_owned();
     lab.switch
         .set_pipeline(&port_a, Hook::Ingress, "filter drop proto icmp")
         .expect("set");
-    assert!(!ping(&a.ns, b.addr, 2), "ICMP must be dropped");
+    assert!(
+        ping(&a.ns, b.addr, 2).none_replied(),
+        "ICMP must be dropped"
+    );
     let t = tcp_transfer(&a.ns, &b.ns, b.addr, 5301, 5 << 20).expect("tcp");
     assert_eq!(
         (t.received, t.received_digest),
@@ -77,7 +61,10 @@ fn an_icmp_drop_rule_stops_ping_while_tcp_passes() {
     lab.switch
         .clear_pipeline(&port_a, Hook::Ingress)
         .expect("clear");
-    assert!(ping(&a.ns, b.addr, 1), "ping again once cleared");
+    assert!(
+        ping(&a.ns, b.addr, 1).all_replied(),
+        "ping again once cleared"
+    );
 }
 
 #[test]
@@ -114,12 +101,12 @@ fn delay_raises_rtt_by_50_ms_one_way_and_100_ms_both_ways() {
         lab.switch.ports()[0].name().to_owned(),
         lab.switch.ports()[1].name().to_owned(),
     );
-    assert!(ping(&a.ns, b.addr, 1));
-    let base = avg_rtt_ms(&ping_output(&a.ns, b.addr, &["-c", "10", "-i", "0.05"]));
+    assert!(ping(&a.ns, b.addr, 1).all_replied());
+    let base = avg_rtt_ms(&a.ns, b.addr);
     lab.switch
         .set_pipeline(&port_b, Hook::Egress, "impair delay 50ms")
         .expect("set");
-    let one = avg_rtt_ms(&ping_output(&a.ns, b.addr, &["-c", "10", "-i", "0.05"]));
+    let one = avg_rtt_ms(&a.ns, b.addr);
     assert!(
         (45.0..=55.0).contains(&(one - base)),
         "one way: {base:.2} ms -> {one:.2} ms"
@@ -127,7 +114,7 @@ fn delay_raises_rtt_by_50_ms_one_way_and_100_ms_both_ways() {
     lab.switch
         .set_pipeline(&port_a, Hook::Egress, "impair delay 50ms")
         .expect("set");
-    let both = avg_rtt_ms(&ping_output(&a.ns, b.addr, &["-c", "10", "-i", "0.05"]));
+    let both = avg_rtt_ms(&a.ns, b.addr);
     assert!(
         (95.0..=105.0).contains(&(both - base)),
         "both ways: {base:.2} ms -> {both:.2} ms"
@@ -142,33 +129,46 @@ fn ten_percent_loss_with_a_seed_is_ten_percent_and_repeatable() {
     let lab = lab();
     let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
     let port_b = lab.switch.ports()[1].name().to_owned();
-    assert!(ping(&a.ns, b.addr, 1));
-    // A permanent neighbour entry: no ARP probe from a may draw from the stage's random
-    // sequence, so only the 2000 echo requests pass it, run after run.
-    let neigh = Command::new("ip")
-        .args(["-n", a.ns.name(), "neigh", "replace", &b.addr.to_string()])
-        .args([
-            "lladdr",
-            &b.mac().expect("mac"),
-            "dev",
-            &a.ifname,
-            "nud",
-            "permanent",
-        ])
-        .status()
-        .expect("ip");
-    assert!(neigh.success());
+    assert!(ping(&a.ns, b.addr, 1).all_replied());
+    // Permanent neighbour entries both ways: no ARP probe (nor its answer) may draw from the
+    // stage's random sequence, so only the 2000 echo requests pass it, run after run.
+    for (from, to) in [(a, b), (b, a)] {
+        let neigh = Command::new("ip")
+            .args([
+                "-n",
+                from.ns.name(),
+                "neigh",
+                "replace",
+                &to.addr.to_string(),
+            ])
+            .args([
+                "lladdr",
+                &to.mac().expect("mac"),
+                "dev",
+                &from.ifname,
+                "nud",
+                "permanent",
+            ])
+            .status()
+            .expect("ip");
+        assert!(neigh.success());
+    }
     let mut losses = Vec::new();
     for _ in 0..2 {
         // Installing the stage again restarts its random sequence from the seed.
         lab.switch
             .set_pipeline(&port_b, Hook::Egress, "impair loss 10% seed 42")
             .expect("set");
-        let out = ping_output(&a.ns, b.addr, &["-c", "2000", "-i", "0.002"]);
-        let loss = loss_percent(&out);
-        assert!((7.0..=13.0).contains(&loss), "{loss}% lost of 2000");
-        // The stage's own count: ping's may include a reply that came after it stopped waiting
-        // on a loaded machine.
+        // A reply is waited for up to 1 s, so a slow one on a loaded machine isn't a loss.
+        let report = ping_with(
+            &a.ns,
+            b.addr,
+            EchoOptions {
+                count: 2000,
+                interval: Duration::from_millis(2),
+                ..EchoOptions::default()
+            },
+        );
         let [_, (_, egress)] = lab.switch.describe_pipelines(&port_b).expect("describe");
         let dropped = egress[0]
             .split("[dropped ")
@@ -176,6 +176,12 @@ fn ten_percent_loss_with_a_seed_is_ten_percent_and_repeatable() {
             .and_then(|r| r.split(',').next())
             .and_then(|n| n.parse::<u64>().ok())
             .unwrap_or_else(|| panic!("no drop count in {egress:?}"));
+        // Exactly the requests the stage dropped went unanswered.
+        assert_eq!(u64::from(report.lost()), dropped, "{report}");
+        assert!(
+            (140..=260).contains(&dropped),
+            "{dropped} lost of 2000 at 10%"
+        );
         losses.push(dropped);
     }
     assert_eq!(
@@ -191,7 +197,7 @@ fn a_mirror_to_pcap_holds_the_frames_the_destination_got() {
     }
     let lab = lab();
     let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
-    assert!(ping(&a.ns, b.addr, 1));
+    assert!(ping(&a.ns, b.addr, 1).all_replied());
     let port_b = lab.switch.ports()[1].name().to_owned();
     let file = std::env::temp_dir().join(format!("{}.pcap", unique_name("mir")));
     lab.switch
@@ -203,21 +209,28 @@ fn a_mirror_to_pcap_holds_the_frames_the_destination_got() {
         .expect("set");
     // Every frame the port sends from here on passes the mirror stage first.
     let before = lab.port_stats(1).tx_packets;
-    assert!(ping(&a.ns, b.addr, 10));
-    std::thread::sleep(Duration::from_millis(100));
+    // Each reply came back after its request left port b: all ten are counted.
+    assert!(ping(&a.ns, b.addr, 10).all_replied());
     let sent = lab.port_stats(1).tx_packets - before;
     lab.switch
         .clear_pipeline(&port_b, Hook::Egress)
         .expect("clear");
-    let text = vswitch_testkit::tcpdump_read(&file);
+    let pcap = vswitch_testkit::read_pcap(&file);
     let _ = std::fs::remove_file(&file);
     // The mirror may also hold a stray frame (an ARP probe) that raced the first count.
-    let mirrored = text.lines().count() as u64;
+    let mirrored = pcap.frames.len() as u64;
     assert!(
         (sent..=sent + 2).contains(&mirrored),
-        "port sent {sent}, mirror holds {mirrored}:\n{text}"
+        "port sent {sent}, mirror holds {mirrored}"
     );
-    assert_eq!(text.matches("ICMP echo request").count(), 10, "{text}");
+    // IPv4, ICMP, echo request (type 8): the ten requests a sent to b.
+    let requests = pcap
+        .frames
+        .iter()
+        .filter(|f| f.data.len() > 34 && f.data[12..14] == [8, 0] && f.data[23] == 1)
+        .filter(|f| f.data[34] == 8)
+        .count();
+    assert_eq!(requests, 10, "{pcap:?}");
 }
 
 #[test]
@@ -239,7 +252,9 @@ fn corrupted_frames_are_caught_by_the_receivers_checksums_as_on_a_wire() {
         lab.switch
             .set_pipeline(target, hook, "impair corrupt 5% seed 3")
             .expect("set");
+        let caught_before = tcp_checksum_errors(server);
         let t = tcp_transfer(client, server, server_addr, port, 8 << 20).expect("tcp");
+        let caught = tcp_checksum_errors(server) - caught_before;
         let [(_, ingress), (_, egress)] = lab.switch.describe_pipelines(target).expect("describe");
         let stage = if hook == Hook::Egress {
             &egress
@@ -250,6 +265,10 @@ fn corrupted_frames_are_caught_by_the_receivers_checksums_as_on_a_wire() {
             !stage[0].contains("corrupted 0]"),
             "{hook:?}: nothing was corrupted: {stage:?}"
         );
+        assert!(
+            caught > 0,
+            "{hook:?}: the receiver's stack caught no bad checksum"
+        );
         assert_eq!(t.received, t.sent, "{hook:?}: bytes lost");
         assert_eq!(
             t.received_digest, t.sent_digest,
@@ -257,4 +276,21 @@ fn corrupted_frames_are_caught_by_the_receivers_checksums_as_on_a_wire() {
         );
         lab.switch.clear_pipeline(target, hook).expect("clear");
     }
+}
+
+/// How many TCP segments a namespace's stack dropped for a bad checksum a namespace's stack dropped for a bad checksum
+/// (`Tcp: InCsumErrors` in /proc/net/snmp).
+fn tcp_checksum_errors(ns: &Netns) -> u64 {
+    let snmp = ns
+        .run(|| std::fs::read_to_string("/proc/thread-self/net/snmp"))
+        .expect("enter")
+        .expect("read snmp");
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next().expect("header"), tcp.next().expect("values"));
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "InCsumErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("InCsumErrors")
 }

@@ -152,3 +152,52 @@ fn errors_name_the_problem() {
         format!("namespace {} already exists", ns.name())
     );
 }
+
+#[test]
+fn our_icmp_client_counts_replies_exactly_over_ipv4_and_ipv6() {
+    if !require_root("our_icmp_client_counts_replies_exactly_over_ipv4_and_ipv6") {
+        return;
+    }
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use vswitch_testkit::{EchoOptions, Host, ping, ping_with};
+
+    // Loopback answers every probe, on both families.
+    let ns = NetnsGuard::create(&unique_name("vsi")).expect("ns");
+    for target in [
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ] {
+        let report = ping(&ns, target, 5);
+        assert_eq!((report.sent, report.received), (5, 5), "{report}");
+        assert_eq!(report.rtts.len(), 5);
+    }
+
+    // Two hosts on a veth pair: the peer answers, an address nobody has doesn't.
+    let (a_end, b_end) = (unique_name("vsi"), unique_name("vsi"));
+    Netlink::open()
+        .expect("netlink")
+        .add_veth(&a_end, &b_end, None)
+        .expect("veth");
+    let a = Host::with_link(&a_end, Ipv4Addr::new(10, 91, 0, 1)).expect("host a");
+    let b = Host::with_link(&b_end, Ipv4Addr::new(10, 91, 0, 2)).expect("host b");
+    let report = ping(&a.ns, b.addr, 3);
+    assert!(report.all_replied(), "{report}");
+    let report = ping(&a.ns, Ipv4Addr::new(10, 91, 0, 99), 3);
+    assert_eq!((report.sent, report.received), (3, 0), "{report}");
+    a.add_ipv6("fd91::1".parse().expect("addr")).expect("ipv6");
+    b.add_ipv6("fd91::2".parse().expect("addr")).expect("ipv6");
+    let report = ping(&a.ns, "fd91::2".parse::<Ipv6Addr>().expect("addr"), 3);
+    assert!(report.all_replied(), "{report}");
+
+    // 8000 bytes with DF don't cross MTU 1500 (as `ping -M do`), and do once both take 9000.
+    let jumbo = EchoOptions {
+        count: 2,
+        payload: 8000,
+        ..EchoOptions::default()
+    };
+    assert!(ping_with(&a.ns, b.addr, jumbo).none_replied());
+    a.set_mtu(9000).expect("mtu");
+    b.set_mtu(9000).expect("mtu");
+    let report = ping_with(&a.ns, b.addr, jumbo);
+    assert!(report.all_replied(), "{report}");
+}

@@ -1,11 +1,14 @@
 //! End-to-end switching between real kernel stacks: namespaces joined by TAPs of a running
 //! switch. Needs root; skips with a reason otherwise (fails instead under VSWITCH_REQUIRE_PRIV=1).
 
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use vswitch_core::{DropReason, TableConfig};
 use vswitch_datapath::SwitchConfig;
-use vswitch_testkit::{Attach, SwitchLab, ping, ping_with, require_root, tcp_transfer};
+use vswitch_testkit::{
+    Attach, EchoOptions, SwitchLab, ping, ping_with, require_cpus, require_root, tcp_transfer,
+};
 
 fn config() -> SwitchConfig {
     SwitchConfig {
@@ -33,8 +36,8 @@ fn two_hosts_ping_and_move_50_mb_over_tcp_intact() {
     }
     let lab = SwitchLab::new(2, config(), Attach::Tap { offload: true }).expect("lab");
     let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
-    assert!(ping(&a.ns, b.addr, 3), "a -> b");
-    assert!(ping(&b.ns, a.addr, 3), "b -> a");
+    assert!(ping(&a.ns, b.addr, 3).all_replied(), "a -> b");
+    assert!(ping(&b.ns, a.addr, 3).all_replied(), "b -> a");
     let size = 50 << 20;
     let t = tcp_transfer(&a.ns, &b.ns, b.addr, 5001, size).expect("transfer");
     assert_eq!(t.sent, size);
@@ -53,8 +56,8 @@ fn veth_ports_ping_and_move_50_mb_over_tcp_intact() {
     // The veth ends carry GSO segments and partial checksums: the packet sockets must pass them.
     let lab = SwitchLab::new(2, config(), Attach::Veth).expect("lab");
     let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
-    assert!(ping(&a.ns, b.addr, 3), "a -> b");
-    assert!(ping(&b.ns, a.addr, 3), "b -> a");
+    assert!(ping(&a.ns, b.addr, 3).all_replied(), "a -> b");
+    assert!(ping(&b.ns, a.addr, 3).all_replied(), "b -> a");
     let size = 50 << 20;
     let t = tcp_transfer(&b.ns, &a.ns, a.addr, 5003, size).expect("transfer");
     assert_eq!(t.received, size, "bytes lost or added");
@@ -80,14 +83,14 @@ fn a_veth_port_whose_namespace_is_deleted_is_removed() {
         return;
     }
     let mut lab = SwitchLab::new(3, config(), Attach::Veth).expect("lab");
-    assert!(ping(&lab.hosts[0].ns, lab.hosts[2].addr, 1));
+    assert!(ping(&lab.hosts[0].ns, lab.hosts[2].addr, 1).all_replied());
     drop(lab.hosts.pop()); // the veth pair dies with the namespace
     let gone = &lab.switch.ports()[2];
     assert!(
         eventually(Duration::from_secs(5), || gone.is_gone()),
         "port not removed"
     );
-    assert!(ping(&lab.hosts[0].ns, lab.hosts[1].addr, 3));
+    assert!(ping(&lab.hosts[0].ns, lab.hosts[1].addr, 3).all_replied());
 }
 
 #[test]
@@ -99,7 +102,10 @@ fn four_hosts_reach_each_other_all_pairs_both_ways() {
     for (i, from) in lab.hosts.iter().enumerate() {
         for (j, to) in lab.hosts.iter().enumerate() {
             if i != j {
-                assert!(ping(&from.ns, to.addr, 2), "host {i} can't reach host {j}");
+                assert!(
+                    ping(&from.ns, to.addr, 2).all_replied(),
+                    "host {i} can't reach host {j}"
+                );
             }
         }
     }
@@ -115,7 +121,7 @@ fn learned_unicast_does_not_reach_a_third_port() {
     }
     let lab = SwitchLab::new(3, config(), Attach::Tap { offload: true }).expect("lab");
     let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
-    assert!(ping(&a.ns, b.addr, 2) && ping(&b.ns, a.addr, 2));
+    assert!(ping(&a.ns, b.addr, 2).all_replied() && ping(&b.ns, a.addr, 2).all_replied());
     let before = lab.port_stats(2);
     let b_before = lab.port_stats(1);
     let t = tcp_transfer(&a.ns, &b.ns, b.addr, 5002, 5 << 20).expect("transfer");
@@ -136,12 +142,7 @@ fn broadcast_reaches_every_other_port_but_not_the_sender() {
     let lab = SwitchLab::new(4, config(), Attach::Tap { offload: true }).expect("lab");
     let before: Vec<_> = (0..4).map(|i| lab.port_stats(i)).collect();
     // Nobody has 10.77.0.99: host 0 broadcasts ARP requests for it.
-    assert!(!ping_with(
-        &lab.hosts[0].ns,
-        "10.77.0.99".parse().unwrap(),
-        1,
-        &[]
-    ));
+    assert!(ping(&lab.hosts[0].ns, Ipv4Addr::new(10, 77, 0, 99), 1).none_replied());
     for (i, before) in before.iter().enumerate().skip(1) {
         assert!(
             lab.port_stats(i).tx_packets > before.tx_packets,
@@ -170,7 +171,7 @@ fn silent_macs_age_out_and_unicast_floods_again() {
     };
     let lab = SwitchLab::new(3, cfg, Attach::Tap { offload: true }).expect("lab");
     let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
-    assert!(ping(&a.ns, b.addr, 1));
+    assert!(ping(&a.ns, b.addr, 1).all_replied());
     let fdb = lab.switch.fdb();
     let mac_b = b.mac().expect("mac");
     let entry = fdb
@@ -191,7 +192,7 @@ fn silent_macs_age_out_and_unicast_floods_again() {
     assert!(lab.switch.fdb().is_empty());
     // a still knows b's MAC (ARP cache) and sends unicast; the switch no longer does: it floods.
     let before = lab.port_stats(2);
-    assert!(ping(&a.ns, b.addr, 1));
+    assert!(ping(&a.ns, b.addr, 1).all_replied());
     assert!(
         lab.port_stats(2).tx_packets > before.tx_packets,
         "unknown unicast was not flooded"
@@ -213,14 +214,23 @@ fn frames_over_the_egress_mtu_are_dropped_and_counted() {
             .all(|p| p.mtu() == 9000)),
         "switch did not see the new MTUs"
     );
+    // 8000 bytes of payload with DF: fits MTU 9000, not 1500.
+    let jumbo = EchoOptions {
+        count: 2,
+        payload: 8000,
+        ..EchoOptions::default()
+    };
     assert!(
-        ping_with(&a.ns, b.addr, 2, &["-s", "8000", "-M", "do"]),
+        ping_with(&a.ns, b.addr, jumbo).all_replied(),
         "jumbo a -> b"
     );
-    assert!(ping(&a.ns, c.addr, 1), "a -> c with small frames");
+    assert!(
+        ping(&a.ns, c.addr, 1).all_replied(),
+        "a -> c with small frames"
+    );
     let before = lab.port_stats(2).drops(DropReason::Oversize);
     assert!(
-        !ping_with(&a.ns, c.addr, 2, &["-s", "8000", "-M", "do"]),
+        ping_with(&a.ns, c.addr, jumbo).none_replied(),
         "c's MTU is 1500"
     );
     assert!(lab.port_stats(2).drops(DropReason::Oversize) >= before + 2);
@@ -232,7 +242,7 @@ fn a_port_whose_namespace_is_deleted_is_removed_and_the_rest_keeps_forwarding() 
         return;
     }
     let mut lab = SwitchLab::new(3, config(), Attach::Tap { offload: true }).expect("lab");
-    assert!(ping(&lab.hosts[0].ns, lab.hosts[2].addr, 1));
+    assert!(ping(&lab.hosts[0].ns, lab.hosts[2].addr, 1).all_replied());
     drop(lab.hosts.pop()); // deletes the namespace and with it the TAP
     let gone = &lab.switch.ports()[2];
     assert!(
@@ -243,8 +253,8 @@ fn a_port_whose_namespace_is_deleted_is_removed_and_the_rest_keeps_forwarding() 
         lab.switch.fdb().iter().all(|row| row.port != gone.name()),
         "MACs of the removed port remain"
     );
-    assert!(ping(&lab.hosts[0].ns, lab.hosts[1].addr, 3));
-    assert!(ping(&lab.hosts[1].ns, lab.hosts[0].addr, 3));
+    assert!(ping(&lab.hosts[0].ns, lab.hosts[1].addr, 3).all_replied());
+    assert!(ping(&lab.hosts[1].ns, lab.hosts[0].addr, 3).all_replied());
 }
 
 #[test]
@@ -310,16 +320,25 @@ fn a_dev_port_spreads_flows_over_its_sockets_and_reads_each_frame_once() {
     for sport in 0..flows {
         sender.send(&udp_frame(1000 + sport)).expect("send");
     }
-    std::thread::sleep(Duration::from_millis(200));
+    // Read both sockets until every frame came (or 2 s passed), then once more for duplicates.
     let mut per_queue = [0u32; 2];
     let mut buf = vec![0u8; 65_536];
-    for (q, count) in per_queue.iter_mut().enumerate() {
-        while let Ok(n) = port.recv_queue(q, &mut buf) {
-            // Only our frames: IPv6 router solicitations and the like may come by too.
-            if n > 40 && buf[10 + 23] == 17 {
-                *count += 1;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut last_pass = false;
+    loop {
+        for (q, count) in per_queue.iter_mut().enumerate() {
+            while let Ok(n) = port.recv_queue(q, &mut buf) {
+                // Only our frames: IPv6 router solicitations and the like may come by too.
+                if n > 40 && buf[10 + 23] == 17 {
+                    *count += 1;
+                }
             }
         }
+        if last_pass {
+            break;
+        }
+        last_pass = per_queue[0] + per_queue[1] >= u32::from(flows) || Instant::now() > deadline;
+        std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(
         per_queue[0] + per_queue[1],
@@ -344,7 +363,7 @@ fn flow_steering_moves_tcp_intact_over_taps_and_veths() {
     for attach in [Attach::Tap { offload: true }, Attach::Veth] {
         let lab = SwitchLab::new(2, config.clone(), attach).expect("lab");
         let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
-        assert!(ping(&a.ns, b.addr, 2), "{attach:?}: a -> b");
+        assert!(ping(&a.ns, b.addr, 2).all_replied(), "{attach:?}: a -> b");
         let t = tcp_transfer(&a.ns, &b.ns, b.addr, 5021, 16 << 20).expect("transfer");
         assert_eq!(
             (t.received, t.received_digest),
@@ -354,19 +373,10 @@ fn flow_steering_moves_tcp_intact_over_taps_and_veths() {
     }
 }
 
-/// Whether this machine has the 2 CPUs the steering tests need (says so when not).
-fn two_cpus() -> bool {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cpus < 2 {
-        println!("cpu steering tests need 2 CPUs, this machine has {cpus}: nothing to check");
-    }
-    cpus >= 2
-}
-
 /// From `host` (address 10.77.`net`.1), 20 broadcast datagrams from CPU 0 to port 7000 and 20
 /// from CPU 1 to port 7001: broadcasts need no ARP.
 fn send_from_each_cpu(host: &vswitch_testkit::Host, net: u8) {
-    use std::net::{Ipv4Addr, UdpSocket};
+    use std::net::UdpSocket;
     for cpu in 0..2u16 {
         host.ns
             .run(|| {
@@ -418,7 +428,12 @@ fn steered_tap(net: u8) -> (vswitch_datapath::Tap, vswitch_testkit::Host) {
 
 #[test]
 fn cpu_steering_puts_what_each_cpu_sends_in_that_cpus_queue() {
-    if !require_root("cpu_steering_puts_what_each_cpu_sends_in_that_cpus_queue") || !two_cpus() {
+    if !require_root("cpu_steering_puts_what_each_cpu_sends_in_that_cpus_queue")
+        || !require_cpus(
+            "cpu_steering_puts_what_each_cpu_sends_in_that_cpus_queue",
+            2,
+        )
+    {
         return;
     }
     let (tap, host) = steered_tap(9);
@@ -464,7 +479,10 @@ fn flow_datagrams_per_queue(device: &dyn vswitch_datapath::PortDevice) -> [u32; 
 fn cpu_steering_moves_a_flow_off_its_queue_only_once_that_queue_was_drained() {
     use vswitch_datapath::PortDevice;
     if !require_root("cpu_steering_moves_a_flow_off_its_queue_only_once_that_queue_was_drained")
-        || !two_cpus()
+        || !require_cpus(
+            "cpu_steering_moves_a_flow_off_its_queue_only_once_that_queue_was_drained",
+            2,
+        )
     {
         return;
     }
@@ -512,10 +530,13 @@ fn cpu_steering_moves_a_flow_off_its_queue_only_once_that_queue_was_drained() {
 
 #[test]
 fn cpu_steering_on_a_dev_port_reads_what_each_cpu_sends_from_that_cpus_socket() {
-    use std::net::{Ipv4Addr, UdpSocket};
+    use std::net::UdpSocket;
     use vswitch_datapath::{PacketPort, PortDevice, Steering};
     if !require_root("cpu_steering_on_a_dev_port_reads_what_each_cpu_sends_from_that_cpus_socket")
-        || !two_cpus()
+        || !require_cpus(
+            "cpu_steering_on_a_dev_port_reads_what_each_cpu_sends_from_that_cpus_socket",
+            2,
+        )
     {
         return;
     }

@@ -5,16 +5,17 @@
 //! - [`unique_name`]: names that parallel test runs can't collide on, within 15 bytes.
 //! - [`Host`]: a namespace with one interface and an IPv4 address, deleted on drop.
 //! - [`ping`], [`tcp_transfer`]: real traffic between kernel stacks, with checked results.
+//! - [`read_pcap`]: a pcap file read back by an independent reader.
 #![forbid(unsafe_code)]
 
 use std::hash::Hasher;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use vswitch_netns::{Netlink, Netns, NetnsError, NetnsGuard};
+pub use vswitch_netns::{EchoOptions, EchoReport};
+use vswitch_netns::{Netlink, Netns, NetnsError, NetnsGuard, Pinger};
 
 /// True when the caller may run a privileged test. Otherwise prints why the test is skipped and
 /// returns false, or panics when `VSWITCH_REQUIRE_PRIV=1` says skipping is not allowed.
@@ -24,6 +25,22 @@ pub fn require_root(test: &str) -> bool {
     }
     let reason =
         format!("{test}: needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) for namespaces and TAPs");
+    if std::env::var("VSWITCH_REQUIRE_PRIV").as_deref() == Ok("1") {
+        panic!("{reason}, and VSWITCH_REQUIRE_PRIV=1 forbids skipping");
+    }
+    eprintln!("SKIPPED {reason}");
+    false
+}
+
+/// True when this test may run on at least `n` CPUs. Otherwise prints why the test is skipped
+/// and returns false, or panics when `VSWITCH_REQUIRE_PRIV=1` says skipping is not allowed (CI
+/// machines have the CPUs the tests need, so a skip there hides a broken check).
+pub fn require_cpus(test: &str, n: usize) -> bool {
+    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+    if cpus >= n {
+        return true;
+    }
+    let reason = format!("{test}: needs {n} CPUs, this machine gives it {cpus}");
     if std::env::var("VSWITCH_REQUIRE_PRIV").as_deref() == Ok("1") {
         panic!("{reason}, and VSWITCH_REQUIRE_PRIV=1 forbids skipping");
     }
@@ -118,44 +135,160 @@ impl Host {
     }
 }
 
-/// Sends `count` pings from `from` to `to` (0.05 s apart, 1 s timeout each); true if every
-/// reply came back.
-pub fn ping(from: &Netns, to: Ipv4Addr, count: u32) -> bool {
-    ping_with(from, to, count, &[])
+/// Sends `count` echo requests from `from` to `to` (50 ms apart, 1 s timeout each) with our own
+/// ICMP client, and reports exactly how many replies came back: assert
+/// [`EchoReport::all_replied`] for "no loss", [`EchoReport::none_replied`] for "blocked".
+pub fn ping(from: &Netns, to: impl Into<IpAddr>, count: u32) -> EchoReport {
+    ping_with(
+        from,
+        to,
+        EchoOptions {
+            count,
+            ..EchoOptions::default()
+        },
+    )
 }
 
-/// Like [`ping`], with extra `ping` arguments (e.g. `-s 8000`, `-M do`).
-pub fn ping_with(from: &Netns, to: Ipv4Addr, count: u32, extra: &[&str]) -> bool {
-    let target = to.to_string();
-    let count = count.to_string();
-    let result = from.run(|| {
-        Command::new("ping")
-            .args(["-q", "-c", &count, "-i", "0.05", "-W", "1"])
-            .args(extra)
-            .arg(&target)
-            .output()
-    });
-    match result {
-        Ok(Ok(out)) => out.status.success(),
-        Ok(Err(e)) => panic!("couldn't run ping (install iputils-ping): {e}"),
-        Err(e) => panic!("couldn't enter namespace: {e}"),
+/// Like [`ping`], paced and sized by `options`.
+pub fn ping_with(from: &Netns, to: impl Into<IpAddr>, options: EchoOptions) -> EchoReport {
+    let to = to.into();
+    let mut pinger = Pinger::open_in(from, to)
+        .unwrap_or_else(|e| panic!("couldn't enter namespace {}: {e}", from.name()))
+        .unwrap_or_else(|e| panic!("couldn't open an ICMP socket in {}: {e}", from.name()));
+    pinger
+        .run(&options)
+        .unwrap_or_else(|e| panic!("pinging {to} from {}: {e}", from.name()))
+}
+
+/// The frames of a pcap file, read with an independent reader (`pcap-parser`), so a test checks
+/// what the switch wrote against someone else's reading of the format.
+pub fn read_pcap(path: &std::path::Path) -> PcapContents {
+    use pcap_parser::traits::PcapReaderIterator;
+    let file =
+        std::fs::File::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    let mut reader = pcap_parser::LegacyPcapReader::new(65_536, file)
+        .unwrap_or_else(|e| panic!("{} is no pcap file: {e:?}", path.display()));
+    let mut contents = PcapContents::default();
+    loop {
+        match reader.next() {
+            Ok((offset, block)) => {
+                match block {
+                    pcap_parser::PcapBlockOwned::LegacyHeader(header) => {
+                        contents.linktype = Some(header.network.0);
+                        contents.snaplen = header.snaplen;
+                    }
+                    pcap_parser::PcapBlockOwned::Legacy(packet) => {
+                        contents.frames.push(PcapFrame {
+                            timestamp: Duration::new(
+                                u64::from(packet.ts_sec),
+                                packet.ts_usec.saturating_mul(1000),
+                            ),
+                            original_len: packet.origlen,
+                            data: packet.data.to_vec(),
+                        });
+                    }
+                    pcap_parser::PcapBlockOwned::NG(_) => panic!("{}: pcapng", path.display()),
+                }
+                reader.consume(offset);
+            }
+            Err(pcap_parser::PcapError::Eof) => break,
+            Err(pcap_parser::PcapError::Incomplete(_)) => reader
+                .refill()
+                .unwrap_or_else(|e| panic!("reading {}: {e:?}", path.display())),
+            Err(e) => panic!("{}: malformed pcap: {e:?}", path.display()),
+        }
+    }
+    contents
+}
+
+/// A pcap file as [`read_pcap`] read it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PcapContents {
+    /// The link type of the file header (1 is Ethernet).
+    pub linktype: Option<i32>,
+    /// The file header's snapshot length.
+    pub snaplen: u32,
+    /// The records, in file order.
+    pub frames: Vec<PcapFrame>,
+}
+
+/// One pcap record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PcapFrame {
+    /// When it was captured.
+    pub timestamp: Duration,
+    /// Its length on the wire.
+    pub original_len: u32,
+    /// The bytes captured.
+    pub data: Vec<u8>,
+}
+
+/// A child process a test started, stopped when the guard drops (also when the test panics):
+/// SIGINT first, so the child can remove what it created, then SIGKILL after 10 s.
+#[derive(Debug)]
+pub struct ChildGuard(pub std::process::Child);
+
+impl ChildGuard {
+    /// Sends `signal` and waits up to 15 s for the child to exit; kills it and panics if it
+    /// doesn't.
+    pub fn stop(&mut self, signal: nix::sys::signal::Signal) -> std::process::ExitStatus {
+        let _ = nix::sys::signal::kill(pid_of(&self.0), signal);
+        match wait_until(&mut self.0, Duration::from_secs(15)) {
+            Some(status) => status,
+            None => {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+                panic!("child {} did not stop on {signal}", self.0.id());
+            }
+        }
     }
 }
 
-/// The frames of a pcap file as `tcpdump -n -r` prints them, one per line (tests only).
-pub fn tcpdump_read(path: &std::path::Path) -> String {
-    let out = Command::new("tcpdump")
-        .args(["-n", "-r"])
-        .arg(path)
-        .output()
-        .expect("couldn't run tcpdump (apt-get install tcpdump)");
-    assert!(
-        out.status.success(),
-        "tcpdump -r {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+fn pid_of(child: &std::process::Child) -> nix::unistd::Pid {
+    nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX))
+}
+
+/// The child's exit status, if it exits within `limit`.
+fn wait_until(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            _ => return None,
+        }
+    }
+}
+
+impl std::ops::Deref for ChildGuard {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let _ = nix::sys::signal::kill(pid_of(&self.0), nix::sys::signal::Signal::SIGINT);
+        if wait_until(&mut self.0, Duration::from_secs(10)).is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 /// What a [`tcp_transfer`] sent and received.

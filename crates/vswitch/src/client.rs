@@ -141,6 +141,13 @@ pub fn capture(args: &CaptureArgs) -> Result<()> {
         ),
         None => Box::new(std::io::stdout().lock()),
     };
+    // The switch accepted: from here on every frame of the port is offered to us.
+    eprintln!(
+        "capture: listening on {} ({}), {} frames",
+        args.port,
+        args.direction,
+        args.count.map_or("all".to_owned(), |c| c.to_string())
+    );
     let bytes = std::io::copy(&mut stream, &mut out).context("writing the capture")?;
     out.flush()?;
     if let Some(path) = &args.write {

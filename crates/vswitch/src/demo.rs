@@ -2,14 +2,14 @@
 //! and everything removed again — the quickest proof that the switch works on this machine.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use vswitch_datapath::{PortSpec, Switch, SwitchConfig};
-use vswitch_netns::{Netlink, NetnsGuard};
+use vswitch_netns::{EchoOptions, Netlink, NetnsGuard, Pinger};
 
 use crate::cli::DemoArgs;
 use crate::report;
@@ -19,7 +19,7 @@ use crate::run::open_ports;
 pub fn run(args: &DemoArgs) -> Result<()> {
     let interrupted = Arc::new(AtomicBool::new(false));
     for signal in [SIGINT, SIGTERM] {
-        // Keep running on Ctrl-C so the guards below can clean up; ping stops by itself.
+        // Keep running on Ctrl-C so the guards below can clean up; the probes stop by themselves.
         signal_hook::flag::register(signal, interrupted.clone())
             .context("couldn't install signal handlers")?;
     }
@@ -70,29 +70,23 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         if interrupted.load(Ordering::Relaxed) {
             bail!("interrupted");
         }
-        let target = hosts[to].2.to_string();
+        let target = hosts[to].2;
         outln!(
-            "demo: ip netns exec {} ping -c {} {target}",
+            "demo: from {} ping {target} ({} probes, our own ICMP client)",
             hosts[from].0,
             args.count
         );
-        let status = namespaces[from].run(|| {
-            Command::new("ping")
-                .args([
-                    "-c",
-                    &args.count.to_string(),
-                    "-i",
-                    "0.2",
-                    "-W",
-                    "2",
-                    &target,
-                ])
-                .status()
+        let mut pinger = Pinger::open_in(&namespaces[from], IpAddr::V4(target))?
+            .context("couldn't open an ICMP socket")?;
+        let report = pinger.run(&EchoOptions {
+            count: args.count,
+            interval: Duration::from_millis(200),
+            timeout: Duration::from_secs(2),
+            ..EchoOptions::default()
         })?;
-        match status {
-            Ok(s) if s.success() => {}
-            Ok(_) => failures += 1,
-            Err(e) => bail!("couldn't run ping (install iputils-ping): {e}"),
+        outln!("demo: {report}");
+        if !report.all_replied() {
+            failures += 1;
         }
     }
     switch.stop();
@@ -101,7 +95,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     drop(namespaces);
     outln!("demo: removed the namespaces and TAPs");
     if failures > 0 {
-        bail!("{failures} of 2 ping runs failed");
+        bail!("{failures} of 2 ping runs lost replies");
     }
     outln!("demo: OK, the two namespaces reached each other through vswitch");
     Ok(())

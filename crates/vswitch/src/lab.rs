@@ -8,14 +8,13 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use vswitch_datapath::{PortSpec, Switch};
-use vswitch_netns::{LinkGuard, Netlink, Netns, NetnsGuard};
+use vswitch_netns::{EchoOptions, LinkGuard, Netlink, Netns, NetnsGuard, Pinger};
 
 use crate::cli::{LabCommand, LabUpArgs, Via};
 use crate::control::ControlServer;
@@ -278,21 +277,12 @@ fn reachability(hosts: &[LabHost]) -> Result<(String, usize)> {
                 let _ = write!(out, "{:>9}", "-");
                 continue;
             }
-            let target = to.addr.to_string();
-            let output = ns
-                .run(|| {
-                    Command::new("ping")
-                        .args(["-c", "1", "-W", "1", &target])
-                        .output()
-                })?
-                .context("couldn't run ping (install iputils-ping)")?;
-            let rtt = String::from_utf8_lossy(&output.stdout)
-                .split("time=")
-                .nth(1)
-                .and_then(|t| t.split_whitespace().next().map(str::to_owned));
-            match rtt.filter(|_| output.status.success()) {
-                Some(ms) => {
-                    let _ = write!(out, "{:>9}", format!("{ms}ms"));
+            let mut pinger = Pinger::open_in(&ns, IpAddr::V4(to.addr))?
+                .context("couldn't open an ICMP socket")?;
+            let report = pinger.run(&EchoOptions::default())?;
+            match report.median_rtt().filter(|_| report.all_replied()) {
+                Some(rtt) => {
+                    let _ = write!(out, "{:>9}", format!("{:.3}ms", rtt.as_secs_f64() * 1e3));
                 }
                 None => {
                     failures += 1;

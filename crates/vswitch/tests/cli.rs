@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use vswitch_testkit::{require_root, unique_name};
+use vswitch_testkit::{ChildGuard, require_root, unique_name};
 
 fn vswitch(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vswitch"))
@@ -111,33 +111,35 @@ fn without_cap_net_admin_the_error_names_the_capability() {
     if !require_root("without_cap_net_admin_the_error_names_the_capability") {
         return;
     }
-    // Drop to an unprivileged user with no capabilities, running a copy of the binary that user
-    // can reach wherever the build tree lives.
+    // Run the binary from a thread that dropped every capability from its bounding, permitted,
+    // effective, inheritable and ambient sets: a child inherits its parent thread's sets, and
+    // without the bounding set even root's exec gains none back.
     let name = unique_name("vsc");
-    let dir = std::env::temp_dir().join(unique_name("vsbin"));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let bin = dir.join("vswitch");
-    std::fs::copy(env!("CARGO_BIN_EXE_vswitch"), &bin).expect("copy binary");
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--",
-        ])
-        .arg(&bin)
-        .args(["--ports", &name])
-        .output()
-        .expect("setpriv (util-linux)");
-    let _ = std::fs::remove_dir_all(&dir);
+    let out = std::thread::spawn({
+        let name = name.clone();
+        move || {
+            for cap in caps::all() {
+                caps::drop(None, caps::CapSet::Bounding, cap).expect("drop from bounding set");
+            }
+            caps::clear(None, caps::CapSet::Ambient).expect("clear ambient");
+            caps::clear(None, caps::CapSet::Inheritable).expect("clear inheritable");
+            caps::clear(None, caps::CapSet::Effective).expect("clear effective");
+            caps::clear(None, caps::CapSet::Permitted).expect("clear permitted");
+            Command::new(env!("CARGO_BIN_EXE_vswitch"))
+                .args(["--ports", &name])
+                .output()
+                .expect("run vswitch")
+        }
+    })
+    .join()
+    .expect("capability-less thread");
     assert!(!out.status.success());
     assert!(stderr(&out).contains("CAP_NET_ADMIN"), "{}", stderr(&out));
     assert!(!link_exists(&name));
 }
 
 /// Starts the switch and waits for its "switching among" line.
-fn start_switch(ports: &[String]) -> (Child, BufReader<std::process::ChildStdout>) {
+fn start_switch(ports: &[String]) -> (ChildGuard, BufReader<std::process::ChildStdout>) {
     start_switch_with(ports, &[])
 }
 
@@ -145,16 +147,16 @@ fn start_switch(ports: &[String]) -> (Child, BufReader<std::process::ChildStdout
 fn start_switch_with(
     ports: &[String],
     extra: &[&str],
-) -> (Child, BufReader<std::process::ChildStdout>) {
+) -> (ChildGuard, BufReader<std::process::ChildStdout>) {
+    // Two workers unless `extra` says how many.
+    let threads: &[&str] = if extra.contains(&"--threads") {
+        &[]
+    } else {
+        &["--threads", "2"]
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_vswitch"))
-        .args([
-            "--ports",
-            &ports.join(","),
-            "--threads",
-            "2",
-            "--name",
-            &unique_name("vsc"),
-        ])
+        .args(["--ports", &ports.join(","), "--name", &unique_name("vsc")])
+        .args(threads)
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -167,7 +169,7 @@ fn start_switch_with(
         line.contains("switching among"),
         "unexpected first line {line:?}"
     );
-    (child, stdout)
+    (ChildGuard(child), stdout)
 }
 
 fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
@@ -240,22 +242,47 @@ fn with_cpu_steering_each_worker_is_pinned_to_its_cpu() {
     if !require_root("with_cpu_steering_each_worker_is_pinned_to_its_cpu") {
         return;
     }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cpus != 2 {
-        println!("pinning test expects 2 CPUs (start_switch runs 2 workers), found {cpus}");
-        return;
-    }
-    let cases: [(&[&str], [&str; 2]); 2] =
-        [(&[], ["0", "1"]), (&["--steering", "flow"], ["0-1", "0-1"])];
+    // One worker per CPU this test may run on. Steered by CPU, worker i is pinned to CPU i when
+    // those CPUs are 0..n; otherwise (and steered by flow) workers may run wherever we may.
+    let allowed = nix::sched::sched_getaffinity(Pid::from_raw(0)).expect("affinity");
+    let allowed: Vec<usize> = (0..nix::sched::CpuSet::count())
+        .filter(|&c| allowed.is_set(c).unwrap_or(false))
+        .collect();
+    let ours = std::fs::read_to_string("/proc/self/status")
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list")
+        .trim()
+        .to_owned();
+    let threads = allowed.len().to_string();
+    let contiguous = allowed.iter().enumerate().all(|(i, &c)| i == c);
+    let pinned: Vec<String> = (0..allowed.len())
+        .map(|i| {
+            if contiguous {
+                i.to_string()
+            } else {
+                ours.clone()
+            }
+        })
+        .collect();
+    let unpinned = vec![ours.clone(); allowed.len()];
+    let cases: [(&[&str], Vec<String>); 2] = [(&[], pinned), (&["--steering", "flow"], unpinned)];
     for (extra, want) in cases {
         let ports = [unique_name("vsc"), unique_name("vsc")];
-        let (mut child, _stdout) = start_switch_with(&ports, extra);
+        let args: Vec<&str> = ["--threads", threads.as_str()]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        let (mut child, _stdout) = start_switch_with(&ports, &args);
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut seen = worker_cpus(child.id());
-        let expected = vec![
-            ("vswitch-worker0".to_owned(), want[0].to_owned()),
-            ("vswitch-worker1".to_owned(), want[1].to_owned()),
-        ];
+        let mut expected: Vec<(String, String)> = want
+            .iter()
+            .enumerate()
+            .map(|(i, cpus)| (format!("vswitch-worker{i}"), cpus.clone()))
+            .collect();
+        expected.sort();
         while seen != expected && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
             seen = worker_cpus(child.id());

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
-use vswitch_testkit::{Host, ping, ping_with, require_root, unique_name};
+use vswitch_testkit::{ChildGuard, EchoOptions, Host, ping, ping_with, require_root, unique_name};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vswitch");
 
@@ -113,7 +113,7 @@ fn fdb_show_static_entries_and_flush() {
     }
     let sw = Running::start(3);
     let (a, b, c) = (&sw.hosts[0], &sw.hosts[1], &sw.hosts[2]);
-    assert!(ping(&a.ns, b.addr, 1) && ping(&a.ns, c.addr, 1));
+    assert!(ping(&a.ns, b.addr, 1).all_replied() && ping(&a.ns, c.addr, 1).all_replied());
     let fdb = sw.json(&["fdb", "show", "--json"]);
     let mut rows: Vec<(String, String)> = fdb
         .as_array()
@@ -147,7 +147,7 @@ fn fdb_show_static_entries_and_flush() {
             .success()
     );
     assert!(
-        !ping(&a.ns, b.addr, 2),
+        ping(&a.ns, b.addr, 2).none_replied(),
         "frames for b must follow the static entry"
     );
     let fdb = sw.json(&["fdb", "show", "--json"]);
@@ -162,7 +162,7 @@ fn fdb_show_static_entries_and_flush() {
         (Some(sw.taps[2].as_str()), Some(true))
     );
     assert!(sw.cli(&["fdb", "del", &mac_b]).status.success());
-    assert!(ping(&a.ns, b.addr, 1), "back to learning");
+    assert!(ping(&a.ns, b.addr, 1).all_replied(), "back to learning");
     let flushed = sw.cli(&["fdb", "flush"]);
     assert!(String::from_utf8_lossy(&flushed.stdout).contains("flushed"));
     let bad = sw.cli(&["fdb", "add", "nonsense", &sw.taps[0]]);
@@ -179,11 +179,16 @@ fn port_del_and_add_while_traffic_flows() {
         return;
     }
     let mut sw = Running::start(3);
-    assert!(ping(&sw.hosts[0].ns, sw.hosts[1].addr, 1));
+    assert!(ping(&sw.hosts[0].ns, sw.hosts[1].addr, 1).all_replied());
     // 1000 pings 2 ms apart between a and b while c's port is removed: none may be lost.
     let (a_ns, b_addr) = (&sw.hosts[0].ns, sw.hosts[1].addr);
-    let lossless = std::thread::scope(|s| {
-        let flood = s.spawn(|| ping_with(a_ns, b_addr, 1000, &["-i", "0.002"]));
+    let flood = EchoOptions {
+        count: 1000,
+        interval: Duration::from_millis(2),
+        ..EchoOptions::default()
+    };
+    let report = std::thread::scope(|s| {
+        let flood = s.spawn(|| ping_with(a_ns, b_addr, flood));
         std::thread::sleep(Duration::from_millis(500));
         let del = sw.cli(&["port", "del", &sw.taps[2]]);
         assert!(
@@ -193,7 +198,10 @@ fn port_del_and_add_while_traffic_flows() {
         );
         flood.join().expect("ping thread")
     });
-    assert!(lossless, "pings were lost while a port was removed");
+    assert!(
+        report.all_replied(),
+        "pings were lost while a port was removed: {report}"
+    );
     // The TAP the switch created is gone with the port.
     let gone = Command::new("ip")
         .args(["-n", sw.hosts[2].ns.name(), "link", "show", &sw.taps[2]])
@@ -210,7 +218,10 @@ fn port_del_and_add_while_traffic_flows() {
         String::from_utf8_lossy(&add.stderr)
     );
     let host = Host::with_link(&tap, Ipv4Addr::new(10, 88, 0, 9)).expect("host");
-    assert!(ping(&sw.hosts[0].ns, host.addr, 2), "new host unreachable");
+    assert!(
+        ping(&sw.hosts[0].ns, host.addr, 2).all_replied(),
+        "new host unreachable"
+    );
     let dup = sw.cli(&["port", "add", &format!("tap:{tap}")]);
     assert!(!dup.status.success());
     sw.hosts.push(host);
@@ -223,12 +234,12 @@ fn stats_and_metrics_count_the_traffic_sent() {
     }
     let sw = Running::start(2);
     let (a, b) = (&sw.hosts[0], &sw.hosts[1]);
-    assert!(ping(&a.ns, b.addr, 1));
+    assert!(ping(&a.ns, b.addr, 1).all_replied());
     let (rx0, tx1) = (
         sw.port_stat(&sw.taps[0], "rx_packets"),
         sw.port_stat(&sw.taps[1], "tx_packets"),
     );
-    assert!(ping(&a.ns, b.addr, 10));
+    assert!(ping(&a.ns, b.addr, 10).all_replied());
     let (rx, tx) = (
         sw.port_stat(&sw.taps[0], "rx_packets") - rx0,
         sw.port_stat(&sw.taps[1], "tx_packets") - tx1,
@@ -301,7 +312,7 @@ fn names_are_exclusive_and_bad_requests_are_answered_not_fatal() {
         assert!(reply["error"].as_str().is_some_and(|e| !e.is_empty()));
     }
     assert!(
-        ping(&sw.hosts[0].ns, sw.hosts[1].addr, 2),
+        ping(&sw.hosts[0].ns, sw.hosts[1].addr, 2).all_replied(),
         "switch stopped forwarding"
     );
     let missing = Command::new(BIN)
@@ -313,23 +324,29 @@ fn names_are_exclusive_and_bad_requests_are_answered_not_fatal() {
 }
 
 #[test]
-fn capture_writes_a_pcap_that_tcpdump_reads() {
-    if !require_root("capture_writes_a_pcap_that_tcpdump_reads") {
+fn capture_writes_a_pcap_that_an_independent_reader_reads() {
+    if !require_root("capture_writes_a_pcap_that_an_independent_reader_reads") {
         return;
     }
     let sw = Running::start(2);
     let (a, b) = (&sw.hosts[0], &sw.hosts[1]);
-    assert!(ping(&a.ns, b.addr, 1));
+    assert!(ping(&a.ns, b.addr, 1).all_replied());
     let file = std::env::temp_dir().join(format!("{}.pcap", unique_name("cap")));
-    let mut capture = Command::new(BIN)
-        .args(["capture", &sw.taps[1], "-c", "10", "-w"])
-        .arg(&file)
-        .args(["--name", &sw.name])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("capture");
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(ping_with(&a.ns, b.addr, 10, &["-i", "0.05"]));
+    let mut capture = ChildGuard(
+        Command::new(BIN)
+            .args(["capture", &sw.taps[1], "-c", "10", "-w"])
+            .arg(&file)
+            .args(["--name", &sw.name])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("capture"),
+    );
+    // It says so once the switch accepted it.
+    let mut stderr = std::io::BufReader::new(capture.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).expect("read");
+    assert!(line.contains("listening on"), "{line}");
+    assert!(ping(&a.ns, b.addr, 10).all_replied());
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(status) = capture.try_wait().unwrap() {
@@ -342,10 +359,19 @@ fn capture_writes_a_pcap_that_tcpdump_reads() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success());
-    let text = vswitch_testkit::tcpdump_read(&file);
+    let pcap = vswitch_testkit::read_pcap(&file);
     let _ = std::fs::remove_file(&file);
-    assert_eq!(text.lines().count(), 10, "{text}");
-    assert!(text.contains("ICMP echo"), "{text}");
+    assert_eq!(pcap.linktype, Some(1), "Ethernet");
+    assert_eq!(pcap.frames.len(), 10, "{pcap:?}");
+    for frame in &pcap.frames {
+        let d = &frame.data;
+        // IPv4 (0x0800), protocol ICMP, echo request (8) or reply (0), captured whole.
+        assert!(
+            d.len() >= 42 && d[12..14] == [8, 0] && d[23] == 1 && matches!(d[34], 0 | 8),
+            "not an ICMP echo: {d:02x?}"
+        );
+        assert_eq!(frame.original_len as usize, d.len());
+    }
 }
 
 #[test]
@@ -389,7 +415,7 @@ fn pipelines_are_set_shown_counted_and_cleared_through_the_socket() {
     }
     let sw = Running::start(2);
     let (a, b) = (&sw.hosts[0], &sw.hosts[1]);
-    assert!(ping(&a.ns, b.addr, 1));
+    assert!(ping(&a.ns, b.addr, 1).all_replied());
     let set = sw.cli(&[
         "pipeline",
         "set",
@@ -402,7 +428,7 @@ fn pipelines_are_set_shown_counted_and_cleared_through_the_socket() {
         "{}",
         String::from_utf8_lossy(&set.stderr)
     );
-    assert!(!ping(&a.ns, b.addr, 3));
+    assert!(ping(&a.ns, b.addr, 3).none_replied());
     let show =
         String::from_utf8_lossy(&sw.cli(&["pipeline", "show", &sw.taps[0]]).stdout).into_owned();
     assert!(show.contains("filter drop proto 1  [matched 3]"), "{show}");
@@ -430,5 +456,5 @@ fn pipelines_are_set_shown_counted_and_cleared_through_the_socket() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("allow, drop or count"));
     assert!(sw.cli(&["pipeline", "clear", &sw.taps[0]]).status.success());
-    assert!(ping(&a.ns, b.addr, 1));
+    assert!(ping(&a.ns, b.addr, 1).all_replied());
 }

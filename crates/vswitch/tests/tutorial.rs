@@ -4,12 +4,10 @@
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use vswitch_netns::{Netlink, Netns, NetnsError, NetnsGuard};
-use vswitch_testkit::{ping, require_root, tcp_transfer, unique_name};
+use vswitch_testkit::{ChildGuard, ping, require_root, tcp_transfer, unique_name};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vswitch");
 
@@ -37,17 +35,41 @@ fn wait_for_line(child: &mut Child, marker: &str) -> BufReader<std::process::Chi
     }
 }
 
-fn stop(child: &mut Child, signal: Signal) -> std::process::ExitStatus {
-    kill(Pid::from_raw(child.id() as i32), signal).expect("kill");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
+/// A `vswitch lab up` child: stopped when dropped, and its lab removed with `lab down` (which
+/// is idempotent), so a failing test leaves nothing behind either.
+struct LabChild {
+    child: Option<ChildGuard>,
+    name: String,
+}
+
+impl LabChild {
+    fn spawn(name: &str, args: &[&str]) -> LabChild {
+        let child = Command::new(BIN)
+            .args(["lab", "up", "--name", name])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        LabChild {
+            child: Some(ChildGuard(child)),
+            name: name.to_owned(),
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = child.kill();
-    panic!("vswitch did not stop");
+
+    fn child(&mut self) -> &mut ChildGuard {
+        self.child.as_mut().expect("running")
+    }
+}
+
+impl Drop for LabChild {
+    fn drop(&mut self) {
+        // The guard stops the child (SIGINT, then SIGKILL); then whatever it left goes.
+        drop(self.child.take());
+        let _ = Command::new(BIN)
+            .args(["lab", "down", "--name", &self.name])
+            .output();
+    }
 }
 
 #[test]
@@ -63,8 +85,8 @@ fn experiment_1_two_namespaces_joined_by_one_veth_pair() {
         .expect("veth");
     configure(&net0, "veth0", "10.0.1.1");
     configure(&net1, "veth1", "10.0.1.2");
-    assert!(ping(&net0, Ipv4Addr::new(10, 0, 1, 2), 3));
-    assert!(ping(&net1, Ipv4Addr::new(10, 0, 1, 1), 3));
+    assert!(ping(&net0, Ipv4Addr::new(10, 0, 1, 2), 3).all_replied());
+    assert!(ping(&net1, Ipv4Addr::new(10, 0, 1, 1), 3).all_replied());
 }
 
 #[test]
@@ -85,23 +107,31 @@ fn experiment_2_vswitch_replaces_the_bridge() {
     configure(&net0, "net0-bridge", "10.0.1.1");
     configure(&net1, "net1-bridge", "10.0.1.2");
     // Instead of `brctl addbr br; brctl addif br bridge-net0; brctl addif br bridge-net1`:
-    let mut switch = bridge
-        .run(|| {
-            Command::new(BIN)
-                .args(["--ports", "bridge-net0,bridge-net1", "--threads", "2"])
-                .args(["--name", &unique_name("tut")])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-        })
-        .expect("enter")
-        .expect("spawn vswitch");
+    let mut switch = ChildGuard(
+        bridge
+            .run(|| {
+                Command::new(BIN)
+                    .args(["--ports", "bridge-net0,bridge-net1", "--threads", "2"])
+                    .args(["--name", &unique_name("tut")])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+            })
+            .expect("enter")
+            .expect("spawn vswitch"),
+    );
     let _stdout = wait_for_line(&mut switch, "switching among");
-    assert!(ping(&net0, Ipv4Addr::new(10, 0, 1, 2), 3), "net0 -> net1");
-    assert!(ping(&net1, Ipv4Addr::new(10, 0, 1, 1), 3), "net1 -> net0");
+    assert!(
+        ping(&net0, Ipv4Addr::new(10, 0, 1, 2), 3).all_replied(),
+        "net0 -> net1"
+    );
+    assert!(
+        ping(&net1, Ipv4Addr::new(10, 0, 1, 1), 3).all_replied(),
+        "net1 -> net0"
+    );
     let t = tcp_transfer(&net0, &net1, Ipv4Addr::new(10, 0, 1, 2), 5201, 20 << 20).expect("tcp");
     assert_eq!((t.received, t.received_digest), (t.sent, t.sent_digest));
-    assert!(stop(&mut switch, Signal::SIGTERM).success());
+    assert!(switch.stop(Signal::SIGTERM).success());
 }
 
 fn namespaces_with_prefix(prefix: &str) -> Vec<String> {
@@ -123,24 +153,8 @@ fn links_with_prefix(prefix: &str) -> Vec<String> {
 
 fn lab_round_trip(via: &str) {
     let name = unique_name("lb");
-    let mut lab = Command::new(BIN)
-        .args([
-            "lab",
-            "up",
-            "--hosts",
-            "8",
-            "--via",
-            via,
-            "--name",
-            &name,
-            "--threads",
-            "2",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let _stdout = wait_for_line(&mut lab, "is up");
+    let mut lab = LabChild::spawn(&name, &["--hosts", "8", "--via", via, "--threads", "2"]);
+    let _stdout = wait_for_line(lab.child(), "is up");
     assert_eq!(namespaces_with_prefix(&format!("{name}-h")).len(), 8);
     let check = Command::new(BIN)
         .args(["lab", "check", "--name", &name])
@@ -153,7 +167,7 @@ fn lab_round_trip(via: &str) {
     );
     assert_eq!(matrix.lines().count(), 9, "{matrix}");
     assert_eq!(matrix.matches("ms").count(), 56, "{matrix}");
-    assert!(stop(&mut lab, Signal::SIGINT).success());
+    assert!(lab.child().stop(Signal::SIGINT).success());
     assert!(
         namespaces_with_prefix(&format!("{name}-h")).is_empty(),
         "namespaces left"
@@ -186,16 +200,9 @@ fn lab_down_cleans_up_after_a_crash() {
         return;
     }
     let name = unique_name("lb");
-    let mut lab = Command::new(BIN)
-        .args([
-            "lab", "up", "--hosts", "3", "--via", "veth", "--name", &name,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let _stdout = wait_for_line(&mut lab, "is up");
-    stop(&mut lab, Signal::SIGKILL);
+    let mut lab = LabChild::spawn(&name, &["--hosts", "3", "--via", "veth"]);
+    let _stdout = wait_for_line(lab.child(), "is up");
+    lab.child().stop(Signal::SIGKILL);
     assert_eq!(
         namespaces_with_prefix(&format!("{name}-h")).len(),
         3,
