@@ -163,10 +163,16 @@ pub fn ping_with(from: &Netns, to: impl Into<IpAddr>, options: EchoOptions) -> E
 /// The frames of a pcap file, read with an independent reader (`pcap-parser`), so a test checks
 /// what the switch wrote against someone else's reading of the format.
 pub fn read_pcap(path: &std::path::Path) -> PcapContents {
-    use pcap_parser::traits::PcapReaderIterator;
     let file =
         std::fs::File::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
-    let mut reader = pcap_parser::LegacyPcapReader::new(65_536, file)
+    read_pcap_from(file, &path.display().to_string())
+}
+
+/// Like [`read_pcap`], from a stream (a pipe, say) until its end; `what` names it in panics.
+pub fn read_pcap_from(input: impl io::Read, what: &str) -> PcapContents {
+    use pcap_parser::traits::PcapReaderIterator;
+    let path = std::path::Path::new(what);
+    let mut reader = pcap_parser::LegacyPcapReader::new(65_536, input)
         .unwrap_or_else(|e| panic!("{} is no pcap file: {e:?}", path.display()));
     let mut contents = PcapContents::default();
     loop {

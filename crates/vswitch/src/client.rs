@@ -135,7 +135,9 @@ pub fn capture(args: &CaptureArgs) -> Result<()> {
         },
     )?;
     stream.get_ref().set_read_timeout(None)?;
-    let mut out: Box<dyn std::io::Write> = match &args.write {
+    // `-w -` is standard output, as with tcpdump: `vswitch capture tap1 -w - | wireshark -k -i -`.
+    let file = args.write.as_ref().filter(|p| p.as_os_str() != "-");
+    let mut out: Box<dyn std::io::Write> = match file {
         Some(path) => Box::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
         ),
@@ -150,7 +152,7 @@ pub fn capture(args: &CaptureArgs) -> Result<()> {
     );
     let bytes = std::io::copy(&mut stream, &mut out).context("writing the capture")?;
     out.flush()?;
-    if let Some(path) = &args.write {
+    if let Some(path) = file {
         eprintln!("capture: wrote {bytes} bytes to {}", path.display());
     }
     Ok(())

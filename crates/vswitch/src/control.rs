@@ -8,16 +8,17 @@
 //! `port_del {port}`, and `capture {port, count?, direction}`, whose ok line is followed by a pcap
 //! stream (nanosecond timestamps) on the same connection. A malformed request gets an error reply; the switch keeps running.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use vswitch_core::{DropReason, MacAddr, pcap};
@@ -114,42 +115,107 @@ pub struct ControlServer {
     path: PathBuf,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    _lock: NameLock,
+}
+
+/// Connections served at once; more are answered with an error and closed.
+const MAX_CONNECTIONS: usize = 32;
+/// The longest request line taken.
+const MAX_REQUEST_BYTES: u64 = 64 * 1024;
+/// How long a connection may stay silent between requests (`stats --watch` asks every second).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a reply may wait for a client that doesn't read it.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The name of a running switch, held for its lifetime: an exclusive `flock` on
+/// `/run/vswitch/NAME.lock`. Of two starts with one name the kernel lets exactly one hold it,
+/// and a crashed switch's lock is released with its process, so its stale socket can be replaced
+/// safely.
+#[derive(Debug)]
+pub struct NameLock {
+    name: String,
+    _file: Flock<std::fs::File>,
+}
+
+impl NameLock {
+    /// Takes the name, or fails if a switch of that name is running.
+    pub fn acquire(name: &str) -> Result<NameLock> {
+        if name.is_empty() || name.contains('/') || name.contains('\0') || name.len() > 64 {
+            bail!("switch name {name:?} must be 1 to 64 characters without '/'");
+        }
+        create_run_dir()?;
+        let path = Path::new(RUN_DIR).join(format!("{name}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(NameLock {
+                name: name.to_owned(),
+                _file: lock,
+            }),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => bail!(
+                "a switch named {name} is already running (control socket {}); pick another --name",
+                socket_path(name).display()
+            ),
+            Err((_, e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+        }
+    }
 }
 
 /// Fails if a switch called `name` is running; a stale socket from a crashed run is fine (it
-/// will be replaced). Called before any port is opened, so a refused start leaves nothing.
+/// will be replaced).
 pub fn ensure_name_free(name: &str) -> Result<()> {
-    if name.is_empty() || name.contains('/') || name.len() > 64 {
-        bail!("switch name {name:?} must be 1 to 64 characters without '/'");
+    NameLock::acquire(name).map(drop)
+}
+
+/// Creates `/run/vswitch` for root alone, or makes it so: its sockets and locks are the
+/// switches' control.
+fn create_run_dir() -> Result<()> {
+    match std::fs::DirBuilder::new().mode(0o700).create(RUN_DIR) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let meta =
+                std::fs::symlink_metadata(RUN_DIR).with_context(|| format!("reading {RUN_DIR}"))?;
+            if !meta.is_dir() {
+                bail!("{RUN_DIR} exists and is not a directory");
+            }
+            if meta.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(RUN_DIR, std::fs::Permissions::from_mode(0o700))
+                    .with_context(|| format!("restricting {RUN_DIR} to its owner"))?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("creating {RUN_DIR}")),
     }
-    let path = socket_path(name);
-    if path.exists() && UnixStream::connect(&path).is_ok() {
-        bail!(
-            "a switch named {name} is already running (control socket {}); pick another --name",
-            path.display()
-        );
-    }
-    Ok(())
 }
 
 impl ControlServer {
-    /// Binds the socket for switch `name` (refusing if a switch of that name is running,
-    /// replacing a stale socket) and serves `switch` on a thread.
-    pub fn start(name: &str, switch: Arc<Switch>, offload: bool) -> Result<ControlServer> {
-        ensure_name_free(name)?;
-        std::fs::create_dir_all(RUN_DIR).with_context(|| format!("creating {RUN_DIR}"))?;
-        let path = socket_path(name);
+    /// Binds the socket for the switch that holds `lock` (replacing a stale socket) and serves
+    /// `switch` on a thread.
+    pub fn start(lock: NameLock, switch: Arc<Switch>, offload: bool) -> Result<ControlServer> {
+        let name = lock.name.clone();
+        let path = socket_path(&name);
+        // Bound under a temporary name, restricted, then renamed into place: the socket is
+        // never reachable with a mode the umask chose.
+        let staging = Path::new(RUN_DIR).join(format!(".{name}.{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&staging);
+        let listener = UnixListener::bind(&staging)
+            .with_context(|| format!("binding {}", staging.display()))?;
+        std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("setting the mode of {}", staging.display()))?;
         if path.exists() {
             tracing::warn!(socket = %path.display(), "replacing a stale control socket");
-            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         }
-        let listener =
-            UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("setting the mode of {}", path.display()))?;
+        std::fs::rename(&staging, &path)
+            .with_context(|| format!("moving the control socket to {}", path.display()))?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
-        let switch_name = name.to_owned();
+        let connections = Arc::new(AtomicUsize::new(0));
         let thread = std::thread::Builder::new()
             .name("vswitch-control".into())
             .spawn(move || {
@@ -159,9 +225,7 @@ impl ControlServer {
                     match listener.accept() {
                         Ok(_) if thread_stop.load(Ordering::Relaxed) => break,
                         Ok((stream, _)) => {
-                            let switch = switch.clone();
-                            let name = switch_name.clone();
-                            std::thread::spawn(move || serve(stream, &switch, &name, offload));
+                            accept(stream, &switch, &name, offload, &connections);
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "control socket accept failed");
@@ -175,7 +239,52 @@ impl ControlServer {
             path,
             stop,
             thread: Some(thread),
+            _lock: lock,
         })
+    }
+}
+
+/// Serves a new connection on a thread of its own, within [`MAX_CONNECTIONS`]; a connection
+/// over the limit, or one no thread could be made for, gets an error line and is closed.
+fn accept(
+    stream: UnixStream,
+    switch: &Arc<Switch>,
+    name: &str,
+    offload: bool,
+    connections: &Arc<AtomicUsize>,
+) {
+    let refuse = |mut stream: UnixStream, why: &str| {
+        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+        let reply = json!({"version": PROTOCOL_VERSION, "ok": false, "error": why});
+        let _ = writeln!(stream, "{reply}");
+    };
+    if connections.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+        connections.fetch_sub(1, Ordering::AcqRel);
+        tracing::warn!(
+            limit = MAX_CONNECTIONS,
+            "control connection refused: too many"
+        );
+        refuse(stream, "too many control connections; try again");
+        return;
+    }
+    let Ok(spare) = stream.try_clone() else {
+        connections.fetch_sub(1, Ordering::AcqRel);
+        return;
+    };
+    let (switch, name, count) = (switch.clone(), name.to_owned(), connections.clone());
+    let spawned = std::thread::Builder::new()
+        .name("vswitch-conn".into())
+        .spawn(move || {
+            serve(stream, &switch, &name, offload);
+            count.fetch_sub(1, Ordering::AcqRel);
+        });
+    if let Err(e) = spawned {
+        connections.fetch_sub(1, Ordering::AcqRel);
+        tracing::error!(error = %e, "couldn't start a control connection thread");
+        refuse(
+            spare,
+            "the switch couldn't serve this connection; try again",
+        );
     }
 }
 
@@ -190,15 +299,52 @@ impl Drop for ControlServer {
     }
 }
 
+/// Reads one request line of at most [`MAX_REQUEST_BYTES`]: `None` at end of stream, an error
+/// for a longer line, a timeout, or bytes that aren't UTF-8.
+fn read_request(reader: &mut impl BufRead) -> Option<Result<String>> {
+    let mut line = Vec::new();
+    match reader
+        .by_ref()
+        .take(MAX_REQUEST_BYTES + 1)
+        .read_until(b'\n', &mut line)
+    {
+        Ok(0) => None,
+        Ok(n) if n as u64 > MAX_REQUEST_BYTES => Some(Err(anyhow::anyhow!(
+            "request longer than {MAX_REQUEST_BYTES} bytes"
+        ))),
+        Ok(_) => Some(String::from_utf8(line).context("request is not UTF-8")),
+        Err(e) => Some(Err(e.into())),
+    }
+}
+
 /// Answers requests on one connection until the client closes it.
 fn serve(stream: UnixStream, switch: &Switch, name: &str, offload: bool) {
     let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let mut writer = match stream.try_clone() {
         Ok(w) => w,
         Err(_) => return,
     };
-    for line in BufReader::new(stream).lines() {
-        let Ok(line) = line else { return };
+    let mut reader = BufReader::new(stream);
+    while let Some(line) = read_request(&mut reader) {
+        let line = match line {
+            Ok(line) => line,
+            Err(e) => {
+                // Too long, not text, or silent too long: say why and hang up. What the client
+                // still sends is read away briefly first (boundedly): closing on unread bytes
+                // resets the connection, and the client would lose the reason.
+                let reply =
+                    json!({"version": PROTOCOL_VERSION, "ok": false, "error": format!("{e:#}")});
+                let _ = writeln!(writer, "{reply}");
+                let _ = writer.shutdown(std::net::Shutdown::Write);
+                let _ = reader
+                    .get_ref()
+                    .set_read_timeout(Some(Duration::from_millis(200)));
+                let _ = std::io::copy(&mut reader.take(1 << 20), &mut std::io::sink());
+                return;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }

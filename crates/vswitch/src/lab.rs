@@ -123,6 +123,7 @@ fn up(args: &LabUpArgs) -> Result<()> {
             args.name
         );
     }
+    let name_lock = crate::control::NameLock::acquire(&args.name)?;
     let mut signals =
         Signals::new([SIGINT, SIGTERM]).context("couldn't install signal handlers")?;
     let hosts: Vec<LabHost> = (1..=args.hosts)
@@ -163,7 +164,7 @@ fn up(args: &LabUpArgs) -> Result<()> {
     let config = switch_config(&args.switch_args());
     let ports = open_ports(&specs, !args.no_offload, &config)?;
     let switch = Arc::new(Switch::start(config, ports).context("couldn't start the switch")?);
-    let control = ControlServer::start(&args.name, switch.clone(), true)?;
+    let control = ControlServer::start(name_lock, switch.clone(), true)?;
     for ((host, ns), link) in hosts.iter().zip(&namespaces).zip(&links) {
         let inner = match args.via {
             Via::Tap => {

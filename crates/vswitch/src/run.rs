@@ -105,7 +105,8 @@ pub fn run(mut args: SwitchArgs, matches: &clap::ArgMatches) -> Result<()> {
     }
     let args = &args;
     let plan = parse_ports(args)?;
-    crate::control::ensure_name_free(&args.name)?;
+    // Taken before any port is opened, so a refused start leaves nothing behind.
+    let name_lock = crate::control::NameLock::acquire(&args.name)?;
     let mut config = switch_config(args);
     if let (Some(mode), Some(uplink)) = (args.macvlan, &plan.specs.first()) {
         config.macvlan = Some(MacvlanConfig {
@@ -131,7 +132,7 @@ pub fn run(mut args: SwitchArgs, matches: &clap::ArgMatches) -> Result<()> {
             .set_pipeline(port, hook, stages)
             .with_context(|| format!("--pipeline {spec}"))?;
     }
-    let control = ControlServer::start(&args.name, switch.clone(), !args.no_offload)?;
+    let control = ControlServer::start(name_lock, switch.clone(), !args.no_offload)?;
     let metrics = args
         .metrics
         .map(|addr| MetricsServer::start(addr, switch.clone()))

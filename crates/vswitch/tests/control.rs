@@ -315,6 +315,42 @@ fn names_are_exclusive_and_bad_requests_are_answered_not_fatal() {
         ping(&sw.hosts[0].ns, sw.hosts[1].addr, 2).all_replied(),
         "switch stopped forwarding"
     );
+
+    // A line past 64 KiB is refused and the connection closed, without reading on forever.
+    let path = format!("/run/vswitch/{}.sock", sw.name);
+    let mut long = UnixStream::connect(&path).expect("socket");
+    let mut long_reader = BufReader::new(long.try_clone().unwrap());
+    let _ = long.write_all(&vec![b'x'; 100 * 1024]);
+    let mut reply = String::new();
+    long_reader.read_line(&mut reply).unwrap();
+    assert!(reply.contains("longer than"), "{reply}");
+    reply.clear();
+    assert_eq!(long_reader.read_line(&mut reply).unwrap(), 0, "still open");
+
+    // Connections beyond 32 are answered with an error, and served again once others close.
+    let held: Vec<UnixStream> = (0..32)
+        .map(|_| UnixStream::connect(&path).expect("socket"))
+        .collect();
+    let mut extra = BufReader::new(UnixStream::connect(&path).expect("socket"));
+    let mut reply = String::new();
+    extra.read_line(&mut reply).unwrap();
+    assert!(reply.contains("too many"), "{reply}");
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sw.cli(&["stats", "--json"]).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "not served after the others closed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The socket and its directory are root's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &str| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode("/run/vswitch"), 0o700);
+
     let missing = Command::new(BIN)
         .args(["stats", "--name", &unique_name("none")])
         .output()
@@ -372,6 +408,27 @@ fn capture_writes_a_pcap_that_an_independent_reader_reads() {
         );
         assert_eq!(frame.original_len as usize, d.len());
     }
+
+    // `-w -` streams to standard output, as tcpdump does: read it live through a pipe.
+    let mut piped = ChildGuard(
+        Command::new(BIN)
+            .args(["capture", &sw.taps[1], "-c", "5", "-w", "-"])
+            .args(["--name", &sw.name])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("capture"),
+    );
+    let mut stderr = std::io::BufReader::new(piped.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).expect("read");
+    assert!(line.contains("listening on"), "{line}");
+    assert!(ping(&a.ns, b.addr, 5).all_replied());
+    let stdout = piped.stdout.take().expect("stdout");
+    let live = vswitch_testkit::read_pcap_from(stdout, "capture -w -");
+    assert_eq!(live.frames.len(), 5, "{live:?}");
+    assert!(piped.wait().expect("wait").success());
+    assert!(!std::path::Path::new("-").exists(), "wrote a file named -");
 }
 
 #[test]
@@ -457,4 +514,56 @@ fn pipelines_are_set_shown_counted_and_cleared_through_the_socket() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("allow, drop or count"));
     assert!(sw.cli(&["pipeline", "clear", &sw.taps[0]]).status.success());
     assert!(ping(&a.ns, b.addr, 1).all_replied());
+}
+
+#[test]
+fn of_two_starts_with_one_name_at_once_exactly_one_runs() {
+    if !require_root("of_two_starts_with_one_name_at_once_exactly_one_runs") {
+        return;
+    }
+    for _ in 0..3 {
+        let name = unique_name("ctl");
+        let start = || {
+            ChildGuard(
+                Command::new(BIN)
+                    .args(["--ports", &unique_name("vst"), "--name", &name])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("spawn"),
+            )
+        };
+        let mut both = [start(), start()];
+        // The loser exits at once; give it 5 s on a loaded machine.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let exited = loop {
+            let exited: Vec<usize> = (0..2)
+                .filter(|&i| matches!(both[i].try_wait(), Ok(Some(_))))
+                .collect();
+            if !exited.is_empty() || Instant::now() > deadline {
+                break exited;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(
+            exited.len(),
+            1,
+            "both or neither of two same-named switches ran"
+        );
+        let loser = &mut both[exited[0]];
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut loser.stderr.take().expect("stderr"), &mut err)
+            .expect("read");
+        assert!(err.contains("already running"), "{err}");
+        // The winner still answers on the socket.
+        let stats = Command::new(BIN)
+            .args(["stats", "--name", &name])
+            .output()
+            .expect("stats");
+        assert!(
+            stats.status.success(),
+            "{}",
+            String::from_utf8_lossy(&stats.stderr)
+        );
+    }
 }

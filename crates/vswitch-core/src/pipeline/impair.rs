@@ -108,7 +108,8 @@ fn parse_duration(w: Option<&&str>, what: &str) -> Result<Duration, String> {
     let n: f64 = n
         .parse()
         .map_err(|_| format!("{what}: bad number in {w:?}"))?;
-    if n < 0.0 || n > 60.0 / unit {
+    // `parse` takes "NaN" and "inf"; neither is a time.
+    if !n.is_finite() || n < 0.0 || n > 60.0 / unit {
         return Err(format!("{what}: {w:?} is out of range"));
     }
     Ok(Duration::from_secs_f64(n * unit))

@@ -470,6 +470,31 @@ fn parse_rule(words: &[&str]) -> Result<Rule, String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn non_finite_and_out_of_range_numbers_are_errors_not_panics() {
+        for text in [
+            "impair delay NaNms",
+            "impair delay 10ms jitter NaNms",
+            "impair delay infs",
+            "impair delay -1ms",
+            "impair loss NaN%",
+            "impair loss inf%",
+            "impair reorder 101%",
+            "rate NaNmbit",
+            "rate infgbit",
+            "rate -5mbit",
+            "rate 2000gbit",
+            "rate 10mbit burst 99999999999999999999k",
+            "rate 10mbit burst 18446744073709551615m",
+            "rate 10mbit queue 18446744073709551615ms",
+            "storm NaNpps",
+        ] {
+            assert!(Pipeline::parse(text).is_err(), "{text:?} was accepted");
+        }
+        assert!(Pipeline::parse("impair delay 1.5ms jitter 0.5ms").is_ok());
+        assert!(Pipeline::parse("rate 0.5mbit burst 64k queue 50ms").is_ok());
+    }
+
     /// An IPv4 frame with protocol `proto` and, for TCP/UDP, ports 1000 -> `dport`.
     fn ipv4(proto: u8, dst: [u8; 4], dport: u16) -> Vec<u8> {
         let mut f = vec![0u8; 14 + 20 + 20];

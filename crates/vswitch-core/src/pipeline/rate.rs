@@ -86,7 +86,12 @@ impl TokenBucket {
             let n: f64 = n
                 .parse()
                 .map_err(|_| format!("rate: bad number in {spec:?}"))?;
-            Rate::Bits((n * mult as f64) as u64)
+            let bits = n * mult as f64;
+            // Also refuses NaN and infinities, which `parse` accepts.
+            if !(1.0..=MAX_BITS_PER_SEC).contains(&bits) {
+                return Err(format!("rate: {spec:?} is out of range (1bit to 1000gbit)"));
+            }
+            Rate::Bits(bits as u64)
         };
         // 10 ms worth, at least 16 KiB (or 8 packets).
         let mut burst = match rate {
@@ -107,6 +112,9 @@ impl TokenBucket {
                         .strip_suffix("ms")
                         .and_then(|n| n.parse().ok())
                         .ok_or(format!("rate: queue {w:?} must be in ms, like 50ms"))?;
+                    if ms > MAX_QUEUE_MS {
+                        return Err(format!("rate: queue {w:?} is longer than 60000ms"));
+                    }
                     queue = Some(Duration::from_millis(ms));
                 }
                 other => return Err(format!("rate: unexpected {other:?} (burst, queue)")),
@@ -181,8 +189,18 @@ fn parse_size(s: &str) -> Option<u64> {
     } else {
         (lower.as_str(), 1)
     };
-    n.parse::<u64>().ok().map(|n| n * mult)
+    n.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|&n| n <= MAX_BURST)
 }
+
+/// The fastest rate a stage takes: beyond any link here, and far from overflowing the maths.
+const MAX_BITS_PER_SEC: f64 = 1e12;
+/// The longest queue a shaper may hold, in ms.
+const MAX_QUEUE_MS: u64 = 60_000;
+/// The largest burst, in bytes (or packets).
+const MAX_BURST: u64 = 1 << 40;
 
 impl fmt::Display for TokenBucket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
