@@ -22,6 +22,7 @@ mod bpf;
 pub mod capture;
 pub mod hugepage;
 pub mod memory;
+pub mod mirror_file;
 pub mod packet;
 pub mod pipeline;
 pub mod port;

@@ -2,17 +2,17 @@
 //!
 //! A port without a pipeline pays one relaxed atomic load per frame. An installed pipeline sits
 //! behind a mutex: ingress stages run on the port's own worker, egress stages on whichever
-//! worker transmits, so the lock is rarely contended. Mirror-to-file stages keep their pcap file
-//! open here.
+//! worker transmits, so the lock is rarely contended. Mirror-to-file stages hand their frames to
+//! a [`MirrorFile`]'s writer thread.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use vswitch_core::pipeline::MirrorTarget;
-use vswitch_core::{Outcome, Pipeline, Timestamp, pcap};
+use vswitch_core::{Outcome, Pipeline, Timestamp};
+
+use crate::mirror_file::MirrorFile;
 
 /// Which way through the port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +47,7 @@ impl std::fmt::Display for Hook {
 #[derive(Debug)]
 struct Installed {
     pipeline: Pipeline,
-    files: HashMap<usize, File>,
+    files: HashMap<usize, MirrorFile>,
 }
 
 /// One pipeline slot of a port.
@@ -75,14 +75,12 @@ impl PortPipeline {
         self.active.load(Relaxed)
     }
 
-    /// Installs `pipeline`, opening its mirror files (pcap, created or truncated).
+    /// Installs `pipeline`, creating its mirror files (see [`MirrorFile::create`]).
     pub fn install(&self, pipeline: Pipeline) -> std::io::Result<()> {
         let mut files = HashMap::new();
         for i in 0..pipeline.stages().len() {
             if let Some(MirrorTarget::File(path)) = pipeline.mirror_target(i) {
-                let mut file = File::create(path)?;
-                file.write_all(&pcap::file_header())?;
-                files.insert(i, file);
+                files.insert(i, MirrorFile::create(std::path::Path::new(path))?);
             }
         }
         let empty = pipeline.is_empty();
@@ -107,7 +105,20 @@ impl PortPipeline {
     /// The stages and their counters, one line each.
     pub fn describe(&self) -> Vec<String> {
         match &*self.lock() {
-            Some(i) => i.pipeline.stages().iter().map(|s| s.to_string()).collect(),
+            Some(i) => i
+                .pipeline
+                .stages()
+                .iter()
+                .enumerate()
+                .map(|(n, stage)| match i.files.get(&n) {
+                    Some(file) => format!(
+                        "{stage} [file: {} bytes, dropped {}]",
+                        file.bytes(),
+                        file.dropped()
+                    ),
+                    None => stage.to_string(),
+                })
+                .collect(),
             None => Vec::new(),
         }
     }
@@ -148,13 +159,11 @@ impl PortPipeline {
             match installed.pipeline.mirror_target(i) {
                 Some(MirrorTarget::Port(name)) => mirror(MirrorCopy::Port(name)),
                 Some(MirrorTarget::File(_)) => {
-                    if let Some(file) = installed.files.get_mut(&i) {
-                        let mut record = Vec::with_capacity(frame.len() + 16);
+                    if let Some(file) = installed.files.get(&i) {
                         let nanos = std::time::SystemTime::now()
                             .duration_since(std::time::UNIX_EPOCH)
                             .map_or(0, |d| d.as_nanos());
-                        pcap::write_record(&mut record, nanos, frame);
-                        let _ = file.write_all(&record);
+                        file.offer(nanos, frame);
                     }
                 }
                 None => {}

@@ -107,7 +107,7 @@ pub fn pipeline(cmd: &PipelineCommand) -> Result<()> {
                 Request::PipelineSet {
                     port: port.clone(),
                     hook: hook.clone(),
-                    stages: stages.clone(),
+                    stages: absolute_mirror_paths(stages)?,
                 },
             )?;
         }
@@ -122,6 +122,27 @@ pub fn pipeline(cmd: &PipelineCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `stages` with every `mirror file PATH` made absolute against this process's working
+/// directory: the switch creates mirror files only at absolute paths (its own working directory
+/// is not the user's).
+pub fn absolute_mirror_paths(stages: &str) -> Result<String> {
+    stages
+        .split(';')
+        .map(|stage| {
+            let words: Vec<&str> = stage.split_whitespace().collect();
+            match words.as_slice() {
+                ["mirror", "file", path] if !std::path::Path::new(path).is_absolute() => {
+                    let absolute = std::path::absolute(path)
+                        .with_context(|| format!("resolving mirror file {path}"))?;
+                    Ok(format!(" mirror file {}", absolute.display()))
+                }
+                _ => Ok(stage.to_owned()),
+            }
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(|stages| stages.join(";"))
 }
 
 /// `capture`: the port's frames as pcap, to a file or standard output.
@@ -254,4 +275,24 @@ fn render(stats: &Value, previous: Option<(Duration, &Value)>) -> String {
         t["entries"], t["capacity"], t["learned"], t["moved"], t["aged"], t["evicted"]
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_files_become_absolute_and_other_stages_stay() {
+        let cwd = std::env::current_dir().expect("cwd");
+        let out = absolute_mirror_paths("filter drop proto icmp; mirror file a.pcap").expect("ok");
+        assert_eq!(
+            out,
+            format!(
+                "filter drop proto icmp; mirror file {}",
+                cwd.join("a.pcap").display()
+            )
+        );
+        let kept = "mirror file /tmp/x.pcap;rate 10mbit";
+        assert_eq!(absolute_mirror_paths(kept).expect("ok"), kept);
+    }
 }

@@ -128,8 +128,9 @@ pub fn run(mut args: SwitchArgs, matches: &clap::ArgMatches) -> Result<()> {
             .split_once(':')
             .context("--pipeline wants PORT:in|out:STAGES")?;
         let hook: vswitch_datapath::Hook = hook.parse().map_err(anyhow::Error::msg)?;
+        let stages = crate::client::absolute_mirror_paths(stages)?;
         switch
-            .set_pipeline(port, hook, stages)
+            .set_pipeline(port, hook, &stages)
             .with_context(|| format!("--pipeline {spec}"))?;
     }
     let control = ControlServer::start(name_lock, switch.clone(), !args.no_offload)?;
