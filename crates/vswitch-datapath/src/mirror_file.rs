@@ -99,8 +99,7 @@ impl MirrorFile {
         pcap::write_record(&mut record, nanos, frame);
         c.queued.fetch_add(size, Relaxed);
         c.accepted.fetch_add(size, Relaxed);
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = queue.try_send(record)
-        {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = queue.try_send(record) {
             c.queued.fetch_sub(size, Relaxed);
             c.accepted.fetch_sub(size, Relaxed);
             c.dropped.fetch_add(1, Relaxed);
@@ -162,7 +161,11 @@ mod tests {
         std::fs::write(&existing, b"precious").expect("write");
         let e = MirrorFile::create(&existing).expect_err("existing file");
         assert!(e.to_string().contains("exists"), "{e}");
-        assert_eq!(std::fs::read(&existing).expect("read"), b"precious", "truncated");
+        assert_eq!(
+            std::fs::read(&existing).expect("read"),
+            b"precious",
+            "truncated"
+        );
         let link = temp("link");
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(temp("target"), &link).expect("symlink");
