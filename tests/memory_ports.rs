@@ -411,3 +411,45 @@ fn storm_control_limits_unknown_unicast_but_not_known() {
     }
     assert_eq!(count(&peers[1]), 50);
 }
+
+#[test]
+fn captures_are_capped_per_port_and_bounded_in_bytes() {
+    use vswitch_datapath::capture::{Capture, Direction, MAX_CAPTURES_PER_PORT, MAX_QUEUED_BYTES};
+    let (switch, peers) = start(2, 1);
+    let port = switch.port("mem0").expect("port");
+    let captures: Vec<Capture> = (0..MAX_CAPTURES_PER_PORT)
+        .map(|_| Capture::start(port.clone(), Direction::In, 100_000).expect("capture"))
+        .collect();
+    let refused = Capture::start(port.clone(), Direction::In, 100_000);
+    assert!(refused.is_err(), "a capture past the cap was accepted");
+    drop(captures);
+    // Nobody reads this one: at most MAX_QUEUED_BYTES of frames wait, the rest are counted.
+    let capture = Capture::start(port, Direction::In, 100_000).expect("capture again");
+    let f = frame(MacAddr::BROADCAST, mac(1), 1400, 0);
+    let frames = 2 * MAX_QUEUED_BYTES / 1400;
+    let mut sent = 0;
+    while sent < frames {
+        match peers[0].send(&f) {
+            Ok(()) => sent += 1,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_micros(100))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(wait_for(|| switch.ports()[0]
+        .counters()
+        .snapshot()
+        .rx_packets
+        == frames));
+    let mut queued = 0u64;
+    while let Ok(frame) = capture.recv_timeout(Duration::from_millis(10)) {
+        queued += frame.data.len() as u64;
+    }
+    assert!(queued <= MAX_QUEUED_BYTES, "{queued} bytes queued");
+    assert_eq!(
+        queued / 1400 + capture.dropped(),
+        frames,
+        "every frame queued or counted"
+    );
+}

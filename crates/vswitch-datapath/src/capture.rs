@@ -1,15 +1,16 @@
 //! Copies of a port's frames for `vswitch capture`.
 //!
 //! When nobody captures, a port pays one relaxed atomic load per frame. When someone does, each
-//! frame is copied into a bounded queue; if the reader falls behind, frames are dropped from the
-//! capture (and counted), never held back from the datapath.
+//! frame is copied into a queue bounded in frames and in bytes; if the reader falls behind,
+//! frames are dropped from the capture (and counted) before anything is copied, never held back
+//! from the datapath. A port takes at most [`MAX_CAPTURES_PER_PORT`] captures at once.
 
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::port::Port;
 
@@ -48,12 +49,32 @@ pub struct CapturedFrame {
     pub data: Vec<u8>,
 }
 
+/// Captures one port serves at once.
+pub const MAX_CAPTURES_PER_PORT: usize = 4;
+/// Bytes of frames one capture may hold queued.
+pub const MAX_QUEUED_BYTES: u64 = 16 << 20;
+
+/// Why a capture couldn't start.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The port serves [`MAX_CAPTURES_PER_PORT`] captures already.
+    #[error("port {0} already has {MAX_CAPTURES_PER_PORT} captures running")]
+    TooMany(String),
+}
+
+/// A capture's queue as the datapath sees it.
 #[derive(Debug)]
 struct Subscriber {
     id: u64,
     direction: Direction,
     queue: Sender<CapturedFrame>,
-    dropped: Arc<AtomicU64>,
+    counts: Arc<QueueCounts>,
+}
+
+#[derive(Debug, Default)]
+struct QueueCounts {
+    dropped: AtomicU64,
+    queued_bytes: AtomicU64,
 }
 
 /// A port's capture state.
@@ -75,13 +96,23 @@ impl CaptureTap {
             if s.direction != Direction::Both && s.direction != direction {
                 continue;
             }
+            // Room first: a full capture costs no clock read and no copy.
+            let size = frame.len() as u64;
+            if s.queue.is_full() || s.counts.queued_bytes.load(Relaxed) + size > MAX_QUEUED_BYTES {
+                s.counts.dropped.fetch_add(1, Relaxed);
+                continue;
+            }
             let copy = CapturedFrame {
                 time: SystemTime::now(),
                 direction,
                 data: frame.to_vec(),
             };
-            if let Err(TrySendError::Full(_)) = s.queue.try_send(copy) {
-                s.dropped.fetch_add(1, Relaxed);
+            s.counts.queued_bytes.fetch_add(size, Relaxed);
+            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+                s.queue.try_send(copy)
+            {
+                s.counts.queued_bytes.fetch_sub(size, Relaxed);
+                s.counts.dropped.fetch_add(1, Relaxed);
             }
         }
     }
@@ -90,19 +121,22 @@ impl CaptureTap {
         &self,
         direction: Direction,
         capacity: usize,
-    ) -> (u64, Receiver<CapturedFrame>, Arc<AtomicU64>) {
+    ) -> Option<(u64, Receiver<CapturedFrame>, Arc<QueueCounts>)> {
+        let mut subscribers = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        if subscribers.len() >= MAX_CAPTURES_PER_PORT {
+            return None;
+        }
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         let id = self.next_id.fetch_add(1, Relaxed);
-        let dropped = Arc::new(AtomicU64::new(0));
-        let mut subscribers = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        let counts = Arc::new(QueueCounts::default());
         subscribers.push(Subscriber {
             id,
             direction,
             queue: tx,
-            dropped: dropped.clone(),
+            counts: counts.clone(),
         });
         self.active.store(true, Relaxed);
-        (id, rx, dropped)
+        Some((id, rx, counts))
     }
 
     fn unsubscribe(&self, id: u64) {
@@ -118,29 +152,41 @@ pub struct Capture {
     port: Arc<Port>,
     id: u64,
     frames: Receiver<CapturedFrame>,
-    dropped: Arc<AtomicU64>,
+    counts: Arc<QueueCounts>,
 }
 
 impl Capture {
-    /// Starts capturing `direction` frames of `port`, queueing at most `capacity`.
-    pub fn start(port: Arc<Port>, direction: Direction, capacity: usize) -> Capture {
-        let (id, frames, dropped) = port.capture_tap().subscribe(direction, capacity);
-        Capture {
+    /// Starts capturing `direction` frames of `port`, queueing at most `capacity` frames (and
+    /// [`MAX_QUEUED_BYTES`]).
+    pub fn start(
+        port: Arc<Port>,
+        direction: Direction,
+        capacity: usize,
+    ) -> Result<Capture, CaptureError> {
+        let (id, frames, counts) = port
+            .capture_tap()
+            .subscribe(direction, capacity)
+            .ok_or_else(|| CaptureError::TooMany(port.name().to_owned()))?;
+        Ok(Capture {
             port,
             id,
             frames,
-            dropped,
-        }
+            counts,
+        })
     }
 
-    /// The queue of captured frames.
-    pub fn frames(&self) -> &Receiver<CapturedFrame> {
-        &self.frames
+    /// The next captured frame, waiting up to `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<CapturedFrame, RecvTimeoutError> {
+        let frame = self.frames.recv_timeout(timeout)?;
+        self.counts
+            .queued_bytes
+            .fetch_sub(frame.data.len() as u64, Relaxed);
+        Ok(frame)
     }
 
     /// Frames lost because the queue was full.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Relaxed)
+        self.counts.dropped.load(Relaxed)
     }
 }
 

@@ -401,7 +401,7 @@ fn stream_capture(
         .port(port)
         .filter(|p| !p.is_gone())
         .with_context(|| format!("no port {port}"))?;
-    let capture = Capture::start(port, direction, 4096);
+    let capture = Capture::start(port, direction, 4096)?;
     writeln!(
         writer,
         "{}",
@@ -412,7 +412,7 @@ fn stream_capture(
     let mut sent = 0u64;
     let mut record = Vec::with_capacity(2048);
     while count.is_none_or(|c| sent < c) {
-        match capture.frames().recv_timeout(Duration::from_millis(200)) {
+        match capture.recv_timeout(Duration::from_millis(200)) {
             Ok(frame) => {
                 record.clear();
                 let nanos = frame

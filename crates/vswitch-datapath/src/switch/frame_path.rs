@@ -59,18 +59,23 @@ impl Ord for Delayed {
 pub(super) struct DelayQueue {
     heap: BinaryHeap<Delayed>,
     seq: u64,
+    /// Bytes of frames held (their buffers' capacity).
+    bytes: usize,
 }
 
 /// Most frames one worker holds back; past that, delayed frames are dropped (and counted), so a
 /// long delay on a busy port can't eat the machine's memory.
 const MAX_DELAYED: usize = 100_000;
+/// Most bytes one worker holds back: 64 KiB GSO frames reach it long before the frame count.
+pub(super) const MAX_DELAYED_BYTES: usize = 256 << 20;
 
 impl DelayQueue {
     fn push(&mut self, release: Timestamp, port: &Port, hook: Hook, data: Vec<u8>) {
-        if self.heap.len() >= MAX_DELAYED {
+        if self.heap.len() >= MAX_DELAYED || self.bytes + data.capacity() > MAX_DELAYED_BYTES {
             port.counters().count_drop(DropReason::Pipeline);
             return;
         }
+        self.bytes += data.capacity();
         let port = port.id();
         self.seq += 1;
         self.heap.push(Delayed {
@@ -87,7 +92,15 @@ impl DelayQueue {
     }
 
     pub(super) fn pop(&mut self) -> Option<Delayed> {
-        self.heap.pop()
+        let delayed = self.heap.pop()?;
+        self.bytes -= delayed.data.capacity();
+        Some(delayed)
+    }
+
+    /// Bytes of frames held.
+    #[cfg(test)]
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 
@@ -356,5 +369,27 @@ fn write(out: &Port, wire: &[u8], header_len: usize) {
             out.counters().count_drop(DropReason::IoError);
             tracing::trace!(port = out.name(), error = %e, "send failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delayed_frames_are_bounded_in_bytes_and_the_excess_counted() {
+        let (device, _peer) = crate::MemoryPort::pair(1500).expect("socketpair");
+        let port = Port::new(PortId(0), "mem0".into(), Box::new(device));
+        let mut queue = DelayQueue::default();
+        let gso_frame = 65_536;
+        let fits = MAX_DELAYED_BYTES / gso_frame;
+        for _ in 0..fits + 10 {
+            queue.push(Timestamp::ZERO, &port, Hook::Egress, vec![0; gso_frame]);
+        }
+        assert_eq!(queue.heap.len(), fits, "far fewer than the frame limit");
+        assert!(queue.bytes() <= MAX_DELAYED_BYTES);
+        assert_eq!(port.counters().snapshot().drops(DropReason::Pipeline), 10);
+        while queue.pop().is_some() {}
+        assert_eq!(queue.bytes(), 0, "released frames give their bytes back");
     }
 }
