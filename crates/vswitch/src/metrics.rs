@@ -1,12 +1,12 @@
 //! `--metrics ADDR`: the switch's counters in the Prometheus text format over HTTP.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use vswitch_core::DropReason;
@@ -148,6 +148,12 @@ impl MetricsServer {
     pub fn start(addr: SocketAddr, switch: Arc<Switch>) -> Result<MetricsServer> {
         let listener = TcpListener::bind(addr)
             .with_context(|| format!("couldn't listen on {addr} for metrics"))?;
+        if !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                "metrics listen beyond this machine: anyone who reaches {addr} reads every counter"
+            );
+        }
         let listener_addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
@@ -158,29 +164,7 @@ impl MetricsServer {
                 while !thread_stop.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok(_) if thread_stop.load(Ordering::Relaxed) => break,
-                        Ok((mut stream, _)) => {
-                            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                            let mut request_line = String::new();
-                            let mut reader = BufReader::new(&stream);
-                            if reader.read_line(&mut request_line).is_err() {
-                                continue;
-                            }
-                            // Skip the headers.
-                            let mut header = String::new();
-                            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
-                                header.clear();
-                            }
-                            let (status, body) = if request_line.starts_with("GET /metrics") {
-                                ("200 OK", render(&switch))
-                            } else {
-                                ("404 Not Found", "try /metrics\n".to_owned())
-                            };
-                            let _ = write!(
-                                stream,
-                                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                                body.len()
-                            );
-                        }
+                        Ok((stream, _)) => answer(stream, &switch),
                         Err(_) => std::thread::sleep(Duration::from_millis(200)),
                     }
                 }
@@ -190,6 +174,55 @@ impl MetricsServer {
             stop,
             thread: Some(thread),
         })
+    }
+}
+
+/// The longest request head read.
+const MAX_REQUEST_BYTES: usize = 8 * 1024;
+/// How long a client has to send its request, and to take the reply.
+const DEADLINE: Duration = Duration::from_secs(2);
+
+/// Reads one request head (at most [`MAX_REQUEST_BYTES`], within [`DEADLINE`] all told) and
+/// answers it; a client too slow or too long gets nothing and is closed.
+fn answer(mut stream: TcpStream, switch: &Switch) {
+    let Some(head) = read_head(&mut stream) else {
+        return;
+    };
+    let (status, body) = if head.starts_with(b"GET /metrics") {
+        ("200 OK", render(switch))
+    } else {
+        ("404 Not Found", "try /metrics\n".to_owned())
+    };
+    let _ = stream.set_write_timeout(Some(DEADLINE));
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// The request head up to its blank line, or `None` past the size or time limit.
+fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + DEADLINE;
+    let mut head = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .ok()?;
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            // The client closed: answer what it sent if it was a request line at least.
+            return head.contains(&b'\n').then_some(head);
+        }
+        head.extend_from_slice(&chunk[..n]);
+        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
+            return Some(head);
+        }
+        if head.len() > MAX_REQUEST_BYTES {
+            return None;
+        }
     }
 }
 

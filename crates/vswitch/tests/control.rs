@@ -277,6 +277,34 @@ fn stats_and_metrics_count_the_traffic_sent() {
         busy > 0.0,
         "workers that moved frames report no busy time:\n{body}"
     );
+
+    // A client that never finishes its request is cut off within the 2 s deadline, and one
+    // sending an endless header gets nothing: neither holds the endpoint.
+    let started = Instant::now();
+    let mut silent = TcpStream::connect(("127.0.0.1", sw.metrics)).expect("metrics endpoint");
+    silent.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+    let mut rest = String::new();
+    let _ = silent.read_to_string(&mut rest);
+    assert!(rest.is_empty(), "answered an unfinished request: {rest}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "held {:?}",
+        started.elapsed()
+    );
+    let mut endless = TcpStream::connect(("127.0.0.1", sw.metrics)).expect("metrics endpoint");
+    let header = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n", "y".repeat(16 * 1024));
+    let _ = endless.write_all(header.as_bytes());
+    let mut rest = Vec::new();
+    let _ = endless.read_to_end(&mut rest);
+    assert!(
+        !rest.starts_with(b"HTTP/1.1 200"),
+        "answered a 16 KiB header"
+    );
+    let mut conn = TcpStream::connect(("127.0.0.1", sw.metrics)).expect("metrics endpoint");
+    conn.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    let mut body = String::new();
+    conn.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
 }
 
 #[test]
