@@ -97,9 +97,21 @@ pub struct PortCounters {
     tx_bytes: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
     kernel_drops: AtomicU64,
+    fast_rx_packets: AtomicU64,
+    fast_tx_packets: AtomicU64,
 }
 
 impl PortCounters {
+    /// Counts what an in-kernel fast path moved for the port: into the totals, and apart.
+    pub fn add_fast_path(&self, rx_packets: u64, rx_bytes: u64, tx_packets: u64, tx_bytes: u64) {
+        self.rx_packets.fetch_add(rx_packets, Relaxed);
+        self.rx_bytes.fetch_add(rx_bytes, Relaxed);
+        self.tx_packets.fetch_add(tx_packets, Relaxed);
+        self.tx_bytes.fetch_add(tx_bytes, Relaxed);
+        self.fast_rx_packets.fetch_add(rx_packets, Relaxed);
+        self.fast_tx_packets.fetch_add(tx_packets, Relaxed);
+    }
+
     /// Records how many frames the kernel has dropped on their way into the switch through
     /// this port, as the device last reported it.
     pub fn set_kernel_drops(&self, frames: u64) {
@@ -132,6 +144,8 @@ impl PortCounters {
             tx_bytes: self.tx_bytes.load(Relaxed),
             drops: std::array::from_fn(|i| self.drops[i].load(Relaxed)),
             kernel_drops: self.kernel_drops.load(Relaxed),
+            fast_rx_packets: self.fast_rx_packets.load(Relaxed),
+            fast_tx_packets: self.fast_tx_packets.load(Relaxed),
         }
     }
 }
@@ -152,6 +166,10 @@ pub struct PortStats {
     /// socket's buffer was full because the switch fell behind its senders (neither makes the
     /// sender wait). Not among [`PortStats::total_drops`], which are the switch's own.
     pub kernel_drops: u64,
+    /// Of `rx_packets`, those the in-kernel fast path forwarded.
+    pub fast_rx_packets: u64,
+    /// Of `tx_packets`, those the in-kernel fast path forwarded.
+    pub fast_tx_packets: u64,
 }
 
 impl PortStats {

@@ -50,18 +50,31 @@ const PAUSE_NS: i32 = 10_000_000;
 const FLOWS: u32 = 4096;
 
 const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_LINK_CREATE: libc::c_long = 28;
+pub(crate) const BPF_MAP_TYPE_HASH: u32 = 1;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
+pub(crate) const BPF_MAP_TYPE_PERCPU_HASH: u32 = 5;
+pub(crate) const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 const BPF_F_MMAPABLE: u32 = 1 << 10;
-const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
+pub(crate) const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
+pub(crate) const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+/// `enum bpf_attach_type`: tc ingress through a tcx link (Linux 6.6+).
+const BPF_TCX_INGRESS: u32 = 46;
 /// `offsetof(struct __sk_buff, hash)`.
 const SKB_HASH: i16 = 68;
 
-const FUNC_MAP_LOOKUP_ELEM: i32 = 1;
+pub(crate) const FUNC_MAP_LOOKUP_ELEM: i32 = 1;
 const FUNC_MAP_UPDATE_ELEM: i32 = 2;
-const FUNC_KTIME_GET_NS: i32 = 5;
+pub(crate) const FUNC_KTIME_GET_NS: i32 = 5;
 const FUNC_GET_SMP_PROCESSOR_ID: i32 = 8;
+pub(crate) const FUNC_REDIRECT: i32 = 23;
+pub(crate) const FUNC_SKB_LOAD_BYTES: i32 = 26;
 
 /// One `struct bpf_insn`: opcode, destination and source registers, offset, immediate.
 fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
@@ -73,59 +86,71 @@ fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
 }
 
 // Opcodes (class | operation | source).
-const MOV64_REG: u8 = 0xbf;
-const MOV64_IMM: u8 = 0xb7;
-const ADD64_IMM: u8 = 0x07;
+pub(crate) const MOV64_REG: u8 = 0xbf;
+pub(crate) const MOV64_IMM: u8 = 0xb7;
+pub(crate) const ADD64_IMM: u8 = 0x07;
+pub(crate) const ADD64_REG: u8 = 0x0f;
 const SUB64_REG: u8 = 0x1f;
 const MOD64_IMM: u8 = 0x97;
-const LDX_W: u8 = 0x61;
-const LDX_DW: u8 = 0x79;
-const STX_W: u8 = 0x63;
-const STX_DW: u8 = 0x7b;
-const ST_W: u8 = 0x62;
-const JEQ_IMM: u8 = 0x15;
-const JEQ_REG: u8 = 0x1d;
+pub(crate) const LDX_W: u8 = 0x61;
+pub(crate) const LDX_DW: u8 = 0x79;
+pub(crate) const STX_W: u8 = 0x63;
+pub(crate) const STX_DW: u8 = 0x7b;
+pub(crate) const ST_W: u8 = 0x62;
+pub(crate) const ST_DW: u8 = 0x7a;
+pub(crate) const JEQ_IMM: u8 = 0x15;
+pub(crate) const JEQ_REG: u8 = 0x1d;
+pub(crate) const JNE_IMM: u8 = 0x55;
+pub(crate) const JNE_REG: u8 = 0x5d;
+pub(crate) const JLT_REG: u8 = 0xad;
 const JGT_IMM: u8 = 0x25;
 const JGT_REG: u8 = 0x2d;
 const JLE_IMM: u8 = 0xb5;
 const CALL: u8 = 0x85;
-const EXIT: u8 = 0x95;
+pub(crate) const EXIT: u8 = 0x95;
 const LD_IMM64: u8 = 0x18;
 /// `src_reg` of a 64-bit immediate load that names a map by fd.
 const PSEUDO_MAP_FD: u8 = 1;
 
 /// A tiny assembler: instructions plus jumps to named labels, resolved by [`Asm::finish`].
 #[derive(Default)]
-struct Asm {
+pub(crate) struct Asm {
     insns: Vec<u64>,
     labels: HashMap<&'static str, usize>,
     jumps: Vec<(usize, &'static str)>,
 }
 
 impl Asm {
-    fn op(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) -> &mut Self {
+    pub(crate) fn op(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) -> &mut Self {
         self.insns.push(insn(code, dst, src, off, imm));
         self
     }
     /// A conditional jump to `label`.
-    fn jump(&mut self, code: u8, dst: u8, src: u8, imm: i32, label: &'static str) -> &mut Self {
+    pub(crate) fn jump(
+        &mut self,
+        code: u8,
+        dst: u8,
+        src: u8,
+        imm: i32,
+        label: &'static str,
+    ) -> &mut Self {
         self.jumps.push((self.insns.len(), label));
         self.op(code, dst, src, 0, imm)
     }
     /// `dst = map` (a two-slot instruction).
-    fn load_map(&mut self, dst: u8, map: i32) -> &mut Self {
+    pub(crate) fn load_map(&mut self, dst: u8, map: i32) -> &mut Self {
         self.op(LD_IMM64, dst, PSEUDO_MAP_FD, 0, map);
         self.insns.push(0);
         self
     }
-    fn call(&mut self, func: i32) -> &mut Self {
+    pub(crate) fn call(&mut self, func: i32) -> &mut Self {
         self.op(CALL, 0, 0, 0, func)
     }
-    fn label(&mut self, name: &'static str) -> &mut Self {
+    pub(crate) fn label(&mut self, name: &'static str) -> &mut Self {
         self.labels.insert(name, self.insns.len());
         self
     }
-    fn finish(mut self) -> Vec<u64> {
+    pub(crate) fn finish(mut self) -> Vec<u64> {
         for (at, label) in std::mem::take(&mut self.jumps) {
             let target = self.labels[label];
             let off = i16::try_from(target as isize - at as isize - 1).expect("short jump");
@@ -362,6 +387,240 @@ pub(crate) fn steering_program(queues: usize) -> io::Result<SteeringProgram> {
         },
     )?;
     Ok(SteeringProgram { program, drained })
+}
+
+/// A BPF map, with the sizes its syscalls need.
+#[derive(Debug)]
+pub(crate) struct Map {
+    fd: OwnedFd,
+    key_size: usize,
+    /// Per CPU, rounded up to 8 bytes, as the kernel lays out per-CPU values.
+    value_size: usize,
+    /// CPUs a per-CPU map holds a value for (1 otherwise).
+    copies: usize,
+}
+
+/// `union bpf_attr` for the element commands.
+#[repr(C)]
+struct MapElem {
+    map_fd: u32,
+    pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+impl Map {
+    /// Creates a map of `map_type` with `max_entries` entries of `key_size` and `value_size`
+    /// bytes.
+    pub(crate) fn create(
+        map_type: u32,
+        key_size: usize,
+        value_size: usize,
+        max_entries: u32,
+    ) -> io::Result<Map> {
+        let fd = bpf(
+            BPF_MAP_CREATE,
+            &MapCreate {
+                map_type,
+                key_size: key_size as u32,
+                value_size: value_size as u32,
+                max_entries,
+                map_flags: 0,
+            },
+        )?;
+        let percpu = matches!(
+            map_type,
+            BPF_MAP_TYPE_PERCPU_HASH | BPF_MAP_TYPE_PERCPU_ARRAY
+        );
+        Ok(Map {
+            fd,
+            key_size,
+            value_size: if percpu {
+                value_size.next_multiple_of(8)
+            } else {
+                value_size
+            },
+            copies: if percpu { possible_cpus()? } else { 1 },
+        })
+    }
+
+    /// The map's fd, for a program to name it.
+    pub(crate) fn raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+
+    fn elem(&self, cmd: libc::c_long, key: &[u8], value: *mut u8, flags: u64) -> io::Result<()> {
+        assert_eq!(key.len(), self.key_size, "key size");
+        let attr = MapElem {
+            map_fd: self.fd.as_raw_fd() as u32,
+            pad: 0,
+            key: key.as_ptr() as u64,
+            value: value as u64,
+            flags,
+        };
+        // SAFETY: `attr` is a valid `union bpf_attr` prefix for the element commands; `key`
+        // holds `key_size` bytes and `value` (where the command reads or writes one) points at
+        // a buffer of `value_size * copies` bytes, both alive for the call.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd,
+                &attr as *const MapElem,
+                size_of::<MapElem>(),
+            )
+        };
+        check(libc::c_int::try_from(ret).unwrap_or(-1)).map(drop)
+    }
+
+    /// Sets `key` to `value` (one value; for a per-CPU map, the same on every CPU).
+    pub(crate) fn update(&self, key: &[u8], value: &[u8]) -> io::Result<()> {
+        assert!(value.len() <= self.value_size, "value size");
+        let mut all = vec![0u8; self.value_size * self.copies];
+        for copy in all.chunks_mut(self.value_size) {
+            copy[..value.len()].copy_from_slice(value);
+        }
+        self.elem(BPF_MAP_UPDATE_ELEM, key, all.as_mut_ptr(), 0)
+    }
+
+    /// The value of `key` (for a per-CPU map, every CPU's, one after another), or `None`.
+    pub(crate) fn lookup(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        let mut all = vec![0u8; self.value_size * self.copies];
+        match self.elem(BPF_MAP_LOOKUP_ELEM, key, all.as_mut_ptr(), 0) {
+            Ok(()) => Ok(Some(all)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes `key`; fine if it wasn't there.
+    pub(crate) fn delete(&self, key: &[u8]) -> io::Result<()> {
+        match self.elem(BPF_MAP_DELETE_ELEM, key, std::ptr::null_mut(), 0) {
+            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every key in the map now.
+    pub(crate) fn keys(&self) -> io::Result<Vec<Vec<u8>>> {
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        loop {
+            let mut next = vec![0u8; self.key_size];
+            let attr = MapElem {
+                map_fd: self.fd.as_raw_fd() as u32,
+                pad: 0,
+                // A null key asks for the first one.
+                key: keys.last().map_or(0, |k| k.as_ptr() as u64),
+                value: next.as_mut_ptr() as u64,
+                flags: 0,
+            };
+            // SAFETY: as in `elem`: the previous key (if any) and the output buffer hold
+            // `key_size` bytes and outlive the call.
+            let ret = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    BPF_MAP_GET_NEXT_KEY,
+                    &attr as *const MapElem,
+                    size_of::<MapElem>(),
+                )
+            };
+            match check(libc::c_int::try_from(ret).unwrap_or(-1)) {
+                Ok(_) => keys.push(next),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(keys),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// How many CPUs a per-CPU map keeps a value for: `/sys/devices/system/cpu/possible`.
+fn possible_cpus() -> io::Result<usize> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
+    let mut count = 0;
+    for range in text.trim().split(',') {
+        let (a, b) = range.split_once('-').unwrap_or((range, range));
+        let (a, b): (usize, usize) = (
+            a.parse().map_err(|_| io::ErrorKind::InvalidData)?,
+            b.parse().map_err(|_| io::ErrorKind::InvalidData)?,
+        );
+        count = count.max(b + 1).max(a + 1);
+    }
+    Ok(count)
+}
+
+/// Loads `insns` as a program of `prog_type`. When the verifier refuses it, loads it again
+/// asking for the verifier's log, and returns that log's end with the error.
+pub(crate) fn load_program(prog_type: u32, insns: &[u64], name: &str) -> io::Result<OwnedFd> {
+    let license = c"GPL";
+    let mut prog_name = [0u8; 16];
+    let n = name.len().min(15);
+    prog_name[..n].copy_from_slice(&name.as_bytes()[..n]);
+    let attr = |log: &mut Vec<u8>| ProgLoad {
+        prog_type,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: u32::from(!log.is_empty()),
+        log_size: log.len() as u32,
+        log_buf: if log.is_empty() {
+            0
+        } else {
+            log.as_mut_ptr() as u64
+        },
+        kern_version: 0,
+        prog_flags: 0,
+        prog_name,
+    };
+    match bpf(BPF_PROG_LOAD, &attr(&mut Vec::new())) {
+        Ok(fd) => Ok(fd),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EINVAL)) => {
+            let mut log = vec![0u8; 256 * 1024];
+            let again = bpf(BPF_PROG_LOAD, &attr(&mut log));
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            let text = String::from_utf8_lossy(&log[..end]);
+            let tail: Vec<&str> = text.lines().rev().take(12).collect();
+            match again {
+                Ok(fd) => Ok(fd),
+                Err(_) => Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "the kernel refused BPF program {name} ({e}); verifier log ends:\n{}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    ),
+                )),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `union bpf_attr` for `BPF_LINK_CREATE` with a tcx target.
+#[repr(C)]
+struct LinkCreate {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+    relative_fd: u32,
+    pad: u32,
+    expected_revision: u64,
+}
+
+/// Attaches a `SCHED_CLS` program at the tc ingress of interface `ifindex` through a tcx link;
+/// closing the returned link detaches it.
+pub(crate) fn attach_tcx_ingress(program: &OwnedFd, ifindex: u32) -> io::Result<OwnedFd> {
+    bpf(
+        BPF_LINK_CREATE,
+        &LinkCreate {
+            prog_fd: program.as_raw_fd() as u32,
+            target_ifindex: ifindex,
+            attach_type: BPF_TCX_INGRESS,
+            flags: 0,
+            relative_fd: 0,
+            pad: 0,
+            expected_revision: 0,
+        },
+    )
 }
 
 #[cfg(test)]

@@ -86,6 +86,11 @@ pub struct CaptureTap {
 }
 
 impl CaptureTap {
+    /// Whether any capture runs.
+    pub(crate) fn is_active(&self) -> bool {
+        self.active.load(Relaxed)
+    }
+
     /// Hands a copy of `frame` to every capture of `direction`; costs nothing when none runs.
     pub(crate) fn offer(&self, direction: Direction, frame: &[u8]) {
         if !self.active.load(Relaxed) {

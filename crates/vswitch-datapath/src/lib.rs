@@ -19,6 +19,7 @@
 #![deny(unsafe_code)]
 
 mod bpf;
+mod fastpath;
 pub mod capture;
 pub mod hugepage;
 pub mod memory;
@@ -39,5 +40,7 @@ pub use packet::{PacketPort, PacketPortError};
 pub use pipeline::{Hook, PortPipeline};
 pub use port::{DeviceStatus, Port, PortDevice, Steering};
 pub use spec::{OpenPortError, PortSpec};
-pub use switch::{ControlError, FdbRow, MacvlanConfig, Switch, SwitchConfig, SwitchError};
+pub use switch::{
+    ControlError, Datapath, FdbRow, MacvlanConfig, Switch, SwitchConfig, SwitchError,
+};
 pub use tap::{InvalidIfName, Tap, TapError, validate_ifname};

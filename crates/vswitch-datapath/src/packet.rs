@@ -148,6 +148,17 @@ impl PortDevice for PacketPort {
         self.recv_queue(0, buf)
     }
 
+    fn fast_path_ifindex(&self) -> Option<u32> {
+        Some(self.ifindex)
+    }
+
+    fn attach_filter(&self, program: BorrowedFd<'_>) -> io::Result<()> {
+        for socket in &self.sockets {
+            sys::attach_socket_program(socket.as_fd(), program)?;
+        }
+        Ok(())
+    }
+
     fn recv_queue(&self, queue: usize, buf: &mut [u8]) -> io::Result<usize> {
         let Some(socket) = self.sockets.get(queue) else {
             return Err(io::ErrorKind::InvalidInput.into());

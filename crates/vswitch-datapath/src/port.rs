@@ -120,6 +120,16 @@ pub trait PortDevice: Send + Sync + std::fmt::Debug {
     /// frame read from it before `at_ns` ([`crate::steering_clock_ns`]) forwarded, so flows may
     /// leave it without being reordered.
     fn queue_drained(&self, _queue: usize, _at_ns: u64) {}
+    /// The interface index of a device in the switch's own namespace that the in-kernel fast
+    /// path can serve (a `dev:` port), or `None`.
+    fn fast_path_ifindex(&self) -> Option<u32> {
+        None
+    }
+    /// Runs `program` as a socket filter on every receive queue (the fast path's half that
+    /// takes frames it forwards away from the switch).
+    fn attach_filter(&self, _program: BorrowedFd<'_>) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
     /// The device's own MAC address, the default MACVLAN binding of a sub-port.
     fn mac(&self) -> io::Result<vswitch_core::MacAddr> {
         Err(io::ErrorKind::Unsupported.into())

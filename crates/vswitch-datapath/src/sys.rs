@@ -215,6 +215,7 @@ const PACKET_FANOUT_EBPF: libc::c_int = 7;
 const PACKET_FANOUT_DATA: libc::c_int = 22;
 /// The kernel picks the group id (Linux 4.20+).
 const PACKET_FANOUT_FLAG_UNIQUEID: libc::c_int = 0x2000;
+const PACKET_FANOUT_FLAG_IGNORE_OUTGOING: libc::c_int = 0x4000;
 /// Socket buffer size asked for packet sockets.
 const SOCKET_BUFFER: libc::c_int = 8 << 20;
 
@@ -224,6 +225,11 @@ fn set_packet_option(
     value: libc::c_int,
 ) -> io::Result<()> {
     set_int_option(fd, libc::SOL_PACKET, option, value)
+}
+
+/// `SO_ATTACH_BPF`: runs `program` (a socket filter) on every frame `fd` would receive.
+pub(crate) fn attach_socket_program(fd: BorrowedFd<'_>, program: BorrowedFd<'_>) -> io::Result<()> {
+    set_int_option(fd, libc::SOL_SOCKET, libc::SO_ATTACH_BPF, program.as_raw_fd())
 }
 
 fn set_int_option(
@@ -279,11 +285,16 @@ pub enum FanoutMode {
 }
 
 impl FanoutMode {
+    /// The mode, with `PACKET_FANOUT_FLAG_IGNORE_OUTGOING`: `PACKET_IGNORE_OUTGOING` set on a
+    /// socket doesn't reach its fanout group, which would otherwise read back every frame
+    /// leaving the interface that the switch didn't send itself (the stack's, and those the
+    /// fast path redirects).
     fn value(self) -> libc::c_int {
-        match self {
+        let mode = match self {
             FanoutMode::Hash => PACKET_FANOUT_HASH,
             FanoutMode::Program => PACKET_FANOUT_EBPF,
-        }
+        };
+        mode | PACKET_FANOUT_FLAG_IGNORE_OUTGOING
     }
 }
 

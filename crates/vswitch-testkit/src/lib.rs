@@ -463,6 +463,7 @@ impl SwitchLab {
 
     /// Counters of the switch port serving host `i`.
     pub fn port_stats(&self, i: usize) -> vswitch_core::PortStats {
+        self.switch.sync_counters();
         self.switch.ports()[i].counters().snapshot()
     }
 }

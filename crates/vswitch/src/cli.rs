@@ -115,6 +115,14 @@ pub struct SwitchArgs {
     /// per-flow order wherever senders run; better for --no-offload).
     #[arg(long, default_value_t = vswitch_datapath::Steering::Cpu, value_name = "cpu|flow")]
     pub steering: vswitch_datapath::Steering,
+
+    /// `auto`: known unicast between `dev:` ports (veth ends, NICs) is forwarded in the kernel
+    /// by an eBPF program at tc ingress, from maps the switch keeps equal to its table (needs
+    /// CAP_BPF and tcx, Linux 6.6+; otherwise, and for TAPs, ports with a pipeline or a capture,
+    /// unknown, broadcast, multicast and tagged frames, the switch forwards as always).
+    /// `userspace`: every frame through the switch. Counters include both.
+    #[arg(long, default_value_t = vswitch_datapath::Datapath::Auto, value_name = "auto|userspace")]
+    pub datapath: vswitch_datapath::Datapath,
 }
 
 #[derive(Debug, Subcommand)]
@@ -347,6 +355,9 @@ pub struct LabUpArgs {
     /// As for the switch: TAPs without virtio-net headers and offloads.
     #[arg(long)]
     pub no_offload: bool,
+    /// As for the switch: `auto` forwards known unicast between veth ports in the kernel.
+    #[arg(long, default_value_t = vswitch_datapath::Datapath::Auto, value_name = "auto|userspace")]
+    pub datapath: vswitch_datapath::Datapath,
 }
 
 impl LabUpArgs {
@@ -362,6 +373,7 @@ impl LabUpArgs {
             threads: self.threads,
             busy_poll: self.busy_poll,
             steering: self.steering,
+            datapath: self.datapath,
             macvlan: None,
             uplink: None,
             allow_spoofing: Vec::new(),

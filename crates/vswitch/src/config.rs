@@ -11,6 +11,7 @@
 //! threads = 2
 //! busy_poll = 0
 //! steering = "cpu"               # or "flow"
+//! datapath = "auto"              # or "userspace"
 //! no_offload = false
 //! metrics = "127.0.0.1:9464"
 //! pipelines = ["tap1:out:rate 10mbit queue 50ms", "tap0:in:filter drop proto icmp"]
@@ -47,6 +48,7 @@ pub struct ConfigFile {
     threads: Option<u16>,
     busy_poll: Option<u64>,
     steering: Option<Spanned<String>>,
+    datapath: Option<Spanned<String>>,
     no_offload: Option<bool>,
     metrics: Option<Spanned<String>>,
     pipelines: Option<Vec<Spanned<String>>>,
@@ -162,6 +164,14 @@ impl Config {
                 .get_ref()
                 .parse()
                 .map_err(|e| self.at(steering, "steering", e))?;
+        }
+        if let Some(datapath) = &f.datapath
+            && !from_cli("datapath")
+        {
+            args.datapath = datapath
+                .get_ref()
+                .parse()
+                .map_err(|e| self.at(datapath, "datapath", e))?;
         }
         if let Some(v) = f.max_macs_per_port
             && !from_cli("max_macs_per_port")

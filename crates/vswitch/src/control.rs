@@ -402,6 +402,8 @@ fn stream_capture(
         .filter(|p| !p.is_gone())
         .with_context(|| format!("no port {port}"))?;
     let capture = Capture::start(port, direction, 4096)?;
+    // From here on the fast path leaves this port's frames to the switch, which copies them.
+    switch.captures_changed();
     writeln!(
         writer,
         "{}",
@@ -433,7 +435,10 @@ fn stream_capture(
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
     }
-    tracing::info!(frames = sent, dropped = capture.dropped(), "capture ended");
+    let dropped = capture.dropped();
+    drop(capture);
+    switch.captures_changed();
+    tracing::info!(frames = sent, dropped, "capture ended");
     Ok(())
 }
 
@@ -450,6 +455,8 @@ fn client_gone(stream: &UnixStream) -> bool {
 
 /// Counters of every port and of the table, as JSON.
 pub fn stats_json(switch: &Switch) -> Value {
+    switch.sync_counters();
+    let fast = switch.fast_path_ports();
     let ports: Vec<Value> = switch
         .ports()
         .iter()
@@ -476,6 +483,9 @@ pub fn stats_json(switch: &Switch) -> Value {
                 "mtu": p.mtu(), "rx_packets": s.rx_packets, "rx_bytes": s.rx_bytes,
                 "tx_packets": s.tx_packets, "tx_bytes": s.tx_bytes, "drops": drops,
                 "kernel_drops": s.kernel_drops,
+                "fast_path": fast.iter().any(|f| f == p.name()),
+                "fast_path_rx_packets": s.fast_rx_packets,
+                "fast_path_tx_packets": s.fast_tx_packets,
             })
         })
         .collect();

@@ -14,6 +14,7 @@ use vswitch_datapath::{Hook, Switch};
 
 /// Renders every counter in the Prometheus text exposition format.
 pub fn render(switch: &Switch) -> String {
+    switch.sync_counters();
     let mut out = String::new();
     let ports = switch.ports();
     type Counter = (
@@ -21,7 +22,7 @@ pub fn render(switch: &Switch) -> String {
         &'static str,
         fn(&vswitch_core::PortStats) -> u64,
     );
-    let counters: [Counter; 5] = [
+    let counters: [Counter; 7] = [
         (
             "vswitch_port_rx_packets_total",
             "Frames received from the port.",
@@ -41,6 +42,16 @@ pub fn render(switch: &Switch) -> String {
             "vswitch_port_tx_bytes_total",
             "Bytes sent out of the port.",
             |s| s.tx_bytes,
+        ),
+        (
+            "vswitch_port_fast_path_rx_packets_total",
+            "Of the frames received, those the in-kernel fast path forwarded.",
+            |s| s.fast_rx_packets,
+        ),
+        (
+            "vswitch_port_fast_path_tx_packets_total",
+            "Of the frames sent, those the in-kernel fast path forwarded.",
+            |s| s.fast_tx_packets,
         ),
         (
             "vswitch_port_kernel_drops_total",

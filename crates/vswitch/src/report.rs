@@ -17,6 +17,7 @@ pub fn render(switch: &Switch) -> String {
     }
     let _ = write!(header, " {:>12}", "kernel_drops");
     let _ = writeln!(out, "{header}");
+    switch.sync_counters();
     for port in switch.ports() {
         let s = port.counters().snapshot();
         let state = if port.is_gone() { "gone" } else { "up" };

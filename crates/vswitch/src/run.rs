@@ -71,6 +71,7 @@ pub fn switch_config(args: &SwitchArgs) -> SwitchConfig {
         },
         busy_poll: Duration::from_micros(args.busy_poll),
         steering: args.steering,
+        datapath: args.datapath,
         macvlan: None,
     }
 }
@@ -146,6 +147,13 @@ pub fn run(mut args: SwitchArgs, matches: &clap::ArgMatches) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let fast = switch.fast_path_ports();
+    if !fast.is_empty() {
+        outln!(
+            "vswitch: known unicast among {} is forwarded in the kernel (--datapath userspace to turn it off)",
+            fast.join(", ")
+        );
+    }
     for signal in signals.forever() {
         if signal == SIGUSR1 {
             out!("{}", report::render(&switch));

@@ -25,6 +25,7 @@ use vswitch_core::{
     PortId, TableConfig, TableCounters, TableEvent, TableStats, Timestamp, VNET_HDR_LEN,
 };
 
+use crate::fastpath::FastPath;
 use crate::pipeline::Hook;
 use crate::port::{Port, PortDevice, Steering};
 
@@ -61,6 +62,40 @@ pub struct SwitchConfig {
     /// [`Steering::Cpu`] and one worker per CPU, worker `w` is pinned to CPU `w` while its load
     /// is light (`switch::affinity`).
     pub steering: Steering,
+    /// Whether known unicast between `dev:` ports may take the in-kernel fast path.
+    pub datapath: Datapath,
+}
+
+/// Where frames are forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Datapath {
+    /// Known unicast between `dev:` ports in the kernel (tc ingress, `bpf_redirect`) where
+    /// the kernel allows, decided by the switch; the rest by the switch's workers.
+    #[default]
+    Auto,
+    /// Every frame through the switch's workers.
+    Userspace,
+}
+
+impl std::str::FromStr for Datapath {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Datapath::Auto),
+            "userspace" => Ok(Datapath::Userspace),
+            _ => Err(format!("datapath {s:?} is not auto or userspace")),
+        }
+    }
+}
+
+impl std::fmt::Display for Datapath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Datapath::Auto => "auto",
+            Datapath::Userspace => "userspace",
+        })
+    }
 }
 
 impl Default for SwitchConfig {
@@ -73,6 +108,7 @@ impl Default for SwitchConfig {
             macvlan: None,
             busy_poll: Duration::ZERO,
             steering: Steering::default(),
+            datapath: Datapath::default(),
         }
     }
 }
@@ -155,10 +191,106 @@ struct Shared {
     busy_nanos: Vec<AtomicU64>,
     table_counters: TableCounters,
     epoch: Instant,
+    /// `epoch` on the fast path's clock (`CLOCK_MONOTONIC` ns).
+    epoch_ns: u64,
+    /// The in-kernel fast path, when the switch runs one.
+    fast: Option<FastPath>,
+    /// Held while the fast path's counters are harvested.
+    harvesting: Mutex<()>,
     stop: AtomicBool,
 }
 
 impl Shared {
+    /// Keeps the fast path's MACs equal to the table after `events`: a learned or moved MAC is
+    /// forwarded in the kernel from its next frame on, an aged or evicted one no longer.
+    fn fast_learn(&self, events: &[TableEvent]) {
+        let Some(fast) = &self.fast else { return };
+        for event in events {
+            let (key, port) = match *event {
+                TableEvent::Learned { key, port } => (key, Some(port)),
+                TableEvent::Moved { key, to, .. } => (key, Some(to)),
+                TableEvent::Aged { key, .. } | TableEvent::Evicted { key, .. } => (key, None),
+            };
+            if key == FdbKey::untagged(key.mac)
+                && let Err(e) = fast.set_mac(key.mac, port)
+            {
+                tracing::warn!(error = %e, "fast path: couldn't update a MAC");
+            }
+        }
+    }
+
+    /// Makes the fast path's MACs equal to the table's untagged entries (after a flush, a
+    /// static entry, a removed port; and every housekeeping tick).
+    fn sync_fast_fdb(&self) {
+        let Some(fast) = &self.fast else { return };
+        let now = self.now();
+        let entries: Vec<(MacAddr, PortId)> = {
+            let state = self.read();
+            state
+                .table
+                .entries()
+                .filter(|e| e.key == FdbKey::untagged(e.key.mac))
+                .filter(|e| state.table.lookup(e.key, now) == Some(e.port))
+                .map(|e| (e.key.mac, e.port))
+                .collect()
+        };
+        if let Err(e) = fast.sync_fdb(&entries) {
+            tracing::warn!(error = %e, "fast path: couldn't sync the MACs");
+        }
+    }
+
+    /// Lets the fast path serve each of its ports that has no pipeline and no capture, with the
+    /// port's MTU; the others' frames all go through the switch.
+    fn sync_fast_ports(&self) {
+        let Some(fast) = &self.fast else { return };
+        let ports: Vec<Arc<Port>> = lock(&self.registry).iter().flatten().cloned().collect();
+        for port in ports.iter().filter(|p| fast.serves(p.id())) {
+            let enabled = !port.is_gone()
+                && !port.pipeline(Hook::Ingress).is_active()
+                && !port.pipeline(Hook::Egress).is_active()
+                && !port.capture_tap().is_active();
+            if let Err(e) = fast.set_port(port.id(), enabled, port.mtu()) {
+                tracing::warn!(port = port.name(), error = %e, "fast path: couldn't update a port");
+            }
+        }
+    }
+
+    /// Once a tick: what the fast path moved goes into the ports' counters, and the sources it
+    /// saw into the table (so they don't age out) before the table ages.
+    fn fast_housekeeping(&self) {
+        let Some(fast) = &self.fast else { return };
+        self.harvest_fast_counters();
+        match fast.seen() {
+            Ok(seen) => {
+                let state = self.read();
+                for (mac, port, at_ns) in seen {
+                    let micros = at_ns.saturating_sub(self.epoch_ns) / 1000;
+                    let at = Timestamp::from_micros(micros);
+                    state.table.refresh(FdbKey::untagged(mac), port, at);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "fast path: couldn't read the MACs"),
+        }
+    }
+
+    /// Adds what the fast path moved since the last call to the ports' counters.
+    fn harvest_fast_counters(&self) {
+        let Some(fast) = &self.fast else { return };
+        // One harvest at a time, so no delta is counted twice.
+        let _one = lock(&self.harvesting);
+        let moved = fast.harvest();
+        if moved.is_empty() {
+            return;
+        }
+        let registry = lock(&self.registry);
+        for (id, m) in moved {
+            if let Some(Some(port)) = registry.get(id.index()) {
+                port.counters()
+                    .add_fast_path(m.rx_packets, m.rx_bytes, m.tx_packets, m.tx_bytes);
+            }
+        }
+    }
+
     /// Asks `port` to steer by CPU if the switch does; true if it does so now.
     fn steer(&self, port: &Port) -> bool {
         if self.steering != Steering::Cpu || port.device().rx_queues() < 2 {
@@ -169,6 +301,19 @@ impl Shared {
             Err(e) => {
                 tracing::debug!(port = port.name(), error = %e, "steering by flow");
                 false
+            }
+        }
+    }
+
+    /// Lets the fast path serve `port` if it can (a `dev:` port); logs why not otherwise.
+    fn attach_fast(&self, port: &Port) {
+        let Some(fast) = &self.fast else { return };
+        match fast.attach(port) {
+            Ok(true) => tracing::info!(port = port.name(), "in-kernel fast path"),
+            Ok(false) => {}
+            Err(e) => {
+                fast.detach(port.id());
+                tracing::warn!(port = port.name(), error = %e, "no fast path for this port");
             }
         }
     }
@@ -186,6 +331,7 @@ impl Shared {
     }
 
     fn count_events(&self, events: &mut Vec<TableEvent>) {
+        self.fast_learn(events);
         let c = &self.table_counters;
         for event in events.drain(..) {
             let counter = match event {
@@ -201,11 +347,18 @@ impl Shared {
 
     /// Takes `port` out of forwarding and forgets its MACs; returns how many.
     fn detach(&self, port: &Port) -> usize {
-        let mut state = self.write();
-        if let Some(slot) = state.ports.get_mut(port.id().index()) {
-            *slot = None;
+        if let Some(fast) = &self.fast {
+            fast.detach(port.id());
         }
-        state.table.flush_port(port.id())
+        let flushed = {
+            let mut state = self.write();
+            if let Some(slot) = state.ports.get_mut(port.id().index()) {
+                *slot = None;
+            }
+            state.table.flush_port(port.id())
+        };
+        self.sync_fast_fdb();
+        flushed
     }
 
     /// Takes a port whose device failed out of the switch, forgetting its MACs. Its worker
@@ -371,6 +524,18 @@ impl Switch {
         let queues: usize = ports.iter().map(|p| p.device().rx_queues()).sum();
         let threads = config.threads.clamp(1, queues.max(1));
         let pinned = config.steering == Steering::Cpu && owns_cpus(threads);
+        let fast = match (config.datapath, &forwarder) {
+            (Datapath::Auto, Forwarder::Learning(_))
+                if ports.iter().any(|p| p.device().fast_path_ifindex().is_some()) =>
+            {
+                FastPath::new()
+                    .inspect_err(|e| {
+                        tracing::warn!(error = %e, "no in-kernel fast path (needs CAP_BPF and tcx, Linux 6.6+); every frame goes through the switch")
+                    })
+                    .ok()
+            }
+            _ => None,
+        };
         let shared = Arc::new(Shared {
             state: RwLock::new(State {
                 table: MacTable::new(config.table.clone()),
@@ -383,8 +548,15 @@ impl Switch {
             steering: config.steering,
             table_counters: TableCounters::default(),
             epoch: Instant::now(),
+            epoch_ns: crate::steering_clock_ns(),
+            fast,
+            harvesting: Mutex::new(()),
             stop: AtomicBool::new(false),
         });
+        for port in &ports {
+            shared.attach_fast(port);
+        }
+        shared.sync_fast_ports();
 
         let switch = Switch {
             shared: shared.clone(),
@@ -543,24 +715,29 @@ impl Switch {
             .write()
             .table
             .add_static(FdbKey::untagged(mac), port.id());
+        self.shared.sync_fast_fdb();
         Ok(())
     }
 
     /// Removes the entry for `mac`, static or learned; false if there was none.
     pub fn remove_fdb(&self, mac: MacAddr) -> Result<bool, ControlError> {
         self.learning_table()?;
-        Ok(self.shared.write().table.remove(FdbKey::untagged(mac)))
+        let removed = self.shared.write().table.remove(FdbKey::untagged(mac));
+        self.shared.sync_fast_fdb();
+        Ok(removed)
     }
 
     /// Forgets learned entries, of one port or all; returns how many.
     pub fn flush_fdb(&self, port: Option<&str>) -> Result<usize, ControlError> {
         self.learning_table()?;
         let port = port.map(|name| self.live_port(name)).transpose()?;
-        Ok(self
+        let flushed = self
             .shared
             .write()
             .table
-            .flush_dynamic(port.map(|p| p.id())))
+            .flush_dynamic(port.map(|p| p.id()));
+        self.shared.sync_fast_fdb();
+        Ok(flushed)
     }
 
     /// Attaches a new port while the switch runs; traffic among the others is not disturbed.
@@ -598,6 +775,8 @@ impl Switch {
             queues = port.device().rx_queues(),
             "port added"
         );
+        self.shared.attach_fast(&port);
+        self.shared.sync_fast_ports();
         let by_cpu = self.shared.steer(&port);
         for queue in 0..port.device().rx_queues() {
             let w = queue_worker(by_cpu, first, queue, workers.len());
@@ -646,15 +825,46 @@ impl Switch {
                 self.live_port(target)?;
             }
         }
-        port.pipeline(hook)
+        // Installed before the fast path lets go of the port: no frame bypasses the stages.
+        let installed = port
+            .pipeline(hook)
             .install(pipeline)
-            .map_err(|e| ControlError::Pipeline(format!("couldn't open the mirror file: {e}")))
+            .map_err(|e| ControlError::Pipeline(format!("couldn't open the mirror file: {e}")));
+        self.shared.sync_fast_ports();
+        installed
     }
 
     /// Removes `port`'s pipeline for `hook`.
     pub fn clear_pipeline(&self, port: &str, hook: Hook) -> Result<(), ControlError> {
         self.live_port(port)?.pipeline(hook).clear();
+        self.shared.sync_fast_ports();
         Ok(())
+    }
+
+    /// Brings the ports' counters up to date with what the fast path moved (housekeeping does
+    /// it every second; call it before reading counters that must be exact now).
+    pub fn sync_counters(&self) {
+        self.shared.harvest_fast_counters();
+    }
+
+    /// Tells the fast path that a capture started or ended (so a captured port's frames all
+    /// pass through the switch); the housekeeping tick does it too, within a second.
+    pub fn captures_changed(&self) {
+        self.shared.sync_fast_ports();
+    }
+
+    /// The ports the in-kernel fast path serves (none with `--datapath userspace`, without
+    /// CAP_BPF or tcx, or without `dev:` ports).
+    pub fn fast_path_ports(&self) -> Vec<String> {
+        let Some(fast) = &self.shared.fast else {
+            return Vec::new();
+        };
+        lock(&self.shared.registry)
+            .iter()
+            .flatten()
+            .filter(|p| fast.serves(p.id()) && !p.is_gone())
+            .map(|p| p.name().to_owned())
+            .collect()
     }
 
     /// `port`'s stages and their counters, ingress then egress.
@@ -724,6 +934,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 fn housekeeping(shared: &Shared, stop: &mpsc::Receiver<()>) {
     let mut events = Vec::new();
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(HOUSEKEEPING_INTERVAL) {
+        shared.fast_housekeeping();
         let now = shared.now();
         shared.write().table.age(now, &mut events);
         shared.count_events(&mut events);
@@ -735,5 +946,7 @@ fn housekeeping(shared: &Shared, stop: &mpsc::Receiver<()>) {
                 shared.remove_port(port, &"interface deleted");
             }
         }
+        shared.sync_fast_ports();
+        shared.sync_fast_fdb();
     }
 }
