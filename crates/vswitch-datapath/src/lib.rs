@@ -19,8 +19,8 @@
 #![deny(unsafe_code)]
 
 mod bpf;
-mod fastpath;
 pub mod capture;
+mod fastpath;
 pub mod hugepage;
 pub mod memory;
 pub mod mirror_file;

@@ -229,7 +229,12 @@ fn set_packet_option(
 
 /// `SO_ATTACH_BPF`: runs `program` (a socket filter) on every frame `fd` would receive.
 pub(crate) fn attach_socket_program(fd: BorrowedFd<'_>, program: BorrowedFd<'_>) -> io::Result<()> {
-    set_int_option(fd, libc::SOL_SOCKET, libc::SO_ATTACH_BPF, program.as_raw_fd())
+    set_int_option(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_ATTACH_BPF,
+        program.as_raw_fd(),
+    )
 }
 
 fn set_int_option(

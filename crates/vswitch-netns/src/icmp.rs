@@ -66,12 +66,14 @@ pub struct EchoReport {
     pub received: u32,
     /// Round-trip time of each reply, in the order received.
     pub rtts: Vec<Duration>,
+    /// Replies to a probe already answered: a frame delivered twice on the way.
+    pub duplicates: u32,
 }
 
 impl EchoReport {
-    /// At least one probe was sent and every one was answered.
+    /// At least one probe was sent and every one was answered, once.
     pub fn all_replied(&self) -> bool {
-        self.sent > 0 && self.received == self.sent
+        self.sent > 0 && self.received == self.sent && self.duplicates == 0
     }
 
     /// At least one probe was sent and none was answered.
@@ -99,6 +101,9 @@ impl std::fmt::Display for EchoReport {
             "{}: {} sent, {} received",
             self.target, self.sent, self.received
         )?;
+        if self.duplicates > 0 {
+            write!(f, ", {} duplicates", self.duplicates)?;
+        }
         if let (Some(min), Some(max)) = (self.rtts.iter().min(), self.rtts.iter().max()) {
             let us = |d: &Duration| d.as_secs_f64() * 1e6;
             let avg = self.rtts.iter().map(us).sum::<f64>() / self.rtts.len() as f64;
@@ -187,6 +192,7 @@ impl Pinger {
             sent_at: Vec::with_capacity(options.count as usize),
             answered: vec![false; options.count as usize],
             rtts: Vec::new(),
+            duplicates: 0,
         };
         let start = Instant::now();
         for i in 0..options.count {
@@ -216,6 +222,7 @@ impl Pinger {
             sent: options.count,
             received: run.rtts.len() as u32,
             rtts: run.rtts,
+            duplicates: run.duplicates,
         })
     }
 
@@ -265,10 +272,11 @@ impl Pinger {
                 continue;
             };
             let index = usize::from(reply.sequence.wrapping_sub(run.first));
-            if reply.identifier != self.identifier
-                || index >= run.sent_at.len()
-                || run.answered[index]
-            {
+            if reply.identifier != self.identifier || index >= run.sent_at.len() {
+                continue;
+            }
+            if run.answered[index] {
+                run.duplicates += 1;
                 continue;
             }
             let expected = echo_request(
@@ -296,6 +304,8 @@ struct Run {
     answered: Vec<bool>,
     /// Round-trip times of the answered ones, in arrival order.
     rtts: Vec<Duration>,
+    /// Second replies to answered probes.
+    duplicates: u32,
 }
 
 /// An echo request: header, then `payload` bytes of a pattern keyed by the sequence number. The
@@ -463,6 +473,7 @@ mod tests {
             sent: 3,
             received: 2,
             rtts: vec![Duration::from_micros(30), Duration::from_micros(10)],
+            duplicates: 0,
         };
         assert!(!report.all_replied() && !report.none_replied());
         assert_eq!(report.lost(), 1);
@@ -472,6 +483,7 @@ mod tests {
             sent: 0,
             received: 0,
             rtts: vec![],
+            duplicates: 0,
         };
         assert!(
             !nothing.all_replied() && !nothing.none_replied(),
