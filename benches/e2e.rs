@@ -1,15 +1,20 @@
 //! End-to-end comparison, as root: two namespaces joined by (1) a direct veth pair, (2) the
-//! kernel bridge with veth ports, (3) vswitch with TAP ports, (4) vswitch with veth ports through
-//! packet sockets, and variants of (3): queues steered by flow instead of by CPU, no offloads,
-//! one busy-polling worker — built in one run and measured interleaved over several rounds,
-//! medians reported as ratios to the kernel bridge.
+//! kernel bridge with veth ports, (3) vswitch with TAP ports, (4) vswitch with veth ports and
+//! its in-kernel fast path, (5) the same through packet sockets only (`--datapath userspace`),
+//! and variants of (3): queues steered by flow instead of by CPU, no offloads, one busy-polling
+//! worker — built in one run and measured over several rounds, the candidates in a new random
+//! order each round after a discarded warm-up round. Each figure is reported as the median over
+//! the rounds of its ratio to the kernel bridge's in the same round (paired ratios), with the
+//! bridge's own medians; CPU is whole-machine busy time (/proc/stat) per Gbit, for every
+//! candidate alike.
 //!
 //! `cargo bench --bench e2e` (needs iperf3: `apt-get install iperf3`). `VSWITCH_E2E_ROUNDS` (default 3) and
 //! `VSWITCH_E2E_SECONDS` (per iperf3 run, default 3) tune it; `VSWITCH_E2E_ONLY=word,word`
 //! keeps only the candidates whose names hold a word (and the kernel bridge), and
 //! `VSWITCH_E2E_SCALE=0` skips the scale runs. `VSWITCH_E2E_TUNE="1:50 2:0"` adds TAP
-//! candidates with THREADS:BUSY_POLL_MICROS. Writes a Markdown table to stdout,
-//! and `bench-results/e2e.json` and `bench-results/e2e.svg`.
+//! candidates with THREADS:BUSY_POLL_MICROS. Writes a Markdown table to stdout, and
+//! `benches/results/DATE-e2e.{md,json,svg}` (with each candidate's interface MTUs and queue
+//! lengths).
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -99,22 +104,46 @@ fn two_workers() -> SwitchConfig {
 
 const TAP: Attach = Attach::Tap { offload: true };
 
-/// Process CPU time (user + system) in seconds: the switch's threads when vswitch is measured.
+/// Whole-machine busy CPU time in seconds (/proc/stat: everything but idle and iowait), so the
+/// kernel's work for a candidate (softirqs, the receiving stacks) counts as much as ours.
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .lines()
         .next()
         .unwrap_or("")
         .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
         .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0 // utime, stime; USER_HZ is 100 on Linux
+    // user nice system idle iowait irq softirq steal ...
+    let busy: f64 = fields
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .take(8)
+        .map(|(_, v)| v)
+        .sum();
+    busy / 100.0 // USER_HZ is 100 on Linux
+}
+
+/// The MTU and transmit queue length of each host's interface, for the record.
+fn devices(topology: &Topology) -> Vec<Value> {
+    topology
+        .hosts()
+        .iter()
+        .map(|h| {
+            let info =
+                h.ns.run(|| Netlink::open().and_then(|mut nl| nl.link(&h.ifname)))
+                    .ok()
+                    .and_then(Result::ok);
+            serde_json::json!({
+                "interface": h.ifname,
+                "mtu": info.as_ref().and_then(|i| i.mtu),
+                "txqueuelen": info.as_ref().and_then(|i| i.tx_queue_len),
+            })
+        })
+        .collect()
 }
 
 fn in_ns(ns: &Netns, cmd: &mut Command) -> BoxResult<std::process::Output> {
@@ -239,12 +268,7 @@ fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn measure(
-    topology: &Topology,
-    secs: u64,
-    samples: &mut Samples,
-    switch_cpu: bool,
-) -> BoxResult<()> {
+fn measure(topology: &Topology, secs: u64, samples: &mut Samples) -> BoxResult<()> {
     let (client, server) = (&topology.hosts()[0].ns, &topology.hosts()[1].ns);
     let mut srv = iperf_server(server)?;
     let result = (|| -> BoxResult<()> {
@@ -252,7 +276,7 @@ fn measure(
         let one = tcp(client, 1, secs)?;
         let cpu = cpu_seconds() - cpu0;
         samples.tcp1.push(one.gbit);
-        if switch_cpu && one.bytes > 0.0 {
+        if one.bytes > 0.0 {
             // CPU milliseconds per Gbit moved.
             samples
                 .cpu_ms_per_gbit
@@ -304,8 +328,18 @@ fn main() -> BoxResult<()> {
             ),
         ),
         (
-            "vswitch, veth ports (packet sockets)".into(),
+            "vswitch, veth ports, fast path".into(),
             vswitch(two_workers(), Attach::Veth),
+        ),
+        (
+            "vswitch, veth ports, --datapath userspace".into(),
+            vswitch(
+                SwitchConfig {
+                    datapath: vswitch_datapath::Datapath::Userspace,
+                    ..two_workers()
+                },
+                Attach::Veth,
+            ),
         ),
         (
             "vswitch, TAP ports, --no-offload".into(),
@@ -343,16 +377,38 @@ fn main() -> BoxResult<()> {
         .map(|(_, build)| build())
         .collect::<BoxResult<_>>()?;
     let mut samples = vec![Samples::default(); candidates.len()];
-    for round in 1..=rounds {
-        for (i, topology) in topologies.iter().enumerate() {
-            eprintln!("round {round}/{rounds}: {}", candidates[i].0);
-            let is_switch = matches!(topology, Topology::Vswitch { .. });
-            measure(topology, secs, &mut samples[i], is_switch)?;
+    // Round 0 warms caches, ARP and the switches' tables up and is thrown away; each round
+    // takes the candidates in a new order, so no candidate always follows the same one.
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64 | 1);
+    for round in 0..=rounds {
+        let mut order: Vec<usize> = (0..topologies.len()).collect();
+        for i in (1..order.len()).rev() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            order.swap(i, (seed % (i as u64 + 1)) as usize);
+        }
+        for &i in &order {
+            eprintln!(
+                "round {round}/{rounds}{}: {}",
+                if round == 0 { " (warm-up)" } else { "" },
+                candidates[i].0
+            );
+            let mut scratch = Samples::default();
+            let into = if round == 0 {
+                &mut scratch
+            } else {
+                &mut samples[i]
+            };
+            measure(&topologies[i], secs, into)?;
         }
     }
+    let devices: Vec<Vec<Value>> = topologies.iter().map(devices).collect();
     drop(topologies);
     let names: Vec<&str> = candidates.iter().map(|(name, _)| name.as_str()).collect();
-    report(&names, &samples)?;
+    report(&names, &samples, &devices)?;
     if env("VSWITCH_E2E_SCALE", 1) == 0 {
         return Ok(());
     }
@@ -396,28 +452,36 @@ fn scale(rounds: u64, secs: u64) -> BoxResult<()> {
     Ok(())
 }
 
-fn report(names: &[&str], samples: &[Samples]) -> BoxResult<()> {
+/// The median over rounds of `get(candidate) / get(bridge)`, round by round.
+fn paired(candidate: &[f64], bridge: &[f64]) -> f64 {
+    let ratios: Vec<f64> = candidate
+        .iter()
+        .zip(bridge)
+        .filter(|(_, b)| **b > 0.0)
+        .map(|(c, b)| c / b)
+        .collect();
+    median(&ratios)
+}
+
+fn report(names: &[&str], samples: &[Samples], devices: &[Vec<Value>]) -> BoxResult<()> {
     // The kernel bridge is the reference for every ratio.
     let bridge = names
         .iter()
         .position(|n| n.starts_with("kernel bridge"))
         .ok_or("no kernel bridge among the candidates")?;
-    let ratio = |v: f64, base: f64| if base > 0.0 { v / base } else { f64::NAN };
     let b = &samples[bridge];
-    let (b1, b4, bu, br) = (
-        median(&b.tcp1),
-        median(&b.tcp4),
-        median(&b.udp_pps),
-        median(&b.rtt_p50),
-    );
     let mut md = String::new();
     writeln!(
         md,
-        "| two namespaces joined by | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s (retransmitted segments) | UDP 64 B delivered kpps (loss) | ping p50 / p99 µs | switch CPU ms per Gbit |"
+        "Each cell: the median over rounds, then (in brackets) the median of the per-round ratios to the kernel bridge of the same round.\n"
+    )?;
+    writeln!(
+        md,
+        "| two namespaces joined by | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s (retransmitted segments) | UDP 64 B delivered kpps (loss) | ping p50 / p99 µs | machine CPU ms per Gbit (1 stream) |"
     )?;
     writeln!(md, "|---|---|---|---|---|---|")?;
     let mut json = Vec::new();
-    for (name, s) in names.iter().zip(samples) {
+    for ((name, s), devices) in names.iter().zip(samples).zip(devices) {
         let (t1, t4, u, l) = (
             median(&s.tcp1),
             median(&s.tcp4),
@@ -430,47 +494,64 @@ fn report(names: &[&str], samples: &[Samples]) -> BoxResult<()> {
             median(&s.rtt_p99),
             median(&s.cpu_ms_per_gbit),
         );
+        let r = (
+            paired(&s.tcp1, &b.tcp1),
+            paired(&s.tcp4, &b.tcp4),
+            paired(&s.udp_pps, &b.udp_pps),
+            paired(&s.rtt_p50, &b.rtt_p50),
+            paired(&s.cpu_ms_per_gbit, &b.cpu_ms_per_gbit),
+        );
         writeln!(
             md,
-            "| {name} | {t1:.2} ({:.2}×) | {t4:.2} ({:.2}×, {retr:.0}) | {:.0} ({:.2}×, {l:.1}% loss) | {p50:.0} / {p99:.0} ({:.2}×) | {} |",
-            ratio(t1, b1),
-            ratio(t4, b4),
+            "| {name} | {t1:.2} ({:.2}×) | {t4:.2} ({:.2}×, {retr:.0}) | {:.0} ({:.2}×, {l:.1}% loss) | {p50:.0} / {p99:.0} ({:.2}×) | {cpu:.0} ({:.2}×) |",
+            r.0,
+            r.1,
             u / 1000.0,
-            ratio(u, bu),
-            ratio(p50, br),
-            if cpu.is_nan() {
-                "n/a (kernel)".to_string()
-            } else {
-                format!("{cpu:.0}")
-            }
+            r.2,
+            r.3,
+            r.4,
         )?;
         json.push(serde_json::json!({
             "name": name, "tcp1_gbit": t1, "tcp4_gbit": t4, "tcp4_retransmits": retr, "udp64_pps": u, "udp64_loss_pct": l,
-            "rtt_p50_us": p50, "rtt_p99_us": p99, "cpu_ms_per_gbit": if cpu.is_nan() { Value::Null } else { cpu.into() },
-            "ratio_to_bridge": { "tcp1": ratio(t1, b1), "tcp4": ratio(t4, b4), "udp64": ratio(u, bu), "rtt_p50": ratio(p50, br) },
-            "samples": { "tcp1": s.tcp1, "tcp4": s.tcp4, "tcp4_retransmits": s.tcp4_retransmits, "udp64_pps": s.udp_pps, "rtt_p50": s.rtt_p50 },
+            "rtt_p50_us": p50, "rtt_p99_us": p99, "cpu_ms_per_gbit": cpu,
+            "paired_ratio_to_bridge": { "tcp1": r.0, "tcp4": r.1, "udp64": r.2, "rtt_p50": r.3, "cpu_ms_per_gbit": r.4 },
+            "samples": { "tcp1": s.tcp1, "tcp4": s.tcp4, "tcp4_retransmits": s.tcp4_retransmits, "udp64_pps": s.udp_pps, "udp64_loss": s.udp_loss, "rtt_p50": s.rtt_p50, "cpu_ms_per_gbit": s.cpu_ms_per_gbit },
+            "devices": devices,
         }));
     }
     print!("{md}");
-    std::fs::create_dir_all("bench-results")?;
+    let date = Command::new("date")
+        .arg("+%Y-%m-%d")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "undated".into());
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join(format!("{date}-e2e.md")), &md)?;
     std::fs::write(
-        "bench-results/e2e.json",
+        dir.join(format!("{date}-e2e.json")),
         serde_json::to_string_pretty(&json)?,
     )?;
-    std::fs::write("bench-results/e2e.svg", svg(names, samples, bridge))?;
-    eprintln!("wrote bench-results/e2e.json and bench-results/e2e.svg");
+    std::fs::write(
+        dir.join(format!("{date}-e2e.svg")),
+        svg(names, samples, bridge),
+    )?;
+    eprintln!("wrote {}/{date}-e2e.{{md,json,svg}}", dir.display());
     Ok(())
 }
 
 /// A grouped bar chart of each metric as a ratio to the kernel bridge (higher is better; for
 /// latency the inverse ratio is drawn so that higher is better there too).
 fn svg(names: &[&str], samples: &[Samples], bridge: usize) -> String {
-    type Metric = (&'static str, fn(&Samples) -> f64, bool);
-    let metrics: [Metric; 4] = [
-        ("TCP 1 stream", |s| median(&s.tcp1), false),
-        ("TCP 4 streams", |s| median(&s.tcp4), false),
-        ("UDP 64 B pps", |s| median(&s.udp_pps), false),
-        ("ping p50 (inverse)", |s| median(&s.rtt_p50), true),
+    type Metric = (&'static str, fn(&Samples) -> &[f64], bool);
+    let metrics: [Metric; 5] = [
+        ("TCP 1 stream", |s| &s.tcp1, false),
+        ("TCP 4 streams", |s| &s.tcp4, false),
+        ("UDP 64 B pps", |s| &s.udp_pps, false),
+        ("ping p50 (inverse)", |s| &s.rtt_p50, true),
+        ("CPU/Gbit (inverse)", |s| &s.cpu_ms_per_gbit, true),
     ];
     let colors = [
         "#888888", "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf",
@@ -480,7 +561,7 @@ fn svg(names: &[&str], samples: &[Samples], bridge: usize) -> String {
     let max_ratio = 2.0f64;
     let mut out = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
-<text x="{left}" y="20" font-size="14">Ratio to the kernel bridge (same run; 1.0 = bridge, higher is better)</text>
+<text x="{left}" y="20" font-size="14">Median per-round ratio to the kernel bridge (1.0 = bridge, higher is better)</text>
 "#
     );
     let y_of = |r: f64| top + plot_h * (1.0 - (r.min(max_ratio) / max_ratio));
@@ -500,8 +581,8 @@ fn svg(names: &[&str], samples: &[Samples], bridge: usize) -> String {
         let base = get(&samples[bridge]);
         let gx = left + m as f64 * group_w;
         for (c, s) in samples.iter().enumerate() {
-            let v = get(s);
-            let r = if *inverse { base / v } else { v / base };
+            let r = paired(get(s), base);
+            let r = if *inverse { 1.0 / r } else { r };
             let r = if r.is_finite() { r } else { 0.0 };
             let x = gx + (c as f64 + 0.5) * bar_w;
             let y = y_of(r);

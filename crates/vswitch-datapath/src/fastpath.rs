@@ -328,6 +328,14 @@ impl FastPath {
         }
     }
 
+    /// Sends every frame to the switch from now on (as the switch stops: its sockets may
+    /// outlive the classifiers for a moment, and no frame may be kept from both).
+    pub(crate) fn disable_all(&self) {
+        for served in self.served().values() {
+            let _ = self.ports.delete(&served.ifindex.to_ne_bytes());
+        }
+    }
+
     /// Lets the fast path forward from and to `port` (or not), with its MTU.
     pub(crate) fn set_port(&self, port: PortId, enabled: bool, mtu: u32) -> io::Result<()> {
         let Some(ifindex) = self.served().get(&port).map(|s| s.ifindex) else {

@@ -34,6 +34,7 @@ pub const NLM_F_CREATE: u16 = 0x400;
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
+const IFLA_TXQLEN: u16 = 13;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_NET_NS_FD: u16 = 28;
@@ -243,6 +244,8 @@ pub struct LinkInfo {
     pub mac: Option<[u8; 6]>,
     /// MTU.
     pub mtu: Option<u32>,
+    /// Transmit queue length (`txqueuelen`).
+    pub tx_queue_len: Option<u32>,
 }
 
 fn parse_link(body: &[u8]) -> LinkInfo {
@@ -262,6 +265,9 @@ fn parse_link(body: &[u8]) -> LinkInfo {
             (IFLA_ADDRESS, 6) => info.mac = data.try_into().ok(),
             (IFLA_MTU, 4) => {
                 info.mtu = Some(u32::from_ne_bytes([data[0], data[1], data[2], data[3]]))
+            }
+            (IFLA_TXQLEN, 4) => {
+                info.tx_queue_len = Some(u32::from_ne_bytes([data[0], data[1], data[2], data[3]]))
             }
             _ => {}
         }
@@ -391,12 +397,14 @@ mod tests {
             .ifinfo(42, 0, 0)
             .ifname("x")
             .mac(mac)
-            .mtu(9000);
+            .mtu(9000)
+            .attr_u32(IFLA_TXQLEN, 500);
         data.extend_from_slice(&link.finish());
         let info = LinkInfo {
             index: 42,
             mac: Some(mac),
             mtu: Some(9000),
+            tx_queue_len: Some(500),
         };
         assert_eq!(
             parse_replies(&data),

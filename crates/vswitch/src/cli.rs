@@ -331,8 +331,9 @@ pub struct LabUpArgs {
     /// Subnet for the hosts; host i gets address i in it.
     #[arg(long, default_value = "10.0.1.0/24")]
     pub subnet: crate::lab::Subnet,
-    /// How hosts are joined to the switch.
-    #[arg(long, value_enum, default_value_t = Via::Tap)]
+    /// How hosts are joined to the switch: `veth` (the default) lets the in-kernel fast path
+    /// forward between them at the kernel bridge's speed; `tap` keeps every frame in the switch.
+    #[arg(long, value_enum, default_value_t = Via::Veth)]
     pub via: Via,
     /// The lab's name: prefixes namespaces (LAB-hN) and links (LABhN); at most 10 characters.
     #[arg(long, default_value = "lab")]

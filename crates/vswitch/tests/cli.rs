@@ -377,3 +377,100 @@ fn config_check_accepts_a_good_file_and_points_at_errors() {
     assert!(!out.status.success() && stderr(&out).contains("couldn't read config file"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn without_cap_bpf_the_fast_path_falls_back_and_says_why() {
+    if !require_root("without_cap_bpf_the_fast_path_falls_back_and_says_why") {
+        return;
+    }
+    // Two veth pairs; their outer ends are the switch's dev: ports.
+    let mut guards = Vec::new();
+    let mut ports = Vec::new();
+    for _ in 0..2 {
+        let (outer, inner) = (unique_name("vsf"), unique_name("vsf"));
+        vswitch_netns::Netlink::open()
+            .expect("netlink")
+            .add_veth(&outer, &inner, None)
+            .expect("veth");
+        guards.push(vswitch_netns::LinkGuard::new(&outer));
+        ports.push(format!("dev:{outer}"));
+    }
+    for without_bpf in [false, true] {
+        let name = unique_name("vsc");
+        let args: Vec<String> = [
+            "--ports",
+            &ports.join(","),
+            "--name",
+            &name,
+            "--threads",
+            "2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // The binary starts from a thread without CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (or
+        // with everything), keeping what packet sockets need.
+        let child = std::thread::spawn(move || {
+            if without_bpf {
+                for cap in [
+                    caps::Capability::CAP_BPF,
+                    caps::Capability::CAP_PERFMON,
+                    caps::Capability::CAP_SYS_ADMIN,
+                ] {
+                    caps::drop(None, caps::CapSet::Bounding, cap).expect("bounding");
+                    for set in [
+                        caps::CapSet::Effective,
+                        caps::CapSet::Permitted,
+                        caps::CapSet::Inheritable,
+                    ] {
+                        caps::drop(None, set, cap).expect("drop");
+                    }
+                }
+            }
+            Command::new(env!("CARGO_BIN_EXE_vswitch"))
+                .args(&args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .join()
+        .expect("spawning thread");
+        let mut child = ChildGuard(child);
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read");
+        assert!(line.contains("switching among"), "{line}");
+        let stats = vswitch(&["stats", "--json", "--name", &name]);
+        assert!(stats.status.success(), "{}", stderr(&stats));
+        let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("json");
+        let served: Vec<bool> = stats["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .map(|p| p["fast_path"].as_bool().expect("fast_path"))
+            .collect();
+        assert_eq!(
+            served,
+            vec![!without_bpf; 2],
+            "without CAP_BPF: {without_bpf}"
+        );
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("kill");
+        assert!(wait_exit(&mut child).success());
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest).expect("read");
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut err)
+            .expect("read");
+        if without_bpf {
+            assert!(err.contains("no in-kernel fast path"), "{err}");
+            assert!(!rest.contains("forwarded in the kernel"), "{rest}");
+        } else {
+            assert!(rest.contains("forwarded in the kernel"), "{rest}");
+        }
+    }
+}

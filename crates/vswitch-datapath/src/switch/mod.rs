@@ -202,7 +202,8 @@ struct Shared {
 
 impl Shared {
     /// Keeps the fast path's MACs equal to the table after `events`: a learned or moved MAC is
-    /// forwarded in the kernel from its next frame on, an aged or evicted one no longer.
+    /// forwarded in the kernel from its next frame on, an aged or evicted one no longer. Called
+    /// under the table's write lock, so the map changes in the table's order.
     fn fast_learn(&self, events: &[TableEvent]) {
         let Some(fast) = &self.fast else { return };
         for event in events {
@@ -224,16 +225,16 @@ impl Shared {
     fn sync_fast_fdb(&self) {
         let Some(fast) = &self.fast else { return };
         let now = self.now();
-        let entries: Vec<(MacAddr, PortId)> = {
-            let state = self.read();
-            state
-                .table
-                .entries()
-                .filter(|e| e.key == FdbKey::untagged(e.key.mac))
-                .filter(|e| state.table.lookup(e.key, now) == Some(e.port))
-                .map(|e| (e.key.mac, e.port))
-                .collect()
-        };
+        // The read lock is held until the map is written: a change the snapshot misses (it
+        // needs the write lock) is written to the map after this sync, never undone by it.
+        let state = self.read();
+        let entries: Vec<(MacAddr, PortId)> = state
+            .table
+            .entries()
+            .filter(|e| e.key == FdbKey::untagged(e.key.mac))
+            .filter(|e| state.table.lookup(e.key, now) == Some(e.port))
+            .map(|e| (e.key.mac, e.port))
+            .collect();
         if let Err(e) = fast.sync_fdb(&entries) {
             tracing::warn!(error = %e, "fast path: couldn't sync the MACs");
         }
@@ -243,6 +244,9 @@ impl Shared {
     /// port's MTU; the others' frames all go through the switch.
     fn sync_fast_ports(&self) {
         let Some(fast) = &self.fast else { return };
+        if self.stop.load(Ordering::Relaxed) {
+            return; // stopping: `Switch::stop` disabled every port for good
+        }
         let ports: Vec<Arc<Port>> = lock(&self.registry).iter().flatten().cloned().collect();
         for port in ports.iter().filter(|p| fast.serves(p.id())) {
             let enabled = !port.is_gone()
@@ -331,7 +335,6 @@ impl Shared {
     }
 
     fn count_events(&self, events: &mut Vec<TableEvent>) {
-        self.fast_learn(events);
         let c = &self.table_counters;
         for event in events.drain(..) {
             let counter = match event {
@@ -877,6 +880,9 @@ impl Switch {
     /// dropped (TAPs this process created disappear then).
     pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(fast) = &self.shared.fast {
+            fast.disable_all();
+        }
         let workers: Vec<WorkerHandle> = lock(&self.workers).drain(..).collect();
         for worker in &workers {
             if let Err(e) = worker.waker.wake() {
@@ -936,7 +942,11 @@ fn housekeeping(shared: &Shared, stop: &mpsc::Receiver<()>) {
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(HOUSEKEEPING_INTERVAL) {
         shared.fast_housekeeping();
         let now = shared.now();
-        shared.write().table.age(now, &mut events);
+        {
+            let mut state = shared.write();
+            state.table.age(now, &mut events);
+            shared.fast_learn(&events);
+        }
         shared.count_events(&mut events);
         let ports: Vec<Arc<Port>> = lock(&shared.registry).iter().flatten().cloned().collect();
         for port in ports.iter().filter(|p| !p.is_gone()) {

@@ -298,6 +298,7 @@ impl Worker {
                     state.table.learn(req.key, req.port, now, &mut self.events);
                 }
             }
+            self.shared.fast_learn(&self.events);
         }
         self.shared.count_events(&mut self.events);
     }
