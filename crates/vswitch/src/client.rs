@@ -267,6 +267,15 @@ fn render(stats: &Value, previous: Option<(Duration, &Value)>) -> String {
                 let _ = writeln!(out, "{:<15} drops: {}", "", nonzero.join(" "));
             }
         }
+        if port["fast_path"].as_bool() == Some(true) {
+            let _ = writeln!(
+                out,
+                "{:<15} in-kernel fast path: {} of the received and {} of the sent frames",
+                "",
+                n("fast_path_rx_packets"),
+                n("fast_path_tx_packets")
+            );
+        }
     }
     let t = &stats["table"];
     let _ = writeln!(
