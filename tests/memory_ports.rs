@@ -453,3 +453,37 @@ fn captures_are_capped_per_port_and_bounded_in_bytes() {
         "every frame queued or counted"
     );
 }
+
+#[test]
+fn a_vanished_ports_name_added_again_names_the_new_port() {
+    let (switch, mut peers) = start(3, 2);
+    drop(peers.pop());
+    assert!(
+        wait_for(|| switch.ports()[2].is_gone()),
+        "port 2 not removed"
+    );
+    // The name comes back as a new device.
+    let (port, peer) = MemoryPort::pair(MTU).expect("socketpair");
+    switch
+        .add_port("mem2".into(), Box::new(port))
+        .expect("re-add");
+    let live = switch.port("mem2").expect("mem2");
+    assert!(!live.is_gone(), "the name resolves to the vanished port");
+    switch
+        .set_pipeline(
+            "mem2",
+            vswitch_datapath::Hook::Egress,
+            "filter count proto icmp",
+        )
+        .expect("pipeline on the new port");
+    switch
+        .add_static(mac(9), "mem2")
+        .expect("fdb add on the new port");
+    // Frames for mac 9 reach the new port's peer.
+    let f = frame(mac(9), mac(1), 60, 5);
+    peers[0].send(&f).unwrap();
+    assert_eq!(recv(&peer).as_deref(), Some(&f[..]));
+    // `port del` removes the live port, not the dead entry.
+    switch.remove_port("mem2").expect("del");
+    assert!(live.is_gone(), "port del left the live port attached");
+}

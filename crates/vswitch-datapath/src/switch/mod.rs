@@ -634,12 +634,14 @@ impl Switch {
             .collect()
     }
 
-    /// The port called `name`.
+    /// The port called `name`: the live one if a port of that name vanished and was added
+    /// again, else the gone one (whose counters still show).
     pub fn port(&self, name: &str) -> Option<Arc<Port>> {
-        lock(&self.shared.registry)
-            .iter()
-            .flatten()
-            .find(|p| p.name() == name)
+        let registry = lock(&self.shared.registry);
+        let named = || registry.iter().flatten().filter(|p| p.name() == name);
+        named()
+            .find(|p| !p.is_gone())
+            .or_else(|| named().next())
             .cloned()
     }
 
@@ -801,10 +803,17 @@ impl Switch {
         }
         let port = {
             let mut registry = lock(&self.shared.registry);
-            let slot = registry
-                .iter_mut()
-                .find(|p| p.as_ref().is_some_and(|p| p.name() == name))
+            // The live port of that name, before any gone one of the same name.
+            let named = |p: &Option<Arc<Port>>, live: bool| {
+                p.as_ref()
+                    .is_some_and(|p| p.name() == name && p.is_gone() != live)
+            };
+            let index = registry
+                .iter()
+                .position(|p| named(p, true))
+                .or_else(|| registry.iter().position(|p| named(p, false)))
                 .ok_or_else(|| ControlError::UnknownPort(name.to_owned()))?;
+            let slot = &mut registry[index];
             slot.take()
                 .ok_or_else(|| ControlError::UnknownPort(name.to_owned()))?
         };
