@@ -487,3 +487,181 @@ fn a_vanished_ports_name_added_again_names_the_new_port() {
     switch.remove_port("mem2").expect("del");
     assert!(live.is_gone(), "port del left the live port attached");
 }
+
+/// What each peer received within 150 ms (one frame at most each; extra frames fail).
+fn gather(peers: &[MemoryPeer]) -> Vec<Option<Vec<u8>>> {
+    std::thread::sleep(Duration::from_millis(150));
+    let mut buf = vec![0u8; 65536];
+    peers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let first = p.recv(&mut buf).ok().map(|n| buf[..n].to_vec());
+            assert!(p.recv(&mut buf).is_err(), "port {i} got two frames");
+            first
+        })
+        .collect()
+}
+
+/// A 60-byte frame of the local experimental EtherType with `tags` (TPID, VID) put in after
+/// the MACs (4 bytes each), as a switch adds them.
+fn tagged(dst: MacAddr, src: MacAddr, tags: &[(u16, u16)]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst.0);
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&0x88b5u16.to_be_bytes());
+    f.resize(60, 0x5a);
+    let tags: Vec<u8> = tags
+        .iter()
+        .flat_map(|(tpid, vid)| [tpid.to_be_bytes(), vid.to_be_bytes()].concat())
+        .collect();
+    f.splice(12..12, tags);
+    f
+}
+
+#[test]
+fn vlans_access_trunk_native_and_qinq_forward_as_ovs_does() {
+    let (switch, peers) = start(6, 2);
+    for (port, mode) in [
+        ("mem0", "access 10"),
+        ("mem1", "access 10"),
+        ("mem2", "access 20"),
+        ("mem3", "trunk 10,20 native 30"),
+        ("mem4", "tunnel 100"),
+        ("mem5", "trunk 100"),
+    ] {
+        switch.set_vlan(port, mode.parse().unwrap()).expect(port);
+    }
+    let b = MacAddr::BROADCAST;
+    // A broadcast on an access port of VLAN 10: the other access port of 10 untagged, the trunk
+    // tagged 10, nobody else.
+    peers[0].send(&tagged(b, mac(1), &[])).unwrap();
+    let got = gather(&peers);
+    assert_eq!(got[1].as_deref(), Some(&tagged(b, mac(1), &[])[..]));
+    assert_eq!(
+        got[3].as_deref(),
+        Some(&tagged(b, mac(1), &[(0x8100, 10)])[..])
+    );
+    assert!(
+        got[2].is_none() && got[4].is_none() && got[5].is_none(),
+        "{got:?}"
+    );
+    // Tagged 20 from the trunk: to the access port of 20, untagged.
+    peers[3].send(&tagged(b, mac(3), &[(0x8100, 20)])).unwrap();
+    let got = gather(&peers);
+    assert_eq!(got[2].as_deref(), Some(&tagged(b, mac(3), &[])[..]));
+    assert!(
+        got.iter().enumerate().all(|(i, g)| i == 2 || g.is_none()),
+        "{got:?}"
+    );
+    // Untagged from the trunk is its native VLAN 30, which nobody else carries.
+    peers[3].send(&tagged(b, mac(3), &[])).unwrap();
+    assert!(gather(&peers).iter().all(Option::is_none));
+    // Dropped and counted: a tagged frame on an access port, a VLAN the trunk doesn't carry.
+    peers[0].send(&tagged(b, mac(1), &[(0x8100, 10)])).unwrap();
+    peers[3].send(&tagged(b, mac(3), &[(0x8100, 40)])).unwrap();
+    assert!(gather(&peers).iter().all(Option::is_none));
+    assert_eq!(
+        switch.ports()[0]
+            .counters()
+            .snapshot()
+            .drops(DropReason::Vlan),
+        1
+    );
+    assert_eq!(
+        switch.ports()[3]
+            .counters()
+            .snapshot()
+            .drops(DropReason::Vlan),
+        1
+    );
+    // Learned per VLAN: mem1 answers mem0's MAC in VLAN 10, only mem0 gets it.
+    peers[1].send(&tagged(mac(1), mac(2), &[])).unwrap();
+    let got = gather(&peers);
+    assert_eq!(got[0].as_deref(), Some(&tagged(mac(1), mac(2), &[])[..]));
+    assert!(got[3].is_none(), "known unicast flooded to the trunk");
+    // QinQ: a customer's tagged frame on the tunnel port crosses the provider trunk inside an
+    // 802.1ad tag, and comes back out with only the customer's tag.
+    peers[4].send(&tagged(b, mac(4), &[(0x8100, 5)])).unwrap();
+    let got = gather(&peers);
+    assert_eq!(
+        got[5].as_deref(),
+        Some(&tagged(b, mac(4), &[(0x88a8, 100), (0x8100, 5)])[..])
+    );
+    assert!(
+        got.iter().enumerate().all(|(i, g)| i == 5 || g.is_none()),
+        "{got:?}"
+    );
+    peers[5]
+        .send(&tagged(mac(4), mac(5), &[(0x88a8, 100), (0x8100, 5)]))
+        .unwrap();
+    let got = gather(&peers);
+    assert_eq!(
+        got[4].as_deref(),
+        Some(&tagged(mac(4), mac(5), &[(0x8100, 5)])[..])
+    );
+    // Back to no VLANs: all ports on the untagged segment again.
+    for port in ["mem0", "mem1", "mem2", "mem3", "mem4", "mem5"] {
+        switch.set_vlan(port, "none".parse().unwrap()).expect(port);
+    }
+    peers[0].send(&tagged(b, mac(1), &[(0x8100, 7)])).unwrap();
+    let got = gather(&peers);
+    assert!(
+        got[1..]
+            .iter()
+            .all(|g| g.as_deref() == Some(&tagged(b, mac(1), &[(0x8100, 7)])[..]))
+    );
+}
+
+#[test]
+fn port_flags_isolate_stop_learning_and_flooding_and_allow_hairpin() {
+    let (switch, peers) = start(4, 2);
+    let b = MacAddr::BROADCAST;
+    switch.set_port_flag("mem0", "isolated", "on").unwrap();
+    switch.set_port_flag("mem1", "isolated", "on").unwrap();
+    // Isolated ports don't reach each other, only the others.
+    peers[0].send(&tagged(b, mac(1), &[])).unwrap();
+    let got = gather(&peers);
+    assert!(
+        got[1].is_none() && got[2].is_some() && got[3].is_some(),
+        "{got:?}"
+    );
+    // Unknown unicast skips a port with flood off; broadcast still reaches it.
+    switch.set_port_flag("mem3", "flood", "off").unwrap();
+    peers[2].send(&tagged(mac(9), mac(3), &[])).unwrap();
+    let got = gather(&peers);
+    assert!(
+        got[3].is_none() && got[0].is_some() && got[1].is_some(),
+        "{got:?}"
+    );
+    switch.set_port_flag("mem3", "bcast-flood", "off").unwrap();
+    peers[2].send(&tagged(b, mac(3), &[])).unwrap();
+    assert!(gather(&peers)[3].is_none(), "bcast-flood off");
+    // Learning off: mem2's sources stay unknown.
+    switch.set_port_flag("mem2", "learning", "off").unwrap();
+    peers[2].send(&tagged(b, mac(7), &[])).unwrap();
+    let _ = gather(&peers);
+    assert!(
+        switch.fdb().iter().all(|r| r.key.mac != mac(7)),
+        "learned with learning off"
+    );
+    // Hairpin: a destination behind the ingress port is sent back there.
+    peers[3].send(&tagged(b, mac(4), &[])).unwrap();
+    let _ = gather(&peers);
+    peers[3].send(&tagged(mac(4), mac(5), &[])).unwrap();
+    assert!(gather(&peers)[3].is_none(), "sent back without hairpin");
+    assert_eq!(
+        switch.ports()[3]
+            .counters()
+            .snapshot()
+            .drops(DropReason::Filtered),
+        1
+    );
+    switch.set_port_flag("mem3", "hairpin", "on").unwrap();
+    peers[3].send(&tagged(mac(4), mac(5), &[])).unwrap();
+    assert_eq!(
+        gather(&peers)[3].as_deref(),
+        Some(&tagged(mac(4), mac(5), &[])[..])
+    );
+    assert!(switch.set_port_flag("mem3", "stp", "on").is_err());
+}

@@ -33,11 +33,13 @@ pub enum DropReason {
     LinkDown,
     /// The device returned an error other than a full queue or a down link.
     IoError,
+    /// A tagged frame on an access port, or a VLAN the port doesn't carry.
+    Vlan,
 }
 
 impl DropReason {
     /// Every reason, in display order.
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Filtered,
         DropReason::Runt,
         DropReason::Oversize,
@@ -51,6 +53,7 @@ impl DropReason {
         DropReason::GsoUnsupported,
         DropReason::LinkDown,
         DropReason::IoError,
+        DropReason::Vlan,
     ];
 
     /// A short stable name for tables, logs and metrics.
@@ -69,6 +72,7 @@ impl DropReason {
             DropReason::GsoUnsupported => "gso_unsupp",
             DropReason::LinkDown => "link_down",
             DropReason::IoError => "io_error",
+            DropReason::Vlan => "vlan",
         }
     }
 

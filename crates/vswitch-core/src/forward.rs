@@ -84,6 +84,30 @@ pub fn decide(
     in_port: PortId,
     frame: &[u8],
 ) -> Decision {
+    decide_in(table, config, now, in_port, frame, &Scope::default())
+}
+
+/// Where and how [`decide_in`] decides: the frame's VLAN and the ingress port's flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Scope {
+    /// The VLAN the ingress port put the frame in.
+    pub vlan: VlanId,
+    /// Don't learn the source (`learning off`).
+    pub no_learning: bool,
+    /// A destination behind the ingress port may be sent back there (`hairpin on`).
+    pub hairpin: bool,
+}
+
+/// [`decide`] for a frame of `scope.vlan`, learning and hairpinning as the ingress port's flags
+/// say. The caller filters floods by VLAN membership and the egress ports' flags.
+pub fn decide_in(
+    table: &MacTable,
+    config: &ForwardingConfig,
+    now: Timestamp,
+    in_port: PortId,
+    frame: &[u8],
+    scope: &Scope,
+) -> Decision {
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
         return Decision::drop(DropReason::Runt);
     };
@@ -96,17 +120,18 @@ pub fn decide(
     {
         return Decision::drop(DropReason::LinkLocal);
     }
-    let vlan = VlanId::UNTAGGED;
+    let vlan = scope.vlan;
     let src_key = FdbKey { vlan, mac: src };
-    let learn = (!table.refresh(src_key, in_port, now)).then_some(LearnRequest {
-        key: src_key,
-        port: in_port,
-    });
+    let learn =
+        (!scope.no_learning && !table.refresh(src_key, in_port, now)).then_some(LearnRequest {
+            key: src_key,
+            port: in_port,
+        });
     let egress = if dst.is_multicast() {
         Egress::Flood
     } else {
         match table.lookup(FdbKey { vlan, mac: dst }, now) {
-            Some(port) if port == in_port => Egress::Drop(DropReason::Filtered),
+            Some(port) if port == in_port && !scope.hairpin => Egress::Drop(DropReason::Filtered),
             Some(port) => Egress::Port(port),
             None => Egress::Flood,
         }

@@ -12,6 +12,7 @@
 //!   capacity and fair eviction.
 //! - [`forward`]: the forwarding decision for one frame.
 //! - [`macvlan`]: MACVLAN-style dispatch by destination MAC, the kernel's modes, no learning.
+//! - [`vlan`]: per-port 802.1Q membership (access, trunk, native, dot1q-tunnel) and flags.
 //! - [`vnet`]: the virtio-net header that carries offload metadata (GSO, partial checksums)
 //!   with each frame, and what the switch must check or finish because of it.
 //! - [`gso`]: software segmentation of GSO frames for ports that can't take them whole.
@@ -28,14 +29,16 @@ pub mod pcap;
 pub mod pipeline;
 pub mod table;
 pub mod time;
+pub mod vlan;
 pub mod vnet;
 pub mod wire;
 
 pub use counters::{DropReason, PortCounters, PortStats, TableCounters, TableStats};
-pub use forward::{Decision, Egress, ForwardingConfig, LearnRequest};
+pub use forward::{Decision, Egress, ForwardingConfig, LearnRequest, Scope};
 pub use macvlan::{MacvlanError, MacvlanMode, MacvlanTable};
 pub use pipeline::{Outcome, Pipeline, PipelineError};
 pub use table::{FdbEntry, FdbKey, MacTable, TableConfig, TableEvent};
 pub use time::Timestamp;
-pub use vnet::{VNET_HDR_LEN, VnetHeader, insert_vlan_tag};
+pub use vlan::{EgressTag, Ingress, PortFlags, PortPolicy, VlanMode, VlanSet};
+pub use vnet::{VNET_HDR_LEN, VnetHeader, insert_vlan_tag, remove_vlan_tag};
 pub use wire::{EthernetFrame, MacAddr, PortId, VlanId};

@@ -191,9 +191,55 @@ pub fn insert_vlan_tag(buf: &mut [u8], len: usize, tpid: u16, tci: u16) -> Optio
     Some(len + 4)
 }
 
+/// Takes the outer VLAN tag out of the frame in `buf[..len]` (`[virtio-net header | frame]`),
+/// moving the header's checksum and GSO offsets with it; returns the new length, or `None` if
+/// the frame is too short to hold a tag.
+pub fn remove_vlan_tag(buf: &mut [u8], len: usize) -> Option<usize> {
+    let at = VNET_HDR_LEN + 12;
+    if len < at + 4 || buf.len() < len {
+        return None;
+    }
+    buf.copy_within(at + 4..len, at);
+    let mut vnet = VnetHeader::parse(buf)?;
+    if vnet.needs_csum() {
+        vnet.csum_start = vnet.csum_start.saturating_sub(4);
+    }
+    if vnet.is_gso() {
+        vnet.hdr_len = vnet.hdr_len.saturating_sub(4);
+    }
+    let header: &mut [u8; VNET_HDR_LEN] = (&mut buf[..VNET_HDR_LEN]).try_into().ok()?;
+    vnet.emit(header);
+    Some(len - 4)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tag_removed_moves_the_offsets_back_and_undoes_an_insert() {
+        let mut buf = vec![0u8; 200];
+        buf[..VNET_HDR_LEN].copy_from_slice(&KERNEL_TSO4);
+        for (i, b) in buf[VNET_HDR_LEN..100].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let original = buf[..100].to_vec();
+        let len = insert_vlan_tag(&mut buf, 100, 0x8100, 10).expect("insert");
+        assert_eq!(len, 104);
+        let len = remove_vlan_tag(&mut buf, len).expect("remove");
+        assert_eq!(
+            &buf[..len],
+            &original[..],
+            "header offsets and bytes restored"
+        );
+        let h = VnetHeader::parse(&buf).unwrap();
+        assert_eq!((h.csum_start, h.hdr_len), (34, 66));
+        assert_eq!(
+            remove_vlan_tag(&mut buf, VNET_HDR_LEN + 15),
+            None,
+            "too short"
+        );
+    }
 
     /// A header the kernel wrote on a TAP read (captured from a TCP segment over IPv4, TSO on):
     /// NEEDS_CSUM, TCPV4, hdr_len 66, gso_size 1448, csum_start 34, csum_offset 16.

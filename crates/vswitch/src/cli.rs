@@ -93,6 +93,12 @@ pub struct SwitchArgs {
     #[arg(long, value_name = "PORT:DIR:STAGES")]
     pub pipeline: Vec<String>,
 
+    /// A port's VLAN mode at start, as PORT=MODE (repeatable), e.g. 'tap1=access 10',
+    /// 'tap3=trunk 10,20 native 10', 'tap4=tunnel 100'. Ports without one carry untagged
+    /// traffic and pass tags through, as without VLANs.
+    #[arg(long, value_name = "PORT=MODE")]
+    pub vlan: Vec<String>,
+
     /// The switch's name: its control socket is /run/vswitch/NAME.sock, which `vswitch fdb`,
     /// `stats` and `port` talk to. Two running switches can't share a name.
     #[arg(long, default_value = "vswitch0")]
@@ -146,6 +152,9 @@ pub enum Command {
     /// Add or remove ports of a running switch.
     #[command(subcommand)]
     Port(PortCommand),
+    /// VLAN membership of a running switch's ports: set, show.
+    #[command(subcommand)]
+    Vlan(VlanCommand),
     /// Check a configuration file without starting anything.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -293,6 +302,49 @@ pub enum PortCommand {
         #[arg(long, default_value = "vswitch0")]
         name: String,
     },
+    /// Set a port's flag, as `bridge link set`: learning, flood (unknown unicast), mcast-flood,
+    /// bcast-flood, isolated (reaches only ports that aren't), hairpin (may send a frame back
+    /// where it came from). Example: `vswitch port set tap1 isolated on`.
+    Set {
+        /// The port's name.
+        port: String,
+        /// The flag.
+        flag: String,
+        /// on or off.
+        value: String,
+        /// The switch.
+        #[arg(long, default_value = "vswitch0")]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VlanCommand {
+    /// Put a port in a VLAN: `access VID` (untagged member; tagged frames dropped), `trunk
+    /// VIDS [native VID [tagged]]` (tagged members of VIDS, e.g. 10,20-29 or all; untagged
+    /// frames in the native VLAN), `tunnel VID [tpid 0x88a8]` (dot1q-tunnel: every frame in the
+    /// service VLAN, crossing trunks with an outer tag), or `none` (no VLANs, tags pass).
+    /// Example: `vswitch vlan set tap1 trunk 10,20 native 10`. The port's learned MACs are
+    /// forgotten.
+    Set {
+        /// The port's name.
+        port: String,
+        /// The mode, as words.
+        #[arg(required = true, num_args = 1..)]
+        mode: Vec<String>,
+        /// The switch.
+        #[arg(long, default_value = "vswitch0")]
+        name: String,
+    },
+    /// Every port's VLAN mode and flags.
+    Show {
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+        /// The switch.
+        #[arg(long, default_value = "vswitch0")]
+        name: String,
+    },
 }
 
 /// How lab hosts are joined to the switch.
@@ -382,6 +434,7 @@ impl LabUpArgs {
             metrics: None,
             config: None,
             pipeline: Vec::new(),
+            vlan: Vec::new(),
         }
     }
 }

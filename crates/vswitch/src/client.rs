@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use crate::cli::{CaptureArgs, FdbCommand, PipelineCommand, PortCommand, StatsArgs};
+use crate::cli::{CaptureArgs, FdbCommand, PipelineCommand, PortCommand, StatsArgs, VlanCommand};
 use crate::control::{Request, call, open};
 
 /// Runs an `fdb` subcommand.
@@ -73,6 +73,53 @@ pub fn port(cmd: &PortCommand) -> Result<()> {
         }
         PortCommand::Del { port, name } => {
             call(name, Request::PortDel { port: port.clone() })?;
+        }
+        PortCommand::Set {
+            port,
+            flag,
+            value,
+            name,
+        } => {
+            call(
+                name,
+                Request::PortSet {
+                    port: port.clone(),
+                    flag: flag.clone(),
+                    value: value.clone(),
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a `vlan` subcommand.
+pub fn vlan(cmd: &VlanCommand) -> Result<()> {
+    match cmd {
+        VlanCommand::Set { port, mode, name } => {
+            call(
+                name,
+                Request::VlanSet {
+                    port: port.clone(),
+                    mode: mode.join(" "),
+                },
+            )?;
+        }
+        VlanCommand::Show { json, name } => {
+            let result = call(name, Request::VlanShow)?;
+            if *json {
+                outln!("{}", serde_json::to_string_pretty(&result)?);
+            } else {
+                outln!("{:<15} {:<30} FLAGS", "PORT", "VLAN");
+                for row in result.as_array().into_iter().flatten() {
+                    outln!(
+                        "{:<15} {:<30} {}",
+                        row["port"].as_str().unwrap_or("?"),
+                        row["vlan"].as_str().unwrap_or("?"),
+                        row["flags"].as_str().unwrap_or("?")
+                    );
+                }
+            }
         }
     }
     Ok(())

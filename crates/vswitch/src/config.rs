@@ -15,6 +15,7 @@
 //! no_offload = false
 //! metrics = "127.0.0.1:9464"
 //! pipelines = ["tap1:out:rate 10mbit queue 50ms", "tap0:in:filter drop proto icmp"]
+//! vlans = ["tap0=access 10", "tap2=trunk 10,20 native 10"]
 //!
 //! [macvlan]                       # instead of learning
 //! mode = "bridge"
@@ -52,6 +53,7 @@ pub struct ConfigFile {
     no_offload: Option<bool>,
     metrics: Option<Spanned<String>>,
     pipelines: Option<Vec<Spanned<String>>>,
+    vlans: Option<Vec<Spanned<String>>>,
     macvlan: Option<MacvlanSection>,
 }
 
@@ -195,6 +197,19 @@ impl Config {
                     .parse()
                     .map_err(|e| self.at(addr, "metrics", format!("{:?}: {e}", addr.get_ref())))?,
             );
+        }
+        if let Some(vlans) = &f.vlans
+            && !from_cli("vlan")
+        {
+            for v in vlans {
+                let (_, mode) = v
+                    .get_ref()
+                    .split_once('=')
+                    .ok_or_else(|| self.at(v, "vlans", "expected PORT=MODE"))?;
+                mode.parse::<vswitch_core::VlanMode>()
+                    .map_err(|e| self.at(v, "vlans", e))?;
+            }
+            args.vlan = vlans.iter().map(|v| v.get_ref().clone()).collect();
         }
         if let Some(pipelines) = &f.pipelines
             && !from_cli("pipeline")

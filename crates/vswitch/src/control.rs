@@ -71,6 +71,24 @@ pub enum Request {
         /// The port's name.
         port: String,
     },
+    /// Set one of a port's flags.
+    PortSet {
+        /// The port's name.
+        port: String,
+        /// `learning`, `flood`, `mcast-flood`, `bcast-flood`, `isolated` or `hairpin`.
+        flag: String,
+        /// `on` or `off`.
+        value: String,
+    },
+    /// Put a port in a VLAN mode.
+    VlanSet {
+        /// The port's name.
+        port: String,
+        /// `access 10`, `trunk 10,20 [native 30 [tagged]]`, `tunnel 100 [tpid 0x88a8]`, `none`.
+        mode: String,
+    },
+    /// Every port's VLAN mode and flags.
+    VlanShow,
     /// A port's pipelines and their counters.
     PipelineShow {
         /// The port's name.
@@ -549,6 +567,20 @@ fn handle(request: &Request, switch: &Switch, name: &str, offload: bool) -> Resu
             switch.remove_port(port)?;
             json!(null)
         }
+        Request::PortSet { port, flag, value } => {
+            switch.set_port_flag(port, flag, value)?;
+            json!(null)
+        }
+        Request::VlanSet { port, mode } => {
+            let mode: vswitch_core::VlanMode = mode.parse().map_err(anyhow::Error::msg)?;
+            switch.set_vlan(port, mode)?;
+            json!(null)
+        }
+        Request::VlanShow => json!(switch
+            .policies()
+            .into_iter()
+            .map(|(port, p)| json!({"port": port, "vlan": p.vlan.to_string(), "flags": p.flags.describe()}))
+            .collect::<Vec<_>>()),
         Request::Capture { .. } => bail!("capture streams are served by the connection loop"),
         Request::PipelineShow { port } => {
             let [(_, ingress), (_, egress)] = switch.describe_pipelines(port)?;

@@ -134,6 +134,18 @@ pub fn run(mut args: SwitchArgs, matches: &clap::ArgMatches) -> Result<()> {
             .set_pipeline(port, hook, &stages)
             .with_context(|| format!("--pipeline {spec}"))?;
     }
+    for spec in &args.vlan {
+        let (port, mode) = spec
+            .split_once('=')
+            .context("--vlan wants PORT=MODE, e.g. 'tap1=access 10'")?;
+        let mode: vswitch_core::VlanMode = mode
+            .parse()
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("--vlan {spec}"))?;
+        switch
+            .set_vlan(port, mode)
+            .with_context(|| format!("--vlan {spec}"))?;
+    }
     let control = ControlServer::start(name_lock, switch.clone(), !args.no_offload)?;
     let metrics = args
         .metrics

@@ -5,14 +5,15 @@ use std::cell::RefCell;
 use std::collections::BinaryHeap;
 use std::io;
 
-use vswitch_core::forward::decide;
+use vswitch_core::forward::{Scope, decide, decide_in};
 use vswitch_core::gso::GsoFrame;
+use vswitch_core::vlan::{self, EgressTag, Ingress, TPID_8021Q};
 use vswitch_core::vnet::{
     F_DATA_VALID, F_NEEDS_CSUM, complete_checksum, corrupt_on_the_wire, fits_mtu,
 };
 use vswitch_core::{
-    DropReason, Egress, EthernetFrame, FdbKey, LearnRequest, Outcome, PortId, Timestamp,
-    VNET_HDR_LEN, VnetHeader,
+    DropReason, Egress, EthernetFrame, FdbKey, LearnRequest, Outcome, PortId, PortPolicy,
+    Timestamp, VNET_HDR_LEN, VlanId, VnetHeader, insert_vlan_tag, remove_vlan_tag,
 };
 
 use crate::capture::Direction;
@@ -205,24 +206,38 @@ pub(super) fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], r
             forward_frame(ctx, in_port, &mut twin, false);
         }
     }
+    let state = ctx.state;
+    let policy = state.policy(in_port.id());
+    if let Forwarder::Learning(cfg) = &ctx.shared.forwarder
+        && !policy.is_default()
+    {
+        return forward_in_vlan(ctx, in_port, policy, cfg, buf);
+    }
     let frame = &buf[VNET_HDR_LEN..];
     let d = match &ctx.shared.forwarder {
         Forwarder::Learning(cfg) => decide(&ctx.state.table, cfg, ctx.now, in_port.id(), frame),
         Forwarder::Macvlan(table) => table.dispatch(in_port.id(), frame),
     };
     ctx.learn.extend(d.learn);
-    let state = ctx.state;
     match d.egress {
         Egress::Drop(reason) => in_port.counters().count_drop(reason),
         Egress::Port(out) => {
             if let Some(Some(out)) = state.ports.get(out.index()) {
-                transmit(ctx, out, buf, true);
+                if state.policy(out.id()).is_default() {
+                    transmit(ctx, out, buf, true);
+                } else {
+                    to_port_in_vlan(ctx, out, buf, VlanId::UNTAGGED, TPID_8021Q);
+                }
             }
         }
         Egress::Flood => {
             for out in state.ports.iter().flatten() {
                 if out.id() != in_port.id() {
-                    transmit(ctx, out, buf, true);
+                    if state.policy(out.id()).is_default() {
+                        transmit(ctx, out, buf, true);
+                    } else if flood_reaches(state, in_port.id(), out.id(), &buf[VNET_HDR_LEN..]) {
+                        to_port_in_vlan(ctx, out, buf, VlanId::UNTAGGED, TPID_8021Q);
+                    }
                 }
             }
         }
@@ -240,6 +255,111 @@ pub(super) fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], r
                         transmit(ctx, out, buf, true);
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Whether a flooded frame from `in_port` may go out of `out` by the ports' flags: isolated
+/// ports don't reach each other, and a port can refuse unknown unicast, multicast or broadcast.
+fn flood_reaches(state: &State, in_port: PortId, out: PortId, frame: &[u8]) -> bool {
+    let (from, to) = (state.policy(in_port).flags, state.policy(out).flags);
+    if from.isolated && to.isolated {
+        return false;
+    }
+    let dst = &frame[..6];
+    if dst == [0xff; 6] {
+        to.bcast_flood
+    } else if dst[0] & 1 == 1 {
+        to.mcast_flood
+    } else {
+        to.flood
+    }
+}
+
+/// [`forward_frame`] for a port with a VLAN mode or flags: classify the frame into its VLAN
+/// (taking a trunk's tag off), decide within that VLAN, and send it to the VLAN's members, each
+/// in the form its mode asks.
+fn forward_in_vlan(
+    ctx: &mut Ctx<'_>,
+    in_port: &Port,
+    policy: &PortPolicy,
+    cfg: &vswitch_core::ForwardingConfig,
+    buf: &mut [u8],
+) {
+    let (vlan, tpid, len) = match vlan::classify(&policy.vlan, &buf[VNET_HDR_LEN..]) {
+        Ingress::Drop(reason) => {
+            in_port.counters().count_drop(reason);
+            return;
+        }
+        Ingress::Member { vlan, strip, tpid } => {
+            let len = if strip {
+                match remove_vlan_tag(buf, buf.len()) {
+                    Some(len) => len,
+                    None => {
+                        in_port.counters().count_drop(DropReason::Runt);
+                        return;
+                    }
+                }
+            } else {
+                buf.len()
+            };
+            (vlan, tpid, len)
+        }
+    };
+    let buf = &mut buf[..len];
+    let scope = Scope {
+        vlan,
+        no_learning: !policy.flags.learning,
+        hairpin: policy.flags.hairpin,
+    };
+    let d = decide_in(
+        &ctx.state.table,
+        cfg,
+        ctx.now,
+        in_port.id(),
+        &buf[VNET_HDR_LEN..],
+        &scope,
+    );
+    ctx.learn.extend(d.learn);
+    let state = ctx.state;
+    match d.egress {
+        Egress::Drop(reason) => in_port.counters().count_drop(reason),
+        Egress::Port(out) => {
+            let isolated = policy.flags.isolated && state.policy(out).flags.isolated;
+            if let Some(Some(out)) = state.ports.get(out.index()) {
+                if isolated {
+                    in_port.counters().count_drop(DropReason::Filtered);
+                } else {
+                    to_port_in_vlan(ctx, out, buf, vlan, tpid);
+                }
+            }
+        }
+        _ => {
+            for out in state.ports.iter().flatten() {
+                let back = out.id() == in_port.id();
+                if (!back || policy.flags.hairpin)
+                    && flood_reaches(state, in_port.id(), out.id(), &buf[VNET_HDR_LEN..])
+                {
+                    to_port_in_vlan(ctx, out, buf, vlan, tpid);
+                }
+            }
+        }
+    }
+}
+
+/// Sends a frame of `vlan` (as it is inside the switch) out of `out` if `out` is a member,
+/// tagged or not as `out`'s mode says.
+fn to_port_in_vlan(ctx: &mut Ctx<'_>, out: &Port, buf: &mut [u8], vlan: VlanId, tpid: u16) {
+    match vlan::egress(&ctx.state.policy(out.id()).vlan, vlan, tpid) {
+        EgressTag::NotMember => {}
+        EgressTag::Untagged => transmit(ctx, out, buf, true),
+        EgressTag::Tagged(tpid) => {
+            let mut tagged = Vec::with_capacity(buf.len() + 4);
+            tagged.extend_from_slice(buf);
+            tagged.extend_from_slice(&[0; 4]);
+            if let Some(len) = insert_vlan_tag(&mut tagged, buf.len(), tpid, vlan.get()) {
+                transmit(ctx, out, &mut tagged[..len], true);
             }
         }
     }

@@ -22,7 +22,8 @@ use mio::{Interest, Poll, Token, Waker};
 use vswitch_core::pipeline::MirrorTarget;
 use vswitch_core::{
     FdbKey, ForwardingConfig, MacAddr, MacTable, MacvlanError, MacvlanMode, MacvlanTable, Pipeline,
-    PortId, TableConfig, TableCounters, TableEvent, TableStats, Timestamp, VNET_HDR_LEN,
+    PortId, PortPolicy, TableConfig, TableCounters, TableEvent, TableStats, Timestamp,
+    VNET_HDR_LEN, VlanMode,
 };
 
 use crate::fastpath::FastPath;
@@ -177,6 +178,18 @@ pub enum SwitchError {
 struct State {
     table: MacTable,
     ports: Vec<Option<Arc<Port>>>,
+    /// Each port's VLAN membership and flags, by port id (missing: the default).
+    policies: Vec<PortPolicy>,
+}
+
+impl State {
+    /// Port `id`'s policy.
+    fn policy(&self, id: PortId) -> &PortPolicy {
+        static DEFAULT: std::sync::OnceLock<PortPolicy> = std::sync::OnceLock::new();
+        self.policies
+            .get(id.index())
+            .unwrap_or_else(|| DEFAULT.get_or_init(PortPolicy::default))
+    }
 }
 
 #[derive(Debug)]
@@ -248,8 +261,16 @@ impl Shared {
             return; // stopping: `Switch::stop` disabled every port for good
         }
         let ports: Vec<Arc<Port>> = lock(&self.registry).iter().flatten().cloned().collect();
-        for port in ports.iter().filter(|p| fast.serves(p.id())) {
-            let enabled = !port.is_gone()
+        let plain: Vec<bool> = {
+            let state = self.read();
+            ports
+                .iter()
+                .map(|p| state.policy(p.id()).is_default())
+                .collect()
+        };
+        for (port, plain) in ports.iter().zip(plain).filter(|(p, _)| fast.serves(p.id())) {
+            let enabled = plain
+                && !port.is_gone()
                 && !port.pipeline(Hook::Ingress).is_active()
                 && !port.pipeline(Hook::Egress).is_active()
                 && !port.capture_tap().is_active();
@@ -483,6 +504,9 @@ pub enum ControlError {
     /// A pipeline text that doesn't parse, or a mirror file that can't be opened.
     #[error("{0}")]
     Pipeline(String),
+    /// A VLAN mode or port flag that doesn't parse.
+    #[error("{0}")]
+    Policy(String),
 }
 
 /// A running switch. Methods take `&self`, so it can be shared with a control thread; dropping
@@ -543,6 +567,7 @@ impl Switch {
             state: RwLock::new(State {
                 table: MacTable::new(config.table.clone()),
                 ports: ports.iter().cloned().map(Some).collect(),
+                policies: vec![PortPolicy::default(); ports.len()],
             }),
             registry: Mutex::new(ports.iter().cloned().map(Some).collect()),
             forwarder,
@@ -766,7 +791,11 @@ impl Switch {
             let id = u16::try_from(registry.len()).map_err(|_| ControlError::TooManyPorts)?;
             let port = Arc::new(Port::new(PortId(id), name, device));
             registry.push(Some(port.clone()));
-            self.shared.write().ports.push(Some(port.clone()));
+            {
+                let mut state = self.shared.write();
+                state.ports.push(Some(port.clone()));
+                state.policies.push(PortPolicy::default());
+            }
             port
         };
         let workers = lock(&self.workers);
@@ -851,6 +880,52 @@ impl Switch {
         self.live_port(port)?.pipeline(hook).clear();
         self.shared.sync_fast_ports();
         Ok(())
+    }
+
+    /// Puts port `name` in VLAN `mode` (see [`VlanMode`]); its learned entries are forgotten
+    /// (they belonged to its old VLAN), and the fast path leaves a port with VLANs to the switch.
+    pub fn set_vlan(&self, name: &str, mode: VlanMode) -> Result<(), ControlError> {
+        self.learning_table()?;
+        let port = self.live_port(name)?;
+        {
+            let mut state = self.shared.write();
+            if let Some(policy) = state.policies.get_mut(port.id().index()) {
+                policy.vlan = mode;
+            }
+            state.table.flush_port(port.id());
+        }
+        self.shared.sync_fast_ports();
+        self.shared.sync_fast_fdb();
+        Ok(())
+    }
+
+    /// Sets flag `flag` (`learning`, `flood`, `mcast-flood`, `bcast-flood`, `isolated`,
+    /// `hairpin`) of port `name` to `value` (`on`/`off`).
+    pub fn set_port_flag(&self, name: &str, flag: &str, value: &str) -> Result<(), ControlError> {
+        self.learning_table()?;
+        let port = self.live_port(name)?;
+        {
+            let mut state = self.shared.write();
+            if let Some(policy) = state.policies.get_mut(port.id().index()) {
+                policy
+                    .flags
+                    .set(flag, value)
+                    .map_err(ControlError::Policy)?;
+            }
+        }
+        self.shared.sync_fast_ports();
+        Ok(())
+    }
+
+    /// Every live port's VLAN membership and flags.
+    pub fn policies(&self) -> Vec<(String, PortPolicy)> {
+        let ports = self.ports();
+        let state = self.shared.read();
+        ports
+            .iter()
+            .filter(|p| !p.is_gone())
+            .map(|p| (p.name().to_owned(), state.policy(p.id()).clone()))
+            .collect()
     }
 
     /// Brings the ports' counters up to date with what the fast path moved (housekeeping does
