@@ -252,9 +252,9 @@ fn corrupted_frames_are_caught_by_the_receivers_checksums_as_on_a_wire() {
         lab.switch
             .set_pipeline(target, hook, "impair corrupt 5% seed 3")
             .expect("set");
-        let caught_before = tcp_checksum_errors(server);
+        let caught_before = vswitch_testkit::tcp_checksum_errors(server);
         let t = tcp_transfer(client, server, server_addr, port, 8 << 20).expect("tcp");
-        let caught = tcp_checksum_errors(server) - caught_before;
+        let caught = vswitch_testkit::tcp_checksum_errors(server) - caught_before;
         let [(_, ingress), (_, egress)] = lab.switch.describe_pipelines(target).expect("describe");
         let stage = if hook == Hook::Egress {
             &egress
@@ -276,21 +276,4 @@ fn corrupted_frames_are_caught_by_the_receivers_checksums_as_on_a_wire() {
         );
         lab.switch.clear_pipeline(target, hook).expect("clear");
     }
-}
-
-/// How many TCP segments a namespace's stack dropped for a bad checksum a namespace's stack dropped for a bad checksum
-/// (`Tcp: InCsumErrors` in /proc/net/snmp).
-fn tcp_checksum_errors(ns: &Netns) -> u64 {
-    let snmp = ns
-        .run(|| std::fs::read_to_string("/proc/thread-self/net/snmp"))
-        .expect("enter")
-        .expect("read snmp");
-    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
-    let (names, values) = (tcp.next().expect("header"), tcp.next().expect("values"));
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(name, _)| *name == "InCsumErrors")
-        .and_then(|(_, v)| v.parse().ok())
-        .expect("InCsumErrors")
 }

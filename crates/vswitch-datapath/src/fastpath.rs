@@ -238,6 +238,8 @@ struct Served {
     _link: OwnedFd,
     /// Counters already handed to the port: `[rx_packets, rx_bytes, tx_packets, tx_bytes]`.
     harvested: [u64; 4],
+    /// Whether the fast path forwards from and to it now.
+    enabled: bool,
 }
 
 /// Frames and bytes the fast path moved for a port since the last harvest.
@@ -310,6 +312,7 @@ impl FastPath {
                 ifindex,
                 _link: link,
                 harvested: [0; 4],
+                enabled: false,
             },
         );
         Ok(true)
@@ -318,6 +321,11 @@ impl FastPath {
     /// Whether `port` is attached.
     pub(crate) fn serves(&self, port: PortId) -> bool {
         self.served().contains_key(&port)
+    }
+
+    /// Whether the fast path forwards from and to `port` now.
+    pub(crate) fn is_enabled(&self, port: PortId) -> bool {
+        self.served().get(&port).is_some_and(|s| s.enabled)
     }
 
     /// Stops serving `port`: disabled at once, its classifier detached.
@@ -331,14 +339,18 @@ impl FastPath {
     /// Sends every frame to the switch from now on (as the switch stops: its sockets may
     /// outlive the classifiers for a moment, and no frame may be kept from both).
     pub(crate) fn disable_all(&self) {
-        for served in self.served().values() {
+        for served in self.served().values_mut() {
+            served.enabled = false;
             let _ = self.ports.delete(&served.ifindex.to_ne_bytes());
         }
     }
 
     /// Lets the fast path forward from and to `port` (or not), with its MTU.
     pub(crate) fn set_port(&self, port: PortId, enabled: bool, mtu: u32) -> io::Result<()> {
-        let Some(ifindex) = self.served().get(&port).map(|s| s.ifindex) else {
+        let Some(ifindex) = self.served().get_mut(&port).map(|s| {
+            s.enabled = enabled;
+            s.ifindex
+        }) else {
             return Ok(());
         };
         let mut value = [0u8; 8];

@@ -297,6 +297,23 @@ impl Drop for ChildGuard {
     }
 }
 
+/// How many TCP segments a namespace's stack dropped for a bad checksum a namespace's stack dropped for a bad checksum
+/// (`Tcp: InCsumErrors` in /proc/net/snmp).
+pub fn tcp_checksum_errors(ns: &Netns) -> u64 {
+    let snmp = ns
+        .run(|| std::fs::read_to_string("/proc/thread-self/net/snmp"))
+        .expect("enter")
+        .expect("read snmp");
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next().expect("header"), tcp.next().expect("values"));
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "InCsumErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("InCsumErrors")
+}
+
 /// What a [`tcp_transfer`] sent and received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transfer {

@@ -940,8 +940,9 @@ impl Switch {
         self.shared.sync_fast_ports();
     }
 
-    /// The ports the in-kernel fast path serves (none with `--datapath userspace`, without
-    /// CAP_BPF or tcx, or without `dev:` ports).
+    /// The ports the in-kernel fast path forwards from and to now (none with `--datapath
+    /// userspace`, without CAP_BPF or tcx, or without `dev:` ports; not those with a pipeline,
+    /// a capture, a VLAN mode or flags).
     pub fn fast_path_ports(&self) -> Vec<String> {
         let Some(fast) = &self.shared.fast else {
             return Vec::new();
@@ -949,7 +950,7 @@ impl Switch {
         lock(&self.shared.registry)
             .iter()
             .flatten()
-            .filter(|p| fast.serves(p.id()) && !p.is_gone())
+            .filter(|p| fast.is_enabled(p.id()) && !p.is_gone())
             .map(|p| p.name().to_owned())
             .collect()
     }
