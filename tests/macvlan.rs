@@ -259,3 +259,77 @@ fn macvlan_drops_spoofed_and_unbound_and_floods_uplink_broadcast_to_all_sub_port
     assert!(ping(&host.ns, OUTSIDE, 2).none_replied());
     assert!(port(1).drops(DropReason::Spoofed) > spoofed);
 }
+
+#[test]
+fn macvlan_source_matches_the_kernel_and_its_lists_change_at_runtime() {
+    if !require_root("macvlan_source_matches_the_kernel_and_its_lists_change_at_runtime") {
+        return;
+    }
+    let subs = 3;
+    // Sub-ports 0 and 2 accept the outside host's frames; sub-port 1 accepts nobody's.
+    let listed = [0usize, 2];
+    let mac_of = |out: &Outside| -> String {
+        let info = out
+            .ns
+            .run(|| Netlink::open().and_then(|mut nl| nl.link("o0")))
+            .expect("enter")
+            .expect("link");
+        info.mac
+            .expect("mac")
+            .map(|b| format!("{b:02x}"))
+            .join(":")
+    };
+    let kernel = {
+        let out = outside(false);
+        let mac = mac_of(&out);
+        let mid = NetnsGuard::create(&unique_name("vmm")).expect("ns");
+        Netlink::open()
+            .expect("nl")
+            .move_to(&out.uplink, &mid)
+            .expect("move");
+        sh(mid.name(), &format!("link set {} up", out.uplink));
+        let mut hosts = Vec::new();
+        for i in 0..subs {
+            let mv = unique_name("vmk");
+            sh(
+                mid.name(),
+                &format!("link add link {} name {mv} type macvlan mode source", out.uplink),
+            );
+            if listed.contains(&i) {
+                sh(mid.name(), &format!("link set {mv} type macvlan macaddr add {mac}"));
+            }
+            let ns = NetnsGuard::create(&unique_name("vmh")).expect("ns");
+            sh(mid.name(), &format!("link set {mv} netns {}", ns.name()));
+            sh(ns.name(), &format!("addr add {}/24 dev {mv}", sub_port_addr(i)));
+            sh(ns.name(), &format!("link set {mv} up"));
+            hosts.push(ns);
+        }
+        let mut all: Vec<&vswitch_netns::Netns> = hosts.iter().map(|h| &**h).collect();
+        all.push(&out.ns);
+        let mut addrs: Vec<Ipv4Addr> = (0..subs).map(sub_port_addr).collect();
+        addrs.push(OUTSIDE);
+        matrix(&all, &addrs)
+    };
+    assert!(kernel[subs][0], "even the kernel's outside can't reach a listed sub-port");
+    assert!(!kernel[subs][1], "the kernel delivered to an unlisted sub-port");
+    // vswitch: started with empty lists, the same lists bound at runtime.
+    let side = vswitch_side(MacvlanMode::Source, subs, false);
+    let mac: vswitch_core::MacAddr = mac_of(&side.out).parse().expect("mac");
+    let names: Vec<String> = side.switch.ports()[1..]
+        .iter()
+        .map(|p| p.name().to_owned())
+        .collect();
+    for &i in &listed {
+        side.switch.macvlan_bind(mac, &names[i]).expect("bind");
+    }
+    let mut all: Vec<&vswitch_netns::Netns> = side.hosts.iter().map(|h| &*h.ns).collect();
+    all.push(&side.out.ns);
+    let mut addrs: Vec<Ipv4Addr> = (0..subs).map(sub_port_addr).collect();
+    addrs.push(OUTSIDE);
+    let ours = matrix(&all, &addrs);
+    assert_eq!(ours, kernel, "source mode: rows are sub-ports then the outside host");
+    // Taken off sub-port 0's list at runtime: the outside no longer reaches it.
+    assert!(side.switch.macvlan_unbind(mac, &names[0]).expect("unbind"));
+    assert!(ping(&side.out.ns, sub_port_addr(0), 2).none_replied());
+    assert!(ping(&side.out.ns, sub_port_addr(2), 1).all_replied());
+}

@@ -92,6 +92,9 @@ pub enum MacvlanError {
     /// The uplink can't also be a sub-port.
     #[error("the uplink can't be a sub-port")]
     UplinkBound,
+    /// A binding for a port that is no sub-port.
+    #[error("port {0} is not a sub-port")]
+    NotSubPort(PortId),
 }
 
 /// The dispatch table: mode, uplink, and which sub-port each MAC is bound to.
@@ -159,6 +162,75 @@ impl MacvlanTable {
             groups,
             spoof_allowed,
         })
+    }
+
+    /// Binds `mac` to sub-port `port` while the switch runs (in source mode: adds `mac` to the
+    /// sources `port` accepts). A MAC bound to another sub-port is refused.
+    pub fn bind(&mut self, mac: MacAddr, port: PortId) -> Result<(), MacvlanError> {
+        if !self.sub_ports.contains(&port) {
+            return Err(MacvlanError::NotSubPort(port));
+        }
+        if !mac.is_valid_source() {
+            return Err(MacvlanError::InvalidMac(mac));
+        }
+        if self.mode == MacvlanMode::Source {
+            let next = self.groups.len() as u32;
+            let g = *self.source_groups.entry(mac).or_insert(next);
+            if g == next {
+                self.groups.push(Vec::new());
+            }
+            let group = &mut self.groups[g as usize];
+            if !group.contains(&port) {
+                group.push(port);
+            }
+            return Ok(());
+        }
+        match self.bound.get(&mac) {
+            Some(&first) if first != port => Err(MacvlanError::DuplicateBinding {
+                mac,
+                first,
+                second: port,
+            }),
+            _ => {
+                self.bound.insert(mac, port);
+                Ok(())
+            }
+        }
+    }
+
+    /// Takes `mac` off sub-port `port`; false if it wasn't bound there.
+    pub fn unbind(&mut self, mac: MacAddr, port: PortId) -> bool {
+        if self.mode == MacvlanMode::Source {
+            let Some(&g) = self.source_groups.get(&mac) else {
+                return false;
+            };
+            let group = &mut self.groups[g as usize];
+            let before = group.len();
+            group.retain(|p| *p != port);
+            if group.is_empty() {
+                self.source_groups.remove(&mac);
+            }
+            return group.len() < before;
+        }
+        if self.bound.get(&mac) == Some(&port) {
+            self.bound.remove(&mac);
+            return true;
+        }
+        false
+    }
+
+    /// Every binding (in source mode, every accepted source with its sub-port), sorted.
+    pub fn bindings(&self) -> Vec<(MacAddr, PortId)> {
+        let mut out: Vec<(MacAddr, PortId)> = if self.mode == MacvlanMode::Source {
+            self.source_groups
+                .iter()
+                .flat_map(|(mac, g)| self.groups[*g as usize].iter().map(|p| (*mac, *p)))
+                .collect()
+        } else {
+            self.bound.iter().map(|(m, p)| (*m, *p)).collect()
+        };
+        out.sort();
+        out
     }
 
     /// The ports of a group an [`Egress::Group`] names.
@@ -257,6 +329,46 @@ mod tests {
 
     fn table(mode: MacvlanMode) -> MacvlanTable {
         MacvlanTable::new(mode, UP, &[(S1, vec![M1]), (S2, vec![M2])], vec![]).unwrap()
+    }
+
+    #[test]
+    fn bindings_change_at_runtime() {
+        const M3: MacAddr = MacAddr([2, 0, 0, 0, 0, 3]);
+        let mut t = table(MacvlanMode::Bridge);
+        assert_eq!(
+            t.dispatch(UP, &frame(M3, OUT)).egress,
+            Egress::Drop(DropReason::Unbound)
+        );
+        t.bind(M3, S2).unwrap();
+        assert_eq!(t.dispatch(UP, &frame(M3, OUT)).egress, Egress::Port(S2));
+        assert!(
+            t.dispatch(S2, &frame(OUT, M3)).egress == Egress::Port(UP),
+            "no longer spoofed"
+        );
+        assert!(matches!(
+            t.bind(M3, S1),
+            Err(MacvlanError::DuplicateBinding { .. })
+        ));
+        assert_eq!(t.bind(M3, UP), Err(MacvlanError::NotSubPort(UP)));
+        assert!(t.unbind(M3, S2) && !t.unbind(M3, S2));
+        assert_eq!(
+            t.dispatch(UP, &frame(M3, OUT)).egress,
+            Egress::Drop(DropReason::Unbound)
+        );
+        let mut s = table(MacvlanMode::Source);
+        assert_eq!(
+            s.dispatch(UP, &frame(M1, OUT)).egress,
+            Egress::Drop(DropReason::Unbound)
+        );
+        s.bind(OUT, S1).unwrap();
+        s.bind(OUT, S2).unwrap();
+        let Egress::Group(g) = s.dispatch(UP, &frame(M1, OUT)).egress else {
+            panic!("not delivered by source")
+        };
+        assert_eq!(s.group(g), &[S1, S2]);
+        assert!(s.unbind(OUT, S1));
+        assert_eq!(s.group(g), &[S2]);
+        assert!(s.bindings().contains(&(OUT, S2)));
     }
 
     fn egress(t: &MacvlanTable, port: PortId, dst: MacAddr, src: MacAddr) -> Egress {

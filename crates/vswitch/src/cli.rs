@@ -155,6 +155,9 @@ pub enum Command {
     /// VLAN membership of a running switch's ports: set, show.
     #[command(subcommand)]
     Vlan(VlanCommand),
+    /// MACVLAN bindings of a running switch (started with --macvlan): bind, unbind, show.
+    #[command(subcommand)]
+    Macvlan(MacvlanCommand),
     /// Check a configuration file without starting anything.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -312,6 +315,40 @@ pub enum PortCommand {
         flag: String,
         /// on or off.
         value: String,
+        /// The switch.
+        #[arg(long, default_value = "vswitch0")]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MacvlanCommand {
+    /// Bind a MAC to a sub-port from the next frame on (in source mode: a source MAC whose
+    /// frames from the uplink the sub-port gets). A MAC bound elsewhere is refused.
+    Bind {
+        /// The sub-port.
+        port: String,
+        /// The MAC.
+        mac: String,
+        /// The switch.
+        #[arg(long, default_value = "vswitch0")]
+        name: String,
+    },
+    /// Take a MAC off a sub-port.
+    Unbind {
+        /// The sub-port.
+        port: String,
+        /// The MAC.
+        mac: String,
+        /// The switch.
+        #[arg(long, default_value = "vswitch0")]
+        name: String,
+    },
+    /// Every binding: MAC and sub-port.
+    Show {
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
         /// The switch.
         #[arg(long, default_value = "vswitch0")]
         name: String,

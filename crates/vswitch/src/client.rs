@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use crate::cli::{CaptureArgs, FdbCommand, PipelineCommand, PortCommand, StatsArgs, VlanCommand};
+use crate::cli::{
+    CaptureArgs, FdbCommand, MacvlanCommand, PipelineCommand, PortCommand, StatsArgs, VlanCommand,
+};
 use crate::control::{Request, call, open};
 
 /// Runs an `fdb` subcommand.
@@ -88,6 +90,46 @@ pub fn port(cmd: &PortCommand) -> Result<()> {
                     value: value.clone(),
                 },
             )?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a `macvlan` subcommand.
+pub fn macvlan(cmd: &MacvlanCommand) -> Result<()> {
+    match cmd {
+        MacvlanCommand::Bind { port, mac, name } => {
+            call(
+                name,
+                Request::MacvlanBind {
+                    port: port.clone(),
+                    mac: mac.clone(),
+                },
+            )?;
+        }
+        MacvlanCommand::Unbind { port, mac, name } => {
+            call(
+                name,
+                Request::MacvlanUnbind {
+                    port: port.clone(),
+                    mac: mac.clone(),
+                },
+            )?;
+        }
+        MacvlanCommand::Show { json, name } => {
+            let result = call(name, Request::MacvlanShow)?;
+            if *json {
+                outln!("{}", serde_json::to_string_pretty(&result)?);
+            } else {
+                outln!("{:<18} PORT", "MAC");
+                for row in result.as_array().into_iter().flatten() {
+                    outln!(
+                        "{:<18} {}",
+                        row["mac"].as_str().unwrap_or("?"),
+                        row["port"].as_str().unwrap_or("?")
+                    );
+                }
+            }
         }
     }
     Ok(())

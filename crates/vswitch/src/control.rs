@@ -89,6 +89,22 @@ pub enum Request {
     },
     /// Every port's VLAN mode and flags.
     VlanShow,
+    /// Bind a MAC to a MACVLAN sub-port (source mode: a source it accepts).
+    MacvlanBind {
+        /// The sub-port.
+        port: String,
+        /// The MAC.
+        mac: String,
+    },
+    /// Take a MAC off a MACVLAN sub-port.
+    MacvlanUnbind {
+        /// The sub-port.
+        port: String,
+        /// The MAC.
+        mac: String,
+    },
+    /// Every MACVLAN binding.
+    MacvlanShow,
     /// A port's pipelines and their counters.
     PipelineShow {
         /// The port's name.
@@ -576,6 +592,23 @@ fn handle(request: &Request, switch: &Switch, name: &str, offload: bool) -> Resu
             switch.set_vlan(port, mode)?;
             json!(null)
         }
+        Request::MacvlanBind { port, mac } => {
+            let mac: MacAddr = mac.parse().map_err(anyhow::Error::msg)?;
+            switch.macvlan_bind(mac, port)?;
+            json!(null)
+        }
+        Request::MacvlanUnbind { port, mac } => {
+            let mac: MacAddr = mac.parse().map_err(anyhow::Error::msg)?;
+            if !switch.macvlan_unbind(mac, port)? {
+                bail!("{mac} is not bound to {port}");
+            }
+            json!(null)
+        }
+        Request::MacvlanShow => json!(switch
+            .macvlan_bindings()?
+            .into_iter()
+            .map(|(mac, port)| json!({"mac": mac.to_string(), "port": port}))
+            .collect::<Vec<_>>()),
         Request::VlanShow => json!(switch
             .policies()
             .into_iter()

@@ -58,6 +58,7 @@ fn main() -> ExitCode {
         Some(cli::Command::Stats(args)) => client::stats(&args),
         Some(cli::Command::Port(cmd)) => client::port(&cmd),
         Some(cli::Command::Vlan(cmd)) => client::vlan(&cmd),
+        Some(cli::Command::Macvlan(cmd)) => client::macvlan(&cmd),
         Some(cli::Command::Capture(args)) => client::capture(&args),
         Some(cli::Command::Pipeline(cmd)) => client::pipeline(&cmd),
         Some(cli::Command::Config(cli::ConfigCommand::Check { file })) => check_config(&file),

@@ -216,7 +216,10 @@ pub(super) fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], r
     let frame = &buf[VNET_HDR_LEN..];
     let d = match &ctx.shared.forwarder {
         Forwarder::Learning(cfg) => decide(&ctx.state.table, cfg, ctx.now, in_port.id(), frame),
-        Forwarder::Macvlan(table) => table.dispatch(in_port.id(), frame),
+        Forwarder::Macvlan(table) => table
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .dispatch(in_port.id(), frame),
     };
     ctx.learn.extend(d.learn);
     match d.egress {
@@ -250,7 +253,12 @@ pub(super) fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], r
         }
         Egress::Group(group) => {
             if let Forwarder::Macvlan(table) = &ctx.shared.forwarder {
-                for id in table.group(group) {
+                let members = table
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .group(group)
+                    .to_vec();
+                for id in members {
                     if let Some(Some(out)) = state.ports.get(id.index()) {
                         transmit(ctx, out, buf, true);
                     }

@@ -134,8 +134,9 @@ pub struct MacvlanConfig {
 enum Forwarder {
     /// A learning switch (the table lives in [`State`]).
     Learning(ForwardingConfig),
-    /// MACVLAN dispatch by bound MAC.
-    Macvlan(MacvlanTable),
+    /// MACVLAN dispatch by bound MAC (bindings change at runtime, rarely: a read lock per
+    /// frame, uncontended).
+    Macvlan(RwLock<MacvlanTable>),
 }
 
 /// Why the switch could not start.
@@ -504,9 +505,12 @@ pub enum ControlError {
     /// A pipeline text that doesn't parse, or a mirror file that can't be opened.
     #[error("{0}")]
     Pipeline(String),
-    /// A VLAN mode or port flag that doesn't parse.
+    /// A VLAN mode or port flag that doesn't parse, or a binding refused.
     #[error("{0}")]
     Policy(String),
+    /// MACVLAN bindings asked of a learning switch.
+    #[error("this switch is not in macvlan mode (start it with --macvlan)")]
+    NotMacvlan,
 }
 
 /// A running switch. Methods take `&self`, so it can be shared with a control thread; dropping
@@ -546,7 +550,7 @@ impl Switch {
             .collect();
         let forwarder = match &config.macvlan {
             None => Forwarder::Learning(config.forwarding),
-            Some(m) => Forwarder::Macvlan(macvlan_table(m, &ports)?),
+            Some(m) => Forwarder::Macvlan(RwLock::new(macvlan_table(m, &ports)?)),
         };
         let queues: usize = ports.iter().map(|p| p.device().rx_queues()).sum();
         let threads = config.threads.clamp(1, queues.max(1));
@@ -880,6 +884,51 @@ impl Switch {
         self.live_port(port)?.pipeline(hook).clear();
         self.shared.sync_fast_ports();
         Ok(())
+    }
+
+    /// Binds `mac` to MACVLAN sub-port `port` (source mode: adds it to the sources the port
+    /// accepts), from the next frame on.
+    pub fn macvlan_bind(&self, mac: MacAddr, port: &str) -> Result<(), ControlError> {
+        let Forwarder::Macvlan(table) = &self.shared.forwarder else {
+            return Err(ControlError::NotMacvlan);
+        };
+        let port = self.live_port(port)?;
+        table
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .bind(mac, port.id())
+            .map_err(|e| ControlError::Policy(e.to_string()))
+    }
+
+    /// Takes `mac` off MACVLAN sub-port `port`; false if it wasn't bound there.
+    pub fn macvlan_unbind(&self, mac: MacAddr, port: &str) -> Result<bool, ControlError> {
+        let Forwarder::Macvlan(table) = &self.shared.forwarder else {
+            return Err(ControlError::NotMacvlan);
+        };
+        let port = self.live_port(port)?;
+        Ok(table
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .unbind(mac, port.id()))
+    }
+
+    /// Every MACVLAN binding: MAC and sub-port name.
+    pub fn macvlan_bindings(&self) -> Result<Vec<(MacAddr, String)>, ControlError> {
+        let Forwarder::Macvlan(table) = &self.shared.forwarder else {
+            return Err(ControlError::NotMacvlan);
+        };
+        let names: Vec<Option<String>> = lock(&self.shared.registry)
+            .iter()
+            .map(|p| p.as_ref().map(|p| p.name().to_owned()))
+            .collect();
+        let bindings = table.read().unwrap_or_else(|e| e.into_inner()).bindings();
+        Ok(bindings
+            .into_iter()
+            .map(|(mac, port)| {
+                let name = names.get(port.index()).cloned().flatten();
+                (mac, name.unwrap_or_else(|| port.to_string()))
+            })
+            .collect())
     }
 
     /// Puts port `name` in VLAN `mode` (see [`VlanMode`]); its learned entries are forgotten
