@@ -274,10 +274,7 @@ fn macvlan_source_matches_the_kernel_and_its_lists_change_at_runtime() {
             .run(|| Netlink::open().and_then(|mut nl| nl.link("o0")))
             .expect("enter")
             .expect("link");
-        info.mac
-            .expect("mac")
-            .map(|b| format!("{b:02x}"))
-            .join(":")
+        info.mac.expect("mac").map(|b| format!("{b:02x}")).join(":")
     };
     let kernel = {
         let out = outside(false);
@@ -293,14 +290,23 @@ fn macvlan_source_matches_the_kernel_and_its_lists_change_at_runtime() {
             let mv = unique_name("vmk");
             sh(
                 mid.name(),
-                &format!("link add link {} name {mv} type macvlan mode source", out.uplink),
+                &format!(
+                    "link add link {} name {mv} type macvlan mode source",
+                    out.uplink
+                ),
             );
             if listed.contains(&i) {
-                sh(mid.name(), &format!("link set {mv} type macvlan macaddr add {mac}"));
+                sh(
+                    mid.name(),
+                    &format!("link set {mv} type macvlan macaddr add {mac}"),
+                );
             }
             let ns = NetnsGuard::create(&unique_name("vmh")).expect("ns");
             sh(mid.name(), &format!("link set {mv} netns {}", ns.name()));
-            sh(ns.name(), &format!("addr add {}/24 dev {mv}", sub_port_addr(i)));
+            sh(
+                ns.name(),
+                &format!("addr add {}/24 dev {mv}", sub_port_addr(i)),
+            );
             sh(ns.name(), &format!("link set {mv} up"));
             hosts.push(ns);
         }
@@ -310,8 +316,14 @@ fn macvlan_source_matches_the_kernel_and_its_lists_change_at_runtime() {
         addrs.push(OUTSIDE);
         matrix(&all, &addrs)
     };
-    assert!(kernel[subs][0], "even the kernel's outside can't reach a listed sub-port");
-    assert!(!kernel[subs][1], "the kernel delivered to an unlisted sub-port");
+    assert!(
+        kernel[subs][0],
+        "even the kernel's outside can't reach a listed sub-port"
+    );
+    assert!(
+        !kernel[subs][1],
+        "the kernel delivered to an unlisted sub-port"
+    );
     // vswitch: started with empty lists, the same lists bound at runtime.
     let side = vswitch_side(MacvlanMode::Source, subs, false);
     let mac: vswitch_core::MacAddr = mac_of(&side.out).parse().expect("mac");
@@ -327,7 +339,10 @@ fn macvlan_source_matches_the_kernel_and_its_lists_change_at_runtime() {
     let mut addrs: Vec<Ipv4Addr> = (0..subs).map(sub_port_addr).collect();
     addrs.push(OUTSIDE);
     let ours = matrix(&all, &addrs);
-    assert_eq!(ours, kernel, "source mode: rows are sub-ports then the outside host");
+    assert_eq!(
+        ours, kernel,
+        "source mode: rows are sub-ports then the outside host"
+    );
     // Taken off sub-port 0's list at runtime: the outside no longer reaches it.
     assert!(side.switch.macvlan_unbind(mac, &names[0]).expect("unbind"));
     assert!(ping(&side.out.ns, sub_port_addr(0), 2).none_replied());

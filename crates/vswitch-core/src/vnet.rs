@@ -117,6 +117,78 @@ pub fn complete_checksum(frame: &mut [u8], vnet: &VnetHeader) -> bool {
     true
 }
 
+/// The virtio-net header that makes an untagged IPv4 TCP `frame` longer than the link's `mtu`
+/// (as a tunnel delivers one the sender's kernel never cut: a local underlay keeps GSO whole) a
+/// GSO frame of segments that fit `mtu`, with a partial checksum; `None` for anything else.
+pub fn tcp_gso_header(frame: &[u8], mtu: u32) -> Option<VnetHeader> {
+    let ip = ETHERNET_HEADER_LEN;
+    if frame.len() <= ip + mtu as usize || frame.get(12..14)? != [0x08, 0x00] {
+        return None;
+    }
+    let ihl = usize::from(frame.get(ip)? & 0x0f) * 4;
+    if frame[ip] >> 4 != 4 || ihl < 20 || frame.get(ip + 9)? != &6 {
+        return None;
+    }
+    let thl = usize::from(frame.get(ip + ihl + 12)? >> 4) * 4;
+    let headers = ihl + thl;
+    if thl < 20 || headers >= mtu as usize {
+        return None;
+    }
+    Some(VnetHeader {
+        flags: F_NEEDS_CSUM,
+        gso_type: gso::TCPV4,
+        hdr_len: (ip + headers) as u16,
+        gso_size: (mtu as usize - headers) as u16,
+        csum_start: (ip + ihl) as u16,
+        csum_offset: 16,
+    })
+}
+
+/// Finishes the TCP or UDP checksum of an untagged IPv4 `frame` if it was left partial (the
+/// field holds only the pseudo-header sum, as a sender's stack leaves it for offload, and as it
+/// arrives when the frame crossed a local tunnel without ever meeting a NIC). A complete
+/// checksum, and a wrong one that isn't a partial sum (damage), are left alone, so a receiver
+/// still catches damage. Returns true if it finished one.
+pub fn finish_partial_checksum(frame: &mut [u8]) -> bool {
+    if frame.len() < ETHERNET_HEADER_LEN + 20 || frame[12..14] != [0x08, 0x00] {
+        return false;
+    }
+    let ip = ETHERNET_HEADER_LEN;
+    let ihl = usize::from(frame[ip] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([frame[ip + 2], frame[ip + 3]]));
+    let fragment = u16::from_be_bytes([frame[ip + 6], frame[ip + 7]]) & 0x3fff != 0;
+    let proto = frame[ip + 9];
+    let field = match proto {
+        6 => 16,
+        17 => 6,
+        _ => return false,
+    };
+    let l4 = ip + ihl;
+    let end = ip + total;
+    if frame[ip] >> 4 != 4 || ihl < 20 || fragment || end > frame.len() || l4 + field + 2 > end {
+        return false;
+    }
+    let l4_len = (end - l4) as u64;
+    let pseudo = crate::gso::sum_bytes(0, &frame[ip + 12..ip + 20]) + u64::from(proto) + l4_len;
+    let stored = u16::from_be_bytes([frame[l4 + field], frame[l4 + field + 1]]);
+    if proto == 17 && stored == 0 {
+        return false; // no checksum: nothing to finish
+    }
+    if crate::gso::fold(crate::gso::sum_bytes(pseudo, &frame[l4..end])) == 0xffff {
+        return false; // complete and right
+    }
+    if stored != crate::gso::fold(pseudo) {
+        return false; // not a partial sum: damage, for the receiver to catch
+    }
+    let vnet = VnetHeader {
+        flags: F_NEEDS_CSUM,
+        csum_start: l4 as u16,
+        csum_offset: field as u16,
+        ..VnetHeader::default()
+    };
+    complete_checksum(&mut frame[..end], &vnet)
+}
+
 /// The frame in `buf` (`[virtio-net header | frame]`) with bit `bit` of byte `offset` (counted
 /// from the start of the Ethernet frame) flipped, as a receiver would get it from a noisy wire:
 /// with final checksums, so that its stack sees the damage and drops the packet, rather than
@@ -215,6 +287,41 @@ pub fn remove_vlan_tag(buf: &mut [u8], len: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partial_checksums_are_finished_and_complete_or_damaged_ones_left_alone() {
+        // IPv4 TCP, 10.0.0.1 -> 10.0.0.2, 20-byte header and 6 bytes of data.
+        let mut frame = vec![0u8; 14 + 20 + 20 + 6];
+        frame[12..14].copy_from_slice(&[0x08, 0x00]);
+        frame[14] = 0x45;
+        frame[16..18].copy_from_slice(&46u16.to_be_bytes());
+        frame[14 + 8] = 64;
+        frame[14 + 9] = 6;
+        frame[14 + 12..14 + 20].copy_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+        frame[34 + 12] = 0x50;
+        frame[54..60].copy_from_slice(b"abcdef");
+        let pseudo = crate::gso::sum_bytes(0, &frame[26..34]) + 6 + 26;
+        let seed = crate::gso::fold(pseudo);
+        frame[34 + 16..34 + 18].copy_from_slice(&seed.to_be_bytes());
+        let mut partial = frame.clone();
+        assert!(
+            finish_partial_checksum(&mut partial),
+            "a partial sum is finished"
+        );
+        let verify = |f: &[u8]| crate::gso::fold(crate::gso::sum_bytes(pseudo, &f[34..60]));
+        assert_eq!(verify(&partial), 0xffff, "and then verifies");
+        let mut complete = partial.clone();
+        assert!(!finish_partial_checksum(&mut complete));
+        assert_eq!(complete, partial, "a complete checksum is left alone");
+        let mut damaged = partial.clone();
+        damaged[59] ^= 1;
+        assert!(!finish_partial_checksum(&mut damaged));
+        assert_ne!(verify(&damaged), 0xffff, "damage stays visible");
+        assert!(
+            !finish_partial_checksum(&mut partial[..30].to_vec()),
+            "short"
+        );
+    }
 
     #[test]
     fn a_tag_removed_moves_the_offsets_back_and_undoes_an_insert() {

@@ -31,6 +31,7 @@ pub mod spec;
 pub mod switch;
 mod sys;
 pub mod tap;
+pub mod vxlan;
 
 pub use bpf::steering_clock_ns;
 pub use capture::{Capture, CapturedFrame, Direction};
@@ -39,8 +40,9 @@ pub use memory::{MemoryPeer, MemoryPort};
 pub use packet::{PacketPort, PacketPortError};
 pub use pipeline::{Hook, PortPipeline};
 pub use port::{DeviceStatus, Port, PortDevice, Steering};
-pub use spec::{OpenPortError, PortSpec};
+pub use spec::{OpenPortError, PortSpec, PortSpecError};
 pub use switch::{
     ControlError, Datapath, FdbRow, MacvlanConfig, Switch, SwitchConfig, SwitchError,
 };
 pub use tap::{InvalidIfName, Tap, TapError, validate_ifname};
+pub use vxlan::{VxlanConfig, VxlanPort};

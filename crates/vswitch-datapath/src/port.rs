@@ -120,6 +120,18 @@ pub trait PortDevice: Send + Sync + std::fmt::Debug {
     /// frame read from it before `at_ns` ([`crate::steering_clock_ns`]) forwarded, so flows may
     /// leave it without being reordered.
     fn queue_drained(&self, _queue: usize, _at_ns: u64) {}
+    /// True if frames read from the device come behind a virtio-net header the device wrote,
+    /// though frames written to it don't (a VXLAN port: a tunnel can deliver an inner frame
+    /// longer than the MTU, which it marks GSO). The same as [`PortDevice::vnet_header`] unless
+    /// the device says otherwise.
+    fn rx_vnet_header(&self) -> bool {
+        self.vnet_header()
+    }
+    /// Counters of the device's own, by name (a VXLAN port's per-VTEP traffic and decap
+    /// drops), for `stats`.
+    fn extra_counters(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
     /// The interface index of a device in the switch's own namespace that the in-kernel fast
     /// path can serve (a `dev:` port), or `None`.
     fn fast_path_ifindex(&self) -> Option<u32> {

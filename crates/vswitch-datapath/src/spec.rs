@@ -7,6 +7,7 @@ use std::str::FromStr;
 use crate::packet::{PacketPort, PacketPortError, interface_index};
 use crate::port::{PortDevice, Steering};
 use crate::tap::{InvalidIfName, Tap, TapError, validate_ifname};
+use crate::vxlan::{VxlanConfig, VxlanPort};
 
 /// A port as the user asked for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +19,19 @@ pub enum PortSpec {
     /// A bare name: an existing interface that is not a TAP becomes [`PortSpec::Dev`], anything
     /// else [`PortSpec::Tap`]; decided when opened.
     Auto(String),
+    /// A VXLAN tunnel endpoint (`vxlan:NAME:vni=...`).
+    Vxlan(VxlanConfig),
+}
+
+/// Why a port spec doesn't parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortSpecError {
+    /// A name that can't be an interface's.
+    #[error(transparent)]
+    Name(#[from] InvalidIfName),
+    /// A `vxlan:` spec that doesn't say what it must.
+    #[error("{0}")]
+    Vxlan(String),
 }
 
 /// Why a port could not be opened.
@@ -29,6 +43,9 @@ pub enum OpenPortError {
     /// A packet socket failed.
     #[error(transparent)]
     Dev(#[from] PacketPortError),
+    /// A VXLAN port's sockets failed.
+    #[error(transparent)]
+    Vxlan(#[from] std::io::Error),
 }
 
 impl PortSpec {
@@ -36,6 +53,7 @@ impl PortSpec {
     pub fn name(&self) -> &str {
         match self {
             PortSpec::Tap(n) | PortSpec::Dev(n) | PortSpec::Auto(n) => n,
+            PortSpec::Vxlan(c) => &c.name,
         }
     }
 
@@ -53,6 +71,7 @@ impl PortSpec {
             PortSpec::Tap(_) => false,
             PortSpec::Dev(_) => true,
             PortSpec::Auto(name) => interface_index(name).is_some() && !is_tun(name),
+            PortSpec::Vxlan(config) => return Ok(Box::new(VxlanPort::open(config.clone())?)),
         };
         Ok(if is_dev {
             Box::new(PacketPort::open_queues(self.name(), queues, steering)?)
@@ -71,9 +90,14 @@ fn is_tun(name: &str) -> bool {
 }
 
 impl FromStr for PortSpec {
-    type Err = InvalidIfName;
+    type Err = PortSpecError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(rest) = s.strip_prefix("vxlan:") {
+            return VxlanConfig::parse(rest)
+                .map(PortSpec::Vxlan)
+                .map_err(PortSpecError::Vxlan);
+        }
         let spec = if let Some(name) = s.strip_prefix("tap:") {
             PortSpec::Tap(name.to_owned())
         } else if let Some(name) = s.strip_prefix("dev:") {
@@ -92,6 +116,7 @@ impl fmt::Display for PortSpec {
             PortSpec::Tap(n) => write!(f, "tap:{n}"),
             PortSpec::Dev(n) => write!(f, "dev:{n}"),
             PortSpec::Auto(n) => f.write_str(n),
+            PortSpec::Vxlan(c) => write!(f, "vxlan:{}", c.name),
         }
     }
 }

@@ -227,6 +227,17 @@ fn set_packet_option(
     set_int_option(fd, libc::SOL_PACKET, option, value)
 }
 
+/// `IP_MTU_DISCOVER = IP_PMTUDISC_DONT`: datagrams from `fd` leave without DF (as Linux's
+/// vxlan sends), fragmented by the kernel if a link needs it.
+pub(crate) fn set_pmtudisc_dont(fd: BorrowedFd<'_>) -> io::Result<()> {
+    set_int_option(
+        fd,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_DONT,
+    )
+}
+
 /// `SO_ATTACH_BPF`: runs `program` (a socket filter) on every frame `fd` would receive.
 pub(crate) fn attach_socket_program(fd: BorrowedFd<'_>, program: BorrowedFd<'_>) -> io::Result<()> {
     set_int_option(

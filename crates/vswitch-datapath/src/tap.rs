@@ -238,7 +238,10 @@ fn ring_drops_here(name: &str) -> io::Result<u64> {
 /// Runs `f` on a short-lived thread that entered the namespace `netns`, so that no other
 /// thread's namespace changes (sockets it opens and `/proc/thread-self/net` are that
 /// namespace's).
-fn in_netns<T: Send>(netns: OwnedFd, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+pub(crate) fn in_netns<T: Send>(
+    netns: OwnedFd,
+    f: impl FnOnce() -> io::Result<T> + Send,
+) -> io::Result<T> {
     std::thread::scope(|s| {
         s.spawn(|| {
             sys::setns_net(netns.as_fd())?;

@@ -32,7 +32,7 @@ pub struct SwitchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        required_unless_present = "config",
+        required_unless_present_any = ["config", "vxlan"],
         value_name = "PORTS"
     )]
     pub ports: Vec<String>,
@@ -92,6 +92,14 @@ pub struct SwitchArgs {
     /// 'tap1:out:impair delay 20ms loss 1% seed 7'. Stages are separated by ';'.
     #[arg(long, value_name = "PORT:DIR:STAGES")]
     pub pipeline: Vec<String>,
+
+    /// A VXLAN port (repeatable): NAME:vni=N,local=IP,remote=IP[+IP...][,dstport=P][,mtu=M]
+    /// [,netns=NS][,learning=off]. RFC 7348 as Linux speaks it; the destination port defaults
+    /// to IANA's 4789, while Linux's vxlan uses 8472 when `dstport` is omitted: give the same
+    /// port on both ends. The port's MTU is the underlay's (`mtu`, 1500) minus 50. Also
+    /// `vswitch port add 'vxlan:NAME:...'` and `"vxlan:NAME:..."` in the config file's ports.
+    #[arg(long, value_name = "NAME:PARAMS")]
+    pub vxlan: Vec<String>,
 
     /// A port's VLAN mode at start, as PORT=MODE (repeatable), e.g. 'tap1=access 10',
     /// 'tap3=trunk 10,20 native 10', 'tap4=tunnel 100'. Ports without one carry untagged
@@ -472,6 +480,7 @@ impl LabUpArgs {
             config: None,
             pipeline: Vec::new(),
             vlan: Vec::new(),
+            vxlan: Vec::new(),
         }
     }
 }

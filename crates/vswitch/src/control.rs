@@ -518,6 +518,7 @@ pub fn stats_json(switch: &Switch) -> Value {
                 "tx_packets": s.tx_packets, "tx_bytes": s.tx_bytes, "drops": drops,
                 "kernel_drops": s.kernel_drops,
                 "fast_path": fast.iter().any(|f| f == p.name()),
+                "device": p.device().extra_counters().into_iter().map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<String, Value>>(),
                 "fast_path_rx_packets": s.fast_rx_packets,
                 "fast_path_tx_packets": s.fast_tx_packets,
             })

@@ -28,8 +28,17 @@ pub struct PortPlan {
 pub fn parse_ports(args: &SwitchArgs) -> Result<PortPlan> {
     let mut seen = std::collections::HashSet::new();
     let mut plan = PortPlan::default();
-    for (i, spec) in args.uplink.iter().chain(&args.ports).enumerate() {
+    let vxlan: Vec<String> = args.vxlan.iter().map(|v| format!("vxlan:{v}")).collect();
+    for (i, spec) in args
+        .uplink
+        .iter()
+        .chain(&args.ports)
+        .chain(&vxlan)
+        .enumerate()
+    {
         let (spec, macs) = match spec.split_once('=') {
+            // A VXLAN spec's parameters are KEY=VALUE, not MAC bindings.
+            Some(_) if spec.starts_with("vxlan:") => (spec.as_str(), None),
             Some((spec, macs)) => (spec, Some(macs)),
             None => (spec.as_str(), None),
         };

@@ -39,8 +39,8 @@ use worker::Worker;
 /// Frames read from one port before the worker looks at its other ports.
 pub const BATCH: usize = 32;
 /// Receive buffer size: a virtio-net header and the largest frame a 64 KiB MTU (or a 64 KiB GSO
-/// segment) allows, with a VLAN tag.
-const MAX_FRAME: usize = VNET_HDR_LEN + 65536 + 18;
+/// segment) allows, with a VLAN tag, and room for a tunnel header read in front of it.
+const MAX_FRAME: usize = VNET_HDR_LEN + 65536 + 18 + 32;
 const WAKER: Token = Token(usize::MAX);
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 

@@ -186,7 +186,7 @@ impl Worker {
     /// both at once; others read the frame behind a zeroed header. So a frame can go out to
     /// either kind of device from the same buffer without copying.
     fn serve(&mut self, port: &Port, queue: usize) -> Drain {
-        let vnet = port.device().vnet_header();
+        let vnet = port.device().rx_vnet_header();
         let mut count = 0;
         let mut outcome = Drain::More;
         // When the read that found the queue empty began: every frame that entered the queue

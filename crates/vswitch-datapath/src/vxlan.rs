@@ -1,0 +1,508 @@
+//! VXLAN ports (RFC 7348, as Linux's vxlan speaks it): Ethernet frames in UDP between VTEPs,
+//! so switches on different machines join one segment.
+//!
+//! A [`VxlanPort`] receives on a UDP socket bound to `local:dstport` (4789, IANA's, by default;
+//! Linux's vxlan uses 8472 when `dstport` is omitted, a classic cause of silent non-interop) and
+//! sends from a small pool of sockets bound to ephemeral ports, choosing one by a hash of the
+//! inner flow, so the outer source port varies by flow as Linux's does (for ECMP in the
+//! underlay) while each flow keeps one. Headers: flags 0x08, reserved bits zero, the port's VNI;
+//! UDP checksums on; DF off; no fragmentation: the port's MTU is the underlay's minus 50, and the
+//! switch drops larger frames as `oversize` (GSO frames are cut to fit before they get here).
+//!
+//! Like the kernel's vxlan FDB, the port learns which VTEP each inner source MAC lives behind
+//! (per VNI: a port has one VNI), ages those entries, and sends unicast to a known MAC's VTEP
+//! only; everything else goes to every remote (head-end replication, the kernel's all-zeros
+//! entry). Received datagrams that aren't VXLAN of this VNI are dropped and counted by reason.
+//! When the underlay is local (veth) and never meets a NIC, a sender's kernel hands over inner
+//! frames it never finished: a TCP segment of up to 64 KiB, or a partial checksum. The port
+//! marks the first GSO (so the switch cuts it for ports that need wire-sized frames, and hands
+//! it whole to TAPs that take offloads) and finishes the second; a damaged checksum is left for
+//! the receiver to catch.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::io::{self, IoSlice};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{MsgFlags, SockaddrIn, sendmsg};
+use vswitch_core::MacAddr;
+use vswitch_core::vnet::{self, VNET_HDR_LEN, VnetHeader};
+
+use crate::port::PortDevice;
+use crate::sys;
+
+/// IANA's VXLAN port.
+pub const IANA_PORT: u16 = 4789;
+/// VXLAN header: flags (1), reserved (3), VNI (3), reserved (1).
+const HEADER_LEN: usize = 8;
+/// The I flag: the VNI is valid.
+const FLAG_VNI: u8 = 0x08;
+/// Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
+pub const OVERHEAD_V4: u32 = 50;
+/// Send sockets: this many outer source ports to spread flows over.
+const SEND_SOCKETS: usize = 8;
+/// How long a learned MAC → VTEP entry lasts without being heard from.
+const FDB_AGEING: Duration = Duration::from_secs(300);
+/// MAC → VTEP entries at most (beyond, new MACs are flooded until old ones age).
+const FDB_CAPACITY: usize = 65_536;
+
+/// What a `vxlan:` port spec says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanConfig {
+    /// The port's name (at most 15 bytes, like an interface's).
+    pub name: String,
+    /// The VXLAN network identifier, 0 to 2^24 - 1.
+    pub vni: u32,
+    /// The local address to receive on and send from.
+    pub local: Ipv4Addr,
+    /// The remote VTEPs (head-end replication sends floods to each).
+    pub remotes: Vec<Ipv4Addr>,
+    /// The UDP destination port.
+    pub dstport: u16,
+    /// The underlay's MTU (the port's is 50 less).
+    pub underlay_mtu: u32,
+    /// The namespace the underlay sockets live in (`/run/netns/NAME`), if not the switch's.
+    pub netns: Option<String>,
+    /// Learn inner source MAC → VTEP from what arrives.
+    pub learning: bool,
+}
+
+impl VxlanConfig {
+    /// Parses `NAME:vni=42,local=10.0.0.1,remote=10.0.0.2+10.0.0.3[,dstport=4789]
+    /// [,mtu=1500][,netns=NAME][,learning=off]` (the part after `vxlan:`).
+    pub fn parse(s: &str) -> Result<VxlanConfig, String> {
+        let (name, params) = s.split_once(':').ok_or(
+            "vxlan: say vxlan:NAME:vni=N,local=IP,remote=IP[+IP...][,dstport=P][,mtu=M][,netns=NS][,learning=off]",
+        )?;
+        crate::tap::validate_ifname(name).map_err(|e| e.to_string())?;
+        let mut config = VxlanConfig {
+            name: name.to_owned(),
+            vni: u32::MAX,
+            local: Ipv4Addr::UNSPECIFIED,
+            remotes: Vec::new(),
+            dstport: IANA_PORT,
+            underlay_mtu: 1500,
+            netns: None,
+            learning: true,
+        };
+        for param in params.split(',') {
+            let (key, value) = param
+                .split_once('=')
+                .ok_or_else(|| format!("vxlan: {param:?} is not KEY=VALUE"))?;
+            let bad = |what: &str| format!("vxlan: {key}={value:?} is not {what}");
+            match key {
+                "vni" => {
+                    config.vni = value
+                        .parse()
+                        .ok()
+                        .filter(|v| *v < 1 << 24)
+                        .ok_or_else(|| bad("a VNI (0 to 16777215)"))?
+                }
+                "local" => config.local = value.parse().map_err(|_| bad("an IPv4 address"))?,
+                "remote" => {
+                    for r in value.split('+') {
+                        config
+                            .remotes
+                            .push(r.parse().map_err(|_| bad("IPv4 addresses joined by +"))?);
+                    }
+                }
+                "dstport" => {
+                    config.dstport = value
+                        .parse()
+                        .ok()
+                        .filter(|p| *p != 0)
+                        .ok_or_else(|| bad("a UDP port"))?
+                }
+                "mtu" => {
+                    config.underlay_mtu = value
+                        .parse()
+                        .ok()
+                        .filter(|m| (576..=65_535).contains(m))
+                        .ok_or_else(|| bad("an MTU (576 to 65535)"))?
+                }
+                "netns" => config.netns = Some(value.to_owned()),
+                "learning" => {
+                    config.learning = match value {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(bad("on or off")),
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "vxlan: unknown {key:?} (vni, local, remote, dstport, mtu, netns, learning)"
+                    ));
+                }
+            }
+        }
+        if config.vni == u32::MAX {
+            return Err("vxlan: vni= is required".into());
+        }
+        if config.local.is_unspecified() {
+            return Err("vxlan: local= is required (the address to send from)".into());
+        }
+        if config.remotes.is_empty() {
+            return Err("vxlan: remote= is required (one VTEP or more, joined by +)".into());
+        }
+        Ok(config)
+    }
+}
+
+/// Decap drop reasons, counted per port.
+#[derive(Debug, Default)]
+struct DecapDrops {
+    short: AtomicU64,
+    bad_flags: AtomicU64,
+    unknown_vni: AtomicU64,
+    bad_inner: AtomicU64,
+}
+
+/// Traffic with one remote VTEP.
+#[derive(Debug, Default, Clone, Copy)]
+struct Vtep {
+    rx_packets: u64,
+    rx_bytes: u64,
+    tx_packets: u64,
+    tx_bytes: u64,
+}
+
+/// A VXLAN tunnel endpoint as a switch port.
+#[derive(Debug)]
+pub struct VxlanPort {
+    config: VxlanConfig,
+    rx: UdpSocket,
+    tx: Vec<OwnedFd>,
+    fdb: Mutex<HashMap<MacAddr, (Ipv4Addr, Instant)>>,
+    vteps: Mutex<HashMap<Ipv4Addr, Vtep>>,
+    drops: DecapDrops,
+}
+
+/// Why a datagram is no frame for this port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decap {
+    /// Shorter than the VXLAN header and an Ethernet header.
+    Short,
+    /// The I flag missing, or reserved bits set.
+    BadFlags,
+    /// Another VNI.
+    UnknownVni,
+}
+
+/// Checks a received datagram: the inner frame starts at [`HEADER_LEN`] if it is VXLAN of `vni`.
+pub fn check_header(datagram: &[u8], vni: u32) -> Result<(), Decap> {
+    if datagram.len() < HEADER_LEN + 14 {
+        return Err(Decap::Short);
+    }
+    if datagram[0] != FLAG_VNI || datagram[1..4] != [0, 0, 0] || datagram[7] != 0 {
+        return Err(Decap::BadFlags);
+    }
+    let got = u32::from_be_bytes([0, datagram[4], datagram[5], datagram[6]]);
+    if got != vni {
+        return Err(Decap::UnknownVni);
+    }
+    Ok(())
+}
+
+/// The VXLAN header for `vni`.
+pub fn header(vni: u32) -> [u8; HEADER_LEN] {
+    let v = vni.to_be_bytes();
+    [FLAG_VNI, 0, 0, 0, v[1], v[2], v[3], 0]
+}
+
+/// A hash of the inner frame's flow (MACs, EtherType, and the IPv4 addresses and ports when
+/// present), to pick the outer source port as Linux does: one per flow, spread over flows.
+fn flow_hash(frame: &[u8]) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    frame.get(..14).hash(&mut h);
+    if frame.get(12..14) == Some(&[0x08, 0x00]) {
+        frame.get(14 + 12..14 + 20).hash(&mut h);
+        let ihl = usize::from(frame.get(14).map_or(5, |b| b & 0x0f)) * 4;
+        frame.get(14 + ihl..14 + ihl + 4).hash(&mut h);
+    }
+    h.finish()
+}
+
+impl VxlanPort {
+    /// Opens the port's sockets (in its underlay namespace, if it has one).
+    pub fn open(config: VxlanConfig) -> io::Result<VxlanPort> {
+        let open = || -> io::Result<(UdpSocket, Vec<OwnedFd>)> {
+            let rx =
+                UdpSocket::bind(SocketAddrV4::new(config.local, config.dstport)).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "vxlan {}: binding {}:{}: {e}",
+                            config.name, config.local, config.dstport
+                        ),
+                    )
+                })?;
+            rx.set_nonblocking(true)?;
+            let mut tx = Vec::new();
+            for _ in 0..SEND_SOCKETS {
+                let s = UdpSocket::bind(SocketAddrV4::new(config.local, 0))?;
+                s.set_nonblocking(true)?;
+                let fd = OwnedFd::from(s);
+                sys::set_pmtudisc_dont(fd.as_fd())?;
+                tx.push(fd);
+            }
+            Ok((rx, tx))
+        };
+        let (rx, tx) = match &config.netns {
+            None => open()?,
+            Some(ns) => {
+                let file = std::fs::File::open(std::path::Path::new("/run/netns").join(ns))
+                    .map_err(|e| {
+                        io::Error::new(e.kind(), format!("vxlan underlay namespace {ns}: {e}"))
+                    })?;
+                crate::tap::in_netns(OwnedFd::from(file), open)?
+            }
+        };
+        Ok(VxlanPort {
+            config,
+            rx,
+            tx,
+            fdb: Mutex::new(HashMap::new()),
+            vteps: Mutex::new(HashMap::new()),
+            drops: DecapDrops::default(),
+        })
+    }
+
+    /// The port's configuration.
+    pub fn config(&self) -> &VxlanConfig {
+        &self.config
+    }
+
+    /// The VTEP a frame to `dst` goes to, if the port learned one recently.
+    fn learned(&self, dst: MacAddr) -> Option<Ipv4Addr> {
+        let fdb = self.fdb.lock().unwrap_or_else(|e| e.into_inner());
+        fdb.get(&dst)
+            .filter(|(_, seen)| seen.elapsed() < FDB_AGEING)
+            .map(|(ip, _)| *ip)
+    }
+
+    fn learn(&self, src: MacAddr, from: Ipv4Addr) {
+        if !self.config.learning || !src.is_valid_source() {
+            return;
+        }
+        let mut fdb = self.fdb.lock().unwrap_or_else(|e| e.into_inner());
+        if fdb.len() >= FDB_CAPACITY && !fdb.contains_key(&src) {
+            fdb.retain(|_, (_, seen)| seen.elapsed() < FDB_AGEING);
+            if fdb.len() >= FDB_CAPACITY {
+                return;
+            }
+        }
+        fdb.insert(src, (from, Instant::now()));
+    }
+
+    fn count(&self, vtep: Ipv4Addr, rx: bool, bytes: usize) {
+        let mut vteps = self.vteps.lock().unwrap_or_else(|e| e.into_inner());
+        let v = vteps.entry(vtep).or_default();
+        if rx {
+            v.rx_packets += 1;
+            v.rx_bytes += bytes as u64;
+        } else {
+            v.tx_packets += 1;
+            v.tx_bytes += bytes as u64;
+        }
+    }
+}
+
+impl PortDevice for VxlanPort {
+    /// Reads one frame behind a virtio-net header ([`PortDevice::rx_vnet_header`]): zero, or
+    /// for an inner TCP frame longer than the port's MTU (a sender's kernel on a local underlay
+    /// never cut it), GSO with segments that fit.
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mtu = self.config.underlay_mtu - OVERHEAD_V4;
+        let (header, buf) = buf.split_at_mut(VNET_HDR_LEN);
+        loop {
+            let (n, from) = self.rx.recv_from(buf)?;
+            let SocketAddr::V4(from) = from else { continue };
+            let dropped = match check_header(&buf[..n], self.config.vni) {
+                Ok(()) => None,
+                Err(Decap::Short) => Some(&self.drops.short),
+                Err(Decap::BadFlags) => Some(&self.drops.bad_flags),
+                Err(Decap::UnknownVni) => Some(&self.drops.unknown_vni),
+            };
+            if let Some(counter) = dropped {
+                counter.fetch_add(1, Relaxed);
+                continue;
+            }
+            buf.copy_within(HEADER_LEN..n, 0);
+            let frame = &mut buf[..n - HEADER_LEN];
+            let mut src = [0u8; 6];
+            src.copy_from_slice(&frame[6..12]);
+            let src = MacAddr(src);
+            if !src.is_valid_source() {
+                self.drops.bad_inner.fetch_add(1, Relaxed);
+                continue;
+            }
+            let vnet = match vnet::tcp_gso_header(frame, mtu) {
+                Some(gso) => gso,
+                None => {
+                    // Over a local underlay (veth) the sender's kernel never computed the
+                    // inner checksum (its own vxlan device trusts it); we finish it here.
+                    vnet::finish_partial_checksum(frame);
+                    VnetHeader::default()
+                }
+            };
+            let header: &mut [u8; VNET_HDR_LEN] = header
+                .try_into()
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            vnet.emit(header);
+            self.learn(src, *from.ip());
+            self.count(*from.ip(), true, frame.len());
+            return Ok(VNET_HDR_LEN + frame.len());
+        }
+    }
+
+    fn send(&self, frame: &[u8]) -> io::Result<()> {
+        if frame.len() < 14 {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        let mut dst = [0u8; 6];
+        dst.copy_from_slice(&frame[..6]);
+        let dst = MacAddr(dst);
+        let header = header(self.config.vni);
+        let socket = &self.tx[(flow_hash(frame) % self.tx.len() as u64) as usize];
+        let one;
+        let targets: &[Ipv4Addr] = match (dst.is_multicast(), self.learned(dst)) {
+            (false, Some(vtep)) => {
+                one = [vtep];
+                &one
+            }
+            _ => &self.config.remotes,
+        };
+        let mut result = Ok(());
+        for vtep in targets {
+            let to = SockaddrIn::from(SocketAddrV4::new(*vtep, self.config.dstport));
+            let iov = [IoSlice::new(&header), IoSlice::new(frame)];
+            match sendmsg(socket.as_raw_fd(), &iov, &[], MsgFlags::empty(), Some(&to)) {
+                Ok(_) => self.count(*vtep, false, frame.len()),
+                Err(nix::Error::EAGAIN) => {
+                    result = Err(io::ErrorKind::WouldBlock.into());
+                }
+                Err(e) => result = Err(e.into()),
+            }
+        }
+        result
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.rx.as_fd()
+    }
+
+    fn mtu(&self) -> io::Result<u32> {
+        Ok(self.config.underlay_mtu - OVERHEAD_V4)
+    }
+
+    fn kind(&self) -> &'static str {
+        "vxlan"
+    }
+
+    fn rx_vnet_header(&self) -> bool {
+        true
+    }
+
+    fn extra_counters(&self) -> Vec<(String, u64)> {
+        let mut out = vec![
+            ("decap_short".to_owned(), self.drops.short.load(Relaxed)),
+            (
+                "decap_bad_flags".to_owned(),
+                self.drops.bad_flags.load(Relaxed),
+            ),
+            (
+                "decap_unknown_vni".to_owned(),
+                self.drops.unknown_vni.load(Relaxed),
+            ),
+            (
+                "decap_bad_inner".to_owned(),
+                self.drops.bad_inner.load(Relaxed),
+            ),
+        ];
+        let vteps = self.vteps.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ips: Vec<&Ipv4Addr> = vteps.keys().collect();
+        ips.sort();
+        for ip in ips {
+            let v = vteps[ip];
+            for (what, n) in [
+                ("rx_packets", v.rx_packets),
+                ("rx_bytes", v.rx_bytes),
+                ("tx_packets", v.tx_packets),
+                ("tx_bytes", v.tx_bytes),
+            ] {
+                out.push((format!("vtep_{}_{what}", IpAddr::V4(*ip)), n));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_with_linux_defaults_and_refuse_nonsense() {
+        let c = VxlanConfig::parse("vx0:vni=42,local=10.0.0.1,remote=10.0.0.2+10.0.0.3").unwrap();
+        assert_eq!(c.vni, 42);
+        assert_eq!(c.dstport, 4789, "IANA's port, not Linux's 8472 default");
+        assert_eq!(c.remotes.len(), 2);
+        assert!(c.learning);
+        let c = VxlanConfig::parse(
+            "vx0:vni=1,local=10.0.0.1,remote=10.0.0.2,dstport=8472,mtu=9000,netns=u,learning=off",
+        )
+        .unwrap();
+        assert_eq!((c.dstport, c.underlay_mtu, c.learning), (8472, 9000, false));
+        assert_eq!(c.netns.as_deref(), Some("u"));
+        for bad in [
+            "vx0",
+            "vx0:local=10.0.0.1,remote=10.0.0.2",
+            "vx0:vni=16777216,local=10.0.0.1,remote=10.0.0.2",
+            "vx0:vni=1,remote=10.0.0.2",
+            "vx0:vni=1,local=10.0.0.1",
+            "vx0:vni=1,local=10.0.0.1,remote=x",
+            "vx0:vni=1,local=10.0.0.1,remote=10.0.0.2,dstport=0",
+            "vx0:vni=1,local=10.0.0.1,remote=10.0.0.2,ttl=5",
+            "vx0:vni=1,local=10.0.0.1,remote=10.0.0.2,mtu=NaN",
+            "a2345678901234567:vni=1,local=10.0.0.1,remote=10.0.0.2",
+        ] {
+            assert!(VxlanConfig::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn headers_are_rfc_7348s_and_anything_else_is_dropped_by_reason() {
+        let h = header(0x12_3456);
+        assert_eq!(h, [0x08, 0, 0, 0, 0x12, 0x34, 0x56, 0]);
+        let mut d = h.to_vec();
+        d.extend_from_slice(&[0u8; 14]);
+        assert_eq!(check_header(&d, 0x12_3456), Ok(()));
+        assert_eq!(check_header(&d, 7), Err(Decap::UnknownVni));
+        assert_eq!(check_header(&d[..20], 0x12_3456), Err(Decap::Short));
+        let mut flags = d.clone();
+        flags[0] = 0x0c;
+        assert_eq!(check_header(&flags, 0x12_3456), Err(Decap::BadFlags));
+        let mut reserved = d.clone();
+        reserved[7] = 1;
+        assert_eq!(check_header(&reserved, 0x12_3456), Err(Decap::BadFlags));
+    }
+
+    #[test]
+    fn a_flow_keeps_its_source_port_and_flows_spread() {
+        let mut frame = vec![0u8; 60];
+        frame[12..14].copy_from_slice(&[0x08, 0x00]);
+        frame[14] = 0x45;
+        let sockets: std::collections::HashSet<u64> = (0..64u8)
+            .map(|i| {
+                frame[14 + 19] = i; // destination address
+                flow_hash(&frame) % SEND_SOCKETS as u64
+            })
+            .collect();
+        assert!(sockets.len() > SEND_SOCKETS / 2, "{sockets:?}");
+        assert_eq!(flow_hash(&frame), flow_hash(&frame.clone()));
+    }
+}

@@ -1,0 +1,142 @@
+//! VXLAN ports against Linux's own vxlan device as the oracle: a host behind vswitch's VXLAN
+//! port reaches a namespace whose kernel vxlan interface has the same VNI, across an underlay
+//! of two namespaces. Needs root.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use vswitch_datapath::{PortDevice, Switch, SwitchConfig, Tap, VxlanConfig, VxlanPort};
+use vswitch_netns::{Netlink, NetnsGuard};
+use vswitch_testkit::{Host, ping, require_root, tcp_transfer, unique_name};
+
+fn ip(netns: &str, args: &str) {
+    let status = Command::new("ip")
+        .args(["-n", netns])
+        .args(args.split_whitespace())
+        .status()
+        .expect("ip");
+    assert!(status.success(), "ip -n {netns} {args}");
+}
+
+/// Underlay: namespace `ours` (10.95.0.1) and `theirs` (10.95.0.2) joined by a veth pair; in
+/// `theirs`, a kernel vxlan device with VNI `vni` towards 10.95.0.1:`dstport`, address
+/// 10.96.0.2/24, MTU 1450.
+fn underlay(vni: u32, dstport: u16) -> (NetnsGuard, NetnsGuard) {
+    let ours = NetnsGuard::create(&unique_name("vxu")).expect("ns");
+    let theirs = NetnsGuard::create(&unique_name("vxk")).expect("ns");
+    ours.run(|| Netlink::open()?.add_veth("u0", "u1", Some(&theirs)))
+        .expect("enter")
+        .expect("veth");
+    ip(ours.name(), "addr add 10.95.0.1/24 dev u0");
+    ip(ours.name(), "link set u0 up");
+    ip(theirs.name(), "addr add 10.95.0.2/24 dev u1");
+    ip(theirs.name(), "link set u1 up");
+    ip(
+        theirs.name(),
+        &format!(
+            "link add vx0 type vxlan id {vni} local 10.95.0.2 remote 10.95.0.1 dstport {dstport}"
+        ),
+    );
+    ip(theirs.name(), "addr add 10.96.0.2/24 dev vx0");
+    ip(theirs.name(), "link set vx0 up");
+    (ours, theirs)
+}
+
+/// vswitch with a TAP host (10.96.0.1, MTU 1450) and a VXLAN port in `ours`.
+fn switch(ours: &NetnsGuard, vni: u32, dstport: u16) -> (Switch, Host, String) {
+    let port = unique_name("vxp");
+    let config = VxlanConfig::parse(&format!(
+        "{port}:vni={vni},local=10.95.0.1,remote=10.95.0.2,dstport={dstport},netns={}",
+        ours.name()
+    ))
+    .expect("spec");
+    let vxlan = VxlanPort::open(config).expect("vxlan port");
+    let tap_name = unique_name("vxt");
+    let tap = Tap::open_queues(&tap_name, true, 2).expect("tap");
+    let ports: Vec<(String, Box<dyn PortDevice>)> = vec![
+        (port.clone(), Box::new(vxlan)),
+        (tap_name.clone(), Box::new(tap)),
+    ];
+    let sw = Switch::start(
+        SwitchConfig {
+            threads: 2,
+            ..SwitchConfig::default()
+        },
+        ports,
+    )
+    .expect("switch");
+    let host = Host::with_link(&tap_name, Ipv4Addr::new(10, 96, 0, 1)).expect("host");
+    host.set_mtu(1450).expect("mtu");
+    (sw, host, port)
+}
+
+#[test]
+fn a_host_behind_a_vxlan_port_talks_to_linux_vxlan_with_the_same_vni() {
+    if !require_root("a_host_behind_a_vxlan_port_talks_to_linux_vxlan_with_the_same_vni") {
+        return;
+    }
+    let (ours, theirs) = underlay(4242, 4789);
+    let (sw, host, port) = switch(&ours, 4242, 4789);
+    let report = ping(&host.ns, Ipv4Addr::new(10, 96, 0, 2), 5);
+    assert!(report.all_replied(), "{report}");
+    // TCP both ways, hashed: 64 KiB GSO frames from the TAP cut to the tunnel's MTU.
+    let r = tcp_transfer(&host.ns, &theirs, Ipv4Addr::new(10, 96, 0, 2), 5600, 1000);
+    eprintln!(
+        "DEBUG {r:?} csum {} {}",
+        vswitch_testkit::tcp_checksum_errors(&theirs),
+        vswitch_testkit::tcp_checksum_errors(&host.ns)
+    );
+    for p in sw.ports() {
+        eprintln!(
+            "DEBUG {} {:?} {:?}",
+            p.name(),
+            p.counters().snapshot(),
+            p.device().extra_counters()
+        );
+    }
+    let t = tcp_transfer(
+        &host.ns,
+        &theirs,
+        Ipv4Addr::new(10, 96, 0, 2),
+        5601,
+        16 << 20,
+    )
+    .expect("tcp to the kernel's side");
+    assert_eq!((t.received, t.received_digest), (t.sent, t.sent_digest));
+    let t = tcp_transfer(&theirs, &host.ns, host.addr, 5602, 16 << 20)
+        .expect("tcp from the kernel's side");
+    assert_eq!((t.received, t.received_digest), (t.sent, t.sent_digest));
+    // Counted per remote VTEP, no decap drops.
+    let vxlan = sw.port(&port).expect("port");
+    let counters: std::collections::HashMap<String, u64> =
+        vxlan.device().extra_counters().into_iter().collect();
+    assert!(counters["vtep_10.95.0.2_rx_packets"] > 1000, "{counters:?}");
+    assert!(counters["vtep_10.95.0.2_tx_packets"] > 1000, "{counters:?}");
+    for reason in ["short", "bad_flags", "unknown_vni", "bad_inner"] {
+        assert_eq!(counters[&format!("decap_{reason}")], 0, "{reason}");
+    }
+    assert_eq!(vxlan.mtu(), 1450);
+}
+
+#[test]
+fn another_vni_or_another_port_does_not_interoperate_and_is_counted() {
+    if !require_root("another_vni_or_another_port_does_not_interoperate_and_is_counted") {
+        return;
+    }
+    // The kernel's VNI 7 against ours 8: datagrams arrive and are dropped as unknown VNI.
+    let (ours, _theirs) = underlay(7, 4789);
+    let (sw, host, port) = switch(&ours, 8, 4789);
+    assert!(ping(&host.ns, Ipv4Addr::new(10, 96, 0, 2), 2).none_replied());
+    let counters: std::collections::HashMap<String, u64> = sw
+        .port(&port)
+        .expect("port")
+        .device()
+        .extra_counters()
+        .into_iter()
+        .collect();
+    assert!(counters["decap_unknown_vni"] > 0, "{counters:?}");
+    // Linux's default port (8472) against IANA's: nothing at all gets through.
+    let (ours, _theirs) = underlay(9, 8472);
+    let (_sw, host, _port) = switch(&ours, 9, 4789);
+    assert!(ping(&host.ns, Ipv4Addr::new(10, 96, 0, 2), 2).none_replied());
+}
