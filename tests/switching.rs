@@ -201,6 +201,41 @@ fn silent_macs_age_out_and_unicast_floods_again() {
 }
 
 #[test]
+fn a_raised_mtu_takes_effect_with_the_first_frame_that_needs_it() {
+    if !require_root("a_raised_mtu_takes_effect_with_the_first_frame_that_needs_it") {
+        return;
+    }
+    // A housekeeping tick (1 s) must not be what lets the first jumbo frame through.
+    for attach in [Attach::Tap { offload: true }, Attach::Veth] {
+        let lab = SwitchLab::new(2, config(), attach).expect("lab");
+        let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
+        assert!(ping(&a.ns, b.addr, 1).all_replied());
+        if attach == Attach::Veth {
+            // The switch's own veth ends need the MTU too, as on a bridge.
+            let nl = &mut vswitch_netns::Netlink::open().expect("netlink");
+            for port in lab.switch.ports() {
+                nl.set_mtu(port.name(), 9000).expect("outer mtu");
+            }
+        }
+        a.set_mtu(9000).expect("mtu");
+        b.set_mtu(9000).expect("mtu");
+        let jumbo = EchoOptions {
+            count: 3,
+            payload: 8972,
+            interval: Duration::from_millis(10),
+            ..EchoOptions::default()
+        };
+        let report = ping_with(&a.ns, b.addr, jumbo);
+        assert!(report.all_replied(), "{attach:?}: {report}");
+        assert_eq!(
+            lab.port_stats(1).drops(DropReason::Oversize),
+            0,
+            "{attach:?}"
+        );
+    }
+}
+
+#[test]
 fn frames_over_the_egress_mtu_are_dropped_and_counted() {
     if !require_root("frames_over_the_egress_mtu_are_dropped_and_counted") {
         return;

@@ -2,7 +2,7 @@
 
 use std::io;
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use vswitch_core::{PortCounters, PortId};
 
@@ -160,7 +160,13 @@ pub struct Port {
     capture: CaptureTap,
     ingress: PortPipeline,
     egress: PortPipeline,
+    /// When (`steering_clock_ns`) a frame too big for the cached MTU last made the port re-read
+    /// it from the device.
+    mtu_checked_ns: AtomicU64,
 }
+
+/// How often a frame over the cached MTU may make a port re-read its device's MTU.
+const MTU_RECHECK_NS: u64 = 50_000_000;
 
 impl Port {
     pub(crate) fn new(id: PortId, name: String, device: Box<dyn PortDevice>) -> Self {
@@ -175,6 +181,7 @@ impl Port {
             capture: CaptureTap::default(),
             ingress: PortPipeline::default(),
             egress: PortPipeline::default(),
+            mtu_checked_ns: AtomicU64::new(0),
         }
     }
 
@@ -201,6 +208,31 @@ impl Port {
     /// The MTU as last read from the device.
     pub fn mtu(&self) -> u32 {
         self.mtu.load(Relaxed)
+    }
+
+    /// Re-reads the device's MTU now, for a frame too big for the cached one (at most every
+    /// 50 ms per port): true if it grew, so that an MTU raised a moment ago (`ip link set ...
+    /// mtu 9000`) takes effect with the first frame that needs it, as on the kernel bridge,
+    /// not at the next housekeeping tick.
+    pub(crate) fn mtu_grew(&self) -> bool {
+        let now = crate::steering_clock_ns();
+        let last = self.mtu_checked_ns.load(Relaxed);
+        if now.saturating_sub(last) < MTU_RECHECK_NS
+            || self
+                .mtu_checked_ns
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_err()
+        {
+            return false;
+        }
+        match self.device.mtu() {
+            Ok(mtu) if mtu > self.mtu() => {
+                self.mtu.store(mtu, Relaxed);
+                tracing::info!(port = %self.name, mtu, "MTU grew");
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Re-reads the MTU and the kernel's drops from the device; keeps the old values of what
