@@ -423,9 +423,9 @@ fn send(out: &Port, buf: &mut [u8]) {
         send_gso(out, buf, &vnet, mtu);
         return;
     }
-    if !fits_mtu(&buf[VNET_HDR_LEN..], &vnet, mtu)
-        && !(out.mtu_grew() && fits_mtu(&buf[VNET_HDR_LEN..], &vnet, out.mtu()))
-    {
+    let fits = fits_mtu(&buf[VNET_HDR_LEN..], &vnet, mtu)
+        || (out.mtu_grew() && fits_mtu(&buf[VNET_HDR_LEN..], &vnet, out.mtu()));
+    if !fits {
         out.counters().count_drop(DropReason::Oversize);
         return;
     }
