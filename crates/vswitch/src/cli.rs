@@ -169,6 +169,14 @@ pub enum Command {
     /// Check a configuration file without starting anything.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Remove what a switch that died without cleaning up (SIGKILL, a crash) left: its control
+    /// socket and name lock. Its TAPs and kernel programs went with its process. Idempotent;
+    /// refuses while a switch of that name runs. (A lab: `vswitch lab down`.)
+    Cleanup {
+        /// The switch.
+        #[arg(long, default_value = "vswitch0")]
+        name: String,
+    },
     /// Per-port pipelines of a running switch: filters, rate limits, impairments, mirrors.
     #[command(subcommand)]
     Pipeline(PipelineCommand),

@@ -201,6 +201,29 @@ impl NameLock {
     }
 }
 
+/// Removes what switch `name` left when it died: its socket and its lock file. Fails if it
+/// runs; succeeds when there is nothing to remove.
+pub fn cleanup(name: &str) -> Result<()> {
+    let lock = NameLock::acquire(name)?;
+    let socket = socket_path(name);
+    let mut removed = Vec::new();
+    match std::fs::remove_file(&socket) {
+        Ok(()) => removed.push(socket.display().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", socket.display())),
+    }
+    let lock_path = Path::new(RUN_DIR).join(format!("{name}.lock"));
+    // Removed while held, so no other start can take the same file meanwhile.
+    let _ = std::fs::remove_file(&lock_path);
+    drop(lock);
+    if removed.is_empty() {
+        outln!("cleanup {name}: nothing left behind");
+    } else {
+        outln!("cleanup {name}: removed {}", removed.join(", "));
+    }
+    Ok(())
+}
+
 /// Fails if a switch called `name` is running; a stale socket from a crashed run is fine (it
 /// will be replaced).
 pub fn ensure_name_free(name: &str) -> Result<()> {

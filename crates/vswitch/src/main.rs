@@ -62,6 +62,7 @@ fn main() -> ExitCode {
         Some(cli::Command::Capture(args)) => client::capture(&args),
         Some(cli::Command::Pipeline(cmd)) => client::pipeline(&cmd),
         Some(cli::Command::Config(cli::ConfigCommand::Check { file })) => check_config(&file),
+        Some(cli::Command::Cleanup { name }) => control::cleanup(&name),
         None => run::run(cli.switch, &matches),
     };
     match result {

@@ -474,3 +474,45 @@ fn without_cap_bpf_the_fast_path_falls_back_and_says_why() {
         }
     }
 }
+
+#[test]
+fn cleanup_removes_what_a_killed_switch_left_and_refuses_a_running_one() {
+    if !require_root("cleanup_removes_what_a_killed_switch_left_and_refuses_a_running_one") {
+        return;
+    }
+    let name = unique_name("vsc");
+    let tap = unique_name("vsk");
+    let mut child = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_vswitch"))
+            .args(["--ports", &tap, "--name", &name])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    assert!(line.contains("switching among"), "{line}");
+    let refused = vswitch(&["cleanup", "--name", &name]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("already running"),
+        "{}",
+        stderr(&refused)
+    );
+    child.stop(Signal::SIGKILL);
+    let socket = Path::new("/run/vswitch").join(format!("{name}.sock"));
+    assert!(
+        socket.exists(),
+        "the killed switch's socket should be there to clean"
+    );
+    assert!(!link_exists(&tap), "its TAP goes with its process");
+    let out = vswitch(&["cleanup", "--name", &name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!socket.exists());
+    let again = vswitch(&["cleanup", "--name", &name]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing left behind"));
+}
