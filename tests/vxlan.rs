@@ -22,19 +22,39 @@ fn ip(netns: &str, args: &str) {
 /// `theirs`, a kernel vxlan device with VNI `vni` towards 10.95.0.1:`dstport`, address
 /// 10.96.0.2/24, MTU 1450.
 fn underlay(vni: u32, dstport: u16) -> (NetnsGuard, NetnsGuard) {
+    underlay_with(
+        vni,
+        dstport,
+        ["10.95.0.1/24", "10.95.0.2/24"],
+        ("10.95.0.2", "10.95.0.1"),
+    )
+}
+
+/// [`underlay`] with the given underlay addresses, and the kernel's local and remote.
+fn underlay_with(
+    vni: u32,
+    dstport: u16,
+    addrs: [&str; 2],
+    kernel: (&str, &str),
+) -> (NetnsGuard, NetnsGuard) {
     let ours = NetnsGuard::create(&unique_name("vxu")).expect("ns");
     let theirs = NetnsGuard::create(&unique_name("vxk")).expect("ns");
     ours.run(|| Netlink::open()?.add_veth("u0", "u1", Some(&theirs)))
         .expect("enter")
         .expect("veth");
-    ip(ours.name(), "addr add 10.95.0.1/24 dev u0");
+    let nodad = if addrs[0].contains(':') { " nodad" } else { "" };
+    ip(ours.name(), &format!("addr add {} dev u0{nodad}", addrs[0]));
     ip(ours.name(), "link set u0 up");
-    ip(theirs.name(), "addr add 10.95.0.2/24 dev u1");
+    ip(
+        theirs.name(),
+        &format!("addr add {} dev u1{nodad}", addrs[1]),
+    );
     ip(theirs.name(), "link set u1 up");
     ip(
         theirs.name(),
         &format!(
-            "link add vx0 type vxlan id {vni} local 10.95.0.2 remote 10.95.0.1 dstport {dstport}"
+            "link add vx0 type vxlan id {vni} local {} remote {} dstport {dstport}",
+            kernel.0, kernel.1
         ),
     );
     ip(theirs.name(), "addr add 10.96.0.2/24 dev vx0");
@@ -44,12 +64,18 @@ fn underlay(vni: u32, dstport: u16) -> (NetnsGuard, NetnsGuard) {
 
 /// vswitch with a TAP host (10.96.0.1, MTU 1450) and a VXLAN port in `ours`.
 fn switch(ours: &NetnsGuard, vni: u32, dstport: u16) -> (Switch, Host, String) {
+    switch_with(
+        ours,
+        &format!("vni={vni},local=10.95.0.1,remote=10.95.0.2+10.95.0.9,dstport={dstport}"),
+        1450,
+    )
+}
+
+/// vswitch with a TAP host (10.96.0.1, MTU `mtu`) and a VXLAN port of `params` in `ours`.
+fn switch_with(ours: &NetnsGuard, params: &str, mtu: u32) -> (Switch, Host, String) {
     let port = unique_name("vxp");
-    let config = VxlanConfig::parse(&format!(
-        "{port}:vni={vni},local=10.95.0.1,remote=10.95.0.2,dstport={dstport},netns={}",
-        ours.name()
-    ))
-    .expect("spec");
+    let config =
+        VxlanConfig::parse(&format!("{port}:{params},netns={}", ours.name())).expect("spec");
     let vxlan = VxlanPort::open(config).expect("vxlan port");
     let tap_name = unique_name("vxt");
     let tap = Tap::open_queues(&tap_name, true, 2).expect("tap");
@@ -66,7 +92,7 @@ fn switch(ours: &NetnsGuard, vni: u32, dstport: u16) -> (Switch, Host, String) {
     )
     .expect("switch");
     let host = Host::with_link(&tap_name, Ipv4Addr::new(10, 96, 0, 1)).expect("host");
-    host.set_mtu(1450).expect("mtu");
+    host.set_mtu(mtu).expect("mtu");
     (sw, host, port)
 }
 
@@ -80,20 +106,6 @@ fn a_host_behind_a_vxlan_port_talks_to_linux_vxlan_with_the_same_vni() {
     let report = ping(&host.ns, Ipv4Addr::new(10, 96, 0, 2), 5);
     assert!(report.all_replied(), "{report}");
     // TCP both ways, hashed: 64 KiB GSO frames from the TAP cut to the tunnel's MTU.
-    let r = tcp_transfer(&host.ns, &theirs, Ipv4Addr::new(10, 96, 0, 2), 5600, 1000);
-    eprintln!(
-        "DEBUG {r:?} csum {} {}",
-        vswitch_testkit::tcp_checksum_errors(&theirs),
-        vswitch_testkit::tcp_checksum_errors(&host.ns)
-    );
-    for p in sw.ports() {
-        eprintln!(
-            "DEBUG {} {:?} {:?}",
-            p.name(),
-            p.counters().snapshot(),
-            p.device().extra_counters()
-        );
-    }
     let t = tcp_transfer(
         &host.ns,
         &theirs,
@@ -106,12 +118,18 @@ fn a_host_behind_a_vxlan_port_talks_to_linux_vxlan_with_the_same_vni() {
     let t = tcp_transfer(&theirs, &host.ns, host.addr, 5602, 16 << 20)
         .expect("tcp from the kernel's side");
     assert_eq!((t.received, t.received_digest), (t.sent, t.sent_digest));
-    // Counted per remote VTEP, no decap drops.
+    // Counted per remote VTEP, no decap drops. Floods (ARP) went to both remotes, the
+    // transfers only to the VTEP the kernel's MAC was learned behind.
     let vxlan = sw.port(&port).expect("port");
     let counters: std::collections::HashMap<String, u64> =
         vxlan.device().extra_counters().into_iter().collect();
     assert!(counters["vtep_10.95.0.2_rx_packets"] > 1000, "{counters:?}");
     assert!(counters["vtep_10.95.0.2_tx_packets"] > 1000, "{counters:?}");
+    let to_nobody = counters["vtep_10.95.0.9_tx_packets"];
+    assert!(
+        (1..10).contains(&to_nobody),
+        "head-end replication: {counters:?}"
+    );
     for reason in ["short", "bad_flags", "unknown_vni", "bad_inner"] {
         assert_eq!(counters[&format!("decap_{reason}")], 0, "{reason}");
     }
@@ -139,4 +157,61 @@ fn another_vni_or_another_port_does_not_interoperate_and_is_counted() {
     let (ours, _theirs) = underlay(9, 8472);
     let (_sw, host, _port) = switch(&ours, 9, 4789);
     assert!(ping(&host.ns, Ipv4Addr::new(10, 96, 0, 2), 2).none_replied());
+}
+
+#[test]
+fn an_ipv6_underlay_and_a_static_remote_without_learning_interoperate_too() {
+    if !require_root("an_ipv6_underlay_and_a_static_remote_without_learning_interoperate_too") {
+        return;
+    }
+    let (ours, theirs) = underlay_with(
+        77,
+        4789,
+        ["fd95::1/64", "fd95::2/64"],
+        ("fd95::2", "fd95::1"),
+    );
+    // The kernel's vxlan MAC, pinned behind its VTEP: with learning off, only the static entry
+    // sends unicast there instead of to every remote.
+    let kernel_mac: vswitch_core::MacAddr = theirs
+        .run(|| Netlink::open().and_then(|mut nl| nl.link("vx0")))
+        .expect("enter")
+        .expect("link")
+        .mac
+        .map(vswitch_core::MacAddr)
+        .expect("mac");
+    let (sw, host, port) = switch_with(
+        &ours,
+        "vni=77,local=fd95::1,remote=fd95::2+fd95::9,learning=off,srcport=40000-40999",
+        1430,
+    );
+    sw.add_static_at(kernel_mac, &port, Some("fd95::2".parse().expect("ip")))
+        .expect("static remote");
+    assert_eq!(
+        sw.port(&port).expect("port").mtu(),
+        1430,
+        "IPv6: 70 bytes of overhead"
+    );
+    let report = ping(&host.ns, Ipv4Addr::new(10, 96, 0, 2), 5);
+    assert!(report.all_replied(), "{report}");
+    let t = tcp_transfer(
+        &host.ns,
+        &theirs,
+        Ipv4Addr::new(10, 96, 0, 2),
+        5603,
+        8 << 20,
+    )
+    .expect("tcp over IPv6");
+    assert_eq!((t.received, t.received_digest), (t.sent, t.sent_digest));
+    let counters: std::collections::HashMap<String, u64> = sw
+        .port(&port)
+        .expect("port")
+        .device()
+        .extra_counters()
+        .into_iter()
+        .collect();
+    assert!(counters["vtep_fd95::2_tx_packets"] > 1000, "{counters:?}");
+    assert!(
+        counters["vtep_fd95::9_tx_packets"] < 10,
+        "unicast replicated: {counters:?}"
+    );
 }

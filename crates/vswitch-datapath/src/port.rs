@@ -127,6 +127,16 @@ pub trait PortDevice: Send + Sync + std::fmt::Debug {
     fn rx_vnet_header(&self) -> bool {
         self.vnet_header()
     }
+    /// Pins `mac` to the remote `remote` (a VXLAN port's VTEP for it, as `bridge fdb append
+    /// ... dst`), never aged or moved by learning.
+    fn add_remote(&self, _mac: vswitch_core::MacAddr, _remote: std::net::IpAddr) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "only a VXLAN port has remotes",
+        ))
+    }
+    /// Forgets what the device knows of where `mac` is.
+    fn remove_remote(&self, _mac: vswitch_core::MacAddr) {}
     /// Counters of the device's own, by name (a VXLAN port's per-VTEP traffic and decap
     /// drops), for `stats`.
     fn extra_counters(&self) -> Vec<(String, u64)> {

@@ -227,15 +227,31 @@ fn set_packet_option(
     set_int_option(fd, libc::SOL_PACKET, option, value)
 }
 
-/// `IP_MTU_DISCOVER = IP_PMTUDISC_DONT`: datagrams from `fd` leave without DF (as Linux's
-/// vxlan sends), fragmented by the kernel if a link needs it.
-pub(crate) fn set_pmtudisc_dont(fd: BorrowedFd<'_>) -> io::Result<()> {
-    set_int_option(
-        fd,
-        libc::IPPROTO_IP,
-        libc::IP_MTU_DISCOVER,
-        libc::IP_PMTUDISC_DONT,
-    )
+/// `IP_MTU_DISCOVER = IP_PMTUDISC_DONT` (or IPv6's): datagrams from `fd` leave without DF
+/// (as Linux's vxlan sends), fragmented by the kernel if a link needs it.
+pub(crate) fn set_pmtudisc_dont(fd: BorrowedFd<'_>, ipv6: bool) -> io::Result<()> {
+    if ipv6 {
+        set_int_option(
+            fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DONT,
+        )
+    } else {
+        set_int_option(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DONT,
+        )
+    }
+}
+
+/// `UDP_NO_CHECK6_RX`: accept IPv6 UDP datagrams with a zero checksum (RFC 6935, Linux's
+/// vxlan `udp6zerocsumrx`).
+pub(crate) fn set_udp6_zero_csum_rx(fd: BorrowedFd<'_>) -> io::Result<()> {
+    const UDP_NO_CHECK6_RX: libc::c_int = 102;
+    set_int_option(fd, libc::IPPROTO_UDP, UDP_NO_CHECK6_RX, 1)
 }
 
 /// `SO_ATTACH_BPF`: runs `program` (a socket filter) on every frame `fd` would receive.

@@ -22,13 +22,13 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::io::{self, IoSlice};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{MsgFlags, SockaddrIn, sendmsg};
+use nix::sys::socket::{MsgFlags, SockaddrStorage, sendmsg};
 use vswitch_core::MacAddr;
 use vswitch_core::vnet::{self, VNET_HDR_LEN, VnetHeader};
 
@@ -43,6 +43,8 @@ const HEADER_LEN: usize = 8;
 const FLAG_VNI: u8 = 0x08;
 /// Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
 pub const OVERHEAD_V4: u32 = 50;
+/// Outer IPv6 (40) + UDP (8) + VXLAN (8) + inner Ethernet (14).
+pub const OVERHEAD_V6: u32 = 70;
 /// Send sockets: this many outer source ports to spread flows over.
 const SEND_SOCKETS: usize = 8;
 /// How long a learned MAC → VTEP entry lasts without being heard from.
@@ -57,10 +59,10 @@ pub struct VxlanConfig {
     pub name: String,
     /// The VXLAN network identifier, 0 to 2^24 - 1.
     pub vni: u32,
-    /// The local address to receive on and send from.
-    pub local: Ipv4Addr,
-    /// The remote VTEPs (head-end replication sends floods to each).
-    pub remotes: Vec<Ipv4Addr>,
+    /// The local address to receive on and send from (IPv4 or IPv6).
+    pub local: IpAddr,
+    /// The remote VTEPs, of the local address's family (floods go to each).
+    pub remotes: Vec<IpAddr>,
     /// The UDP destination port.
     pub dstport: u16,
     /// The underlay's MTU (the port's is 50 less).
@@ -69,11 +71,17 @@ pub struct VxlanConfig {
     pub netns: Option<String>,
     /// Learn inner source MAC → VTEP from what arrives.
     pub learning: bool,
+    /// The outer UDP source ports to send from (the flows spread over them), if not the
+    /// kernel's ephemeral ports.
+    pub srcport: Option<(u16, u16)>,
+    /// Accept datagrams with a zero UDP checksum over IPv6 (Linux's `udp6zerocsumrx`).
+    pub udp6_zero_csum_rx: bool,
 }
 
 impl VxlanConfig {
     /// Parses `NAME:vni=42,local=10.0.0.1,remote=10.0.0.2+10.0.0.3[,dstport=4789]
-    /// [,mtu=1500][,netns=NAME][,learning=off]` (the part after `vxlan:`).
+    /// [,mtu=1500][,netns=NAME][,learning=off][,srcport=MIN-MAX][,udp6zerocsumrx=on]` (the part
+    /// after `vxlan:`); IPv6 addresses work alike.
     pub fn parse(s: &str) -> Result<VxlanConfig, String> {
         let (name, params) = s.split_once(':').ok_or(
             "vxlan: say vxlan:NAME:vni=N,local=IP,remote=IP[+IP...][,dstport=P][,mtu=M][,netns=NS][,learning=off]",
@@ -82,12 +90,14 @@ impl VxlanConfig {
         let mut config = VxlanConfig {
             name: name.to_owned(),
             vni: u32::MAX,
-            local: Ipv4Addr::UNSPECIFIED,
+            local: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             remotes: Vec::new(),
             dstport: IANA_PORT,
             underlay_mtu: 1500,
             netns: None,
             learning: true,
+            srcport: None,
+            udp6_zero_csum_rx: false,
         };
         for param in params.split(',') {
             let (key, value) = param
@@ -102,12 +112,27 @@ impl VxlanConfig {
                         .filter(|v| *v < 1 << 24)
                         .ok_or_else(|| bad("a VNI (0 to 16777215)"))?
                 }
-                "local" => config.local = value.parse().map_err(|_| bad("an IPv4 address"))?,
+                "local" => config.local = value.parse().map_err(|_| bad("an IP address"))?,
                 "remote" => {
                     for r in value.split('+') {
                         config
                             .remotes
-                            .push(r.parse().map_err(|_| bad("IPv4 addresses joined by +"))?);
+                            .push(r.parse().map_err(|_| bad("IP addresses joined by +"))?);
+                    }
+                }
+                "srcport" => {
+                    let range = value
+                        .split_once('-')
+                        .and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)))
+                        .filter(|(a, b)| *a > 0 && a < b)
+                        .ok_or_else(|| bad("a port range MIN-MAX"))?;
+                    config.srcport = Some(range);
+                }
+                "udp6zerocsumrx" => {
+                    config.udp6_zero_csum_rx = match value {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(bad("on or off")),
                     }
                 }
                 "dstport" => {
@@ -134,7 +159,7 @@ impl VxlanConfig {
                 }
                 _ => {
                     return Err(format!(
-                        "vxlan: unknown {key:?} (vni, local, remote, dstport, mtu, netns, learning)"
+                        "vxlan: unknown {key:?} (vni, local, remote, dstport, mtu, netns, learning, srcport, udp6zerocsumrx)"
                     ));
                 }
             }
@@ -148,7 +173,29 @@ impl VxlanConfig {
         if config.remotes.is_empty() {
             return Err("vxlan: remote= is required (one VTEP or more, joined by +)".into());
         }
+        if config
+            .remotes
+            .iter()
+            .any(|r| r.is_ipv4() != config.local.is_ipv4())
+        {
+            return Err("vxlan: local= and every remote= must be of one family".into());
+        }
+        if config.underlay_mtu <= config.overhead() + 68 {
+            return Err(format!(
+                "vxlan: mtu={} leaves no room for frames",
+                config.underlay_mtu
+            ));
+        }
         Ok(config)
+    }
+
+    /// Outer headers and the inner Ethernet header: 50 bytes over IPv4, 70 over IPv6.
+    pub fn overhead(&self) -> u32 {
+        if self.local.is_ipv4() {
+            OVERHEAD_V4
+        } else {
+            OVERHEAD_V6
+        }
     }
 }
 
@@ -170,14 +217,23 @@ struct Vtep {
     tx_bytes: u64,
 }
 
+/// How a MAC → VTEP entry came to be.
+#[derive(Debug, Clone, Copy)]
+enum Seen {
+    /// Learned from a frame, at this time.
+    At(Instant),
+    /// Given by the operator: never aged, never moved by learning.
+    Static,
+}
+
 /// A VXLAN tunnel endpoint as a switch port.
 #[derive(Debug)]
 pub struct VxlanPort {
     config: VxlanConfig,
     rx: UdpSocket,
     tx: Vec<OwnedFd>,
-    fdb: Mutex<HashMap<MacAddr, (Ipv4Addr, Instant)>>,
-    vteps: Mutex<HashMap<Ipv4Addr, Vtep>>,
+    fdb: Mutex<HashMap<MacAddr, (IpAddr, Seen)>>,
+    vteps: Mutex<HashMap<IpAddr, Vtep>>,
     drops: DecapDrops,
 }
 
@@ -231,7 +287,7 @@ impl VxlanPort {
     pub fn open(config: VxlanConfig) -> io::Result<VxlanPort> {
         let open = || -> io::Result<(UdpSocket, Vec<OwnedFd>)> {
             let rx =
-                UdpSocket::bind(SocketAddrV4::new(config.local, config.dstport)).map_err(|e| {
+                UdpSocket::bind(SocketAddr::new(config.local, config.dstport)).map_err(|e| {
                     io::Error::new(
                         e.kind(),
                         format!(
@@ -241,12 +297,26 @@ impl VxlanPort {
                     )
                 })?;
             rx.set_nonblocking(true)?;
+            if config.udp6_zero_csum_rx && config.local.is_ipv6() {
+                sys::set_udp6_zero_csum_rx(rx.as_fd())?;
+            }
             let mut tx = Vec::new();
-            for _ in 0..SEND_SOCKETS {
-                let s = UdpSocket::bind(SocketAddrV4::new(config.local, 0))?;
+            let mut candidates = source_ports(config.srcport);
+            while tx.len() < SEND_SOCKETS {
+                let Some(port) = candidates.next() else {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("vxlan {}: no free source ports in the range", config.name),
+                    ));
+                };
+                let s = match UdpSocket::bind(SocketAddr::new(config.local, port)) {
+                    Ok(s) => s,
+                    Err(e) if e.kind() == io::ErrorKind::AddrInUse && port != 0 => continue,
+                    Err(e) => return Err(e),
+                };
                 s.set_nonblocking(true)?;
                 let fd = OwnedFd::from(s);
-                sys::set_pmtudisc_dont(fd.as_fd())?;
+                sys::set_pmtudisc_dont(fd.as_fd(), config.local.is_ipv6())?;
                 tx.push(fd);
             }
             Ok((rx, tx))
@@ -276,29 +346,32 @@ impl VxlanPort {
         &self.config
     }
 
-    /// The VTEP a frame to `dst` goes to, if the port learned one recently.
-    fn learned(&self, dst: MacAddr) -> Option<Ipv4Addr> {
+    /// The VTEP a frame to `dst` goes to, if the port knows one (static, or learned recently).
+    fn learned(&self, dst: MacAddr) -> Option<IpAddr> {
         let fdb = self.fdb.lock().unwrap_or_else(|e| e.into_inner());
         fdb.get(&dst)
-            .filter(|(_, seen)| seen.elapsed() < FDB_AGEING)
+            .filter(|(_, seen)| fresh(*seen))
             .map(|(ip, _)| *ip)
     }
 
-    fn learn(&self, src: MacAddr, from: Ipv4Addr) {
+    fn learn(&self, src: MacAddr, from: IpAddr) {
         if !self.config.learning || !src.is_valid_source() {
             return;
         }
         let mut fdb = self.fdb.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, Seen::Static)) = fdb.get(&src) {
+            return;
+        }
         if fdb.len() >= FDB_CAPACITY && !fdb.contains_key(&src) {
-            fdb.retain(|_, (_, seen)| seen.elapsed() < FDB_AGEING);
+            fdb.retain(|_, (_, seen)| fresh(*seen));
             if fdb.len() >= FDB_CAPACITY {
                 return;
             }
         }
-        fdb.insert(src, (from, Instant::now()));
+        fdb.insert(src, (from, Seen::At(Instant::now())));
     }
 
-    fn count(&self, vtep: Ipv4Addr, rx: bool, bytes: usize) {
+    fn count(&self, vtep: IpAddr, rx: bool, bytes: usize) {
         let mut vteps = self.vteps.lock().unwrap_or_else(|e| e.into_inner());
         let v = vteps.entry(vtep).or_default();
         if rx {
@@ -311,16 +384,42 @@ impl VxlanPort {
     }
 }
 
+/// Whether a MAC → VTEP entry still holds.
+fn fresh(seen: Seen) -> bool {
+    match seen {
+        Seen::Static => true,
+        Seen::At(t) => t.elapsed() < FDB_AGEING,
+    }
+}
+
+/// The source ports to try binding: the kernel's pick (0) without a range; else evenly spaced
+/// ones first, then every other port of the range (in case those are taken).
+fn source_ports(range: Option<(u16, u16)>) -> Box<dyn Iterator<Item = u16>> {
+    match range {
+        None => Box::new(std::iter::repeat_n(0, SEND_SOCKETS)),
+        Some((min, max)) => {
+            let span = u32::from(max - min) + 1;
+            let spaced: Vec<u16> = (0..SEND_SOCKETS as u32)
+                .map(|i| min + (i * span / SEND_SOCKETS as u32) as u16)
+                .collect();
+            let rest: Vec<u16> = (min..=max).filter(|p| !spaced.contains(p)).collect();
+            let mut all = spaced;
+            all.dedup();
+            all.extend(rest);
+            Box::new(all.into_iter())
+        }
+    }
+}
+
 impl PortDevice for VxlanPort {
     /// Reads one frame behind a virtio-net header ([`PortDevice::rx_vnet_header`]): zero, or
     /// for an inner TCP frame longer than the port's MTU (a sender's kernel on a local underlay
     /// never cut it), GSO with segments that fit.
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let mtu = self.config.underlay_mtu - OVERHEAD_V4;
+        let mtu = self.config.underlay_mtu - self.config.overhead();
         let (header, buf) = buf.split_at_mut(VNET_HDR_LEN);
         loop {
             let (n, from) = self.rx.recv_from(buf)?;
-            let SocketAddr::V4(from) = from else { continue };
             let dropped = match check_header(&buf[..n], self.config.vni) {
                 Ok(()) => None,
                 Err(Decap::Short) => Some(&self.drops.short),
@@ -353,8 +452,8 @@ impl PortDevice for VxlanPort {
                 .try_into()
                 .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
             vnet.emit(header);
-            self.learn(src, *from.ip());
-            self.count(*from.ip(), true, frame.len());
+            self.learn(src, from.ip());
+            self.count(from.ip(), true, frame.len());
             return Ok(VNET_HDR_LEN + frame.len());
         }
     }
@@ -369,7 +468,7 @@ impl PortDevice for VxlanPort {
         let header = header(self.config.vni);
         let socket = &self.tx[(flow_hash(frame) % self.tx.len() as u64) as usize];
         let one;
-        let targets: &[Ipv4Addr] = match (dst.is_multicast(), self.learned(dst)) {
+        let targets: &[IpAddr] = match (dst.is_multicast(), self.learned(dst)) {
             (false, Some(vtep)) => {
                 one = [vtep];
                 &one
@@ -378,7 +477,7 @@ impl PortDevice for VxlanPort {
         };
         let mut result = Ok(());
         for vtep in targets {
-            let to = SockaddrIn::from(SocketAddrV4::new(*vtep, self.config.dstport));
+            let to = SockaddrStorage::from(SocketAddr::new(*vtep, self.config.dstport));
             let iov = [IoSlice::new(&header), IoSlice::new(frame)];
             match sendmsg(socket.as_raw_fd(), &iov, &[], MsgFlags::empty(), Some(&to)) {
                 Ok(_) => self.count(*vtep, false, frame.len()),
@@ -396,7 +495,24 @@ impl PortDevice for VxlanPort {
     }
 
     fn mtu(&self) -> io::Result<u32> {
-        Ok(self.config.underlay_mtu - OVERHEAD_V4)
+        Ok(self.config.underlay_mtu - self.config.overhead())
+    }
+
+    fn add_remote(&self, mac: MacAddr, remote: IpAddr) -> io::Result<()> {
+        if remote.is_ipv4() != self.config.local.is_ipv4() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{remote} is not of the underlay's family"),
+            ));
+        }
+        let mut fdb = self.fdb.lock().unwrap_or_else(|e| e.into_inner());
+        fdb.insert(mac, (remote, Seen::Static));
+        Ok(())
+    }
+
+    fn remove_remote(&self, mac: MacAddr) {
+        let mut fdb = self.fdb.lock().unwrap_or_else(|e| e.into_inner());
+        fdb.remove(&mac);
     }
 
     fn kind(&self) -> &'static str {
@@ -424,7 +540,7 @@ impl PortDevice for VxlanPort {
             ),
         ];
         let vteps = self.vteps.lock().unwrap_or_else(|e| e.into_inner());
-        let mut ips: Vec<&Ipv4Addr> = vteps.keys().collect();
+        let mut ips: Vec<&IpAddr> = vteps.keys().collect();
         ips.sort();
         for ip in ips {
             let v = vteps[ip];
@@ -434,7 +550,7 @@ impl PortDevice for VxlanPort {
                 ("tx_packets", v.tx_packets),
                 ("tx_bytes", v.tx_bytes),
             ] {
-                out.push((format!("vtep_{}_{what}", IpAddr::V4(*ip)), n));
+                out.push((format!("vtep_{ip}_{what}"), n));
             }
         }
         out
@@ -489,6 +605,24 @@ mod tests {
         let mut reserved = d.clone();
         reserved[7] = 1;
         assert_eq!(check_header(&reserved, 0x12_3456), Err(Decap::BadFlags));
+    }
+
+    #[test]
+    fn source_ports_stay_in_their_range_spread_and_cover_it() {
+        let ports: Vec<u16> = source_ports(Some((40000, 40999))).collect();
+        assert_eq!(ports.len(), 1000);
+        assert!(ports.iter().all(|p| (40000..=40999).contains(p)));
+        let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), 1000, "every port once");
+        assert!(
+            ports[1] - ports[0] >= 100,
+            "the first tries spread over the range"
+        );
+        assert!(source_ports(None).all(|p| p == 0), "the kernel picks");
+        let c = VxlanConfig::parse("v:vni=1,local=fd00::1,remote=fd00::2,srcport=5-9").unwrap();
+        assert_eq!((c.overhead(), c.srcport), (OVERHEAD_V6, Some((5, 9))));
+        assert!(VxlanConfig::parse("v:vni=1,local=fd00::1,remote=10.0.0.2").is_err());
+        assert!(VxlanConfig::parse("v:vni=1,local=10.0.0.1,remote=10.0.0.2,srcport=9-5").is_err());
     }
 
     #[test]

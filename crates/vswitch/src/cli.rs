@@ -266,6 +266,9 @@ pub enum FdbCommand {
         mac: String,
         /// The port.
         port: String,
+        /// For a VXLAN port: the remote VTEP the MAC is behind (as `bridge fdb append ... dst`).
+        #[arg(long, value_name = "IP")]
+        dst: Option<String>,
         /// The switch.
         #[arg(long, default_value = "vswitch0")]
         name: String,

@@ -47,12 +47,18 @@ pub fn fdb(cmd: &FdbCommand) -> Result<()> {
                 );
             }
         }
-        FdbCommand::Add { mac, port, name } => {
+        FdbCommand::Add {
+            mac,
+            port,
+            dst,
+            name,
+        } => {
             call(
                 name,
                 Request::FdbAdd {
                     mac: mac.clone(),
                     port: port.clone(),
+                    dst: dst.clone(),
                 },
             )?;
         }

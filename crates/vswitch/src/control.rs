@@ -50,6 +50,9 @@ pub enum Request {
         mac: String,
         /// The port's name.
         port: String,
+        /// For a VXLAN port: the remote VTEP the MAC is behind.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dst: Option<String>,
     },
     /// Remove an entry.
     FdbDel {
@@ -581,9 +584,13 @@ fn handle(request: &Request, switch: &Switch, name: &str, offload: bool) -> Resu
                 .collect();
             json!(rows)
         }
-        Request::FdbAdd { mac, port } => {
+        Request::FdbAdd { mac, port, dst } => {
             let mac: MacAddr = mac.parse()?;
-            switch.add_static(mac, port)?;
+            let dst: Option<std::net::IpAddr> = dst
+                .as_deref()
+                .map(|d| d.parse().with_context(|| format!("--dst {d:?} is not an IP address")))
+                .transpose()?;
+            switch.add_static_at(mac, port, dst)?;
             json!(null)
         }
         Request::FdbDel { mac } => {
@@ -705,6 +712,7 @@ mod tests {
             request: Request::FdbAdd {
                 mac: "02:00:00:00:00:01".into(),
                 port: "tap0".into(),
+                dst: None,
             },
         };
         assert_eq!(

@@ -753,9 +753,28 @@ impl Switch {
         Ok(())
     }
 
+    /// [`Switch::add_static`], and for a VXLAN port the remote VTEP `dst` the MAC is behind.
+    pub fn add_static_at(
+        &self,
+        mac: MacAddr,
+        port: &str,
+        dst: Option<std::net::IpAddr>,
+    ) -> Result<(), ControlError> {
+        if let Some(dst) = dst {
+            self.live_port(port)?
+                .device()
+                .add_remote(mac, dst)
+                .map_err(|e| ControlError::Policy(format!("--dst on {port}: {e}")))?;
+        }
+        self.add_static(mac, port)
+    }
+
     /// Removes the entry for `mac`, static or learned; false if there was none.
     pub fn remove_fdb(&self, mac: MacAddr) -> Result<bool, ControlError> {
         self.learning_table()?;
+        for port in self.ports() {
+            port.device().remove_remote(mac);
+        }
         let removed = self.shared.write().table.remove(FdbKey::untagged(mac));
         self.shared.sync_fast_fdb();
         Ok(removed)
