@@ -12,6 +12,7 @@
 //!   capacity and fair eviction.
 //! - [`forward`]: the forwarding decision for one frame.
 //! - [`macvlan`]: MACVLAN-style dispatch by destination MAC, the kernel's modes, no learning.
+//! - [`l3port`]: an IP device (a TUN) on the segment: ARP, next-hop MACs, waiting packets.
 //! - [`vlan`]: per-port 802.1Q membership (access, trunk, native, dot1q-tunnel) and flags.
 //! - [`vnet`]: the virtio-net header that carries offload metadata (GSO, partial checksums)
 //!   with each frame, and what the switch must check or finish because of it.
@@ -24,6 +25,7 @@
 pub mod counters;
 pub mod forward;
 pub mod gso;
+pub mod l3port;
 pub mod macvlan;
 pub mod pcap;
 pub mod pipeline;

@@ -31,6 +31,7 @@ pub mod spec;
 pub mod switch;
 mod sys;
 pub mod tap;
+pub mod tun;
 pub mod vxlan;
 
 pub use bpf::steering_clock_ns;
@@ -45,4 +46,5 @@ pub use switch::{
     ControlError, Datapath, FdbRow, MacvlanConfig, Switch, SwitchConfig, SwitchError,
 };
 pub use tap::{InvalidIfName, Tap, TapError, validate_ifname};
+pub use tun::{TunConfig, TunPort};
 pub use vxlan::{VxlanConfig, VxlanPort};

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use crate::packet::{PacketPort, PacketPortError, interface_index};
 use crate::port::{PortDevice, Steering};
 use crate::tap::{InvalidIfName, Tap, TapError, validate_ifname};
+use crate::tun::{TunConfig, TunPort};
 use crate::vxlan::{VxlanConfig, VxlanPort};
 
 /// A port as the user asked for it.
@@ -21,6 +22,8 @@ pub enum PortSpec {
     Auto(String),
     /// A VXLAN tunnel endpoint (`vxlan:NAME:vni=...`).
     Vxlan(VxlanConfig),
+    /// A TUN device standing for its addresses (`tun:NAME=10.0.1.9/24`).
+    Tun(TunConfig),
 }
 
 /// Why a port spec doesn't parse.
@@ -32,6 +35,9 @@ pub enum PortSpecError {
     /// A `vxlan:` spec that doesn't say what it must.
     #[error("{0}")]
     Vxlan(String),
+    /// A `tun:` spec that doesn't say what it must.
+    #[error("{0}")]
+    Tun(String),
 }
 
 /// Why a port could not be opened.
@@ -54,6 +60,7 @@ impl PortSpec {
         match self {
             PortSpec::Tap(n) | PortSpec::Dev(n) | PortSpec::Auto(n) => n,
             PortSpec::Vxlan(c) => &c.name,
+            PortSpec::Tun(c) => &c.name,
         }
     }
 
@@ -72,6 +79,7 @@ impl PortSpec {
             PortSpec::Dev(_) => true,
             PortSpec::Auto(name) => interface_index(name).is_some() && !is_tun(name),
             PortSpec::Vxlan(config) => return Ok(Box::new(VxlanPort::open(config.clone())?)),
+            PortSpec::Tun(config) => return Ok(Box::new(TunPort::open(config)?)),
         };
         Ok(if is_dev {
             Box::new(PacketPort::open_queues(self.name(), queues, steering)?)
@@ -93,6 +101,11 @@ impl FromStr for PortSpec {
     type Err = PortSpecError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(rest) = s.strip_prefix("tun:") {
+            return TunConfig::parse(rest)
+                .map(PortSpec::Tun)
+                .map_err(PortSpecError::Tun);
+        }
         if let Some(rest) = s.strip_prefix("vxlan:") {
             return VxlanConfig::parse(rest)
                 .map(PortSpec::Vxlan)
@@ -117,6 +130,7 @@ impl fmt::Display for PortSpec {
             PortSpec::Dev(n) => write!(f, "dev:{n}"),
             PortSpec::Auto(n) => f.write_str(n),
             PortSpec::Vxlan(c) => write!(f, "vxlan:{}", c.name),
+            PortSpec::Tun(c) => write!(f, "tun:{}", c.name),
         }
     }
 }

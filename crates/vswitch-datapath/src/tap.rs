@@ -91,7 +91,7 @@ pub struct Tap {
     drained: std::sync::OnceLock<crate::bpf::DrainClock>,
 }
 
-fn open_tun(name: &str) -> Result<File, TapError> {
+pub(crate) fn open_tun(name: &str) -> Result<File, TapError> {
     OpenOptions::new()
         .read(true)
         .write(true)

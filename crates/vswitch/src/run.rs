@@ -37,8 +37,11 @@ pub fn parse_ports(args: &SwitchArgs) -> Result<PortPlan> {
         .enumerate()
     {
         let (spec, macs) = match spec.split_once('=') {
-            // A VXLAN spec's parameters are KEY=VALUE, not MAC bindings.
-            Some(_) if spec.starts_with("vxlan:") => (spec.as_str(), None),
+            // A VXLAN spec's parameters are KEY=VALUE, a TUN's addresses follow `=`: neither
+            // are MAC bindings.
+            Some(_) if spec.starts_with("vxlan:") || spec.starts_with("tun:") => {
+                (spec.as_str(), None)
+            }
             Some((spec, macs)) => (spec, Some(macs)),
             None => (spec.as_str(), None),
         };

@@ -1,0 +1,290 @@
+//! TUN ports: an IP device (a VPN daemon's, a userspace stack's, any `tun`) as a station on
+//! the switch's Ethernet segment, the L3 half of the seed tutorial.
+//!
+//! The switch creates the TUN (or attaches to a persistent one) and stands for the addresses
+//! given with the port (`tun:tun0=10.0.1.9/24`): [`vswitch_core::l3port`] answers ARP for them
+//! from a MAC of the port's own, resolves each packet's next hop by ARP, and turns frames for
+//! its MAC back into packets for the device. The port has two receive queues: the TUN's fd,
+//! and a socket pair through which frames the port makes itself in answer to the switch (ARP
+//! replies, packets that waited for a neighbour) reach a worker.
+
+use std::fs::File;
+use std::hash::{Hash, Hasher};
+use std::io::{self, Read, Write};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use vswitch_core::l3port::{FromDevice, L3Port, PacketDrop};
+use vswitch_core::{MacAddr, Timestamp};
+
+use crate::port::PortDevice;
+use crate::sys;
+use crate::tap::{TapError, validate_ifname};
+
+/// `IFF_TUN`: IP packets, not Ethernet frames.
+const IFF_TUN: libc::c_short = 0x0001;
+
+/// What a `tun:` port spec says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunConfig {
+    /// The TUN's name.
+    pub name: String,
+    /// The addresses the port stands for, with their prefix lengths.
+    pub addresses: Vec<(Ipv4Addr, u8)>,
+}
+
+impl TunConfig {
+    /// Parses `NAME=10.0.1.9/24[+10.0.2.9/24]` (the part after `tun:`).
+    pub fn parse(s: &str) -> Result<TunConfig, String> {
+        let (name, addrs) = s
+            .split_once('=')
+            .ok_or("tun: say tun:NAME=ADDRESS/PREFIX[+ADDRESS/PREFIX...]")?;
+        validate_ifname(name).map_err(|e| e.to_string())?;
+        let mut addresses = Vec::new();
+        for a in addrs.split('+') {
+            let (ip, prefix) = a
+                .split_once('/')
+                .ok_or_else(|| format!("tun: {a:?} needs a prefix length, like 10.0.1.9/24"))?;
+            let ip: Ipv4Addr = ip
+                .parse()
+                .map_err(|_| format!("tun: {ip:?} is not an IPv4 address"))?;
+            let prefix: u8 = prefix
+                .parse()
+                .ok()
+                .filter(|p| (1..=32).contains(p))
+                .ok_or_else(|| format!("tun: /{prefix} is not a prefix length (1 to 32)"))?;
+            addresses.push((ip, prefix));
+        }
+        Ok(TunConfig {
+            name: name.to_owned(),
+            addresses,
+        })
+    }
+}
+
+/// Packets from the device that went nowhere, by reason.
+#[derive(Debug, Default)]
+struct Drops {
+    malformed: AtomicU64,
+    ipv6: AtomicU64,
+    no_route: AtomicU64,
+    pending_full: AtomicU64,
+    to_device: AtomicU64,
+}
+
+/// A TUN device as a switch port.
+#[derive(Debug)]
+pub struct TunPort {
+    name: String,
+    tun: File,
+    /// Frames the port made itself, read as receive queue 1.
+    made: UnixStream,
+    /// Where they are written.
+    make: UnixStream,
+    l3: Mutex<L3Port>,
+    epoch: Instant,
+    drops: Drops,
+}
+
+/// A locally administered MAC derived from the port's name, the same each run.
+fn mac_for(name: &str) -> MacAddr {
+    let mut h = std::hash::DefaultHasher::new();
+    name.hash(&mut h);
+    let b = h.finish().to_be_bytes();
+    MacAddr([0x02, b[1], b[2], b[3], b[4], b[5]])
+}
+
+impl TunPort {
+    /// Creates TUN `config.name` (or attaches to a persistent one) and sets it up.
+    pub fn open(config: &TunConfig) -> Result<TunPort, TapError> {
+        let tun = crate::tap::open_tun(&config.name)?;
+        sys::tun_set_iff(tun.as_fd(), &config.name, IFF_TUN | sys::IFF_NO_PI).map_err(
+            |e| match e.raw_os_error() {
+                Some(libc::EPERM) | Some(libc::EACCES) => {
+                    TapError::PermissionDenied(config.name.clone())
+                }
+                Some(libc::EBUSY) => TapError::Busy(config.name.clone()),
+                _ => TapError::Ioctl {
+                    op: "TUNSETIFF",
+                    name: config.name.clone(),
+                    source: e,
+                },
+            },
+        )?;
+        let io_err = |op, source| TapError::Ioctl {
+            op,
+            name: config.name.clone(),
+            source,
+        };
+        let (made, make) = sys::seqpacket_pair().map_err(|e| io_err("socketpair", e))?;
+        let (made, make) = (UnixStream::from(made), UnixStream::from(make));
+        made.set_nonblocking(true)
+            .map_err(|e| io_err("socketpair", e))?;
+        make.set_nonblocking(true)
+            .map_err(|e| io_err("socketpair", e))?;
+        let sock = sys::ioctl_socket().map_err(|e| io_err("socket", e))?;
+        sys::if_set_up(sock.as_fd(), &config.name).map_err(|e| io_err("SIOCSIFFLAGS", e))?;
+        tracing::info!(tun = %config.name, addresses = ?config.addresses, "TUN port");
+        Ok(TunPort {
+            name: config.name.clone(),
+            tun,
+            made,
+            make,
+            l3: Mutex::new(L3Port::new(mac_for(&config.name), config.addresses.clone())),
+            epoch: Instant::now(),
+            drops: Drops::default(),
+        })
+    }
+
+    fn now(&self) -> Timestamp {
+        Timestamp::from_micros(u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+
+    fn l3(&self) -> std::sync::MutexGuard<'_, L3Port> {
+        self.l3.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl PortDevice for TunPort {
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv_queue(0, buf)
+    }
+
+    fn rx_queues(&self) -> usize {
+        2
+    }
+
+    fn queue_fd(&self, queue: usize) -> BorrowedFd<'_> {
+        match queue {
+            0 => self.tun.as_fd(),
+            _ => self.made.as_fd(),
+        }
+    }
+
+    fn recv_queue(&self, queue: usize, buf: &mut [u8]) -> io::Result<usize> {
+        if queue != 0 {
+            return match (&self.made).read(buf)? {
+                0 => Err(io::ErrorKind::ConnectionAborted.into()),
+                n => Ok(n),
+            };
+        }
+        loop {
+            let n = (&self.tun).read(buf)?;
+            let now = self.now();
+            let out = self.l3().from_device(&buf[..n], now);
+            let frame = match out {
+                FromDevice::Frame(f) | FromDevice::Resolve(f) => f,
+                FromDevice::Waiting => continue,
+                FromDevice::Drop(reason) => {
+                    let counter = match reason {
+                        PacketDrop::Malformed => &self.drops.malformed,
+                        PacketDrop::Ipv6 => &self.drops.ipv6,
+                        PacketDrop::NoRoute => &self.drops.no_route,
+                        PacketDrop::PendingFull => &self.drops.pending_full,
+                    };
+                    counter.fetch_add(1, Relaxed);
+                    continue;
+                }
+            };
+            if frame.len() > buf.len() {
+                self.drops.malformed.fetch_add(1, Relaxed);
+                continue;
+            }
+            buf[..frame.len()].copy_from_slice(&frame);
+            return Ok(frame.len());
+        }
+    }
+
+    fn send(&self, frame: &[u8]) -> io::Result<()> {
+        let now = self.now();
+        let out = self.l3().from_switch(frame, now);
+        for made in &out.frames {
+            // Bounded by the socket's buffer: beyond it, the answer is lost (counted).
+            if (&self.make).write(made).is_err() {
+                self.drops.to_device.fetch_add(1, Relaxed);
+            }
+        }
+        if let Some(packet) = out.packet {
+            // A TUN takes one packet per write, whole or not at all.
+            let _ = (&self.tun).write(&packet)?;
+        }
+        Ok(())
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.tun.as_fd()
+    }
+
+    fn mtu(&self) -> io::Result<u32> {
+        let name = sys::tun_get_name(self.tun.as_fd())?;
+        let netns = sys::tun_get_netns(self.tun.as_fd())?;
+        crate::tap::in_netns(netns, || {
+            let sock = sys::ioctl_socket()?;
+            sys::if_mtu(sock.as_fd(), &name)
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        "tun"
+    }
+
+    fn mac(&self) -> io::Result<MacAddr> {
+        Ok(self.l3().mac())
+    }
+
+    fn extra_counters(&self) -> Vec<(String, u64)> {
+        vec![
+            ("tun_malformed".into(), self.drops.malformed.load(Relaxed)),
+            ("tun_ipv6".into(), self.drops.ipv6.load(Relaxed)),
+            ("tun_no_route".into(), self.drops.no_route.load(Relaxed)),
+            (
+                "tun_pending_full".into(),
+                self.drops.pending_full.load(Relaxed),
+            ),
+            (
+                "tun_answers_lost".into(),
+                self.drops.to_device.load(Relaxed),
+            ),
+        ]
+    }
+}
+
+impl TunPort {
+    /// The name the TUN was opened with.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_and_refuse_nonsense() {
+        let c = TunConfig::parse("tun0=10.0.1.9/24+10.0.2.9/16").unwrap();
+        assert_eq!(c.name, "tun0");
+        assert_eq!(
+            c.addresses,
+            vec![
+                (Ipv4Addr::new(10, 0, 1, 9), 24),
+                (Ipv4Addr::new(10, 0, 2, 9), 16)
+            ]
+        );
+        for bad in [
+            "tun0",
+            "tun0=10.0.1.9",
+            "tun0=10.0.1.9/33",
+            "tun0=x/24",
+            "=10.0.0.1/8",
+        ] {
+            assert!(TunConfig::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(mac_for("tun0"), mac_for("tun0"));
+        assert!(mac_for("tun0").is_valid_source());
+    }
+}

@@ -1,0 +1,53 @@
+//! TUN ports against real kernel stacks: the kernel of one namespace sends IP packets into a
+//! TUN the switch owns, and reaches a host on a TAP port at Ethernet level. Needs root.
+
+use std::net::Ipv4Addr;
+
+use vswitch_datapath::{PortDevice, Switch, SwitchConfig, Tap, TunConfig, TunPort};
+use vswitch_testkit::{Host, ping, require_root, tcp_transfer, unique_name};
+
+#[test]
+fn a_tun_device_pings_and_moves_tcp_with_a_host_on_a_tap_port() {
+    if !require_root("a_tun_device_pings_and_moves_tcp_with_a_host_on_a_tap_port") {
+        return;
+    }
+    let tun_name = unique_name("vsu");
+    let tun = TunPort::open(&TunConfig::parse(&format!("{tun_name}=10.77.6.9/24")).expect("spec"))
+        .expect("tun");
+    let tap_name = unique_name("vsa");
+    let tap = Tap::open_queues(&tap_name, true, 2).expect("tap");
+    let ports: Vec<(String, Box<dyn PortDevice>)> = vec![
+        (tun_name.clone(), Box::new(tun)),
+        (tap_name.clone(), Box::new(tap)),
+    ];
+    let switch = Switch::start(
+        SwitchConfig {
+            threads: 2,
+            ..SwitchConfig::default()
+        },
+        ports,
+    )
+    .expect("switch");
+    // The TUN's kernel side is a host of its own: its packets go through the switch's TUN port.
+    let behind_tun = Host::with_link(&tun_name, Ipv4Addr::new(10, 77, 6, 9)).expect("tun host");
+    let on_tap = Host::with_link(&tap_name, Ipv4Addr::new(10, 77, 6, 1)).expect("tap host");
+    let report = ping(&behind_tun.ns, on_tap.addr, 5);
+    assert!(report.all_replied(), "TUN -> TAP: {report}");
+    let report = ping(&on_tap.ns, behind_tun.addr, 5);
+    assert!(
+        report.all_replied(),
+        "TAP -> TUN (ARP answered by the port): {report}"
+    );
+    for (from, to, port) in [(&behind_tun, &on_tap, 5701), (&on_tap, &behind_tun, 5702)] {
+        let t = tcp_transfer(&from.ns, &to.ns, to.addr, port, 8 << 20).expect("tcp");
+        assert_eq!((t.received, t.received_digest), (t.sent, t.sent_digest));
+    }
+    let port = switch.port(&tun_name).expect("port");
+    let counters: std::collections::HashMap<String, u64> =
+        port.device().extra_counters().into_iter().collect();
+    assert_eq!(counters["tun_malformed"], 0, "{counters:?}");
+    assert!(port.counters().snapshot().rx_packets > 1000);
+    // The TAP host learned the port's own MAC for the TUN's address.
+    let mac = port.device().mac().expect("mac");
+    assert!(switch.fdb().iter().any(|r| r.key.mac == mac));
+}
