@@ -785,3 +785,34 @@ fn a_switch_counts_what_the_kernel_dropped_before_it_could_read() {
         assert_eq!(drops, 0, "quiet port {quiet} dropped nothing");
     }
 }
+
+#[test]
+fn every_host_pings_the_switchs_own_address() {
+    if !require_root("every_host_pings_the_switchs_own_address") {
+        return;
+    }
+    let lab = SwitchLab::new(3, config(), Attach::Tap { offload: true }).expect("lab");
+    let station = vswitch_datapath::StationPort::new(
+        vswitch_core::MacAddr([0x02, 0x5f, 0, 0, 0, 1]),
+        vec![(Ipv4Addr::new(10, 77, 0, 254), 24)],
+    )
+    .expect("station");
+    lab.switch
+        .add_port("self".into(), Box::new(station))
+        .expect("add");
+    for host in &lab.hosts {
+        let report = ping(&host.ns, Ipv4Addr::new(10, 77, 0, 254), 3);
+        assert!(report.all_replied(), "{}: {report}", host.addr);
+    }
+    let port = lab.switch.port("self").expect("port");
+    let counters: std::collections::HashMap<String, u64> =
+        port.device().extra_counters().into_iter().collect();
+    assert_eq!(counters["echoes_answered"], 9, "{counters:?}");
+    lab.switch.sync_counters();
+    assert!(
+        port.counters().snapshot().tx_packets >= 9,
+        "counted as a port"
+    );
+    // An address it doesn't stand for is nobody's.
+    assert!(ping(&lab.hosts[0].ns, Ipv4Addr::new(10, 77, 0, 253), 1).none_replied());
+}

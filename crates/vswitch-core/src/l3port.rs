@@ -98,6 +98,11 @@ impl L3Port {
         self.addresses.iter().any(|(a, _)| *a == ip)
     }
 
+    /// Whether `ip` is one of the port's addresses.
+    pub fn stands_for(&self, ip: Ipv4Addr) -> bool {
+        self.is_ours(ip)
+    }
+
     fn is_broadcast(&self, ip: Ipv4Addr) -> bool {
         ip == Ipv4Addr::BROADCAST
             || self.addresses.iter().any(|(a, prefix)| {

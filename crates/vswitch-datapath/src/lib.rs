@@ -28,6 +28,7 @@ pub mod packet;
 pub mod pipeline;
 pub mod port;
 pub mod spec;
+pub mod station;
 pub mod switch;
 mod sys;
 pub mod tap;
@@ -42,6 +43,7 @@ pub use packet::{PacketPort, PacketPortError};
 pub use pipeline::{Hook, PortPipeline};
 pub use port::{DeviceStatus, Port, PortDevice, Steering};
 pub use spec::{OpenPortError, PortSpec, PortSpecError};
+pub use station::StationPort;
 pub use switch::{
     ControlError, Datapath, FdbRow, MacvlanConfig, Switch, SwitchConfig, SwitchError,
 };

@@ -32,7 +32,7 @@ pub struct SwitchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        required_unless_present_any = ["config", "vxlan"],
+        required_unless_present_any = ["config", "vxlan", "address"],
         value_name = "PORTS"
     )]
     pub ports: Vec<String>,
@@ -92,6 +92,11 @@ pub struct SwitchArgs {
     /// 'tap1:out:impair delay 20ms loss 1% seed 7'. Stages are separated by ';'.
     #[arg(long, value_name = "PORT:DIR:STAGES")]
     pub pipeline: Vec<String>,
+
+    /// An address of the switch's own (repeatable), e.g. 10.0.1.254/24: the switch becomes a
+    /// station on its segment (a port named `self`) that answers ARP and ping. IPv4.
+    #[arg(long, value_name = "ADDR/PREFIX")]
+    pub address: Vec<String>,
 
     /// A VXLAN port (repeatable): NAME:vni=N,local=IP,remote=IP[+IP...][,dstport=P][,mtu=M]
     /// [,netns=NS][,learning=off]. RFC 7348 as Linux speaks it; the destination port defaults
@@ -492,6 +497,7 @@ impl LabUpArgs {
             pipeline: Vec::new(),
             vlan: Vec::new(),
             vxlan: Vec::new(),
+            address: Vec::new(),
         }
     }
 }

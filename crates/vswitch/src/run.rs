@@ -23,6 +23,24 @@ pub struct PortPlan {
     pub bindings: Vec<(String, Vec<MacAddr>)>,
 }
 
+/// The switch's own station port for `--address` (a MAC derived from the switch's name).
+fn station(name: &str, addresses: &[String]) -> Result<Box<dyn PortDevice>> {
+    let mut parsed = Vec::new();
+    for a in addresses {
+        let config = vswitch_datapath::TunConfig::parse(&format!("self={a}"))
+            .map_err(|e| anyhow::anyhow!("--address {a}: {}", e.trim_start_matches("tun: ")))?;
+        parsed.extend(config.addresses);
+    }
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    name.hash(&mut h);
+    let b = h.finish().to_be_bytes();
+    let mac = MacAddr([0x02, 0x5f, b[2], b[3], b[4], b[5]]);
+    Ok(Box::new(
+        vswitch_datapath::StationPort::new(mac, parsed).context("the switch's own address")?,
+    ))
+}
+
 /// Parses and checks the port list before anything is created, so a bad list leaves nothing
 /// behind.
 pub fn parse_ports(args: &SwitchArgs) -> Result<PortPlan> {
@@ -131,7 +149,10 @@ pub fn run(mut args: SwitchArgs, matches: &clap::ArgMatches) -> Result<()> {
     }
     let mut signals =
         Signals::new([SIGINT, SIGTERM, SIGUSR1]).context("couldn't install signal handlers")?;
-    let ports = open_ports(&plan.specs, !args.no_offload, &config)?;
+    let mut ports = open_ports(&plan.specs, !args.no_offload, &config)?;
+    if !args.address.is_empty() {
+        ports.push(("self".to_owned(), station(&args.name, &args.address)?));
+    }
     let switch = Arc::new(Switch::start(config, ports).context("couldn't start the switch")?);
     for spec in &args.pipeline {
         let (port, rest) = spec

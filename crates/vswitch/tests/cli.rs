@@ -516,3 +516,45 @@ fn cleanup_removes_what_a_killed_switch_left_and_refuses_a_running_one() {
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("nothing left behind"));
 }
+
+#[test]
+fn address_gives_the_switch_a_station_port() {
+    if !require_root("address_gives_the_switch_a_station_port") {
+        return;
+    }
+    let port = unique_name("vsc");
+    let (mut child, _stdout) = start_switch_with(
+        std::slice::from_ref(&port),
+        &["--address", "10.93.0.254/24"],
+    );
+    let name = {
+        let cmdline =
+            std::fs::read_to_string(format!("/proc/{}/cmdline", child.id())).expect("cmdline");
+        let args: Vec<&str> = cmdline.split('\0').collect();
+        let at = args.iter().position(|a| *a == "--name").expect("--name");
+        args[at + 1].to_owned()
+    };
+    let stats = vswitch(&["stats", "--json", "--name", &name]);
+    assert!(stats.status.success(), "{}", stderr(&stats));
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("json");
+    let kinds: Vec<(String, String)> = stats["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().into(),
+                p["kind"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(
+        kinds.contains(&("self".into(), "station".into())),
+        "{kinds:?}"
+    );
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("kill");
+    assert!(wait_exit(&mut child).success());
+    let bad = vswitch(&["--ports", &port, "--address", "10.93.0.254"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("--address"), "{}", stderr(&bad));
+}

@@ -1,0 +1,176 @@
+//! The switch's own address (`--address 10.0.1.254/24`): a port through which the switch is a
+//! station on its segment, answering ARP and ping for its addresses.
+//!
+//! It is an [`L3Port`] whose packets go to a tiny responder instead of a device: an ICMP echo
+//! request for one of its addresses is answered, anything else is counted and dropped. Its
+//! frames reach a worker through a socket pair, like a TUN port's answers, so it is counted and
+//! captured like every port. IPv4 only for now.
+
+use std::io::{self, Read, Write};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use vswitch_core::l3port::{FromDevice, L3Port};
+use vswitch_core::{MacAddr, Timestamp};
+
+use crate::port::PortDevice;
+use crate::sys;
+
+/// The switch as a station.
+#[derive(Debug)]
+pub struct StationPort {
+    l3: Mutex<L3Port>,
+    made: UnixStream,
+    make: UnixStream,
+    epoch: Instant,
+    echoes: AtomicU64,
+    ignored: AtomicU64,
+}
+
+impl StationPort {
+    /// A station standing for `addresses` (address, prefix length), with MAC `mac`.
+    pub fn new(mac: MacAddr, addresses: Vec<(Ipv4Addr, u8)>) -> io::Result<StationPort> {
+        let (made, make) = sys::seqpacket_pair()?;
+        let (made, make) = (UnixStream::from(made), UnixStream::from(make));
+        made.set_nonblocking(true)?;
+        make.set_nonblocking(true)?;
+        Ok(StationPort {
+            l3: Mutex::new(L3Port::new(mac, addresses)),
+            made,
+            make,
+            epoch: Instant::now(),
+            echoes: AtomicU64::new(0),
+            ignored: AtomicU64::new(0),
+        })
+    }
+
+    fn now(&self) -> Timestamp {
+        Timestamp::from_micros(u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+}
+
+/// The echo reply to `packet` if it is an ICMP echo request (IPv4, no fragment), else `None`.
+pub fn echo_reply(packet: &[u8]) -> Option<Vec<u8>> {
+    let ihl = usize::from(*packet.first()? & 0x0f) * 4;
+    let fragment = u16::from_be_bytes([*packet.get(6)?, *packet.get(7)?]) & 0x3fff != 0;
+    if packet[0] >> 4 != 4 || ihl < 20 || packet.get(9)? != &1 || fragment {
+        return None;
+    }
+    if packet.get(ihl)? != &8 || packet.len() < ihl + 8 {
+        return None;
+    }
+    let mut reply = packet.to_vec();
+    reply.copy_within(12..16, 16);
+    reply[12..16].copy_from_slice(&packet[16..20]);
+    reply[8] = 64;
+    reply[10..12].copy_from_slice(&[0, 0]);
+    let sum = checksum(&reply[..ihl]);
+    reply[10..12].copy_from_slice(&sum.to_be_bytes());
+    reply[ihl] = 0;
+    reply[ihl + 2..ihl + 4].copy_from_slice(&[0, 0]);
+    let sum = checksum(&reply[ihl..]);
+    reply[ihl + 2..ihl + 4].copy_from_slice(&sum.to_be_bytes());
+    Some(reply)
+}
+
+fn checksum(bytes: &[u8]) -> u16 {
+    !vswitch_core::gso::fold(vswitch_core::gso::sum_bytes(0, bytes))
+}
+
+impl PortDevice for StationPort {
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match (&self.made).read(buf)? {
+            0 => Err(io::ErrorKind::ConnectionAborted.into()),
+            n => Ok(n),
+        }
+    }
+
+    fn send(&self, frame: &[u8]) -> io::Result<()> {
+        let now = self.now();
+        let mut l3 = self.l3.lock().unwrap_or_else(|e| e.into_inner());
+        let out = l3.from_switch(frame, now);
+        let mut frames = out.frames;
+        if let Some(packet) = out.packet {
+            let ours = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
+            match echo_reply(&packet).filter(|_| l3.stands_for(ours)) {
+                Some(reply) => {
+                    self.echoes.fetch_add(1, Relaxed);
+                    if let FromDevice::Frame(f) | FromDevice::Resolve(f) =
+                        l3.from_device(&reply, now)
+                    {
+                        frames.push(f);
+                    }
+                }
+                None => {
+                    self.ignored.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        drop(l3);
+        for f in &frames {
+            let _ = (&self.make).write(f);
+        }
+        Ok(())
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.made.as_fd()
+    }
+
+    fn mtu(&self) -> io::Result<u32> {
+        Ok(1500)
+    }
+
+    fn kind(&self) -> &'static str {
+        "station"
+    }
+
+    fn mac(&self) -> io::Result<MacAddr> {
+        Ok(self.l3.lock().unwrap_or_else(|e| e.into_inner()).mac())
+    }
+
+    fn extra_counters(&self) -> Vec<(String, u64)> {
+        vec![
+            ("echoes_answered".into(), self.echoes.load(Relaxed)),
+            ("packets_ignored".into(), self.ignored.load(Relaxed)),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_echo_request_is_answered_with_checksums_that_verify() {
+        let mut request = vec![0u8; 28 + 8];
+        request[0] = 0x45;
+        request[2..4].copy_from_slice(&36u16.to_be_bytes());
+        request[8] = 64;
+        request[9] = 1;
+        request[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        request[16..20].copy_from_slice(&[10, 0, 0, 254]);
+        request[20] = 8;
+        request[24..28].copy_from_slice(&[0x12, 0x34, 0, 1]);
+        request[28..].copy_from_slice(b"payload!");
+        let reply = echo_reply(&request).expect("a reply");
+        assert_eq!(&reply[12..16], &[10, 0, 0, 254]);
+        assert_eq!(&reply[16..20], &[10, 0, 0, 1]);
+        assert_eq!(reply[20], 0, "echo reply");
+        assert_eq!(
+            &reply[24..],
+            &request[24..],
+            "identifier, sequence and payload echoed"
+        );
+        assert_eq!(checksum(&reply[..20]), 0, "IP header checksum");
+        assert_eq!(checksum(&reply[20..]), 0, "ICMP checksum");
+        let mut not_echo = request.clone();
+        not_echo[20] = 13;
+        assert_eq!(echo_reply(&not_echo), None);
+        assert_eq!(echo_reply(&request[..22]), None);
+    }
+}
