@@ -93,7 +93,17 @@ fn matrix(hosts: &[&vswitch_netns::Netns], addrs: &[Ipv4Addr]) -> Vec<Vec<bool>>
 }
 
 fn kernel_matrix(mode: MacvlanMode, subs: usize, reflect: bool) -> Vec<Vec<bool>> {
-    let out = outside(reflect);
+    kernel_matrix_with(mode, subs, outside(reflect), |_, _, _| {})
+}
+
+/// [`kernel_matrix`] with `out` as the outside, and `setup(namespace, device, i)` run for each
+/// kernel macvlan device (source mode's lists) before it moves into its host.
+fn kernel_matrix_with(
+    mode: MacvlanMode,
+    subs: usize,
+    out: Outside,
+    setup: impl Fn(&str, &str, usize),
+) -> Vec<Vec<bool>> {
     let mid = NetnsGuard::create(&unique_name("vmm")).expect("ns");
     Netlink::open()
         .expect("nl")
@@ -110,6 +120,7 @@ fn kernel_matrix(mode: MacvlanMode, subs: usize, reflect: bool) -> Vec<Vec<bool>
                 out.uplink
             ),
         );
+        setup(mid.name(), &mv, i);
         let ns = NetnsGuard::create(&unique_name("vmh")).expect("ns");
         sh(mid.name(), &format!("link set {mv} netns {}", ns.name()));
         sh(
@@ -276,46 +287,16 @@ fn macvlan_source_matches_the_kernel_and_its_lists_change_at_runtime() {
             .expect("link");
         info.mac.expect("mac").map(|b| format!("{b:02x}")).join(":")
     };
-    let kernel = {
-        let out = outside(false);
-        let mac = mac_of(&out);
-        let mid = NetnsGuard::create(&unique_name("vmm")).expect("ns");
-        Netlink::open()
-            .expect("nl")
-            .move_to(&out.uplink, &mid)
-            .expect("move");
-        sh(mid.name(), &format!("link set {} up", out.uplink));
-        let mut hosts = Vec::new();
-        for i in 0..subs {
-            let mv = unique_name("vmk");
+    let out = outside(false);
+    let mac = mac_of(&out);
+    let kernel = kernel_matrix_with(MacvlanMode::Source, subs, out, |mid, mv, i| {
+        if listed.contains(&i) {
             sh(
-                mid.name(),
-                &format!(
-                    "link add link {} name {mv} type macvlan mode source",
-                    out.uplink
-                ),
+                mid,
+                &format!("link set {mv} type macvlan macaddr add {mac}"),
             );
-            if listed.contains(&i) {
-                sh(
-                    mid.name(),
-                    &format!("link set {mv} type macvlan macaddr add {mac}"),
-                );
-            }
-            let ns = NetnsGuard::create(&unique_name("vmh")).expect("ns");
-            sh(mid.name(), &format!("link set {mv} netns {}", ns.name()));
-            sh(
-                ns.name(),
-                &format!("addr add {}/24 dev {mv}", sub_port_addr(i)),
-            );
-            sh(ns.name(), &format!("link set {mv} up"));
-            hosts.push(ns);
         }
-        let mut all: Vec<&vswitch_netns::Netns> = hosts.iter().map(|h| &**h).collect();
-        all.push(&out.ns);
-        let mut addrs: Vec<Ipv4Addr> = (0..subs).map(sub_port_addr).collect();
-        addrs.push(OUTSIDE);
-        matrix(&all, &addrs)
-    };
+    });
     assert!(
         kernel[subs][0],
         "even the kernel's outside can't reach a listed sub-port"

@@ -9,6 +9,16 @@ use vswitch_datapath::{PortDevice, Switch, SwitchConfig, Tap, VxlanConfig, Vxlan
 use vswitch_netns::{Netlink, NetnsGuard};
 use vswitch_testkit::{Host, ping, require_root, tcp_transfer, unique_name};
 
+/// The VXLAN port's own counters (per VTEP, decap drops), by name.
+fn device_counters(sw: &Switch, port: &str) -> std::collections::HashMap<String, u64> {
+    sw.port(port)
+        .expect("port")
+        .device()
+        .extra_counters()
+        .into_iter()
+        .collect()
+}
+
 fn ip(netns: &str, args: &str) {
     let status = Command::new("ip")
         .args(["-n", netns])
@@ -121,8 +131,7 @@ fn a_host_behind_a_vxlan_port_talks_to_linux_vxlan_with_the_same_vni() {
     // Counted per remote VTEP, no decap drops. Floods (ARP) went to both remotes, the
     // transfers only to the VTEP the kernel's MAC was learned behind.
     let vxlan = sw.port(&port).expect("port");
-    let counters: std::collections::HashMap<String, u64> =
-        vxlan.device().extra_counters().into_iter().collect();
+    let counters = device_counters(&sw, &port);
     assert!(counters["vtep_10.95.0.2_rx_packets"] > 1000, "{counters:?}");
     assert!(counters["vtep_10.95.0.2_tx_packets"] > 1000, "{counters:?}");
     let to_nobody = counters["vtep_10.95.0.9_tx_packets"];
@@ -145,13 +154,7 @@ fn another_vni_or_another_port_does_not_interoperate_and_is_counted() {
     let (ours, _theirs) = underlay(7, 4789);
     let (sw, host, port) = switch(&ours, 8, 4789);
     assert!(ping(&host.ns, Ipv4Addr::new(10, 96, 0, 2), 2).none_replied());
-    let counters: std::collections::HashMap<String, u64> = sw
-        .port(&port)
-        .expect("port")
-        .device()
-        .extra_counters()
-        .into_iter()
-        .collect();
+    let counters = device_counters(&sw, &port);
     assert!(counters["decap_unknown_vni"] > 0, "{counters:?}");
     // Linux's default port (8472) against IANA's: nothing at all gets through.
     let (ours, _theirs) = underlay(9, 8472);
@@ -202,13 +205,7 @@ fn an_ipv6_underlay_and_a_static_remote_without_learning_interoperate_too() {
     )
     .expect("tcp over IPv6");
     assert_eq!((t.received, t.received_digest), (t.sent, t.sent_digest));
-    let counters: std::collections::HashMap<String, u64> = sw
-        .port(&port)
-        .expect("port")
-        .device()
-        .extra_counters()
-        .into_iter()
-        .collect();
+    let counters = device_counters(&sw, &port);
     assert!(counters["vtep_fd95::2_tx_packets"] > 1000, "{counters:?}");
     assert!(
         counters["vtep_fd95::9_tx_packets"] < 10,

@@ -189,32 +189,11 @@ fn classifier_program(verdict: i32, counters: i32) -> Vec<u64> {
         .jump(JNE_REG, 1, 9, 0, "pass")
         .op(LDX_W, 1, 8, 4, 0)
         .op(STX_W, 10, 1, -8, 0) // egress ifindex
-        .op(STX_W, 10, 7, -4, 0)
-        .load_map(1, counters)
-        .op(MOV64_REG, 2, 10, 0, 0)
-        .op(ADD64_IMM, 2, 0, 0, -4)
-        .call(FUNC_MAP_LOOKUP_ELEM)
-        .jump(JEQ_IMM, 0, 0, 0, "tx")
-        .op(LDX_DW, 1, 0, 0, 0)
-        .op(ADD64_IMM, 1, 0, 0, 1)
-        .op(STX_DW, 0, 1, 0, 0)
-        .op(LDX_DW, 1, 0, 8, 0)
-        .op(ADD64_REG, 1, 9, 0, 0)
-        .op(STX_DW, 0, 1, 8, 0)
-        .label("tx")
-        .load_map(1, counters)
-        .op(MOV64_REG, 2, 10, 0, 0)
-        .op(ADD64_IMM, 2, 0, 0, -8)
-        .call(FUNC_MAP_LOOKUP_ELEM)
-        .jump(JEQ_IMM, 0, 0, 0, "go")
-        .op(LDX_DW, 1, 0, 16, 0)
-        .op(ADD64_IMM, 1, 0, 0, 1)
-        .op(STX_DW, 0, 1, 16, 0)
-        .op(LDX_DW, 1, 0, 24, 0)
-        .op(ADD64_REG, 1, 9, 0, 0)
-        .op(STX_DW, 0, 1, 24, 0)
-        .label("go")
-        .op(LDX_W, 1, 10, -8, 0)
+        .op(STX_W, 10, 7, -4, 0);
+    // Received on the ingress port, sent on the egress port (r9: the frame's length).
+    count(&mut a, counters, -4, 0, "tx");
+    count(&mut a, counters, -8, 16, "go");
+    a.op(LDX_W, 1, 10, -8, 0)
         .op(MOV64_IMM, 2, 0, 0, 0)
         .call(FUNC_REDIRECT)
         .op(EXIT, 0, 0, 0, 0)
@@ -222,6 +201,23 @@ fn classifier_program(verdict: i32, counters: i32) -> Vec<u64> {
         .op(MOV64_IMM, 0, 0, 0, TCX_NEXT)
         .op(EXIT, 0, 0, 0, 0);
     a.finish()
+}
+
+/// Adds one frame of r9 bytes to the per-CPU counters at `field` (packets, then bytes) of the
+/// port whose ifindex is on the stack at `key`, then goes on at `next`.
+fn count(a: &mut Asm, counters: i32, key: i16, field: i16, next: &'static str) {
+    a.load_map(1, counters)
+        .op(MOV64_REG, 2, 10, 0, 0)
+        .op(ADD64_IMM, 2, 0, 0, i32::from(key))
+        .call(FUNC_MAP_LOOKUP_ELEM)
+        .jump(JEQ_IMM, 0, 0, 0, next)
+        .op(LDX_DW, 1, 0, field, 0)
+        .op(ADD64_IMM, 1, 0, 0, 1)
+        .op(STX_DW, 0, 1, field, 0)
+        .op(LDX_DW, 1, 0, field + 8, 0)
+        .op(ADD64_REG, 1, 9, 0, 0)
+        .op(STX_DW, 0, 1, field + 8, 0)
+        .label(next);
 }
 
 fn mac_key(mac: MacAddr) -> [u8; 8] {
