@@ -29,8 +29,8 @@ fn ip(netns: &str, args: &str) {
 }
 
 /// Underlay: namespace `ours` (10.95.0.1) and `theirs` (10.95.0.2) joined by a veth pair; in
-/// `theirs`, a kernel vxlan device with VNI `vni` towards 10.95.0.1:`dstport`, address
-/// 10.96.0.2/24, MTU 1450.
+/// `theirs`, a kernel vxlan device with VNI `vni` towards 10.95.0.1:`dstport` enslaved to a
+/// kernel bridge with address 10.96.0.2/24 (MTU 1450, the vxlan's).
 fn underlay(vni: u32, dstport: u16) -> (NetnsGuard, NetnsGuard) {
     underlay_with(
         vni,
@@ -67,8 +67,12 @@ fn underlay_with(
             kernel.0, kernel.1
         ),
     );
-    ip(theirs.name(), "addr add 10.96.0.2/24 dev vx0");
+    // As on a machine whose vxlan joins a bridge: the address lives on the bridge.
+    ip(theirs.name(), "link add br0 type bridge");
+    ip(theirs.name(), "link set vx0 master br0");
+    ip(theirs.name(), "addr add 10.96.0.2/24 dev br0");
     ip(theirs.name(), "link set vx0 up");
+    ip(theirs.name(), "link set br0 up");
     (ours, theirs)
 }
 
@@ -143,6 +147,18 @@ fn a_host_behind_a_vxlan_port_talks_to_linux_vxlan_with_the_same_vni() {
         assert_eq!(counters[&format!("decap_{reason}")], 0, "{reason}");
     }
     assert_eq!(vxlan.mtu(), 1450);
+    // The kernel's vxlan FDB learned our host's MAC behind our VTEP.
+    let fdb = Command::new("bridge")
+        .args(["-n", theirs.name(), "fdb", "show", "dev", "vx0"])
+        .output()
+        .expect("bridge");
+    let fdb = String::from_utf8_lossy(&fdb.stdout);
+    let mac = host.mac().expect("mac");
+    assert!(
+        fdb.lines()
+            .any(|l| l.starts_with(&mac) && l.contains("dst 10.95.0.1")),
+        "{mac} not learned behind 10.95.0.1:\n{fdb}"
+    );
 }
 
 #[test]
@@ -173,10 +189,10 @@ fn an_ipv6_underlay_and_a_static_remote_without_learning_interoperate_too() {
         ["fd95::1/64", "fd95::2/64"],
         ("fd95::2", "fd95::1"),
     );
-    // The kernel's vxlan MAC, pinned behind its VTEP: with learning off, only the static entry
+    // The kernel's bridge MAC, pinned behind its VTEP: with learning off, only the static entry
     // sends unicast there instead of to every remote.
     let kernel_mac: vswitch_core::MacAddr = theirs
-        .run(|| Netlink::open().and_then(|mut nl| nl.link("vx0")))
+        .run(|| Netlink::open().and_then(|mut nl| nl.link("br0")))
         .expect("enter")
         .expect("link")
         .mac
