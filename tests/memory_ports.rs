@@ -600,6 +600,30 @@ fn vlans_access_trunk_native_and_qinq_forward_as_ovs_does() {
         got[4].as_deref(),
         Some(&tagged(mac(4), mac(5), &[(0x8100, 5)])[..])
     );
+    // VLAN 40 added to the trunk at runtime: its tagged frames are no longer dropped; taken
+    // off, they are again; an access port has no list to change.
+    let vlan40: vswitch_core::VlanSet = "40".parse().unwrap();
+    switch.change_trunk("mem3", &vlan40, true).unwrap();
+    peers[3].send(&tagged(b, mac(3), &[(0x8100, 40)])).unwrap();
+    let _ = gather(&peers);
+    assert_eq!(
+        switch.ports()[3]
+            .counters()
+            .snapshot()
+            .drops(DropReason::Vlan),
+        1
+    );
+    switch.change_trunk("mem3", &vlan40, false).unwrap();
+    peers[3].send(&tagged(b, mac(3), &[(0x8100, 40)])).unwrap();
+    let _ = gather(&peers);
+    assert_eq!(
+        switch.ports()[3]
+            .counters()
+            .snapshot()
+            .drops(DropReason::Vlan),
+        2
+    );
+    assert!(switch.change_trunk("mem0", &vlan40, true).is_err());
     // Back to no VLANs: all ports on the untagged segment again.
     for port in ["mem0", "mem1", "mem2", "mem3", "mem4", "mem5"] {
         switch.set_vlan(port, "none".parse().unwrap()).expect(port);

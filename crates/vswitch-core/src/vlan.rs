@@ -58,6 +58,12 @@ impl VlanSet {
         self.0[v / 64] & (1 << (v % 64)) != 0
     }
 
+    /// Takes `vlan` out.
+    pub fn remove(&mut self, vlan: VlanId) {
+        let v = usize::from(vlan.get());
+        self.0[v / 64] &= !(1 << (v % 64));
+    }
+
     /// The VLANs in the set, in order.
     pub fn iter(&self) -> impl Iterator<Item = VlanId> + '_ {
         (1..4095).map(VlanId::new).filter(|v| self.contains(*v))
@@ -203,6 +209,32 @@ fn parse_tpid(s: &str) -> Result<u16, String> {
         "0x8100" | "8021q" => Ok(TPID_8021Q),
         "0x88a8" | "8021ad" => Ok(TPID_8021AD),
         _ => Err(format!("TPID {s:?}: say 0x8100 or 0x88a8")),
+    }
+}
+
+impl VlanMode {
+    /// Adds `vlans` to a trunk's list, or takes them off (never its native VLAN): a clear error
+    /// for any other mode, which has no list.
+    pub fn change_trunk(&mut self, vlans: &VlanSet, add: bool) -> Result<(), String> {
+        let VlanMode::Trunk {
+            allowed, native, ..
+        } = self
+        else {
+            return Err(format!(
+                "the port is `{self}`, not a trunk: `vlan set PORT trunk VIDS` makes it one"
+            ));
+        };
+        if !add && native.is_some_and(|n| vlans.contains(n)) {
+            return Err("the native VLAN stays on its trunk; change the mode to drop it".into());
+        }
+        for v in vlans.iter() {
+            if add {
+                allowed.insert(v);
+            } else {
+                allowed.remove(v);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -597,6 +629,21 @@ mod tests {
         );
         assert_eq!(egress(&t, v(10), TPID_8021Q), EgressTag::NotMember);
         assert!(PortPolicy::default().is_default());
+    }
+
+    #[test]
+    fn trunks_gain_and_lose_vlans_and_other_modes_refuse() {
+        let mut trunk: VlanMode = "trunk 10 native 30".parse().unwrap();
+        trunk.change_trunk(&"20-22".parse().unwrap(), true).unwrap();
+        assert_eq!(trunk.to_string(), "trunk 10,20-22,30 native 30");
+        trunk
+            .change_trunk(&"10,21".parse().unwrap(), false)
+            .unwrap();
+        assert_eq!(trunk.to_string(), "trunk 20,22,30 native 30");
+        assert!(trunk.change_trunk(&"30".parse().unwrap(), false).is_err());
+        let mut access = VlanMode::Access(v(10));
+        assert!(access.change_trunk(&"20".parse().unwrap(), true).is_err());
+        assert_eq!(access, VlanMode::Access(v(10)), "nothing changes");
     }
 
     #[test]

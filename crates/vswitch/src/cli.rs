@@ -406,6 +406,26 @@ pub enum VlanCommand {
         #[arg(long, default_value = "vswitch0")]
         name: String,
     },
+    /// Add VLANs to a trunk port's list, e.g. `vswitch vlan add dev:up0 30,40-49`.
+    Add {
+        /// The trunk port.
+        port: String,
+        /// The VIDs.
+        vids: String,
+        /// The switch.
+        #[arg(long, default_value = "vswitch0")]
+        name: String,
+    },
+    /// Take VLANs off a trunk port's list (not its native VLAN).
+    Del {
+        /// The trunk port.
+        port: String,
+        /// The VIDs.
+        vids: String,
+        /// The switch.
+        #[arg(long, default_value = "vswitch0")]
+        name: String,
+    },
 }
 
 /// How lab hosts are joined to the switch.

@@ -153,6 +153,24 @@ pub fn vlan(cmd: &VlanCommand) -> Result<()> {
                 },
             )?;
         }
+        VlanCommand::Add { port, vids, name } => {
+            call(
+                name,
+                Request::VlanAdd {
+                    port: port.clone(),
+                    vids: vids.clone(),
+                },
+            )?;
+        }
+        VlanCommand::Del { port, vids, name } => {
+            call(
+                name,
+                Request::VlanDel {
+                    port: port.clone(),
+                    vids: vids.clone(),
+                },
+            )?;
+        }
         VlanCommand::Show { json, name } => {
             let result = call(name, Request::VlanShow)?;
             if *json {

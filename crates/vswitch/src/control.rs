@@ -92,6 +92,20 @@ pub enum Request {
     },
     /// Every port's VLAN mode and flags.
     VlanShow,
+    /// Add VLANs to a trunk port's list.
+    VlanAdd {
+        /// The port's name.
+        port: String,
+        /// VIDs, as `10,20-29`.
+        vids: String,
+    },
+    /// Take VLANs off a trunk port's list.
+    VlanDel {
+        /// The port's name.
+        port: String,
+        /// VIDs, as `10,20-29`.
+        vids: String,
+    },
     /// Bind a MAC to a MACVLAN sub-port (source mode: a source it accepts).
     MacvlanBind {
         /// The sub-port.
@@ -621,6 +635,11 @@ fn handle(request: &Request, switch: &Switch, name: &str, offload: bool) -> Resu
         Request::VlanSet { port, mode } => {
             let mode: vswitch_core::VlanMode = mode.parse().map_err(anyhow::Error::msg)?;
             switch.set_vlan(port, mode)?;
+            json!(null)
+        }
+        Request::VlanAdd { port, vids } | Request::VlanDel { port, vids } => {
+            let set: vswitch_core::VlanSet = vids.parse().map_err(anyhow::Error::msg)?;
+            switch.change_trunk(port, &set, matches!(request, Request::VlanAdd { .. }))?;
             json!(null)
         }
         Request::MacvlanBind { port, mac } => {

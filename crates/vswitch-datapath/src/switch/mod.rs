@@ -967,6 +967,25 @@ impl Switch {
         Ok(())
     }
 
+    /// Adds `vlans` to trunk port `name`'s list, or takes them off (`add` false).
+    pub fn change_trunk(
+        &self,
+        name: &str,
+        vlans: &vswitch_core::VlanSet,
+        add: bool,
+    ) -> Result<(), ControlError> {
+        self.learning_table()?;
+        let port = self.live_port(name)?;
+        let mut state = self.shared.write();
+        if let Some(policy) = state.policies.get_mut(port.id().index()) {
+            policy
+                .vlan
+                .change_trunk(vlans, add)
+                .map_err(|e| ControlError::Policy(format!("port {name}: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// Sets flag `flag` (`learning`, `flood`, `mcast-flood`, `bcast-flood`, `isolated`,
     /// `hairpin`) of port `name` to `value` (`on`/`off`).
     pub fn set_port_flag(&self, name: &str, flag: &str, value: &str) -> Result<(), ControlError> {
