@@ -55,6 +55,20 @@ fn recv(peer: &MemoryPeer) -> Option<Vec<u8>> {
     None
 }
 
+/// Sends `f` `n` times, waiting whenever the switch's queue from `peer` is full.
+fn send_all(peer: &MemoryPeer, f: &[u8], n: u64) {
+    let mut sent = 0;
+    while sent < n {
+        match peer.send(f) {
+            Ok(()) => sent += 1,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_micros(100))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 /// Asserts nothing arrives within 200 ms.
 fn assert_silent(peer: &MemoryPeer, what: &str) {
     std::thread::sleep(Duration::from_millis(200));
@@ -236,16 +250,7 @@ fn a_full_egress_queue_is_counted_not_fatal() {
     let (switch, peers) = start(2, 1);
     // Port 1's peer never reads: its socket buffer fills and the switch must drop and count.
     let f = frame(MacAddr::BROADCAST, mac(1), 1400, 0);
-    let mut sent = 0;
-    while sent < 5000 {
-        match peers[0].send(&f) {
-            Ok(()) => sent += 1,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_micros(100))
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
+    send_all(&peers[0], &f, 5000);
     assert!(wait_for(|| switch.ports()[0]
         .counters()
         .snapshot()
@@ -427,16 +432,7 @@ fn captures_are_capped_per_port_and_bounded_in_bytes() {
     let capture = Capture::start(port, Direction::In, 100_000).expect("capture again");
     let f = frame(MacAddr::BROADCAST, mac(1), 1400, 0);
     let frames = 2 * MAX_QUEUED_BYTES / 1400;
-    let mut sent = 0;
-    while sent < frames {
-        match peers[0].send(&f) {
-            Ok(()) => sent += 1,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_micros(100))
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
+    send_all(&peers[0], &f, frames);
     assert!(wait_for(|| switch.ports()[0]
         .counters()
         .snapshot()

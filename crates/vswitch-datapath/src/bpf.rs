@@ -69,12 +69,12 @@ const BPF_TCX_INGRESS: u32 = 46;
 /// `offsetof(struct __sk_buff, hash)`.
 const SKB_HASH: i16 = 68;
 
-pub(crate) const FUNC_MAP_LOOKUP_ELEM: i32 = 1;
+const FUNC_MAP_LOOKUP_ELEM: i32 = 1;
 const FUNC_MAP_UPDATE_ELEM: i32 = 2;
 pub(crate) const FUNC_KTIME_GET_NS: i32 = 5;
 const FUNC_GET_SMP_PROCESSOR_ID: i32 = 8;
 pub(crate) const FUNC_REDIRECT: i32 = 23;
-pub(crate) const FUNC_SKB_LOAD_BYTES: i32 = 26;
+const FUNC_SKB_LOAD_BYTES: i32 = 26;
 
 /// One `struct bpf_insn`: opcode, destination and source registers, offset, immediate.
 fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
@@ -142,6 +142,30 @@ impl Asm {
         self.op(LD_IMM64, dst, PSEUDO_MAP_FD, 0, map);
         self.insns.push(0);
         self
+    }
+    /// `r0 = lookup(map, fp + key)`, jumping to `miss` when there is no such key.
+    pub(crate) fn lookup(&mut self, map: i32, key: i16, miss: &'static str) -> &mut Self {
+        self.load_map(1, map)
+            .op(MOV64_REG, 2, 10, 0, 0)
+            .op(ADD64_IMM, 2, 0, 0, i32::from(key))
+            .call(FUNC_MAP_LOOKUP_ELEM)
+            .jump(JEQ_IMM, 0, 0, 0, miss)
+    }
+    /// `bpf_skb_load_bytes(r6, offset, fp + to, len)`, jumping to `fail` if it fails.
+    pub(crate) fn load_bytes(
+        &mut self,
+        offset: i32,
+        to: i16,
+        len: i32,
+        fail: &'static str,
+    ) -> &mut Self {
+        self.op(MOV64_REG, 1, 6, 0, 0)
+            .op(MOV64_IMM, 2, 0, 0, offset)
+            .op(MOV64_REG, 3, 10, 0, 0)
+            .op(ADD64_IMM, 3, 0, 0, i32::from(to))
+            .op(MOV64_IMM, 4, 0, 0, len)
+            .call(FUNC_SKB_LOAD_BYTES)
+            .jump(JNE_IMM, 0, 0, 0, fail)
     }
     pub(crate) fn call(&mut self, func: i32) -> &mut Self {
         self.op(CALL, 0, 0, 0, func)

@@ -30,9 +30,8 @@ use vswitch_core::{MacAddr, PortId};
 use crate::bpf::{
     ADD64_IMM, ADD64_REG, Asm, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_ARRAY,
     BPF_MAP_TYPE_PERCPU_HASH, BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_SOCKET_FILTER, EXIT,
-    FUNC_KTIME_GET_NS, FUNC_MAP_LOOKUP_ELEM, FUNC_REDIRECT, FUNC_SKB_LOAD_BYTES, JEQ_IMM, JEQ_REG,
-    JLT_REG, JNE_IMM, JNE_REG, LDX_DW, LDX_W, MOV64_IMM, MOV64_REG, Map, ST_DW, ST_W, STX_DW,
-    STX_W, attach_tcx_ingress, load_program,
+    FUNC_KTIME_GET_NS, FUNC_REDIRECT, JEQ_IMM, JEQ_REG, JLT_REG, JNE_IMM, JNE_REG, LDX_DW, LDX_W,
+    MOV64_IMM, MOV64_REG, Map, ST_DW, ST_W, STX_DW, STX_W, attach_tcx_ingress, load_program,
 };
 use crate::port::Port;
 
@@ -77,54 +76,26 @@ fn filter_program(fdb: i32, ports: i32, verdict: i32) -> Vec<u64> {
         .op(LDX_W, 7, 6, SKB_IFINDEX, 0) // r7 = ingress ifindex
         .op(ST_DW, 10, 0, -8, 0) // destination key
         .op(ST_DW, 10, 0, -16, 0) // source key
-        .op(MOV64_REG, 1, 6, 0, 0)
-        .op(MOV64_IMM, 2, 0, 0, 0)
-        .op(MOV64_REG, 3, 10, 0, 0)
-        .op(ADD64_IMM, 3, 0, 0, -8)
-        .op(MOV64_IMM, 4, 0, 0, 6)
-        .call(FUNC_SKB_LOAD_BYTES)
-        .jump(JNE_IMM, 0, 0, 0, "slow")
-        .op(MOV64_REG, 1, 6, 0, 0)
-        .op(MOV64_IMM, 2, 0, 0, 6)
-        .op(MOV64_REG, 3, 10, 0, 0)
-        .op(ADD64_IMM, 3, 0, 0, -16)
-        .op(MOV64_IMM, 4, 0, 0, 6)
-        .call(FUNC_SKB_LOAD_BYTES)
-        .jump(JNE_IMM, 0, 0, 0, "slow")
+        .load_bytes(0, -8, 6, "slow")
+        .load_bytes(6, -16, 6, "slow")
         // The ingress port must be served.
         .op(STX_W, 10, 7, -20, 0)
-        .load_map(1, ports)
-        .op(MOV64_REG, 2, 10, 0, 0)
-        .op(ADD64_IMM, 2, 0, 0, -20)
-        .call(FUNC_MAP_LOOKUP_ELEM)
-        .jump(JEQ_IMM, 0, 0, 0, "slow")
+        .lookup(ports, -20, "slow")
         .op(MOV64_REG, 8, 0, 0, 0) // r8 = ingress port entry
         .op(LDX_W, 1, 8, 0, 0)
         .jump(JEQ_IMM, 1, 0, 0, "slow")
         // The source must be known on this very port (else the switch learns or moves it).
-        .load_map(1, fdb)
-        .op(MOV64_REG, 2, 10, 0, 0)
-        .op(ADD64_IMM, 2, 0, 0, -16)
-        .call(FUNC_MAP_LOOKUP_ELEM)
-        .jump(JEQ_IMM, 0, 0, 0, "slow")
+        .lookup(fdb, -16, "slow")
         .op(MOV64_REG, 9, 0, 0, 0) // r9 = source entry
         .op(LDX_W, 1, 9, 0, 0)
         .jump(JNE_REG, 1, 7, 0, "slow")
         // The destination must be known, on another port.
-        .load_map(1, fdb)
-        .op(MOV64_REG, 2, 10, 0, 0)
-        .op(ADD64_IMM, 2, 0, 0, -8)
-        .call(FUNC_MAP_LOOKUP_ELEM)
-        .jump(JEQ_IMM, 0, 0, 0, "slow")
+        .lookup(fdb, -8, "slow")
         .op(LDX_W, 1, 0, 0, 0)
         .jump(JEQ_REG, 1, 7, 0, "slow")
         .op(STX_W, 10, 1, -24, 0) // egress ifindex
         // The egress port must be served, with room for whatever the ingress port takes.
-        .load_map(1, ports)
-        .op(MOV64_REG, 2, 10, 0, 0)
-        .op(ADD64_IMM, 2, 0, 0, -24)
-        .call(FUNC_MAP_LOOKUP_ELEM)
-        .jump(JEQ_IMM, 0, 0, 0, "slow")
+        .lookup(ports, -24, "slow")
         .op(LDX_W, 1, 0, 0, 0)
         .jump(JEQ_IMM, 1, 0, 0, "slow")
         .op(LDX_W, 1, 0, 4, 0)
@@ -134,11 +105,7 @@ fn filter_program(fdb: i32, ports: i32, verdict: i32) -> Vec<u64> {
         .call(FUNC_KTIME_GET_NS)
         .op(STX_DW, 9, 0, 8, 0)
         .op(ST_W, 10, 0, -20, 0)
-        .load_map(1, verdict)
-        .op(MOV64_REG, 2, 10, 0, 0)
-        .op(ADD64_IMM, 2, 0, 0, -20)
-        .call(FUNC_MAP_LOOKUP_ELEM)
-        .jump(JEQ_IMM, 0, 0, 0, "slow")
+        .lookup(verdict, -20, "slow")
         .op(STX_W, 0, 7, 0, 0)
         .op(LDX_W, 1, 10, -24, 0)
         .op(STX_W, 0, 1, 4, 0)
@@ -149,11 +116,7 @@ fn filter_program(fdb: i32, ports: i32, verdict: i32) -> Vec<u64> {
         .op(EXIT, 0, 0, 0, 0)
         .label("slow")
         .op(ST_W, 10, 0, -20, 0)
-        .load_map(1, verdict)
-        .op(MOV64_REG, 2, 10, 0, 0)
-        .op(ADD64_IMM, 2, 0, 0, -20)
-        .call(FUNC_MAP_LOOKUP_ELEM)
-        .jump(JEQ_IMM, 0, 0, 0, "keep")
+        .lookup(verdict, -20, "keep")
         .op(ST_W, 0, 0, 12, 0)
         .label("keep")
         .op(MOV64_IMM, 0, 0, 0, KEEP_WHOLE)
@@ -172,11 +135,7 @@ fn classifier_program(verdict: i32, counters: i32) -> Vec<u64> {
     let mut a = Asm::default();
     a.op(MOV64_REG, 6, 1, 0, 0)
         .op(ST_W, 10, 0, -4, 0)
-        .load_map(1, verdict)
-        .op(MOV64_REG, 2, 10, 0, 0)
-        .op(ADD64_IMM, 2, 0, 0, -4)
-        .call(FUNC_MAP_LOOKUP_ELEM)
-        .jump(JEQ_IMM, 0, 0, 0, "pass")
+        .lookup(verdict, -4, "pass")
         .op(MOV64_REG, 8, 0, 0, 0) // r8 = this CPU's verdict
         .op(LDX_W, 1, 8, 12, 0)
         .jump(JEQ_IMM, 1, 0, 0, "pass")
@@ -206,11 +165,7 @@ fn classifier_program(verdict: i32, counters: i32) -> Vec<u64> {
 /// Adds one frame of r9 bytes to the per-CPU counters at `field` (packets, then bytes) of the
 /// port whose ifindex is on the stack at `key`, then goes on at `next`.
 fn count(a: &mut Asm, counters: i32, key: i16, field: i16, next: &'static str) {
-    a.load_map(1, counters)
-        .op(MOV64_REG, 2, 10, 0, 0)
-        .op(ADD64_IMM, 2, 0, 0, i32::from(key))
-        .call(FUNC_MAP_LOOKUP_ELEM)
-        .jump(JEQ_IMM, 0, 0, 0, next)
+    a.lookup(counters, key, next)
         .op(LDX_DW, 1, 0, field, 0)
         .op(ADD64_IMM, 1, 0, 0, 1)
         .op(STX_DW, 0, 1, field, 0)
