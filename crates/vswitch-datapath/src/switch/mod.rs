@@ -163,6 +163,9 @@ pub enum SwitchError {
     /// The bindings are inconsistent.
     #[error("macvlan: {0}")]
     Macvlan(#[from] MacvlanError),
+    /// The housekeeping thread couldn't be started.
+    #[error("couldn't start the housekeeping thread")]
+    Housekeeping(#[source] io::Error),
     /// epoll or thread setup failed.
     #[error("couldn't set up worker {worker}")]
     Worker {
@@ -638,10 +641,7 @@ impl Switch {
         let handle = std::thread::Builder::new()
             .name("vswitch-housekeeping".into())
             .spawn(move || housekeeping(&hk_shared, &rx))
-            .map_err(|source| SwitchError::Worker {
-                worker: threads,
-                source,
-            })?;
+            .map_err(SwitchError::Housekeeping)?;
         *lock(&switch.housekeeper) = Some((handle, tx));
         tracing::info!(
             ports = ports.len(),
