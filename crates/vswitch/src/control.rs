@@ -9,7 +9,7 @@
 //! stream (nanosecond timestamps) on the same connection. A malformed request gets an error reply; the switch keeps running.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -185,6 +185,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct NameLock {
     name: String,
+    path: PathBuf,
     _file: Flock<std::fs::File>,
 }
 
@@ -196,25 +197,46 @@ impl NameLock {
         }
         create_run_dir()?;
         let path = Path::new(RUN_DIR).join(format!("{name}.lock"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => Ok(NameLock {
-                name: name.to_owned(),
-                _file: lock,
-            }),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => bail!(
-                "a switch named {name} is already running (control socket {}); pick another --name",
-                socket_path(name).display()
-            ),
-            Err((_, e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+        // A holder removes the file as it stops; a lock taken on a file so removed (opened
+        // just before) names nothing, so take it again on the file the path names now.
+        loop {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => lock,
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => bail!(
+                    "a switch named {name} is already running (control socket {}); pick another --name",
+                    socket_path(name).display()
+                ),
+                Err((_, e)) => {
+                    return Err(e).with_context(|| format!("locking {}", path.display()));
+                }
+            };
+            let held = lock.metadata().map(|m| (m.dev(), m.ino()));
+            let named = std::fs::symlink_metadata(&path).map(|m| (m.dev(), m.ino()));
+            if let (Ok(held), Ok(named)) = (held, named)
+                && held == named
+            {
+                return Ok(NameLock {
+                    name: name.to_owned(),
+                    path,
+                    _file: lock,
+                });
+            }
         }
+    }
+}
+
+impl Drop for NameLock {
+    /// Removes the lock file while still holding it, so a stopped switch leaves nothing.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -229,9 +251,7 @@ pub fn cleanup(name: &str) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("removing {}", socket.display())),
     }
-    let lock_path = Path::new(RUN_DIR).join(format!("{name}.lock"));
-    // Removed while held, so no other start can take the same file meanwhile.
-    let _ = std::fs::remove_file(&lock_path);
+    // The lock file goes with the lock.
     drop(lock);
     if removed.is_empty() {
         outln!("cleanup {name}: nothing left behind");

@@ -512,6 +512,11 @@ fn cleanup_removes_what_a_killed_switch_left_and_refuses_a_running_one() {
     let out = vswitch(&["cleanup", "--name", &name]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!socket.exists());
+    assert!(
+        !Path::new("/run/vswitch")
+            .join(format!("{name}.lock"))
+            .exists()
+    );
     let again = vswitch(&["cleanup", "--name", &name]);
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("nothing left behind"));
@@ -554,6 +559,11 @@ fn address_gives_the_switch_a_station_port() {
     );
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("kill");
     assert!(wait_exit(&mut child).success());
+    // A switch that stopped leaves neither its socket nor its name's lock file.
+    for ext in ["sock", "lock"] {
+        let left = Path::new("/run/vswitch").join(format!("{name}.{ext}"));
+        assert!(!left.exists(), "{} left behind", left.display());
+    }
     let bad = vswitch(&["--ports", &port, "--address", "10.93.0.254"]);
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("--address"), "{}", stderr(&bad));
