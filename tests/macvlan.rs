@@ -3,23 +3,13 @@
 //! sub-ports — must give the same all-pairs ping matrix, mode by mode. Needs root.
 
 use std::net::Ipv4Addr;
-use std::process::Command;
 
 use vswitch_core::{DropReason, MacvlanMode};
 use vswitch_datapath::{MacvlanConfig, PacketPort, PortDevice, Switch, SwitchConfig, Tap};
 use vswitch_netns::{LinkGuard, Netlink, NetnsGuard};
-use vswitch_testkit::{Host, ping, require_root, unique_name};
+use vswitch_testkit::{Host, ip_in, ping, require_root, unique_name};
 
 const OUTSIDE: Ipv4Addr = Ipv4Addr::new(10, 66, 0, 100);
-
-fn sh(netns: &str, args: &str) {
-    let status = Command::new("ip")
-        .args(["-n", netns])
-        .args(args.split_whitespace())
-        .status()
-        .expect("ip");
-    assert!(status.success(), "ip -n {netns} {args}");
-}
 
 /// The outside host: a namespace with one veth end, optionally behind a kernel bridge with
 /// hairpin on (a reflective relay, as VEPA expects), and the other end's name here.
@@ -47,15 +37,15 @@ fn outside(reflect: bool) -> Outside {
     .expect("enter")
     .expect("sysctl");
     if reflect {
-        sh(&name, "link add br0 type bridge");
-        sh(&name, "link set o0 master br0");
-        sh(&name, "link set o0 type bridge_slave hairpin on");
-        sh(&name, &format!("addr add {OUTSIDE}/24 dev br0"));
-        sh(&name, "link set br0 up");
+        ip_in(&name, "link add br0 type bridge");
+        ip_in(&name, "link set o0 master br0");
+        ip_in(&name, "link set o0 type bridge_slave hairpin on");
+        ip_in(&name, &format!("addr add {OUTSIDE}/24 dev br0"));
+        ip_in(&name, "link set br0 up");
     } else {
-        sh(&name, &format!("addr add {OUTSIDE}/24 dev o0"));
+        ip_in(&name, &format!("addr add {OUTSIDE}/24 dev o0"));
     }
-    sh(&name, "link set o0 up");
+    ip_in(&name, "link set o0 up");
     Outside {
         ns,
         _uplink_guard: Some(LinkGuard::new(&uplink)),
@@ -109,11 +99,11 @@ fn kernel_matrix_with(
         .expect("nl")
         .move_to(&out.uplink, &mid)
         .expect("move");
-    sh(mid.name(), &format!("link set {} up", out.uplink));
+    ip_in(mid.name(), &format!("link set {} up", out.uplink));
     let mut hosts = Vec::new();
     for i in 0..subs {
         let mv = unique_name("vmk");
-        sh(
+        ip_in(
             mid.name(),
             &format!(
                 "link add link {} name {mv} type macvlan mode {mode}",
@@ -122,12 +112,12 @@ fn kernel_matrix_with(
         );
         setup(mid.name(), &mv, i);
         let ns = NetnsGuard::create(&unique_name("vmh")).expect("ns");
-        sh(mid.name(), &format!("link set {mv} netns {}", ns.name()));
-        sh(
+        ip_in(mid.name(), &format!("link set {mv} netns {}", ns.name()));
+        ip_in(
             ns.name(),
             &format!("addr add {}/24 dev {mv}", sub_port_addr(i)),
         );
-        sh(ns.name(), &format!("link set {mv} up"));
+        ip_in(ns.name(), &format!("link set {mv} up"));
         hosts.push(ns);
     }
     let mut all: Vec<&vswitch_netns::Netns> = hosts.iter().map(|h| &**h).collect();
@@ -238,7 +228,7 @@ fn macvlan_drops_spoofed_and_unbound_and_floods_uplink_broadcast_to_all_sub_port
     let port = |i: usize| side.switch.ports()[i].counters().snapshot();
     let out = side.out.ns.name().to_owned();
     // Unicast from the uplink to a MAC no sub-port has reaches none, and is counted.
-    sh(&out, "neigh add 10.66.0.77 lladdr 02:00:00:00:99:99 dev o0");
+    ip_in(&out, "neigh add 10.66.0.77 lladdr 02:00:00:00:99:99 dev o0");
     let before: Vec<_> = (0..=3).map(port).collect();
     assert!(ping(&side.out.ns, Ipv4Addr::new(10, 66, 0, 77), 2).none_replied());
     assert!(port(0).drops(DropReason::Unbound) >= before[0].drops(DropReason::Unbound) + 2);
@@ -262,7 +252,7 @@ fn macvlan_drops_spoofed_and_unbound_and_floods_uplink_broadcast_to_all_sub_port
     // A host that takes another MAC is spoofing: its frames are dropped and counted.
     assert!(ping(&side.hosts[0].ns, OUTSIDE, 1).all_replied());
     let host = &side.hosts[0];
-    sh(
+    ip_in(
         host.ns.name(),
         &format!("link set {} address 02:00:00:00:66:66", host.ifname),
     );
@@ -291,7 +281,7 @@ fn macvlan_source_matches_the_kernel_and_its_lists_change_at_runtime() {
     let mac = mac_of(&out);
     let kernel = kernel_matrix_with(MacvlanMode::Source, subs, out, |mid, mv, i| {
         if listed.contains(&i) {
-            sh(
+            ip_in(
                 mid,
                 &format!("link set {mv} type macvlan macaddr add {mac}"),
             );

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use vswitch_datapath::{PortDevice, Switch, SwitchConfig, Tap, VxlanConfig, VxlanPort};
 use vswitch_netns::{Netlink, NetnsGuard};
-use vswitch_testkit::{Host, ping, require_root, tcp_transfer, unique_name};
+use vswitch_testkit::{Host, ip_in, ping, require_root, tcp_transfer, unique_name};
 
 /// The VXLAN port's own counters (per VTEP, decap drops), by name.
 fn device_counters(sw: &Switch, port: &str) -> std::collections::HashMap<String, u64> {
@@ -17,15 +17,6 @@ fn device_counters(sw: &Switch, port: &str) -> std::collections::HashMap<String,
         .extra_counters()
         .into_iter()
         .collect()
-}
-
-fn ip(netns: &str, args: &str) {
-    let status = Command::new("ip")
-        .args(["-n", netns])
-        .args(args.split_whitespace())
-        .status()
-        .expect("ip");
-    assert!(status.success(), "ip -n {netns} {args}");
 }
 
 /// Underlay: namespace `ours` (10.95.0.1) and `theirs` (10.95.0.2) joined by a veth pair; in
@@ -53,14 +44,14 @@ fn underlay_with(
         .expect("enter")
         .expect("veth");
     let nodad = if addrs[0].contains(':') { " nodad" } else { "" };
-    ip(ours.name(), &format!("addr add {} dev u0{nodad}", addrs[0]));
-    ip(ours.name(), "link set u0 up");
-    ip(
+    ip_in(ours.name(), &format!("addr add {} dev u0{nodad}", addrs[0]));
+    ip_in(ours.name(), "link set u0 up");
+    ip_in(
         theirs.name(),
         &format!("addr add {} dev u1{nodad}", addrs[1]),
     );
-    ip(theirs.name(), "link set u1 up");
-    ip(
+    ip_in(theirs.name(), "link set u1 up");
+    ip_in(
         theirs.name(),
         &format!(
             "link add vx0 type vxlan id {vni} local {} remote {} dstport {dstport}",
@@ -68,11 +59,11 @@ fn underlay_with(
         ),
     );
     // As on a machine whose vxlan joins a bridge: the address lives on the bridge.
-    ip(theirs.name(), "link add br0 type bridge");
-    ip(theirs.name(), "link set vx0 master br0");
-    ip(theirs.name(), "addr add 10.96.0.2/24 dev br0");
-    ip(theirs.name(), "link set vx0 up");
-    ip(theirs.name(), "link set br0 up");
+    ip_in(theirs.name(), "link add br0 type bridge");
+    ip_in(theirs.name(), "link set vx0 master br0");
+    ip_in(theirs.name(), "addr add 10.96.0.2/24 dev br0");
+    ip_in(theirs.name(), "link set vx0 up");
+    ip_in(theirs.name(), "link set br0 up");
     (ours, theirs)
 }
 

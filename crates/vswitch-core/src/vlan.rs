@@ -347,7 +347,8 @@ impl PortPolicy {
     /// No VLANs and the bridge's default flags: the port behaves as every port did before
     /// policies existed (and the in-kernel fast path may serve it).
     pub fn is_default(&self) -> bool {
-        *self == PortPolicy::default()
+        // Asked per frame and port: no default value built to compare with.
+        matches!(self.vlan, VlanMode::Transparent) && self.flags == PortFlags::default()
     }
 }
 

@@ -18,6 +18,7 @@
 //!   modules with `unsafe` code.
 #![deny(unsafe_code)]
 
+mod answers;
 mod bpf;
 pub mod capture;
 mod fastpath;
@@ -35,6 +36,7 @@ pub mod tap;
 pub mod tun;
 pub mod vxlan;
 
+pub use answers::local_mac;
 pub use bpf::steering_clock_ns;
 pub use capture::{Capture, CapturedFrame, Direction};
 pub use hugepage::HugePageAlloc;

@@ -6,27 +6,23 @@
 //! frames reach a worker through a socket pair, like a TUN port's answers, so it is counted and
 //! captured like every port. IPv4 only for now.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::net::UnixStream;
+use std::os::fd::BorrowedFd;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Instant;
 
+use vswitch_core::MacAddr;
 use vswitch_core::l3port::{FromDevice, L3Port};
-use vswitch_core::{MacAddr, Timestamp};
 
+use crate::answers::Answers;
 use crate::port::PortDevice;
-use crate::sys;
 
 /// The switch as a station.
 #[derive(Debug)]
 pub struct StationPort {
     l3: Mutex<L3Port>,
-    made: UnixStream,
-    make: UnixStream,
-    epoch: Instant,
+    answers: Answers,
     echoes: AtomicU64,
     ignored: AtomicU64,
 }
@@ -34,22 +30,12 @@ pub struct StationPort {
 impl StationPort {
     /// A station standing for `addresses` (address, prefix length), with MAC `mac`.
     pub fn new(mac: MacAddr, addresses: Vec<(Ipv4Addr, u8)>) -> io::Result<StationPort> {
-        let (made, make) = sys::seqpacket_pair()?;
-        let (made, make) = (UnixStream::from(made), UnixStream::from(make));
-        made.set_nonblocking(true)?;
-        make.set_nonblocking(true)?;
         Ok(StationPort {
             l3: Mutex::new(L3Port::new(mac, addresses)),
-            made,
-            make,
-            epoch: Instant::now(),
+            answers: Answers::new()?,
             echoes: AtomicU64::new(0),
             ignored: AtomicU64::new(0),
         })
-    }
-
-    fn now(&self) -> Timestamp {
-        Timestamp::from_micros(u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX))
     }
 }
 
@@ -83,14 +69,11 @@ fn checksum(bytes: &[u8]) -> u16 {
 
 impl PortDevice for StationPort {
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        match (&self.made).read(buf)? {
-            0 => Err(io::ErrorKind::ConnectionAborted.into()),
-            n => Ok(n),
-        }
+        self.answers.read(buf)
     }
 
     fn send(&self, frame: &[u8]) -> io::Result<()> {
-        let now = self.now();
+        let now = self.answers.now();
         let mut l3 = self.l3.lock().unwrap_or_else(|e| e.into_inner());
         let out = l3.from_switch(frame, now);
         let mut frames = out.frames;
@@ -112,13 +95,13 @@ impl PortDevice for StationPort {
         }
         drop(l3);
         for f in &frames {
-            let _ = (&self.make).write(f);
+            self.answers.push(f);
         }
         Ok(())
     }
 
     fn fd(&self) -> BorrowedFd<'_> {
-        self.made.as_fd()
+        self.answers.fd()
     }
 
     fn mtu(&self) -> io::Result<u32> {
@@ -137,6 +120,7 @@ impl PortDevice for StationPort {
         vec![
             ("echoes_answered".into(), self.echoes.load(Relaxed)),
             ("packets_ignored".into(), self.ignored.load(Relaxed)),
+            ("answers_lost".into(), self.answers.lost()),
         ]
     }
 }

@@ -9,18 +9,16 @@
 //! replies, packets that waited for a neighbour) reach a worker.
 
 use std::fs::File;
-use std::hash::{Hash, Hasher};
 use std::io::{self, Read, Write};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Instant;
 
+use vswitch_core::MacAddr;
 use vswitch_core::l3port::{FromDevice, L3Port, PacketDrop};
-use vswitch_core::{MacAddr, Timestamp};
 
+use crate::answers::{Answers, local_mac};
 use crate::port::PortDevice;
 use crate::sys;
 use crate::tap::{TapError, validate_ifname};
@@ -73,7 +71,6 @@ struct Drops {
     ipv6: AtomicU64,
     no_route: AtomicU64,
     pending_full: AtomicU64,
-    to_device: AtomicU64,
 }
 
 /// A TUN device as a switch port.
@@ -82,20 +79,9 @@ pub struct TunPort {
     name: String,
     tun: File,
     /// Frames the port made itself, read as receive queue 1.
-    made: UnixStream,
-    /// Where they are written.
-    make: UnixStream,
+    answers: Answers,
     l3: Mutex<L3Port>,
-    epoch: Instant,
     drops: Drops,
-}
-
-/// A locally administered MAC derived from the port's name, the same each run.
-fn mac_for(name: &str) -> MacAddr {
-    let mut h = std::hash::DefaultHasher::new();
-    name.hash(&mut h);
-    let b = h.finish().to_be_bytes();
-    MacAddr([0x02, b[1], b[2], b[3], b[4], b[5]])
 }
 
 impl TunPort {
@@ -120,28 +106,20 @@ impl TunPort {
             name: config.name.clone(),
             source,
         };
-        let (made, make) = sys::seqpacket_pair().map_err(|e| io_err("socketpair", e))?;
-        let (made, make) = (UnixStream::from(made), UnixStream::from(make));
-        made.set_nonblocking(true)
-            .map_err(|e| io_err("socketpair", e))?;
-        make.set_nonblocking(true)
-            .map_err(|e| io_err("socketpair", e))?;
+        let answers = Answers::new().map_err(|e| io_err("socketpair", e))?;
         let sock = sys::ioctl_socket().map_err(|e| io_err("socket", e))?;
         sys::if_set_up(sock.as_fd(), &config.name).map_err(|e| io_err("SIOCSIFFLAGS", e))?;
         tracing::info!(tun = %config.name, addresses = ?config.addresses, "TUN port");
         Ok(TunPort {
             name: config.name.clone(),
             tun,
-            made,
-            make,
-            l3: Mutex::new(L3Port::new(mac_for(&config.name), config.addresses.clone())),
-            epoch: Instant::now(),
+            answers,
+            l3: Mutex::new(L3Port::new(
+                local_mac(&config.name),
+                config.addresses.clone(),
+            )),
             drops: Drops::default(),
         })
-    }
-
-    fn now(&self) -> Timestamp {
-        Timestamp::from_micros(u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX))
     }
 
     fn l3(&self) -> std::sync::MutexGuard<'_, L3Port> {
@@ -161,20 +139,17 @@ impl PortDevice for TunPort {
     fn queue_fd(&self, queue: usize) -> BorrowedFd<'_> {
         match queue {
             0 => self.tun.as_fd(),
-            _ => self.made.as_fd(),
+            _ => self.answers.fd(),
         }
     }
 
     fn recv_queue(&self, queue: usize, buf: &mut [u8]) -> io::Result<usize> {
         if queue != 0 {
-            return match (&self.made).read(buf)? {
-                0 => Err(io::ErrorKind::ConnectionAborted.into()),
-                n => Ok(n),
-            };
+            return self.answers.read(buf);
         }
         loop {
             let n = (&self.tun).read(buf)?;
-            let now = self.now();
+            let now = self.answers.now();
             let out = self.l3().from_device(&buf[..n], now);
             let frame = match out {
                 FromDevice::Frame(f) | FromDevice::Resolve(f) => f,
@@ -200,13 +175,9 @@ impl PortDevice for TunPort {
     }
 
     fn send(&self, frame: &[u8]) -> io::Result<()> {
-        let now = self.now();
-        let out = self.l3().from_switch(frame, now);
+        let out = self.l3().from_switch(frame, self.answers.now());
         for made in &out.frames {
-            // Bounded by the socket's buffer: beyond it, the answer is lost (counted).
-            if (&self.make).write(made).is_err() {
-                self.drops.to_device.fetch_add(1, Relaxed);
-            }
+            self.answers.push(made);
         }
         if let Some(packet) = out.packet {
             // A TUN takes one packet per write, whole or not at all.
@@ -245,10 +216,7 @@ impl PortDevice for TunPort {
                 "tun_pending_full".into(),
                 self.drops.pending_full.load(Relaxed),
             ),
-            (
-                "tun_answers_lost".into(),
-                self.drops.to_device.load(Relaxed),
-            ),
+            ("tun_answers_lost".into(), self.answers.lost()),
         ]
     }
 }
@@ -284,7 +252,7 @@ mod tests {
         ] {
             assert!(TunConfig::parse(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(mac_for("tun0"), mac_for("tun0"));
-        assert!(mac_for("tun0").is_valid_source());
+        assert_eq!(local_mac("tun0"), local_mac("tun0"));
+        assert!(local_mac("tun0").is_valid_source());
     }
 }

@@ -208,13 +208,16 @@ struct DecapDrops {
     bad_inner: AtomicU64,
 }
 
-/// Traffic with one remote VTEP.
-#[derive(Debug, Default, Clone, Copy)]
-struct Vtep {
-    rx_packets: u64,
-    rx_bytes: u64,
-    tx_packets: u64,
-    tx_bytes: u64,
+/// Traffic with one remote VTEP: `[rx_packets, rx_bytes, tx_packets, tx_bytes]`.
+#[derive(Debug, Default)]
+struct Vtep([AtomicU64; 4]);
+
+impl Vtep {
+    fn count(&self, rx: bool, bytes: usize) {
+        let at = if rx { 0 } else { 2 };
+        self.0[at].fetch_add(1, Relaxed);
+        self.0[at + 1].fetch_add(bytes as u64, Relaxed);
+    }
 }
 
 /// How a MAC → VTEP entry came to be.
@@ -233,7 +236,10 @@ pub struct VxlanPort {
     rx: UdpSocket,
     tx: Vec<OwnedFd>,
     fdb: Mutex<HashMap<MacAddr, (IpAddr, Seen)>>,
-    vteps: Mutex<HashMap<IpAddr, Vtep>>,
+    /// The configured remotes' counters, lock-free: one lock (the FDB's) per frame at most.
+    remotes: Vec<(IpAddr, Vtep)>,
+    /// VTEPs heard from or pinned that aren't configured remotes (rare).
+    others: Mutex<HashMap<IpAddr, Vtep>>,
     drops: DecapDrops,
 }
 
@@ -331,12 +337,18 @@ impl VxlanPort {
                 crate::tap::in_netns(OwnedFd::from(file), open)?
             }
         };
+        let remotes = config
+            .remotes
+            .iter()
+            .map(|ip| (*ip, Vtep::default()))
+            .collect();
         Ok(VxlanPort {
             config,
             rx,
             tx,
             fdb: Mutex::new(HashMap::new()),
-            vteps: Mutex::new(HashMap::new()),
+            remotes,
+            others: Mutex::new(HashMap::new()),
             drops: DecapDrops::default(),
         })
     }
@@ -372,14 +384,15 @@ impl VxlanPort {
     }
 
     fn count(&self, vtep: IpAddr, rx: bool, bytes: usize) {
-        let mut vteps = self.vteps.lock().unwrap_or_else(|e| e.into_inner());
-        let v = vteps.entry(vtep).or_default();
-        if rx {
-            v.rx_packets += 1;
-            v.rx_bytes += bytes as u64;
-        } else {
-            v.tx_packets += 1;
-            v.tx_bytes += bytes as u64;
+        match self.remotes.iter().find(|(ip, _)| *ip == vtep) {
+            Some((_, v)) => v.count(rx, bytes),
+            None => self
+                .others
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(vtep)
+                .or_default()
+                .count(rx, bytes),
         }
     }
 }
@@ -539,18 +552,20 @@ impl PortDevice for VxlanPort {
                 self.drops.bad_inner.load(Relaxed),
             ),
         ];
-        let vteps = self.vteps.lock().unwrap_or_else(|e| e.into_inner());
-        let mut ips: Vec<&IpAddr> = vteps.keys().collect();
-        ips.sort();
-        for ip in ips {
-            let v = vteps[ip];
-            for (what, n) in [
-                ("rx_packets", v.rx_packets),
-                ("rx_bytes", v.rx_bytes),
-                ("tx_packets", v.tx_packets),
-                ("tx_bytes", v.tx_bytes),
-            ] {
-                out.push((format!("vtep_{ip}_{what}"), n));
+        let others = self.others.lock().unwrap_or_else(|e| e.into_inner());
+        let mut vteps: Vec<(&IpAddr, &Vtep)> = self
+            .remotes
+            .iter()
+            .map(|(ip, v)| (ip, v))
+            .chain(others.iter())
+            .collect();
+        vteps.sort_by_key(|(ip, _)| **ip);
+        for (ip, v) in vteps {
+            for (i, what) in ["rx_packets", "rx_bytes", "tx_packets", "tx_bytes"]
+                .iter()
+                .enumerate()
+            {
+                out.push((format!("vtep_{ip}_{what}"), v.0[i].load(Relaxed)));
             }
         }
         out

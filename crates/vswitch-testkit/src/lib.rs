@@ -229,6 +229,17 @@ pub struct PcapFrame {
     pub data: Vec<u8>,
 }
 
+/// Runs `ip -n NETNS ARGS` (iproute2, the tests' independent witness) and asserts it
+/// succeeded.
+pub fn ip_in(netns: &str, args: &str) {
+    let status = std::process::Command::new("ip")
+        .args(["-n", netns])
+        .args(args.split_whitespace())
+        .status()
+        .expect("ip (iproute2)");
+    assert!(status.success(), "ip -n {netns} {args}");
+}
+
 /// A child process a test started, stopped when the guard drops (also when the test panics):
 /// SIGINT first, so the child can remove what it created, then SIGKILL after 10 s.
 #[derive(Debug)]

@@ -31,11 +31,7 @@ fn station(name: &str, addresses: &[String]) -> Result<Box<dyn PortDevice>> {
             .map_err(|e| anyhow::anyhow!("--address {a}: {}", e.trim_start_matches("tun: ")))?;
         parsed.extend(config.addresses);
     }
-    use std::hash::{Hash, Hasher};
-    let mut h = std::hash::DefaultHasher::new();
-    name.hash(&mut h);
-    let b = h.finish().to_be_bytes();
-    let mac = MacAddr([0x02, 0x5f, b[2], b[3], b[4], b[5]]);
+    let mac = vswitch_datapath::local_mac(&format!("{name} self"));
     Ok(Box::new(
         vswitch_datapath::StationPort::new(mac, parsed).context("the switch's own address")?,
     ))

@@ -362,14 +362,16 @@ fn to_port_in_vlan(ctx: &mut Ctx<'_>, out: &Port, buf: &mut [u8], vlan: VlanId, 
     match vlan::egress(&ctx.state.policy(out.id()).vlan, vlan, tpid) {
         EgressTag::NotMember => {}
         EgressTag::Untagged => transmit(ctx, out, buf, true),
-        EgressTag::Tagged(tpid) => {
-            let mut tagged = Vec::with_capacity(buf.len() + 4);
+        EgressTag::Tagged(tpid) => TAGGED.with_borrow_mut(|tagged| {
+            // A copy per tagging port (a flood leaves the others' copy untouched), in a
+            // buffer the worker keeps: nothing from `transmit` on comes back here.
+            tagged.clear();
             tagged.extend_from_slice(buf);
             tagged.extend_from_slice(&[0; 4]);
-            if let Some(len) = insert_vlan_tag(&mut tagged, buf.len(), tpid, vlan.get()) {
+            if let Some(len) = insert_vlan_tag(tagged, buf.len(), tpid, vlan.get()) {
                 transmit(ctx, out, &mut tagged[..len], true);
             }
-        }
+        }),
     }
 }
 
@@ -405,6 +407,8 @@ thread_local! {
     /// The segment being built when a worker cuts a GSO frame in software: one buffer per
     /// worker, reused, so segmentation allocates nothing in steady state.
     static SEGMENT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// A frame with a VLAN tag put in for one trunk port, reused likewise.
+    static TAGGED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Sends the frame in `buf` (`[virtio-net header | frame]`) out of `out`, counting the outcome

@@ -238,7 +238,7 @@ impl Shared {
     }
 
     /// Makes the fast path's MACs equal to the table's untagged entries (after a flush, a
-    /// static entry, a removed port; and every housekeeping tick).
+    /// static entry, a removed port, a VLAN mode).
     fn sync_fast_fdb(&self) {
         let Some(fast) = &self.fast else { return };
         let now = self.now();
@@ -1128,7 +1128,9 @@ fn housekeeping(shared: &Shared, stop: &mpsc::Receiver<()>) {
                 shared.remove_port(port, &"interface deleted");
             }
         }
+        // The MAC map needs no sweep here: every table change updates it where it happens
+        // (learning and ageing through `fast_learn`, flushes and static entries through
+        // `sync_fast_fdb`), and a sweep costs two syscalls per MAC.
         shared.sync_fast_ports();
-        shared.sync_fast_fdb();
     }
 }
