@@ -43,6 +43,7 @@ const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
+const RTA_DST: u16 = 1;
 const RTA_GATEWAY: u16 = 5;
 const NLA_F_NESTED: u16 = 0x8000;
 
@@ -205,6 +206,11 @@ impl Request {
     pub fn address(self, addr: IpAddr) -> Self {
         let bytes = ip_bytes(addr);
         self.attr(IFA_LOCAL, &bytes).attr(IFA_ADDRESS, &bytes)
+    }
+
+    /// The destination attribute of a route (its prefix length is in the `rtmsg`).
+    pub fn destination(self, dst: IpAddr) -> Self {
+        self.attr(RTA_DST, &ip_bytes(dst))
     }
 
     /// The gateway attribute of a route.

@@ -268,4 +268,21 @@ impl Netlink {
             NetnsError::from_errno(format!("adding default route via {gateway}"), "", e)
         })
     }
+
+    /// Adds a route to `dst/prefix` via `gateway` (`ip route add DST/PREFIX via GATEWAY`).
+    pub fn add_route(
+        &mut self,
+        dst: IpAddr,
+        prefix: u8,
+        gateway: IpAddr,
+    ) -> Result<(), NetnsError> {
+        let seq = self.next_seq();
+        let req = Request::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK, seq)
+            .rtmsg(family(gateway), prefix)
+            .destination(dst)
+            .gateway(gateway);
+        self.transact(seq, req).map(drop).map_err(|e| {
+            NetnsError::from_errno(format!("adding route {dst}/{prefix} via {gateway}"), "", e)
+        })
+    }
 }

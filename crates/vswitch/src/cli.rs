@@ -23,7 +23,7 @@ pub struct Cli {
 }
 
 /// Options of the switch itself.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct SwitchArgs {
     /// Ports to switch among, comma-separated: `tap:NAME` creates TAP NAME (or attaches to a
     /// persistent TAP of that name); `dev:NAME` attaches to existing interface NAME (a veth end,
@@ -428,56 +428,101 @@ pub enum VlanCommand {
     },
 }
 
-/// How lab hosts are joined to the switch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Via {
-    /// A TAP of the switch moved into each host's namespace.
-    Tap,
-    /// A veth pair per host: eth0 inside, a dev: port of the switch outside.
-    Veth,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
-    /// Create the hosts, join them to a switch and run it until Ctrl-C, then remove everything.
+    /// Create the lab's hosts, switches and links, run them until Ctrl-C or `lab down`, then
+    /// remove everything. Without -f or --topology: --hosts hosts on one switch.
     Up(LabUpArgs),
-    /// Remove what a crashed `lab up` left behind.
+    /// Stop a running lab, or remove what a crashed one left behind; idempotent.
     Down {
         /// The lab's name.
         #[arg(long, default_value = "lab")]
         name: String,
     },
-    /// Ping every pair of hosts of a running lab and print a reachability matrix with RTTs.
+    /// Ping every pair of hosts (and each switch address) of a running lab: a matrix of RTTs.
     Check {
         /// The lab's name.
         #[arg(long, default_value = "lab")]
         name: String,
+        /// Print the pairs as JSON.
+        #[arg(long)]
+        json: bool,
     },
+    /// Print a lab's nodes and links with live per-link rates, or draw it (--dot, --svg). A
+    /// running lab by --name, or a file (-f) or generator (--topology) that need not be up.
+    Show(LabShowArgs),
+    /// Run a command in a host of a running lab: `vswitch lab exec h1 -- ip addr`.
+    Exec {
+        /// The host.
+        host: String,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+        /// The lab's name.
+        #[arg(long, default_value = "lab")]
+        name: String,
+    },
+    /// Check a topology file without making anything; errors name the line and the field.
+    CheckFile {
+        /// The file.
+        file: std::path::PathBuf,
+    },
+}
+
+/// Options of `lab show`.
+#[derive(Debug, Args)]
+pub struct LabShowArgs {
+    #[command(flatten)]
+    pub lab: LabTopologyArgs,
+    /// Print Graphviz DOT instead (`| dot -Tpng > lab.png`).
+    #[arg(long)]
+    pub dot: bool,
+    /// Write an SVG picture of the topology to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<std::path::PathBuf>,
+    /// Print the lab as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Which lab: a topology file, a generator, or N hosts on one switch.
+#[derive(Debug, Args)]
+pub struct LabTopologyArgs {
+    /// A topology file (TOML: switches, hosts, links with impairments and VLANs).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<std::path::PathBuf>,
+    /// A generated topology: linear:N (N switches in a chain, a host on each), star:N (one
+    /// switch, N hosts), tree:DEPTH,FANOUT (as mininet's).
+    #[arg(long, value_name = "SHAPE")]
+    pub topology: Option<crate::lab::generate::Shape>,
+    /// N hosts on one switch (star:N) [default: 2].
+    #[arg(long)]
+    pub hosts: Option<usize>,
+    /// Subnet for generated hosts; host i gets address i in it.
+    #[arg(long, default_value = "10.0.1.0/24")]
+    pub subnet: crate::lab::generate::Subnet,
+    /// How hosts join their switch: `veth` (the default) lets the in-kernel fast path forward
+    /// between them at the kernel bridge's speed; `tap` keeps every frame in the switch.
+    #[arg(long, value_enum)]
+    pub via: Option<crate::lab::topology::Attach>,
+    /// The lab's name (a file's `name`, else "lab"): prefixes namespaces (LAB-HOST), links
+    /// (LABlN) and switch names (LAB-SWITCH); at most 10 characters.
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 /// Options of `lab up`.
 #[derive(Debug, Args)]
 pub struct LabUpArgs {
-    /// Number of hosts (namespaces LAB-h1 .. LAB-hN).
-    #[arg(long, default_value_t = 2)]
-    pub hosts: usize,
-    /// Subnet for the hosts; host i gets address i in it.
-    #[arg(long, default_value = "10.0.1.0/24")]
-    pub subnet: crate::lab::Subnet,
-    /// How hosts are joined to the switch: `veth` (the default) lets the in-kernel fast path
-    /// forward between them at the kernel bridge's speed; `tap` keeps every frame in the switch.
-    #[arg(long, value_enum, default_value_t = Via::Veth)]
-    pub via: Via,
-    /// The lab's name: prefixes namespaces (LAB-hN) and links (LABhN); at most 10 characters.
-    #[arg(long, default_value = "lab")]
-    pub name: String,
+    #[command(flatten)]
+    pub lab: LabTopologyArgs,
     /// Ping all pairs once the lab is up and print the matrix.
     #[arg(long)]
     pub check: bool,
-    /// Seconds a silent MAC stays in the switch's table.
+    /// Seconds a silent MAC stays in the switches' tables.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub ageing_time: u64,
-    /// Worker threads [default: number of CPUs].
+    /// Worker threads per switch [default: number of CPUs]; a file's switch may set its own.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
     /// As for the switch: how port queues split traffic over the workers.
@@ -511,7 +556,7 @@ impl LabUpArgs {
             macvlan: None,
             uplink: None,
             allow_spoofing: Vec::new(),
-            name: self.name.clone(),
+            name: String::new(),
             metrics: None,
             config: None,
             pipeline: Vec::new(),

@@ -24,7 +24,7 @@ pub struct PortPlan {
 }
 
 /// The switch's own station port for `--address` (a MAC derived from the switch's name).
-fn station(name: &str, addresses: &[String]) -> Result<Box<dyn PortDevice>> {
+pub fn station(name: &str, addresses: &[String]) -> Result<Box<dyn PortDevice>> {
     let mut parsed = Vec::new();
     for a in addresses {
         let config = vswitch_datapath::TunConfig::parse(&format!("self={a}"))

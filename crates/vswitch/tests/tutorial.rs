@@ -1,15 +1,15 @@
 //! The seed tutorial's experiments, automated, with vswitch in place of `brctl addbr br`; and
-//! `vswitch lab`. Needs root.
+//! the `ns` and `veth` subcommands. Needs root. (`vswitch lab`: lab.rs.)
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::Ipv4Addr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
+use common::{BIN, links_with_prefix, wait_for_line};
 use nix::sys::signal::Signal;
 use vswitch_netns::{Netlink, Netns, NetnsError, NetnsGuard};
 use vswitch_testkit::{ChildGuard, ping, require_root, tcp_transfer, unique_name};
-
-const BIN: &str = env!("CARGO_BIN_EXE_vswitch");
 
 fn configure(ns: &Netns, link: &str, addr: &str) {
     ns.run(|| -> Result<(), NetnsError> {
@@ -19,57 +19,6 @@ fn configure(ns: &Netns, link: &str, addr: &str) {
     })
     .expect("enter")
     .expect("configure");
-}
-
-/// Reads `child`'s stdout until a line containing `marker`.
-fn wait_for_line(child: &mut Child, marker: &str) -> BufReader<std::process::ChildStdout> {
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = out.read_line(&mut line).expect("read");
-        assert!(n > 0, "vswitch exited before printing {marker:?}");
-        if line.contains(marker) {
-            return out;
-        }
-    }
-}
-
-/// A `vswitch lab up` child: stopped when dropped, and its lab removed with `lab down` (which
-/// is idempotent), so a failing test leaves nothing behind either.
-struct LabChild {
-    child: Option<ChildGuard>,
-    name: String,
-}
-
-impl LabChild {
-    fn spawn(name: &str, args: &[&str]) -> LabChild {
-        let child = Command::new(BIN)
-            .args(["lab", "up", "--name", name])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        LabChild {
-            child: Some(ChildGuard(child)),
-            name: name.to_owned(),
-        }
-    }
-
-    fn child(&mut self) -> &mut ChildGuard {
-        self.child.as_mut().expect("running")
-    }
-}
-
-impl Drop for LabChild {
-    fn drop(&mut self) {
-        // The guard stops the child (SIGINT, then SIGKILL); then whatever it left goes.
-        drop(self.child.take());
-        let _ = Command::new(BIN)
-            .args(["lab", "down", "--name", &self.name])
-            .output();
-    }
 }
 
 #[test]
@@ -132,97 +81,6 @@ fn experiment_2_vswitch_replaces_the_bridge() {
     let t = tcp_transfer(&net0, &net1, Ipv4Addr::new(10, 0, 1, 2), 5201, 20 << 20).expect("tcp");
     assert_eq!((t.received, t.received_digest), (t.sent, t.sent_digest));
     assert!(switch.stop(Signal::SIGTERM).success());
-}
-
-fn namespaces_with_prefix(prefix: &str) -> Vec<String> {
-    Netns::list()
-        .expect("list")
-        .into_iter()
-        .filter(|n| n.starts_with(prefix))
-        .collect()
-}
-
-fn links_with_prefix(prefix: &str) -> Vec<String> {
-    std::fs::read_dir("/sys/class/net")
-        .expect("sysfs")
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(prefix))
-        .collect()
-}
-
-fn lab_round_trip(via: &str) {
-    let name = unique_name("lb");
-    let mut lab = LabChild::spawn(&name, &["--hosts", "8", "--via", via, "--threads", "2"]);
-    let _stdout = wait_for_line(lab.child(), "is up");
-    assert_eq!(namespaces_with_prefix(&format!("{name}-h")).len(), 8);
-    let check = Command::new(BIN)
-        .args(["lab", "check", "--name", &name])
-        .output()
-        .expect("check");
-    let matrix = String::from_utf8_lossy(&check.stdout);
-    assert!(
-        check.status.success(),
-        "{via}: not all pairs reach each other:\n{matrix}"
-    );
-    assert_eq!(matrix.lines().count(), 9, "{matrix}");
-    assert_eq!(matrix.matches("ms").count(), 56, "{matrix}");
-    assert!(lab.child().stop(Signal::SIGINT).success());
-    assert!(
-        namespaces_with_prefix(&format!("{name}-h")).is_empty(),
-        "namespaces left"
-    );
-    assert!(
-        links_with_prefix(&format!("{name}h")).is_empty(),
-        "links left"
-    );
-}
-
-#[test]
-fn lab_up_with_8_hosts_over_taps_all_pairs_reach_and_down_leaves_nothing() {
-    if !require_root("lab_up_with_8_hosts_over_taps_all_pairs_reach_and_down_leaves_nothing") {
-        return;
-    }
-    lab_round_trip("tap");
-}
-
-#[test]
-fn lab_up_with_8_hosts_over_veth_all_pairs_reach_and_down_leaves_nothing() {
-    if !require_root("lab_up_with_8_hosts_over_veth_all_pairs_reach_and_down_leaves_nothing") {
-        return;
-    }
-    lab_round_trip("veth");
-}
-
-#[test]
-fn lab_down_cleans_up_after_a_crash() {
-    if !require_root("lab_down_cleans_up_after_a_crash") {
-        return;
-    }
-    let name = unique_name("lb");
-    let mut lab = LabChild::spawn(&name, &["--hosts", "3", "--via", "veth"]);
-    let _stdout = wait_for_line(lab.child(), "is up");
-    lab.child().stop(Signal::SIGKILL);
-    assert_eq!(
-        namespaces_with_prefix(&format!("{name}-h")).len(),
-        3,
-        "a crash leaves the lab"
-    );
-    let again = Command::new(BIN)
-        .args(["lab", "up", "--name", &name])
-        .output()
-        .expect("run");
-    assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("vswitch lab down"));
-    let down = Command::new(BIN)
-        .args(["lab", "down", "--name", &name])
-        .status()
-        .expect("down");
-    assert!(down.success());
-    assert!(namespaces_with_prefix(&format!("{name}-h")).is_empty());
-    assert!(links_with_prefix(&format!("{name}h")).is_empty());
-    let socket = std::path::Path::new("/run/vswitch").join(format!("{name}.sock"));
-    assert!(!socket.exists(), "the crashed lab's control socket is left");
 }
 
 #[test]

@@ -1,0 +1,368 @@
+//! `vswitch lab up`: makes a [`Topology`] real, runs its switches until a signal, removes it all.
+//!
+//! One process hosts all of a lab's switches: one command brings the lab up and one Ctrl-C (or
+//! `lab down`) takes it down, and nothing can be half-running. Each switch is still its own
+//! `Switch` with its own control socket (`LAB-SWITCH`), table, counters and captures. Two
+//! switches are joined by a veth pair between `dev:` ports of each (the fast path's kind), so a
+//! link between switches is a real link that `ip`, captures and impairments all see.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use vswitch_datapath::{Hook, PortDevice, PortSpec, Switch};
+use vswitch_netns::{LinkGuard, Netlink, NetnsGuard};
+
+use super::state::{self, LabState};
+use super::topology::{Attach, End, Topology};
+use crate::cli::SwitchArgs;
+use crate::control::{ControlServer, NameLock};
+use crate::report;
+use crate::run::{open_ports, switch_config};
+
+/// Removes the state file when dropped: a lab that failed or stopped leaves none.
+struct StateGuard(String);
+
+impl Drop for StateGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(state::path(&self.0));
+    }
+}
+
+/// Brings `topology` up with `base` as every switch's defaults, and runs it until SIGINT or
+/// SIGTERM. With `check`, pings all pairs once it is up.
+pub fn up(topology: &Topology, base: &SwitchArgs, check: bool) -> Result<()> {
+    let started = Instant::now();
+    let name = &topology.name;
+    if state::path(name).exists() {
+        bail!(
+            "lab {name} exists (a running or crashed lab); remove it with `vswitch lab down --name {name}`"
+        );
+    }
+    // The lab's own name, then each switch's: taken before anything is made, so a refused
+    // start leaves nothing behind.
+    let lab_lock = NameLock::acquire(name)?;
+    let mut switch_locks = Vec::new();
+    for s in &topology.switches {
+        switch_locks.push(NameLock::acquire(&topology.switch_name(&s.name))?);
+    }
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM]).context("couldn't install signal handlers")?;
+
+    // Guards first: whatever fails below, dropping them (last) removes what was made.
+    let mut namespaces: HashMap<&str, NetnsGuard> = HashMap::new();
+    let mut link_guards: Vec<LinkGuard> = Vec::new();
+    for host in &topology.hosts {
+        let ns = NetnsGuard::create(&topology.netns(&host.name))?;
+        namespaces.insert(&host.name, ns);
+    }
+    let mut netlink = Netlink::open()?;
+    // Ports of each switch, in link order.
+    let mut ports: HashMap<&str, Vec<PortSpec>> = HashMap::new();
+    for i in 0..topology.links.len() {
+        let mtu = topology.link_mtu(i);
+        match topology.ends(i) {
+            (
+                End::Switch {
+                    switch: sa,
+                    port: pa,
+                },
+                End::Switch {
+                    switch: sb,
+                    port: pb,
+                },
+            ) => {
+                netlink.add_veth(&pa, &pb, None)?;
+                link_guards.push(LinkGuard::new(&pa));
+                for (switch, port) in [(sa, pa), (sb, pb)] {
+                    if let Some(mtu) = mtu {
+                        netlink.set_mtu(&port, mtu)?;
+                    }
+                    netlink.set_up(&port)?;
+                    let switch = topology
+                        .switches
+                        .iter()
+                        .find(|s| s.name == switch)
+                        .expect("validated");
+                    ports
+                        .entry(&switch.name)
+                        .or_default()
+                        .push(PortSpec::Dev(port));
+                }
+            }
+            (End::Host { host, ifname }, End::Switch { switch, port })
+            | (End::Switch { switch, port }, End::Host { host, ifname }) => {
+                let switch = topology
+                    .switches
+                    .iter()
+                    .find(|s| s.name == switch)
+                    .expect("validated");
+                match topology.attach {
+                    Attach::Veth => {
+                        let ns = &namespaces[host.as_str()];
+                        netlink.add_veth(&port, &ifname, Some(ns))?;
+                        link_guards.push(LinkGuard::new(&port));
+                        if let Some(mtu) = mtu {
+                            netlink.set_mtu(&port, mtu)?;
+                        }
+                        netlink.set_up(&port)?;
+                        ports
+                            .entry(&switch.name)
+                            .or_default()
+                            .push(PortSpec::Dev(port));
+                    }
+                    // The switch creates the TAP; it is moved into the host below.
+                    Attach::Tap => ports
+                        .entry(&switch.name)
+                        .or_default()
+                        .push(PortSpec::Tap(port)),
+                }
+            }
+            // A cable between two hosts: made from inside the first, its peer in the second.
+            (
+                End::Host {
+                    host: ha,
+                    ifname: ia,
+                },
+                End::Host {
+                    host: hb,
+                    ifname: ib,
+                },
+            ) => {
+                let (na, nb) = (&namespaces[ha.as_str()], &namespaces[hb.as_str()]);
+                na.run(|| Netlink::open()?.add_veth(&ia, &ib, Some(nb)))??;
+            }
+        }
+    }
+
+    // The switches, each with its control socket.
+    let mut switches: Vec<(String, Arc<Switch>)> = Vec::new();
+    let mut controls = Vec::new();
+    for (s, lock) in topology.switches.iter().zip(switch_locks) {
+        let mut args = base.clone();
+        args.name = topology.switch_name(&s.name);
+        if let Some(v) = s.options.ageing_time {
+            args.ageing_time = v;
+        }
+        if let Some(v) = s.options.threads {
+            args.threads = Some(v);
+        }
+        if let Some(v) = s.options.datapath {
+            args.datapath = v;
+        }
+        if let Some(v) = s.options.max_macs {
+            args.max_macs = v;
+        }
+        let config = switch_config(&args);
+        let mut specs = ports.remove(s.name.as_str()).unwrap_or_default();
+        for extra in &s.ports {
+            specs.push(
+                extra
+                    .parse()
+                    .with_context(|| format!("switch {}: port {extra}", s.name))?,
+            );
+        }
+        let mut opened = open_ports(&specs, !args.no_offload, &config)
+            .with_context(|| format!("switch {}", s.name))?;
+        if !s.addresses.is_empty() {
+            let addrs: Vec<String> = s.addresses.iter().map(ToString::to_string).collect();
+            let station: Box<dyn PortDevice> = crate::run::station(&args.name, &addrs)?;
+            opened.push(("self".to_owned(), station));
+        }
+        let switch = Arc::new(
+            Switch::start(config, opened)
+                .with_context(|| format!("couldn't start switch {}", s.name))?,
+        );
+        controls.push(ControlServer::start(
+            lock,
+            switch.clone(),
+            !args.no_offload,
+        )?);
+        switches.push((s.name.clone(), switch));
+    }
+    let switch_of = |name: &str| -> &Arc<Switch> {
+        &switches.iter().find(|(n, _)| n == name).expect("started").1
+    };
+
+    // Impairments and VLANs on the switch ends of each link. A direction leaving a switch is
+    // its port's egress; a direction from a host is the switch port's ingress.
+    for (i, link) in topology.links.iter().enumerate() {
+        let (a, b) = topology.ends(i);
+        for (from, to, imp) in [(&a, &b, &link.a_to_b), (&b, &a, &link.b_to_a)] {
+            let Some(stages) = imp.pipeline() else {
+                continue;
+            };
+            let (switch, port, hook) = match (from, to) {
+                (End::Switch { switch, port }, _) => (switch, port, Hook::Egress),
+                (_, End::Switch { switch, port }) => (switch, port, Hook::Ingress),
+                _ => unreachable!("validated: a link with impairments has a switch end"),
+            };
+            switch_of(switch)
+                .set_pipeline(port, hook, &stages)
+                .with_context(|| format!("{}: link {} -- {}", link.origin, link.a, link.b))?;
+        }
+        for end in [&a, &b] {
+            if let End::Switch { switch, port } = end
+                && let Some(mode) = link.vlan.get(switch)
+            {
+                switch_of(switch)
+                    .set_vlan(port, mode.clone())
+                    .with_context(|| {
+                        format!("{}: link {} -- {}: vlan", link.origin, link.a, link.b)
+                    })?;
+            }
+        }
+    }
+
+    // The hosts: interfaces, addresses, routes.
+    for host in &topology.hosts {
+        let ns = &namespaces[host.name.as_str()];
+        let links = topology.host_links(&host.name);
+        for (k, (i, ifname)) in links.iter().enumerate() {
+            let (a, b) = topology.ends(*i);
+            let switch_port = [a, b].into_iter().find_map(|e| match e {
+                End::Switch { port, .. } => Some(port),
+                End::Host { .. } => None,
+            });
+            if let (Attach::Tap, Some(port)) = (topology.attach, switch_port) {
+                netlink.move_to(&port, ns)?;
+                ns.run(|| Netlink::open()?.rename(&port, ifname))??;
+            }
+            let addresses = topology.interface_addresses(host, k, *i);
+            let mtu = topology.link_mtu(*i);
+            let mac = host.mac.filter(|_| k == 0);
+            ns.run(|| -> Result<()> {
+                let mut nl = Netlink::open()?;
+                if let Some(mac) = mac {
+                    nl.set_mac(ifname, mac.0)?;
+                }
+                if let Some(mtu) = mtu {
+                    nl.set_mtu(ifname, mtu)?;
+                }
+                for a in &addresses {
+                    nl.add_address(ifname, a.addr, a.prefix)?;
+                }
+                nl.set_up(ifname)?;
+                Ok(())
+            })?
+            .with_context(|| format!("host {}: {ifname}", host.name))?;
+        }
+        ns.run(|| -> Result<()> {
+            let mut nl = Netlink::open()?;
+            for route in &host.routes {
+                nl.add_route(route.dst.addr, route.dst.prefix, route.via)?;
+            }
+            for gw in &host.gateways {
+                nl.add_default_route(*gw)?;
+            }
+            if host.forward {
+                set_forwarding()?;
+            }
+            Ok(())
+        })?
+        .with_context(|| format!("host {}", host.name))?;
+    }
+
+    let lab = LabState::of(topology, std::process::id());
+    state::write(&lab)?;
+    let _state_guard = StateGuard(name.clone());
+
+    for host in &topology.hosts {
+        for command in &host.run {
+            let status = namespaces[host.name.as_str()]
+                .run(|| {
+                    std::process::Command::new("sh")
+                        .arg("-c")
+                        .arg(command)
+                        .status()
+                })?
+                .with_context(|| format!("host {}: couldn't run {command:?}", host.name))?;
+            if !status.success() {
+                bail!(
+                    "host {}: `{command}` exited with {status}; the lab is removed",
+                    host.name
+                );
+            }
+        }
+    }
+
+    outln!(
+        "lab {name}: {} via {}, up in {:.2} s",
+        topology.summary(),
+        topology.attach,
+        started.elapsed().as_secs_f64()
+    );
+    for h in &lab.hosts {
+        outln!(
+            "  {:<16} {:<28} ip netns exec {} ...",
+            h.netns,
+            h.addresses.join(" "),
+            h.netns
+        );
+    }
+    for s in &lab.switches {
+        let fast = switch_of(&s.name).fast_path_ports();
+        outln!(
+            "  switch {:<9} vswitch stats --name {}{}",
+            s.name,
+            s.control,
+            if fast.is_empty() {
+                String::new()
+            } else {
+                format!("   (fast path: {})", fast.join(","))
+            }
+        );
+    }
+    if check {
+        let result = super::check::run(&lab)?;
+        out!("{}", result.matrix());
+        if result.failures() > 0 {
+            eprintln!("lab: {} pairs can't reach each other", result.failures());
+        }
+    }
+    outln!(
+        "lab {name} is up; `vswitch lab show --name {name}` shows it; Ctrl-C or `vswitch lab down --name {name}` tears it down"
+    );
+    let _ = signals.forever().next();
+    drop(controls);
+    for (sname, switch) in &switches {
+        switch.stop();
+        outln!("switch {sname}:");
+        out!("{}", report::render(switch));
+    }
+    drop(switches);
+    drop(link_guards);
+    drop(namespaces);
+    drop(lab_lock);
+    outln!("lab {name}: removed");
+    Ok(())
+}
+
+/// IPv4 and IPv6 forwarding on in the calling thread's namespace (`/proc/sys/net` answers for
+/// the namespace of the thread that opens it).
+fn set_forwarding() -> Result<()> {
+    for path in [
+        "/proc/sys/net/ipv4/ip_forward",
+        "/proc/sys/net/ipv6/conf/all/forwarding",
+    ] {
+        std::fs::write(path, "1").with_context(|| format!("writing {path}"))?;
+    }
+    Ok(())
+}
+
+/// A host's first IPv4 address, else its first address: what `lab check` pings.
+pub fn probe_address(addresses: &[String]) -> Option<IpAddr> {
+    let parsed: Vec<IpAddr> = addresses
+        .iter()
+        .filter_map(|a| a.split('/').next()?.parse().ok())
+        .collect();
+    parsed
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(parsed.first())
+        .copied()
+}
