@@ -55,8 +55,8 @@ fn check(lab: &LabChild) -> (Vec<Value>, Vec<(String, String)>) {
         .filter(|p| p["rtt_ms"].is_null())
         .map(|p| {
             (
-                p["from"].as_str().unwrap().to_owned(),
-                p["to"].as_str().unwrap().to_owned(),
+                p["from"].as_str().expect("from").to_owned(),
+                p["to"].as_str().expect("to").to_owned(),
             )
         })
         .collect();
