@@ -485,3 +485,63 @@ fn a_bad_file_or_a_failing_command_leaves_nothing() {
     );
     assert_nothing_left(&name);
 }
+
+/// Two labs standing for two machines, joined by a VXLAN port on each lab's switch (loopback
+/// addresses as the underlay); hosts with IPv4 and IPv6 reach across.
+#[test]
+fn two_labs_joined_over_vxlan_reach_each_other_on_both_families() {
+    if !require_root("two_labs_joined_over_vxlan_reach_each_other_on_both_families") {
+        return;
+    }
+    let port = 20_000 + std::process::id() % 20_000;
+    let lab_file = |me: u8, peer: u8| {
+        TempFile::new(&format!(
+            r#"
+[switches.sw]
+ports = ["vxlan:vx{me}:vni=42,local=127.0.0.{me},remote=127.0.0.{peer},dstport={port}"]
+[hosts.h{me}]
+addresses = ["10.0.7.{me}/24", "fd07::{me}/64"]
+[[links]]
+endpoints = ["h{me}", "sw"]
+"#
+        ))
+    };
+    let (file_a, file_b) = (lab_file(1, 2), lab_file(2, 1));
+    let (name_a, name_b) = (lab_name("va"), lab_name("vb"));
+    let (lab_a, _) = LabChild::up(&name_a, &["-f", file_a.path()]);
+    let (lab_b, _) = LabChild::up(&name_b, &["-f", file_b.path()]);
+    for (from, to, addr) in [
+        (&name_a, "h1", "10.0.7.2"),
+        (&name_a, "h1", "fd07::2"),
+        (&name_b, "h2", "10.0.7.1"),
+        (&name_b, "h2", "fd07::1"),
+    ] {
+        let d = rtt(from, to, addr);
+        assert!(d < Duration::from_millis(100), "{to} -> {addr}: {d:?}");
+    }
+    // Each lab checks only its own hosts; one host each and no switch address: nothing to ping.
+    let (pairs, _) = check(&lab_a);
+    assert!(pairs.is_empty());
+    drop((lab_a, lab_b));
+    assert_nothing_left(&name_a);
+    assert_nothing_left(&name_b);
+}
+
+/// Fifty hosts on five switches: every pair reaches, which needs more neighbour entries than the
+/// kernel's shared table allows by default (the lab raises the limit).
+#[test]
+fn fifty_hosts_on_five_switches_all_reach_each_other() {
+    if !require_root("fifty_hosts_on_five_switches_all_reach_each_other") {
+        return;
+    }
+    let name = lab_name("fy");
+    let (mut lab, printed) = LabChild::up(&name, &["--topology", "linear:5,10", "--threads", "1"]);
+    assert!(
+        printed.contains("5 switches, 50 hosts, 54 links"),
+        "{printed}"
+    );
+    let (pairs, failed) = check(&lab);
+    assert_eq!((pairs.len(), failed.len()), (2450, 0), "{failed:?}");
+    assert!(lab.child().stop(Signal::SIGINT).success());
+    assert_nothing_left(&name);
+}

@@ -1,5 +1,6 @@
-//! `vswitch lab check`: every host pings every other host and every switch address, with our
-//! own ICMP client, one thread per host, all at once.
+//! `vswitch lab check`: every host pings every other host and every switch address (the first
+//! IPv4 and the first IPv6 address of each), with our own ICMP client, one thread per host,
+//! all at once.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -9,7 +10,7 @@ use serde::Serialize;
 use vswitch_netns::{EchoOptions, Netns, Pinger};
 
 use super::state::LabState;
-use super::up::probe_address;
+use super::up::probe_addresses;
 
 /// One ordered pair's result.
 #[derive(Debug, Clone, Serialize)]
@@ -38,13 +39,13 @@ pub fn run(lab: &LabState) -> Result<CheckResult> {
     let targets: Vec<(String, IpAddr)> = lab
         .hosts
         .iter()
-        .map(|h| (h.name.clone(), probe_address(&h.addresses)))
-        .chain(
-            lab.switches
-                .iter()
-                .map(|s| (s.name.clone(), probe_address(&s.addresses))),
-        )
-        .filter_map(|(n, a)| Some((n, a?)))
+        .map(|h| (&h.name, &h.addresses))
+        .chain(lab.switches.iter().map(|s| (&s.name, &s.addresses)))
+        .flat_map(|(n, addrs)| {
+            probe_addresses(addrs)
+                .into_iter()
+                .map(move |a| (n.clone(), a))
+        })
         .collect();
     let results: Vec<Result<Vec<Pair>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = lab
@@ -85,7 +86,11 @@ pub fn run(lab: &LabState) -> Result<CheckResult> {
     Ok(CheckResult {
         lab: lab.name.clone(),
         pairs,
-        targets: targets.into_iter().map(|(n, _)| n).collect(),
+        targets: {
+            let mut names: Vec<String> = targets.into_iter().map(|(n, _)| n).collect();
+            names.dedup();
+            names
+        },
         sources: lab.hosts.iter().map(|h| h.name.clone()).collect(),
     })
 }
@@ -96,7 +101,8 @@ impl CheckResult {
         self.pairs.iter().filter(|p| p.rtt_ms.is_none()).count()
     }
 
-    /// A from × to matrix: RTT in ms, `x` for no reply, `-` for self.
+    /// A from × to matrix: RTT in ms (of the first address probed), `x` when any address of
+    /// the target went unanswered, `-` for self.
     pub fn matrix(&self) -> String {
         let width = self
             .targets
@@ -115,12 +121,15 @@ impl CheckResult {
         for from in &self.sources {
             let _ = write!(out, "{from:<width$}");
             for to in &self.targets {
-                let cell = match self.pairs.iter().find(|p| p.from == *from && p.to == *to) {
+                let probes: Vec<&Pair> = self
+                    .pairs
+                    .iter()
+                    .filter(|p| p.from == *from && p.to == *to)
+                    .collect();
+                let cell = match probes.first() {
                     None => "-".to_owned(),
-                    Some(Pair { rtt_ms: None, .. }) => "x".to_owned(),
-                    Some(Pair {
-                        rtt_ms: Some(ms), ..
-                    }) => format!("{ms:.3}ms"),
+                    Some(_) if probes.iter().any(|p| p.rtt_ms.is_none()) => "x".to_owned(),
+                    Some(p) => format!("{:.3}ms", p.rtt_ms.unwrap_or_default()),
                 };
                 let _ = write!(out, "{cell:>width$}");
             }

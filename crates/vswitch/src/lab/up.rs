@@ -52,6 +52,7 @@ pub fn up(topology: &Topology, base: &SwitchArgs, check: bool) -> Result<()> {
     }
     let mut signals =
         Signals::new([SIGINT, SIGTERM]).context("couldn't install signal handlers")?;
+    make_room_for_neighbours(topology)?;
 
     // Guards first: whatever fails below, dropping them (last) removes what was made.
     let mut namespaces: HashMap<&str, NetnsGuard> = HashMap::new();
@@ -243,6 +244,11 @@ pub fn up(topology: &Topology, base: &SwitchArgs, check: bool) -> Result<()> {
                 if let Some(mtu) = mtu {
                     nl.set_mtu(ifname, mtu)?;
                 }
+                if addresses.iter().any(|a| a.addr.is_ipv6()) {
+                    // Usable at once: a lab's addresses are unique by construction.
+                    let dad = format!("/proc/sys/net/ipv6/conf/{ifname}/accept_dad");
+                    std::fs::write(&dad, "0").with_context(|| format!("writing {dad}"))?;
+                }
                 for a in &addresses {
                     nl.add_address(ifname, a.addr, a.prefix)?;
                 }
@@ -342,6 +348,34 @@ pub fn up(topology: &Topology, base: &SwitchArgs, check: bool) -> Result<()> {
     Ok(())
 }
 
+/// The kernel's neighbour (ARP, NDP) tables are shared by all namespaces, and their limits
+/// (`gc_thresh1..3`, 128/512/1024 by default, settable only in the first namespace) are soon
+/// reached when every host of a lab talks to every other: new entries then fail ("neighbor
+/// table overflow") and packets are dropped. As mininet does, raise the limits (never lower
+/// them) to fit a full mesh of the lab, and say so.
+fn make_room_for_neighbours(topology: &Topology) -> Result<()> {
+    let hosts = topology.hosts.len();
+    let stations: usize = topology.switches.iter().map(|s| s.addresses.len()).sum();
+    let needed = hosts * (hosts + stations);
+    for family in ["ipv4", "ipv6"] {
+        for (n, factor) in [(1, 1), (2, 2), (3, 4)] {
+            let path = format!("/proc/sys/net/{family}/neigh/default/gc_thresh{n}");
+            let current: usize = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {path}"))?
+                .trim()
+                .parse()
+                .with_context(|| format!("reading {path}"))?;
+            let want = needed * factor;
+            if current < want && needed > 128 {
+                std::fs::write(&path, want.to_string())
+                    .with_context(|| format!("raising {path} to {want}"))?;
+                tracing::info!(%path, from = current, to = want, "raised the kernel's neighbour table limit for the lab");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// IPv4 and IPv6 forwarding on in the calling thread's namespace (`/proc/sys/net` answers for
 /// the namespace of the thread that opens it).
 fn set_forwarding() -> Result<()> {
@@ -354,15 +388,13 @@ fn set_forwarding() -> Result<()> {
     Ok(())
 }
 
-/// A host's first IPv4 address, else its first address: what `lab check` pings.
-pub fn probe_address(addresses: &[String]) -> Option<IpAddr> {
+/// What `lab check` pings of a node: its first IPv4 and its first IPv6 address.
+pub fn probe_addresses(addresses: &[String]) -> Vec<IpAddr> {
     let parsed: Vec<IpAddr> = addresses
         .iter()
         .filter_map(|a| a.split('/').next()?.parse().ok())
         .collect();
-    parsed
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(parsed.first())
-        .copied()
+    let v4 = parsed.iter().find(|a| a.is_ipv4());
+    let v6 = parsed.iter().find(|a| a.is_ipv6());
+    v4.into_iter().chain(v6).copied().collect()
 }
