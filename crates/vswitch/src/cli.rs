@@ -148,7 +148,7 @@ pub struct SwitchArgs {
 pub enum Command {
     /// Build two namespaces joined by the switch, ping across, print counters, clean up.
     Demo(DemoArgs),
-    /// Namespaces joined by one switch: `lab up`, `lab check`, `lab down`.
+    /// Labs: switches, hosts and links from a topology file or a generator (`lab up -f`).
     #[command(subcommand)]
     Lab(LabCommand),
     /// Named network namespaces, as `ip netns` (add, del, list, exec).
@@ -491,8 +491,8 @@ pub struct LabTopologyArgs {
     /// A topology file (TOML: switches, hosts, links with impairments and VLANs).
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<std::path::PathBuf>,
-    /// A generated topology: linear:N (N switches in a chain, a host on each), star:N (one
-    /// switch, N hosts), tree:DEPTH,FANOUT (as mininet's).
+    /// A generated topology, as mininet's: linear:N[,M] (N switches in a chain, M hosts on
+    /// each), star:N (one switch, N hosts), tree:DEPTH,FANOUT.
     #[arg(long, value_name = "SHAPE")]
     pub topology: Option<crate::lab::generate::Shape>,
     /// N hosts on one switch (star:N) [default: 2].
