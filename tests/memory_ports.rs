@@ -522,7 +522,7 @@ fn vlans_access_trunk_native_and_qinq_forward_as_ovs_does() {
         ("mem0", "access 10"),
         ("mem1", "access 10"),
         ("mem2", "access 20"),
-        ("mem3", "trunk 10,20 native 30"),
+        ("mem3", "trunk 10,20,30 native 30"),
         ("mem4", "tunnel 100"),
         ("mem5", "trunk 100"),
     ] {

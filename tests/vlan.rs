@@ -391,6 +391,9 @@ fn every_vlan_mode_passes_exactly_the_bytes_it_should() {
     x(&wires, &names, q, &f9, &[(qt, push(&f9, 0x88a8, 100))]);
     let f10 = frame(BCAST, mac(7), &[ad(100), q8(10)], 10);
     x(&wires, &names, qt, &f10, &[(q, pop(&f10))]);
+    // What membership dropped, by VID: the tagged 10 into an access port, 30 outside a trunk's
+    // list, an untagged frame into a trunk without a native VLAN.
+    assert_eq!(switch.vlan_drops(), [(0, 1), (10, 1), (30, 1)]);
     // Nothing here was dropped that shouldn't have been.
     for i in [b, c, n, nt, q, qt] {
         assert_eq!(vlan_drops(&switch, &wires[i]), 0, "{}", names[i]);

@@ -170,15 +170,22 @@ impl std::str::FromStr for VlanMode {
             ["none"] => Ok(VlanMode::Transparent),
             ["access", vid] => Ok(VlanMode::Access(parse_vid(vid)?)),
             ["trunk", list, rest @ ..] => {
-                let mut allowed: VlanSet = list.parse()?;
+                let allowed: VlanSet = list.parse()?;
                 let (native, native_tagged) = match rest {
                     [] => (None, false),
                     ["native", vid] => (Some(parse_vid(vid)?), false),
                     ["native", vid, "tagged"] => (Some(parse_vid(vid)?), true),
                     _ => return Err(format!("trunk: unexpected {:?}", rest.join(" "))),
                 };
-                if let Some(n) = native {
-                    allowed.insert(n);
+                // As the bridge and OVS, a native VLAN is one the trunk carries: one outside
+                // the list is a contradiction, not something to fix silently.
+                if let Some(n) = native
+                    && !allowed.contains(n)
+                {
+                    return Err(format!(
+                        "trunk: native VLAN {} is not in its list {list}",
+                        n.get()
+                    ));
                 }
                 Ok(VlanMode::Trunk {
                     allowed,
@@ -483,7 +490,7 @@ mod tests {
             "none",
             "access 10",
             "trunk 10,20-29",
-            "trunk 10,20 native 30",
+            "trunk 10,20,30 native 30",
             "trunk 10 native 10 tagged",
             "tunnel 100 tpid 0x88a8",
             "tunnel 100 tpid 0x8100",
@@ -492,13 +499,8 @@ mod tests {
             let again: VlanMode = mode.to_string().parse().unwrap();
             assert_eq!(mode, again, "{text}");
         }
-        let native: VlanMode = "trunk 10 native 30".parse().unwrap();
-        assert_eq!(
-            native.to_string(),
-            "trunk 10,30 native 30",
-            "native joins the list"
-        );
         for bad in [
+            "trunk 10 native 30", // a native VLAN outside the list: said, not fixed
             "access",
             "access 0",
             "access 5000",
@@ -546,7 +548,7 @@ mod tests {
 
     #[test]
     fn trunks_carry_their_list_tagged_and_the_native_vlan_as_asked() {
-        let trunk: VlanMode = "trunk 10,20 native 30".parse().unwrap();
+        let trunk: VlanMode = "trunk 10,20,30 native 30".parse().unwrap();
         assert_eq!(
             classify(&trunk, &frame(&[(TPID_8021Q, 20)])),
             Ingress::Member {
@@ -573,7 +575,7 @@ mod tests {
         );
         assert_eq!(egress(&trunk, v(30), TPID_8021Q), EgressTag::Untagged);
         assert_eq!(egress(&trunk, v(40), TPID_8021Q), EgressTag::NotMember);
-        let tagged_native: VlanMode = "trunk 10 native 30 tagged".parse().unwrap();
+        let tagged_native: VlanMode = "trunk 10,30 native 30 tagged".parse().unwrap();
         assert_eq!(
             egress(&tagged_native, v(30), TPID_8021Q),
             EgressTag::Tagged(TPID_8021Q)
@@ -634,7 +636,7 @@ mod tests {
 
     #[test]
     fn trunks_gain_and_lose_vlans_and_other_modes_refuse() {
-        let mut trunk: VlanMode = "trunk 10 native 30".parse().unwrap();
+        let mut trunk: VlanMode = "trunk 10,30 native 30".parse().unwrap();
         trunk.change_trunk(&"20-22".parse().unwrap(), true).unwrap();
         assert_eq!(trunk.to_string(), "trunk 10,20-22,30 native 30");
         trunk

@@ -112,6 +112,12 @@ pub struct SwitchArgs {
     #[arg(long, value_name = "PORT=MODE")]
     pub vlan: Vec<String>,
 
+    /// A port's flags at start, as PORT=FLAG on|off [FLAG on|off ...] (repeatable), the words
+    /// of `vswitch port set`: e.g. 'tap1=isolated on learning off'. Flags: learning, flood,
+    /// mcast-flood, bcast-flood, isolated, hairpin.
+    #[arg(long, value_name = "PORT=FLAGS")]
+    pub port_flag: Vec<String>,
+
     /// The switch's name: its control socket is /run/vswitch/NAME.sock, which `vswitch fdb`,
     /// `stats` and `port` talk to. Two running switches can't share a name.
     #[arg(long, default_value = "vswitch0")]
@@ -561,6 +567,7 @@ impl LabUpArgs {
             config: None,
             pipeline: Vec::new(),
             vlan: Vec::new(),
+            port_flag: Vec::new(),
             vxlan: Vec::new(),
             address: Vec::new(),
         }

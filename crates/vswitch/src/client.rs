@@ -177,13 +177,25 @@ pub fn vlan(cmd: &VlanCommand) -> Result<()> {
                 outln!("{}", serde_json::to_string_pretty(&result)?);
             } else {
                 outln!("{:<15} {:<30} FLAGS", "PORT", "VLAN");
-                for row in result.as_array().into_iter().flatten() {
+                for row in result["ports"].as_array().into_iter().flatten() {
                     outln!(
                         "{:<15} {:<30} {}",
                         row["port"].as_str().unwrap_or("?"),
                         row["vlan"].as_str().unwrap_or("?"),
                         row["flags"].as_str().unwrap_or("?")
                     );
+                }
+                if let Some(drops) = result["drops_by_vid"].as_object()
+                    && !drops.is_empty()
+                {
+                    let list: Vec<String> = drops
+                        .iter()
+                        .map(|(vid, n)| match vid.as_str() {
+                            "0" => format!("untagged {n}"),
+                            vid => format!("vid {vid} {n}"),
+                        })
+                        .collect();
+                    outln!("dropped by VLAN membership: {}", list.join(", "));
                 }
             }
         }

@@ -17,6 +17,10 @@
 //! pipelines = ["tap1:out:rate 10mbit queue 50ms", "tap0:in:filter drop proto icmp"]
 //! vlans = ["tap0=access 10", "tap2=trunk 10,20 native 10"]
 //!
+//! [port.tap1]                     # one port's VLAN mode and flags (as --vlan, --port-flag)
+//! vlan = "trunk 10,20 native 10"
+//! isolated = true                 # also learning, flood, mcast_flood, bcast_flood, hairpin
+//!
 //! [macvlan]                       # instead of learning
 //! mode = "bridge"
 //! uplink = "dev:veth0"
@@ -54,7 +58,22 @@ pub struct ConfigFile {
     metrics: Option<Spanned<String>>,
     pipelines: Option<Vec<Spanned<String>>>,
     vlans: Option<Vec<Spanned<String>>>,
+    /// Per-port settings, `[port.NAME]`.
+    port: Option<BTreeMap<String, Spanned<PortSection>>>,
     macvlan: Option<MacvlanSection>,
+}
+
+/// `[port.NAME]`: a port's VLAN mode and flags, the words of `--vlan` and `--port-flag`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PortSection {
+    vlan: Option<Spanned<String>>,
+    learning: Option<bool>,
+    flood: Option<bool>,
+    mcast_flood: Option<bool>,
+    bcast_flood: Option<bool>,
+    isolated: Option<bool>,
+    hairpin: Option<bool>,
 }
 
 /// `forward_link_local` as a number or a string ("0x4000", "all").
@@ -74,6 +93,16 @@ struct MacvlanSection {
     bindings: BTreeMap<String, Vec<Spanned<String>>>,
     #[serde(default)]
     allow_spoofing: Vec<String>,
+}
+
+/// The name part of a port spec (`tap:t1` → `t1`; a VXLAN spec's name before its parameters).
+fn port_name(spec: &str) -> &str {
+    let spec = spec.split_once('=').map_or(spec, |(s, _)| s);
+    match spec.split_once(':') {
+        Some(("vxlan", rest)) => rest.split(':').next().unwrap_or(rest),
+        Some((_, name)) => name,
+        None => spec,
+    }
 }
 
 /// A loaded file: its text (for line numbers) and contents.
@@ -211,6 +240,55 @@ impl Config {
             }
             args.vlan = vlans.iter().map(|v| v.get_ref().clone()).collect();
         }
+        if let Some(ports) = &f.port {
+            for (name, section) in ports {
+                let listed = f
+                    .ports
+                    .iter()
+                    .flatten()
+                    .any(|p| port_name(p.get_ref()) == name);
+                if !listed {
+                    return Err(self.at(
+                        section,
+                        &format!("port.{name}"),
+                        "no such port in `ports`",
+                    ));
+                }
+                let t = section.get_ref();
+                if let Some(mode) = t.vlan.as_ref().filter(|_| !from_cli("vlan")) {
+                    if args
+                        .vlan
+                        .iter()
+                        .any(|v| v.split_once('=').map(|(p, _)| p) == Some(name))
+                    {
+                        return Err(self.at(
+                            mode,
+                            &format!("port.{name}.vlan"),
+                            "the port has a mode in `vlans` (or --vlan) too: give it one",
+                        ));
+                    }
+                    mode.get_ref()
+                        .parse::<vswitch_core::VlanMode>()
+                        .map_err(|e| self.at(mode, &format!("port.{name}.vlan"), e))?;
+                    args.vlan.push(format!("{name}={}", mode.get_ref()));
+                }
+                let on = |b: bool| if b { "on" } else { "off" };
+                let flags: Vec<String> = [
+                    ("learning", t.learning),
+                    ("flood", t.flood),
+                    ("mcast-flood", t.mcast_flood),
+                    ("bcast-flood", t.bcast_flood),
+                    ("isolated", t.isolated),
+                    ("hairpin", t.hairpin),
+                ]
+                .into_iter()
+                .filter_map(|(flag, v)| v.map(|v| format!("{flag} {}", on(v))))
+                .collect();
+                if !flags.is_empty() && !from_cli("port_flag") {
+                    args.port_flag.push(format!("{name}={}", flags.join(" ")));
+                }
+            }
+        }
         if let Some(pipelines) = &f.pipelines
             && !from_cli("pipeline")
         {
@@ -335,6 +413,45 @@ mod tests {
         );
         assert_eq!(args.uplink.as_deref(), Some("dev:up"));
         assert_eq!(args.macvlan, Some(vswitch_core::MacvlanMode::Vepa));
+    }
+
+    #[test]
+    fn port_tables_become_vlan_modes_and_flags() {
+        let config = load(
+            "ports = [\"tap:t1\", \"t2\"]\n[port.t1]\nvlan = \"access 10\"\nisolated = true\nlearning = false\n",
+        )
+        .unwrap();
+        let args = args_with(&config, &["--config", "x"]).unwrap();
+        assert_eq!(args.vlan, ["t1=access 10"]);
+        assert_eq!(args.port_flag, ["t1=learning off isolated on"]);
+        // The command line wins.
+        let args = args_with(&config, &["--config", "x", "--vlan", "t2=access 5"]).unwrap();
+        assert_eq!(args.vlan, ["t2=access 5"]);
+        let config = load("ports = [\"t1\"]\n[port.t9]\nhairpin = true\n").unwrap();
+        let err = args_with(&config, &["--config", "x"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":2: port.t9: no such port"), "{err}");
+        let config =
+            load("ports = [\"t1\"]\nvlans = [\"t1=access 10\"]\n[port.t1]\nvlan = \"trunk 20\"\n")
+                .unwrap();
+        let err = args_with(&config, &["--config", "x"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(":4: port.t1.vlan") && err.contains("give it one"),
+            "{err}"
+        );
+        let config = load("ports = [\"t1\"]\n[port.t1]\nvlan = \"access 4095\"\n").unwrap();
+        let err = args_with(&config, &["--config", "x"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":3: port.t1.vlan"), "{err}");
+        let err = load("ports = [\"t1\"]\n[port.t1]\nisolate = true\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("line 3") && err.contains("isolate"), "{err}");
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub enum Request {
     VlanSet {
         /// The port's name.
         port: String,
-        /// `access 10`, `trunk 10,20 [native 30 [tagged]]`, `tunnel 100 [tpid 0x88a8]`, `none`.
+        /// `access 10`, `trunk 10,20 [native 10 [tagged]]`, `tunnel 100 [tpid 0x88a8]`, `none`.
         mode: String,
     },
     /// Every port's VLAN mode and flags.
@@ -547,6 +547,16 @@ fn client_gone(stream: &UnixStream) -> bool {
     gone
 }
 
+/// What VLAN membership dropped, by the VID of the frames' outer tag ("0": untagged).
+fn vlan_drops_json(switch: &Switch) -> Value {
+    switch
+        .vlan_drops()
+        .into_iter()
+        .map(|(vid, n)| (vid.to_string(), json!(n)))
+        .collect::<serde_json::Map<String, Value>>()
+        .into()
+}
+
 /// Counters of every port and of the table, as JSON.
 pub fn stats_json(switch: &Switch) -> Value {
     switch.sync_counters();
@@ -594,6 +604,7 @@ pub fn stats_json(switch: &Switch) -> Value {
     json!({
         "ports": ports,
         "workers_busy_seconds": busy,
+        "vlan_drops_by_vid": vlan_drops_json(switch),
         "table": {"entries": entries, "capacity": capacity, "learned": t.learned, "moved": t.moved, "aged": t.aged, "evicted": t.evicted},
     })
 }
@@ -622,7 +633,10 @@ fn handle(request: &Request, switch: &Switch, name: &str, offload: bool) -> Resu
             let mac: MacAddr = mac.parse()?;
             let dst: Option<std::net::IpAddr> = dst
                 .as_deref()
-                .map(|d| d.parse().with_context(|| format!("--dst {d:?} is not an IP address")))
+                .map(|d| {
+                    d.parse()
+                        .with_context(|| format!("--dst {d:?} is not an IP address"))
+                })
                 .transpose()?;
             switch.add_static_at(mac, port, dst)?;
             json!(null)
@@ -674,16 +688,21 @@ fn handle(request: &Request, switch: &Switch, name: &str, offload: bool) -> Resu
             }
             json!(null)
         }
-        Request::MacvlanShow => json!(switch
-            .macvlan_bindings()?
-            .into_iter()
-            .map(|(mac, port)| json!({"mac": mac.to_string(), "port": port}))
-            .collect::<Vec<_>>()),
-        Request::VlanShow => json!(switch
-            .policies()
-            .into_iter()
-            .map(|(port, p)| json!({"port": port, "vlan": p.vlan.to_string(), "flags": p.flags.describe()}))
-            .collect::<Vec<_>>()),
+        Request::MacvlanShow => json!(
+            switch
+                .macvlan_bindings()?
+                .into_iter()
+                .map(|(mac, port)| json!({"mac": mac.to_string(), "port": port}))
+                .collect::<Vec<_>>()
+        ),
+        Request::VlanShow => json!({
+            "ports": switch
+                .policies()
+                .into_iter()
+                .map(|(port, p)| json!({"port": port, "vlan": p.vlan.to_string(), "flags": p.flags.describe()}))
+                .collect::<Vec<_>>(),
+            "drops_by_vid": vlan_drops_json(switch),
+        }),
         Request::Capture { .. } => bail!("capture streams are served by the connection loop"),
         Request::PipelineShow { port } => {
             let [(_, ingress), (_, egress)] = switch.describe_pipelines(port)?;

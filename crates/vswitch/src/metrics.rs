@@ -85,6 +85,13 @@ pub fn render(switch: &Switch) -> String {
     }
     let _ = writeln!(
         out,
+        "# HELP vswitch_vlan_drops_total Frames VLAN membership dropped on ingress, by the VID of their outer tag (0: untagged).\n# TYPE vswitch_vlan_drops_total counter"
+    );
+    for (vid, n) in switch.vlan_drops() {
+        let _ = writeln!(out, "vswitch_vlan_drops_total{{vid=\"{vid}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
         "# HELP vswitch_port_up Whether the port is attached (0 once its device is gone).\n# TYPE vswitch_port_up gauge"
     );
     for (name, _, gone) in &stats {

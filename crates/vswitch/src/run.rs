@@ -82,6 +82,48 @@ pub fn parse_ports(args: &SwitchArgs) -> Result<PortPlan> {
     Ok(plan)
 }
 
+/// `--vlan PORT=MODE` values, checked: a mode that parses, and one mode per port.
+pub fn parse_vlans(specs: &[String]) -> Result<Vec<(String, vswitch_core::VlanMode)>> {
+    let mut modes: Vec<(String, vswitch_core::VlanMode)> = Vec::new();
+    for spec in specs {
+        let (port, mode) = spec
+            .split_once('=')
+            .with_context(|| format!("--vlan {spec:?}: say PORT=MODE, e.g. 'tap1=access 10'"))?;
+        let mode: vswitch_core::VlanMode = mode
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--vlan: port {port}: {e}"))?;
+        if let Some((_, first)) = modes.iter().find(|(p, _)| p == port) {
+            bail!("--vlan: port {port} is given two VLAN modes ({first}; {mode}): give it one");
+        }
+        modes.push((port.to_owned(), mode));
+    }
+    Ok(modes)
+}
+
+/// `--port-flag PORT=FLAG on|off ...` values, checked: (port, flag, value) in order.
+pub fn parse_port_flags(specs: &[String]) -> Result<Vec<(String, String, String)>> {
+    let mut out = Vec::new();
+    for spec in specs {
+        let (port, words) = spec.split_once('=').with_context(|| {
+            format!("--port-flag {spec:?}: say PORT=FLAG on|off, e.g. 'tap1=isolated on'")
+        })?;
+        let words: Vec<&str> = words.split_whitespace().collect();
+        if words.is_empty() || words.len() % 2 != 0 {
+            bail!(
+                "--port-flag: port {port}: say FLAG on|off pairs, e.g. 'isolated on learning off'"
+            );
+        }
+        let mut check = vswitch_core::PortFlags::default();
+        for pair in words.chunks(2) {
+            check
+                .set(pair[0], pair[1])
+                .map_err(|e| anyhow::anyhow!("--port-flag: port {port}: {e}"))?;
+            out.push((port.to_owned(), pair[0].to_owned(), pair[1].to_owned()));
+        }
+    }
+    Ok(out)
+}
+
 /// Switch configuration from the command line.
 pub fn switch_config(args: &SwitchArgs) -> SwitchConfig {
     let defaults = SwitchConfig::default();
@@ -132,6 +174,18 @@ pub fn run(mut args: SwitchArgs, matches: &clap::ArgMatches) -> Result<()> {
     }
     let args = &args;
     let plan = parse_ports(args)?;
+    // Checked before anything is made: a bad mode or flag leaves nothing behind.
+    let vlans = parse_vlans(&args.vlan)?;
+    let flags = parse_port_flags(&args.port_flag)?;
+    for port in vlans
+        .iter()
+        .map(|(p, _)| p)
+        .chain(flags.iter().map(|(p, _, _)| p))
+    {
+        if !plan.specs.iter().any(|s| s.name() == port) {
+            bail!("no port {port} (--vlan and --port-flag name ports of --ports)");
+        }
+    }
     // Taken before any port is opened, so a refused start leaves nothing behind.
     let name_lock = crate::control::NameLock::acquire(&args.name)?;
     let mut config = switch_config(args);
@@ -163,17 +217,15 @@ pub fn run(mut args: SwitchArgs, matches: &clap::ArgMatches) -> Result<()> {
             .set_pipeline(port, hook, &stages)
             .with_context(|| format!("--pipeline {spec}"))?;
     }
-    for spec in &args.vlan {
-        let (port, mode) = spec
-            .split_once('=')
-            .context("--vlan wants PORT=MODE, e.g. 'tap1=access 10'")?;
-        let mode: vswitch_core::VlanMode = mode
-            .parse()
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("--vlan {spec}"))?;
+    for (port, mode) in vlans {
         switch
-            .set_vlan(port, mode)
-            .with_context(|| format!("--vlan {spec}"))?;
+            .set_vlan(&port, mode)
+            .with_context(|| format!("--vlan: port {port}"))?;
+    }
+    for (port, flag, value) in flags {
+        switch
+            .set_port_flag(&port, &flag, &value)
+            .with_context(|| format!("--port-flag: port {port}"))?;
     }
     let control = ControlServer::start(name_lock, switch.clone(), !args.no_offload)?;
     let metrics = args

@@ -70,6 +70,60 @@ fn bad_port_lists_fail_with_one_clear_line_and_create_nothing() {
     assert!(!link_exists("vsa0"));
 }
 
+/// VLAN modes and port flags at start: a bad VID, two modes for one port, a native VLAN outside
+/// the trunk's list, an unknown flag or port: one line naming the port, and nothing made.
+#[test]
+fn bad_vlan_modes_and_flags_name_the_port_and_create_nothing() {
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["--ports", "vsv0", "--vlan", "vsv0=access 4095"],
+            "port vsv0: ",
+        ),
+        (
+            &["--ports", "vsv0", "--vlan", "vsv0=access 0"],
+            "port vsv0: ",
+        ),
+        (
+            &[
+                "--ports",
+                "vsv0",
+                "--vlan",
+                "vsv0=access 10",
+                "--vlan",
+                "vsv0=trunk 20",
+            ],
+            "port vsv0 is given two VLAN modes",
+        ),
+        (
+            &["--ports", "vsv0", "--vlan", "vsv0=trunk 10,20 native 30"],
+            "port vsv0: ",
+        ),
+        (
+            &["--ports", "vsv0", "--vlan", "vsv9=access 10"],
+            "no port vsv9",
+        ),
+        (
+            &["--ports", "vsv0", "--port-flag", "vsv0=isolate on"],
+            "port vsv0: no flag \"isolate\"",
+        ),
+        (
+            &["--ports", "vsv0", "--port-flag", "vsv0=hairpin"],
+            "port vsv0: say FLAG on|off",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = vswitch(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(!stderr(&out).contains("panicked"), "{args:?} panicked");
+        assert!(!link_exists("vsv0"), "{args:?} left the TAP");
+    }
+}
+
 #[test]
 fn missing_ports_and_unknown_flags_are_usage_errors() {
     let out = vswitch(&[]);

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::collections::BinaryHeap;
 use std::io;
+use std::sync::atomic::Ordering;
 
 use vswitch_core::forward::{Scope, decide, decide_in};
 use vswitch_core::gso::GsoFrame;
@@ -298,6 +299,10 @@ fn forward_in_vlan(
     let (vlan, tpid, len) = match vlan::classify(&policy.vlan, &buf[VNET_HDR_LEN..]) {
         Ingress::Drop(reason) => {
             in_port.counters().count_drop(reason);
+            let vid = vlan::outer_tag(&buf[VNET_HDR_LEN..]).map_or(0, |(_, vid)| vid.get());
+            if let Some(n) = ctx.shared.vlan_drops.get(usize::from(vid)) {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
             return;
         }
         Ingress::Member { vlan, strip, tpid } => {

@@ -214,6 +214,9 @@ struct Shared {
     fast: Option<FastPath>,
     /// Held while the fast path's counters are harvested.
     harvesting: Mutex<()>,
+    /// Frames VLAN membership dropped on ingress, by the VID of their outer tag (0: untagged):
+    /// which VLAN a misconfigured neighbour is sending, which the per-port count can't say.
+    vlan_drops: Box<[AtomicU64]>,
     stop: AtomicBool,
 }
 
@@ -586,6 +589,7 @@ impl Switch {
             epoch_ns: crate::steering_clock_ns(),
             fast,
             harvesting: Mutex::new(()),
+            vlan_drops: (0..4096).map(|_| AtomicU64::new(0)).collect(),
             stop: AtomicBool::new(false),
         });
         for port in &ports {
@@ -1002,6 +1006,18 @@ impl Switch {
         }
         self.shared.sync_fast_ports();
         Ok(())
+    }
+
+    /// Frames VLAN membership dropped on ingress, by VID of their outer tag (0 for untagged
+    /// frames), for the VIDs with any.
+    pub fn vlan_drops(&self) -> Vec<(u16, u64)> {
+        self.shared
+            .vlan_drops
+            .iter()
+            .enumerate()
+            .map(|(vid, n)| (vid as u16, n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     /// Every live port's VLAN membership and flags.
