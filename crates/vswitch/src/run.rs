@@ -108,7 +108,7 @@ pub fn parse_port_flags(specs: &[String]) -> Result<Vec<(String, String, String)
             format!("--port-flag {spec:?}: say PORT=FLAG on|off, e.g. 'tap1=isolated on'")
         })?;
         let words: Vec<&str> = words.split_whitespace().collect();
-        if words.is_empty() || words.len() % 2 != 0 {
+        if words.is_empty() || !words.len().is_multiple_of(2) {
             bail!(
                 "--port-flag: port {port}: say FLAG on|off pairs, e.g. 'isolated on learning off'"
             );
