@@ -14,7 +14,7 @@
 //! each segment's L4 checksum over its pseudo-header.
 
 use crate::vnet::{VnetHeader, gso};
-use crate::wire::{ETHERNET_HEADER_LEN, ETHERTYPE_VLAN, VLAN_TAG_LEN};
+use crate::wire::{ETHERNET_HEADER_LEN, ETHERTYPE_QINQ, ETHERTYPE_VLAN, VLAN_TAG_LEN};
 
 /// Why a GSO frame could not be segmented (the switch drops it and counts `gso_unsupp`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -29,7 +29,6 @@ pub enum GsoError {
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
-const ETHERTYPE_QINQ: u16 = 0x88a8;
 const IPV6_HEADER_LEN: usize = 40;
 const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;

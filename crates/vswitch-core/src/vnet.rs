@@ -393,6 +393,9 @@ mod tests {
         assert!(!fits_mtu(&frame, &none, 1499));
         frame[12..14].copy_from_slice(&crate::wire::ETHERTYPE_VLAN.to_be_bytes());
         assert!(fits_mtu(&frame, &none, 1496) && !fits_mtu(&frame, &none, 1495));
+        // A QinQ service tag rides beyond the MTU too (one tag, as the kernel allows).
+        frame[12..14].copy_from_slice(&crate::wire::ETHERTYPE_QINQ.to_be_bytes());
+        assert!(fits_mtu(&frame, &none, 1496) && !fits_mtu(&frame, &none, 1495));
         assert!(!fits_mtu(&frame[..10], &none, 9000));
     }
 

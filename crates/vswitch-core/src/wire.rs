@@ -12,6 +12,8 @@ pub const ETHERNET_HEADER_LEN: usize = 14;
 pub const VLAN_TAG_LEN: usize = 4;
 /// EtherType of an 802.1Q VLAN tag.
 pub const ETHERTYPE_VLAN: u16 = 0x8100;
+/// The 802.1ad (QinQ service) tag's EtherType.
+pub const ETHERTYPE_QINQ: u16 = 0x88a8;
 
 /// A 48-bit IEEE 802 MAC address.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -194,9 +196,13 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
         }
     }
 
-    /// Bytes after the Ethernet header (and its VLAN tag): what an interface's MTU limits.
+    /// Bytes after the Ethernet header (and its outer tag, 802.1Q or 802.1ad): what an
+    /// interface's MTU limits. As the kernel's `is_skb_forwardable`, one tag of either kind
+    /// rides beyond the MTU, so a frame a QinQ tunnel tagged still fits where it came from.
     pub fn payload_len(&self) -> usize {
-        let header = if self.vlan().is_some() {
+        let tagged = matches!(self.ethertype(), ETHERTYPE_VLAN | ETHERTYPE_QINQ)
+            && self.buffer.as_ref().len() >= ETHERNET_HEADER_LEN + VLAN_TAG_LEN;
+        let header = if tagged {
             ETHERNET_HEADER_LEN + VLAN_TAG_LEN
         } else {
             ETHERNET_HEADER_LEN

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use common::{LabChild, lab_name, lab_up_failing, leftovers, namespaces_with_prefix};
 use nix::sys::signal::Signal;
 use serde_json::Value;
+use vswitch_datapath::{PacketPort, PortDevice};
 use vswitch_netns::{EchoOptions, Netns};
 use vswitch_testkit::{ping_with, require_root, tcp_transfer};
 
@@ -543,5 +544,106 @@ fn fifty_hosts_on_five_switches_all_reach_each_other() {
     let (pairs, failed) = check(&lab);
     assert_eq!((pairs.len(), failed.len()), (2450, 0), "{failed:?}");
     assert!(lab.child().stop(Signal::SIGINT).success());
+    assert_nothing_left(&name);
+}
+
+/// QinQ across a chain of real stacks: two customers on dot1q-tunnel ports of the two end
+/// switches, carried through the middle one by provider trunks with 0x88a8 service tags.
+#[test]
+fn qinq_carries_two_customers_across_a_chain_and_keeps_them_apart() {
+    if !require_root("qinq_carries_two_customers_across_a_chain_and_keeps_them_apart") {
+        return;
+    }
+    let name = lab_name("qq");
+    let file = TempFile::new(
+        r#"
+subnet = "10.0.9.0/24"
+[switches.s1]
+[switches.s2]
+[switches.s3]
+[hosts.c1a]
+[hosts.c1b]
+[hosts.c2a]
+[hosts.c2b]
+[[links]]
+endpoints = ["c1a", "s1"]
+vlan = "tunnel 100"
+[[links]]
+endpoints = ["c2a", "s1"]
+vlan = "tunnel 200"
+[[links]]
+endpoints = ["c1b", "s3"]
+vlan = "tunnel 100"
+[[links]]
+endpoints = ["c2b", "s3"]
+vlan = "tunnel 200"
+# Provider links carry the 4-byte service tag beyond a customer's 1500 (baby giants): a packet
+# socket may send only an 802.1Q tag beyond the MTU, not an 802.1ad one.
+[[links]]
+endpoints = ["s1", "s2"]
+mtu = 1504
+vlan = { s1 = "trunk 100,200", s2 = "trunk 100,200" }
+[[links]]
+endpoints = ["s2", "s3"]
+mtu = 1504
+vlan = { s2 = "trunk 100,200", s3 = "trunk 100,200" }
+"#,
+    );
+    let (lab, _) = LabChild::up(&name, &["-f", file.path()]);
+    let client = Netns::open(&format!("{name}-c1a")).expect("ns");
+    let server = Netns::open(&format!("{name}-c1b")).expect("ns");
+    let t = tcp_transfer(
+        &client,
+        &server,
+        "10.0.9.2".parse::<IpAddr>().unwrap(),
+        5301,
+        16 << 20,
+    )
+    .expect("tcp");
+    assert_eq!((t.received, t.received_digest), (t.sent, t.sent_digest));
+    // What s2 sends s1 over the provider link (link 5's s1 end), seen by a packet socket.
+    let tap = PacketPort::open(&format!("{name}l5a")).expect("packet socket");
+    let (_, mut failed) = check(&lab);
+    failed.sort();
+    let want: Vec<(String, String)> = [
+        ("c1a", "c2b"),
+        ("c1b", "c2a"),
+        ("c2a", "c1b"),
+        ("c2b", "c1a"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    // c1a and c2a share s1, in different service VLANs: they don't reach each other either.
+    let mut want = want;
+    want.extend(
+        [
+            ("c1a", "c2a"),
+            ("c1b", "c2b"),
+            ("c2a", "c1a"),
+            ("c2b", "c1b"),
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned())),
+    );
+    want.sort();
+    assert_eq!(failed, want, "exactly the pairs across customers fail");
+    let mut outer = std::collections::BTreeSet::new();
+    let mut buf = vec![0u8; 65_536];
+    while let Ok(n) = tap.recv(&mut buf) {
+        let frame = &buf[vswitch_core::VNET_HDR_LEN..n];
+        outer.insert((
+            u16::from_be_bytes([frame[12], frame[13]]),
+            u16::from_be_bytes([frame[14], frame[15]]) & 0xfff,
+        ));
+    }
+    assert!(
+        outer.contains(&(0x88a8, 100)) && outer.contains(&(0x88a8, 200)),
+        "service tags on the provider link: {outer:x?}"
+    );
+    assert!(
+        outer.iter().all(|(tpid, _)| *tpid == 0x88a8),
+        "only service-tagged frames: {outer:x?}"
+    );
+    drop(lab);
     assert_nothing_left(&name);
 }

@@ -504,6 +504,11 @@ fn write(out: &Port, wire: &[u8], header_len: usize) {
         Err(e) if matches!(e.raw_os_error(), Some(libc::EIO | libc::ENETDOWN)) => {
             out.counters().count_drop(DropReason::LinkDown)
         }
+        // Too long for the device after all: a packet socket lets only an 802.1Q tag ride
+        // beyond the MTU, not an 802.1ad one (a QinQ provider link needs MTU 1504).
+        Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+            out.counters().count_drop(DropReason::Oversize)
+        }
         Err(e) => {
             out.counters().count_drop(DropReason::IoError);
             tracing::trace!(port = out.name(), error = %e, "send failed");

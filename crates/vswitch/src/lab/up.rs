@@ -83,6 +83,7 @@ pub fn up(topology: &Topology, base: &SwitchArgs, check: bool) -> Result<()> {
                     if let Some(mtu) = mtu {
                         netlink.set_mtu(&port, mtu)?;
                     }
+                    quiet(&port)?;
                     netlink.set_up(&port)?;
                     let switch = topology
                         .switches
@@ -110,6 +111,7 @@ pub fn up(topology: &Topology, base: &SwitchArgs, check: bool) -> Result<()> {
                         if let Some(mtu) = mtu {
                             netlink.set_mtu(&port, mtu)?;
                         }
+                        quiet(&port)?;
                         netlink.set_up(&port)?;
                         ports
                             .entry(&switch.name)
@@ -374,6 +376,13 @@ fn make_room_for_neighbours(topology: &Topology) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// No IPv6 on a switch's end of a link: the first namespace's own stack would otherwise send
+/// router solicitations and MLD reports into the switch through it.
+fn quiet(port: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{port}/disable_ipv6");
+    std::fs::write(&path, "1").with_context(|| format!("writing {path}"))
 }
 
 /// IPv4 and IPv6 forwarding on in the calling thread's namespace (`/proc/sys/net` answers for
