@@ -595,3 +595,55 @@ fn of_two_starts_with_one_name_at_once_exactly_one_runs() {
         );
     }
 }
+
+/// VLAN modes and flags through the socket, as a script would drive them: set, add, show as
+/// JSON, refused changes that change nothing, and what membership dropped by VID.
+#[test]
+fn vlans_and_flags_are_set_shown_and_counted_through_the_socket() {
+    if !require_root("vlans_and_flags_are_set_shown_and_counted_through_the_socket") {
+        return;
+    }
+    let sw = Running::start(2);
+    let (a, b) = (&sw.taps[0], &sw.taps[1]);
+    let ok = |args: &[&str]| {
+        let out = sw.cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ok(&["vlan", "set", a, "access", "10"]);
+    ok(&["vlan", "set", b, "trunk", "10,20"]);
+    ok(&["vlan", "add", b, "30-31"]);
+    ok(&["port", "set", b, "isolated", "on"]);
+    let refused = sw.cli(&["vlan", "set", a, "trunk", "10", "native", "20"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("native VLAN 20"));
+    let show = sw.json(&["vlan", "show", "--json"]);
+    let mode = |port: &str| -> (String, String) {
+        let row = show["ports"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["port"] == port))
+            .unwrap_or_else(|| panic!("no {port} in {show}"));
+        (
+            row["vlan"].as_str().unwrap_or("").to_owned(),
+            row["flags"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    assert_eq!(mode(a).0, "access 10", "the refused change changed nothing");
+    assert_eq!(mode(b).0, "trunk 10,20,30-31");
+    assert!(mode(b).1.contains("isolated on"));
+    // The hosts send untagged frames: on the trunk without a native VLAN each is dropped, and
+    // counted under VID 0.
+    let _ = vswitch_testkit::ping(&sw.hosts[1].ns, sw.hosts[0].addr, 1);
+    let show = sw.json(&["vlan", "show", "--json"]);
+    assert!(
+        show["drops_by_vid"]["0"].as_u64().unwrap_or(0) > 0,
+        "{show}"
+    );
+    assert_eq!(
+        sw.json(&["stats", "--json"])["vlan_drops_by_vid"],
+        show["drops_by_vid"]
+    );
+}
