@@ -28,6 +28,7 @@ mod demo;
 mod lab;
 mod metrics;
 mod plumbing;
+mod privileges;
 mod report;
 mod run;
 

@@ -186,6 +186,10 @@ pub fn run(mut args: SwitchArgs, matches: &clap::ArgMatches) -> Result<()> {
             bail!("no port {port} (--vlan and --port-flag name ports of --ports)");
         }
     }
+    // Before anything is made or any thread started: every thread has only what it needs.
+    crate::privileges::restrict_to(&crate::privileges::switch_needs(
+        args.metrics.map(|m| m.port()),
+    ))?;
     // Taken before any port is opened, so a refused start leaves nothing behind.
     let name_lock = crate::control::NameLock::acquire(&args.name)?;
     let mut config = switch_config(args);

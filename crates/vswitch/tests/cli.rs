@@ -622,3 +622,96 @@ fn address_gives_the_switch_a_station_port() {
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("--address"), "{}", stderr(&bad));
 }
+
+/// A field of /proc/PID[/task/TID]/status.
+fn status_field(path: &str, field: &str) -> String {
+    std::fs::read_to_string(path)
+        .expect("status")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{field}:"))
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no {field} in {path}"))
+}
+
+/// Least privilege: once started, every thread of the switch has exactly NET_ADMIN, NET_RAW,
+/// SYS_ADMIN, BPF and PERFMON, in its permitted, effective and bounding sets, nothing to pass
+/// on, and no_new_privs; and runtime changes still work with those.
+#[test]
+fn a_running_switch_keeps_only_the_capabilities_it_needs() {
+    if !require_root("a_running_switch_keeps_only_the_capabilities_it_needs") {
+        return;
+    }
+    let (name, a, b, c) = (
+        unique_name("vsl"),
+        unique_name("vsl"),
+        unique_name("vsl"),
+        unique_name("vsl"),
+    );
+    let mut child = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_vswitch"))
+            .args([
+                "--ports",
+                &format!("tap:{a},tap:{b}"),
+                "--name",
+                &name,
+                "--threads",
+                "2",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    assert!(line.contains("switching among"), "{line}");
+    // CAP_NET_ADMIN 12, CAP_NET_RAW 13, CAP_SYS_ADMIN 21, CAP_PERFMON 38, CAP_BPF 39.
+    let want = format!(
+        "{:016x}",
+        (1u64 << 12) | (1 << 13) | (1 << 21) | (1 << 38) | (1 << 39)
+    );
+    let pid = child.id();
+    let tasks: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .filter_map(Result::ok)
+        .map(|e| {
+            format!(
+                "/proc/{pid}/task/{}/status",
+                e.file_name().to_string_lossy()
+            )
+        })
+        .collect();
+    assert!(
+        tasks.len() >= 3,
+        "the workers and the main thread: {tasks:?}"
+    );
+    for status in &tasks {
+        for field in ["CapPrm", "CapEff", "CapBnd"] {
+            assert_eq!(status_field(status, field), want, "{field} of {status}");
+        }
+        for field in ["CapInh", "CapAmb"] {
+            assert_eq!(
+                status_field(status, field),
+                "0000000000000000",
+                "{field} of {status}"
+            );
+        }
+        assert_eq!(status_field(status, "NoNewPrivs"), "1", "{status}");
+    }
+    // What it kept is enough to change it at runtime.
+    let add = vswitch(&["port", "add", &format!("tap:{c}"), "--name", &name]);
+    assert!(add.status.success(), "port add: {}", stderr(&add));
+    assert!(link_exists(&c));
+    let del = vswitch(&["port", "del", &c, "--name", &name]);
+    assert!(del.status.success(), "port del: {}", stderr(&del));
+    assert!(!link_exists(&c));
+    assert!(child.stop(Signal::SIGTERM).success());
+    assert!(
+        !link_exists(&a) && !link_exists(&b),
+        "its TAPs go as it stops"
+    );
+}
