@@ -219,3 +219,135 @@ fn an_ipv6_underlay_and_a_static_remote_without_learning_interoperate_too() {
         "unicast replicated: {counters:?}"
     );
 }
+
+/// One "machine" of three: a switch in the first namespace whose VXLAN port lives in the
+/// machine's underlay namespace, and TAP hosts.
+struct Machine {
+    sw: Switch,
+    port: String,
+    hosts: Vec<Host>,
+}
+
+/// Machine `i` (1..=3) of an underlay 10.97.0.0/24, with hosts at the given addresses.
+fn machine(underlay: &NetnsGuard, i: u8, hosts: &[Ipv4Addr]) -> Machine {
+    let others: Vec<String> = (1..=3u8)
+        .filter(|j| *j != i)
+        .map(|j| format!("10.97.0.{j}"))
+        .collect();
+    let port = unique_name("vxm");
+    let config = VxlanConfig::parse(&format!(
+        "{port}:vni=97,local=10.97.0.{i},remote={},netns={}",
+        others.join("+"),
+        underlay.name()
+    ))
+    .expect("spec");
+    let mut ports: Vec<(String, Box<dyn PortDevice>)> = vec![(
+        port.clone(),
+        Box::new(VxlanPort::open(config).expect("vxlan")),
+    )];
+    let taps: Vec<String> = hosts.iter().map(|_| unique_name("vxh")).collect();
+    for tap in &taps {
+        ports.push((
+            tap.clone(),
+            Box::new(Tap::open_queues(tap, true, 1).expect("tap")),
+        ));
+    }
+    let sw = Switch::start(
+        SwitchConfig {
+            threads: 1,
+            ..SwitchConfig::default()
+        },
+        ports,
+    )
+    .expect("switch");
+    let hosts = taps
+        .iter()
+        .zip(hosts)
+        .map(|(tap, addr)| {
+            let host = Host::with_link(tap, *addr).expect("host");
+            host.set_mtu(1450).expect("mtu");
+            host
+        })
+        .collect();
+    Machine { sw, port, hosts }
+}
+
+/// Three machines on one underlay LAN (a kernel bridge, standing for the physical network):
+/// floods reach both remotes by head-end replication, every host reaches every other, and a
+/// host that moves to another machine is relearned behind its new VTEP.
+#[test]
+fn three_machines_replicate_floods_and_relearn_a_host_that_moved() {
+    if !require_root("three_machines_replicate_floods_and_relearn_a_host_that_moved") {
+        return;
+    }
+    let lan = NetnsGuard::create(&unique_name("vxl")).expect("ns");
+    ip_in(lan.name(), "link add br0 type bridge");
+    ip_in(lan.name(), "link set br0 up");
+    let underlays: Vec<NetnsGuard> = (1..=3u8)
+        .map(|i| {
+            let ns = NetnsGuard::create(&unique_name("vxn")).expect("ns");
+            ns.run(|| Netlink::open()?.add_veth("u0", &format!("m{i}"), Some(&lan)))
+                .expect("enter")
+                .expect("veth");
+            ip_in(ns.name(), &format!("addr add 10.97.0.{i}/24 dev u0"));
+            ip_in(ns.name(), "link set u0 up");
+            ip_in(lan.name(), &format!("link set m{i} master br0"));
+            ip_in(lan.name(), &format!("link set m{i} up"));
+            ns
+        })
+        .collect();
+    let addr = |n| Ipv4Addr::new(10, 98, 0, n);
+    // The moving host stands on machines 2 and 3 with one MAC and address; it is up on 2 first.
+    let m1 = machine(&underlays[0], 1, &[addr(1)]);
+    let m2 = machine(&underlays[1], 2, &[addr(2), addr(9)]);
+    let m3 = machine(&underlays[2], 3, &[addr(3), addr(9)]);
+    let mover = "02:00:00:00:97:09";
+    for host in [&m2.hosts[1], &m3.hosts[1]] {
+        ip_in(host.ns.name(), &format!("link set {} down", host.ifname));
+        ip_in(
+            host.ns.name(),
+            &format!("link set {} address {mover}", host.ifname),
+        );
+    }
+    ip_in(
+        m2.hosts[1].ns.name(),
+        &format!("link set {} up", m2.hosts[1].ifname),
+    );
+
+    // Every host reaches every other; the first ARP from machine 1 went to both remotes.
+    let a = &m1.hosts[0];
+    for to in [addr(2), addr(3), addr(9)] {
+        assert!(ping(&a.ns, to, 3).all_replied(), "1 -> {to}");
+    }
+    assert!(ping(&m2.hosts[0].ns, addr(3), 3).all_replied(), "2 -> 3");
+    let tx = |m: &Machine, vtep: &str| {
+        device_counters(&m.sw, &m.port)[&format!("vtep_{vtep}_tx_packets")]
+    };
+    assert!(
+        tx(&m1, "10.97.0.2") > 0 && tx(&m1, "10.97.0.3") > 0,
+        "head-end replication"
+    );
+
+    // The host moves: down on machine 2, up on machine 3 (it speaks first, as a moved VM's
+    // gratuitous ARP would). Machine 1 relearns it behind machine 3's VTEP.
+    ip_in(
+        m2.hosts[1].ns.name(),
+        &format!("link set {} down", m2.hosts[1].ifname),
+    );
+    ip_in(
+        m3.hosts[1].ns.name(),
+        &format!("link set {} up", m3.hosts[1].ifname),
+    );
+    assert!(
+        ping(&m3.hosts[1].ns, addr(1), 3).all_replied(),
+        "the moved host -> 1"
+    );
+    let (to2, to3) = (tx(&m1, "10.97.0.2"), tx(&m1, "10.97.0.3"));
+    let report = ping(&a.ns, addr(9), 20);
+    assert!(report.all_replied(), "1 -> the moved host: {report}");
+    assert!(
+        tx(&m1, "10.97.0.3") >= to3 + 20,
+        "its frames go to machine 3 now"
+    );
+    assert_eq!(tx(&m1, "10.97.0.2"), to2, "and none to machine 2");
+}
