@@ -18,12 +18,12 @@
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 use vswitch_datapath::SwitchConfig;
-use vswitch_netns::{LinkGuard, Netlink, Netns};
+use vswitch_netns::{LinkGuard, Netlink};
 use vswitch_testkit::{Attach, Host, SwitchLab, unique_name};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
@@ -50,8 +50,6 @@ impl Topology {
         }
     }
 }
-
-type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn wire() -> BoxResult<Topology> {
     let (a, b) = (unique_name("vbw"), unique_name("vbw"));
@@ -146,107 +144,6 @@ fn devices(topology: &Topology) -> Vec<Value> {
         .collect()
 }
 
-fn in_ns(ns: &Netns, cmd: &mut Command) -> BoxResult<std::process::Output> {
-    Ok(ns.run(|| cmd.output())??)
-}
-
-fn iperf_server(ns: &Netns) -> BoxResult<Child> {
-    let child = ns.run(|| {
-        Command::new("iperf3")
-            .args(["-s", "-p", "5299"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-    })??;
-    std::thread::sleep(Duration::from_millis(300));
-    Ok(child)
-}
-
-/// Runs an iperf3 client against the server and returns its JSON report. A server still
-/// closing the previous test answers "busy" for a moment: wait and try again, a few times.
-fn iperf_json(client: &Netns, args: &[&str], secs: u64) -> BoxResult<Value> {
-    let mut attempt = 0;
-    loop {
-        let out = in_ns(
-            client,
-            Command::new("iperf3")
-                .args([
-                    "-c",
-                    &SERVER.to_string(),
-                    "-p",
-                    "5299",
-                    "-J",
-                    "-t",
-                    &secs.to_string(),
-                ])
-                .args(args),
-        )?;
-        let json: Value = serde_json::from_slice(&out.stdout)?;
-        match json.get("error") {
-            None => return Ok(json),
-            Some(err) if attempt < 5 && err.to_string().contains("busy") => {
-                attempt += 1;
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            Some(err) => return Err(format!("iperf3: {err}").into()),
-        }
-    }
-}
-
-/// Gbit/s received and bytes moved.
-fn tcp(client: &Netns, streams: u32, secs: u64) -> BoxResult<Tcp> {
-    let json = iperf_json(client, &["-P", &streams.to_string()], secs)?;
-    let sum = &json["end"]["sum_received"];
-    Ok(Tcp {
-        gbit: sum["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9,
-        bytes: sum["bytes"].as_f64().unwrap_or(0.0),
-        retransmits: json["end"]["sum_sent"]["retransmits"]
-            .as_f64()
-            .unwrap_or(f64::NAN),
-    })
-}
-
-/// One iperf3 TCP run: throughput, bytes received, and segments the senders retransmitted (a
-/// switch that drops or reorders shows there first).
-struct Tcp {
-    gbit: f64,
-    bytes: f64,
-    retransmits: f64,
-}
-
-/// 64-byte UDP datagrams: received packets per second and loss percentage.
-fn udp64(client: &Netns, secs: u64) -> BoxResult<(f64, f64)> {
-    let json = iperf_json(client, &["-u", "-l", "64", "-b", "0"], secs)?;
-    let sum = &json["end"]["sum"];
-    let packets = sum["packets"].as_f64().unwrap_or(0.0);
-    let lost = sum["lost_packets"].as_f64().unwrap_or(0.0);
-    let seconds = sum["seconds"].as_f64().unwrap_or(secs as f64).max(0.001);
-    Ok((
-        (packets - lost) / seconds,
-        sum["lost_percent"].as_f64().unwrap_or(0.0),
-    ))
-}
-
-/// Ping RTT p50 and p99 in microseconds over 500 echoes 2 ms apart.
-fn rtt(client: &Netns) -> BoxResult<(f64, f64)> {
-    let report = vswitch_testkit::ping_with(
-        client,
-        SERVER,
-        vswitch_testkit::EchoOptions {
-            count: 500,
-            interval: Duration::from_millis(2),
-            ..vswitch_testkit::EchoOptions::default()
-        },
-    );
-    let mut samples: Vec<f64> = report.rtts.iter().map(|d| d.as_secs_f64() * 1e6).collect();
-    if samples.is_empty() {
-        return Err("no ping replies".into());
-    }
-    samples.sort_by(f64::total_cmp);
-    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    Ok((pick(0.5), pick(0.99)))
-}
-
 #[derive(Default, Clone)]
 struct Samples {
     tcp1: Vec<f64>,
@@ -259,21 +156,12 @@ struct Samples {
     cpu_ms_per_gbit: Vec<f64>,
 }
 
-fn median(v: &[f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn measure(topology: &Topology, secs: u64, samples: &mut Samples) -> BoxResult<()> {
     let (client, server) = (&topology.hosts()[0].ns, &topology.hosts()[1].ns);
-    let mut srv = iperf_server(server)?;
+    let mut srv = iperf::iperf_server(server)?;
     let result = (|| -> BoxResult<()> {
         let cpu0 = cpu_seconds();
-        let one = tcp(client, 1, secs)?;
+        let one = tcp(client, SERVER, 1, secs)?;
         let cpu = cpu_seconds() - cpu0;
         samples.tcp1.push(one.gbit);
         if one.bytes > 0.0 {
@@ -282,13 +170,13 @@ fn measure(topology: &Topology, secs: u64, samples: &mut Samples) -> BoxResult<(
                 .cpu_ms_per_gbit
                 .push(cpu * 1000.0 / (one.bytes * 8.0 / 1e9));
         }
-        let four = tcp(client, 4, secs)?;
+        let four = tcp(client, SERVER, 4, secs)?;
         samples.tcp4.push(four.gbit);
         samples.tcp4_retransmits.push(four.retransmits);
-        let (pps, loss) = udp64(client, secs)?;
+        let (pps, loss) = udp64(client, SERVER, secs)?;
         samples.udp_pps.push(pps);
         samples.udp_loss.push(loss);
-        let (p50, p99) = rtt(client)?;
+        let (p50, p99) = rtt(client, SERVER)?;
         samples.rtt_p50.push(p50);
         samples.rtt_p99.push(p99);
         Ok(())
@@ -297,6 +185,11 @@ fn measure(topology: &Topology, secs: u64, samples: &mut Samples) -> BoxResult<(
     let _ = srv.wait();
     result
 }
+
+#[path = "common/iperf.rs"]
+mod iperf;
+
+use iperf::{BoxResult, median, rtt, tcp, udp64};
 
 fn main() -> BoxResult<()> {
     if !vswitch_testkit::is_root() {
@@ -435,8 +328,8 @@ fn scale(rounds: u64, secs: u64) -> BoxResult<()> {
     for round in 1..=rounds {
         for (i, topology) in labs.iter().enumerate() {
             eprintln!("scale round {round}/{rounds}: {} ports", sizes[i]);
-            let mut srv = iperf_server(&topology.hosts()[1].ns)?;
-            let result = tcp(&topology.hosts()[0].ns, 1, secs);
+            let mut srv = iperf::iperf_server(&topology.hosts()[1].ns)?;
+            let result = tcp(&topology.hosts()[0].ns, SERVER, 1, secs);
             let _ = srv.kill();
             let _ = srv.wait();
             gbits[i].push(result?.gbit);

@@ -113,7 +113,7 @@ fn hosts_in_one_vlan_reach_each_other_across_a_trunk_and_no_one_else() {
 /// is written and read raw by a packet socket.
 struct Wire {
     outer: String,
-    _ns: NetnsGuard,
+    ns: NetnsGuard,
     socket: PacketPort,
 }
 
@@ -139,29 +139,23 @@ impl Wire {
             )
             .expect("enter")
             .expect("packet socket");
-        Wire {
-            outer,
-            _ns: ns,
-            socket,
-        }
+        Wire { outer, ns, socket }
     }
 
-    /// Waits until the link carries frames (both ends up: the switch sets the outer one up as
-    /// it opens the port).
+    /// Waits until both ends carry frames: the switch sets the outer one up as it opens the
+    /// port, and each end sends only once the kernel has started its queue (`IFF_RUNNING`).
     fn wait_until_up(&self) {
-        let path = format!("/sys/class/net/{}/operstate", self.outer);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while std::fs::read_to_string(&path)
-            .map(|s| s.trim() != "up")
-            .unwrap_or(true)
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{} never came up",
-                self.outer
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        let limit = std::time::Duration::from_secs(5);
+        let outer = Netlink::open().and_then(|mut nl| nl.wait_running(&self.outer, limit));
+        let inner = self
+            .ns
+            .run(|| Netlink::open().and_then(|mut nl| nl.wait_running("eth0", limit)))
+            .expect("enter");
+        assert!(
+            outer.expect("outer") && inner.expect("inner"),
+            "{} never came up",
+            self.outer
+        );
     }
 
     fn inject(&self, frame: &[u8]) {

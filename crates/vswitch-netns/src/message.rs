@@ -252,11 +252,25 @@ pub struct LinkInfo {
     pub mtu: Option<u32>,
     /// Transmit queue length (`txqueuelen`).
     pub tx_queue_len: Option<u32>,
+    /// `IFF_*` flags as the kernel reports them (`IFF_RUNNING`: operationally up).
+    pub flags: u32,
+}
+
+/// `IFF_RUNNING`: the link is operationally up. The kernel sets it (and starts the device's
+/// queueing discipline) a moment after the carrier comes on: until then frames sent are lost.
+pub const IFF_RUNNING: u32 = 0x40;
+
+impl LinkInfo {
+    /// Operationally up: frames sent now go out.
+    pub fn is_running(&self) -> bool {
+        self.flags & IFF_RUNNING != 0
+    }
 }
 
 fn parse_link(body: &[u8]) -> LinkInfo {
     let mut info = LinkInfo {
         index: u32::from_ne_bytes([body[4], body[5], body[6], body[7]]),
+        flags: u32::from_ne_bytes([body[8], body[9], body[10], body[11]]),
         ..LinkInfo::default()
     };
     let mut attrs = &body[16..];
@@ -400,7 +414,7 @@ mod tests {
         // A link message with index 42, a MAC and an MTU.
         let mac = [2, 0, 0, 0, 0, 9];
         let link = Request::new(RTM_NEWLINK, 0, 4)
-            .ifinfo(42, 0, 0)
+            .ifinfo(42, IFF_RUNNING, 0)
             .ifname("x")
             .mac(mac)
             .mtu(9000)
@@ -411,7 +425,9 @@ mod tests {
             mac: Some(mac),
             mtu: Some(9000),
             tx_queue_len: Some(500),
+            flags: IFF_RUNNING,
         };
+        assert!(info.is_running());
         assert_eq!(
             parse_replies(&data),
             [

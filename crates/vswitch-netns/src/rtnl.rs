@@ -110,6 +110,25 @@ impl Netlink {
         }
     }
 
+    /// Waits until link `name` is operationally up (see [`crate::message::IFF_RUNNING`]), for
+    /// at most `limit`; returns whether it is.
+    pub fn wait_running(
+        &mut self,
+        name: &str,
+        limit: std::time::Duration,
+    ) -> Result<bool, NetnsError> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if self.link(name)?.is_running() {
+                return Ok(true);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     /// Whether interface `name` exists here.
     pub fn link_exists(&mut self, name: &str) -> Result<bool, NetnsError> {
         match self.link_index(name) {

@@ -275,6 +275,10 @@ pub fn up(topology: &Topology, base: &SwitchArgs, check: bool) -> Result<()> {
         .with_context(|| format!("host {}", host.name))?;
     }
 
+    // "Up" means usable: a link sends only once the kernel started its queue, a moment after
+    // its carrier came on; a probe sent before that is lost.
+    wait_for_links(topology, &namespaces)?;
+
     let lab = LabState::of(topology, std::process::id());
     state::write(&lab)?;
     let _state_guard = StateGuard(name.clone());
@@ -383,6 +387,35 @@ fn make_room_for_neighbours(topology: &Topology) -> Result<()> {
 fn quiet(port: &str) -> Result<()> {
     let path = format!("/proc/sys/net/ipv6/conf/{port}/disable_ipv6");
     std::fs::write(&path, "1").with_context(|| format!("writing {path}"))
+}
+
+/// Waits (up to 5 s per link) until every link end of the lab is operationally up, and warns
+/// about any that isn't.
+fn wait_for_links(topology: &Topology, namespaces: &HashMap<&str, NetnsGuard>) -> Result<()> {
+    let limit = std::time::Duration::from_secs(5);
+    let mut root = Netlink::open()?;
+    for i in 0..topology.links.len() {
+        let (a, b) = topology.ends(i);
+        for end in [a, b] {
+            let (name, running) = match end {
+                // (A TAP moved into its host is waited for there, as the host's end.)
+                End::Switch { port, .. } if root.link_exists(&port)? => {
+                    let running = root.wait_running(&port, limit)?;
+                    (port, running)
+                }
+                End::Switch { .. } => continue,
+                End::Host { host, ifname } => {
+                    let running = namespaces[host.as_str()]
+                        .run(|| Netlink::open()?.wait_running(&ifname, limit))??;
+                    (format!("{host}:{ifname}"), running)
+                }
+            };
+            if !running {
+                tracing::warn!(link = %name, "not operationally up after 5 s");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// IPv4 and IPv6 forwarding on in the calling thread's namespace (`/proc/sys/net` answers for
