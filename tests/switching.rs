@@ -799,7 +799,7 @@ fn every_host_pings_the_switchs_own_address() {
     let lab = SwitchLab::new(3, config(), Attach::Tap { offload: true }).expect("lab");
     let station = vswitch_datapath::StationPort::new(
         vswitch_core::MacAddr([0x02, 0x5f, 0, 0, 0, 1]),
-        vec![(Ipv4Addr::new(10, 77, 0, 254), 24)],
+        vec![(std::net::IpAddr::V4(Ipv4Addr::new(10, 77, 0, 254)), 24)],
     )
     .expect("station");
     lab.switch

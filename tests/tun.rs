@@ -1,7 +1,7 @@
 //! TUN ports against real kernel stacks: the kernel of one namespace sends IP packets into a
 //! TUN the switch owns, and reaches a host on a TAP port at Ethernet level. Needs root.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use vswitch_datapath::{PortDevice, Switch, SwitchConfig, Tap, TunConfig, TunPort};
 use vswitch_testkit::{Host, ping, require_root, tcp_transfer, unique_name};
@@ -50,4 +50,64 @@ fn a_tun_device_pings_and_moves_tcp_with_a_host_on_a_tap_port() {
     // The TAP host learned the port's own MAC for the TUN's address.
     let mac = port.device().mac().expect("mac");
     assert!(switch.fdb().iter().any(|r| r.key.mac == mac));
+}
+
+/// IPv6: the TUN port resolves its next hop by neighbour discovery and answers solicitations
+/// for its address, and the switch's own address (a station port) answers ICMPv6 echo; the
+/// kernels on both sides are the oracle (they accept only valid ND and echo replies).
+#[test]
+fn ipv6_through_a_tun_port_and_to_the_switchs_own_address() {
+    if !require_root("ipv6_through_a_tun_port_and_to_the_switchs_own_address") {
+        return;
+    }
+    let tun_name = unique_name("vsu");
+    let tun = TunPort::open(
+        &TunConfig::parse(&format!("{tun_name}=10.77.7.9/24+fd77::9/64")).expect("spec"),
+    )
+    .expect("tun");
+    let tap_name = unique_name("vsa");
+    let tap = Tap::open_queues(&tap_name, true, 2).expect("tap");
+    let station = vswitch_datapath::StationPort::new(
+        vswitch_datapath::local_mac("ipv6 test self"),
+        vec![("fd77::fe".parse().expect("ip"), 64)],
+    )
+    .expect("station");
+    let ports: Vec<(String, Box<dyn PortDevice>)> = vec![
+        (tun_name.clone(), Box::new(tun)),
+        (tap_name.clone(), Box::new(tap)),
+        ("self".into(), Box::new(station)),
+    ];
+    let switch = Switch::start(SwitchConfig::default(), ports).expect("switch");
+    let behind_tun = Host::with_link(&tun_name, Ipv4Addr::new(10, 77, 7, 9)).expect("tun host");
+    let on_tap = Host::with_link(&tap_name, Ipv4Addr::new(10, 77, 7, 1)).expect("tap host");
+    let (v6_tun, v6_tap, v6_self): (Ipv6Addr, Ipv6Addr, Ipv6Addr) = (
+        "fd77::9".parse().expect("ip"),
+        "fd77::1".parse().expect("ip"),
+        "fd77::fe".parse().expect("ip"),
+    );
+    behind_tun.add_ipv6(v6_tun).expect("v6");
+    on_tap.add_ipv6(v6_tap).expect("v6");
+    // The TAP side asks first: only the port's own advertisement can answer it.
+    let report = ping(&on_tap.ns, v6_tun, 5);
+    assert!(
+        report.all_replied(),
+        "TAP -> TUN over IPv6 (NS answered by the port): {report}"
+    );
+    let report = ping(&behind_tun.ns, v6_tap, 5);
+    assert!(
+        report.all_replied(),
+        "TUN -> TAP over IPv6 (NS sent by the port): {report}"
+    );
+    let report = ping(&on_tap.ns, v6_self, 5);
+    assert!(
+        report.all_replied(),
+        "TAP -> the switch's own IPv6 address: {report}"
+    );
+    let t = tcp_transfer(&on_tap.ns, &behind_tun.ns, v6_tun, 5711, 4 << 20).expect("tcp");
+    assert_eq!(
+        (t.received, t.received_digest),
+        (t.sent, t.sent_digest),
+        "TCP over IPv6"
+    );
+    drop(switch);
 }

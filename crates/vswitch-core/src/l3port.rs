@@ -1,20 +1,26 @@
 //! An IP device on an Ethernet segment: what a TUN port does between the IP packets of its
 //! device and the frames of the switch.
 //!
-//! The port stands for the addresses it is given (`tun:tun0=10.0.1.9/24`): it answers ARP for
-//! them from a MAC of its own, takes frames for that MAC (or broadcast) as IP packets for the
-//! device, and sends the device's packets as frames to the next hop's MAC, which it resolves by
-//! ARP and caches (aged). A packet for an address not yet resolved waits (a few per address,
-//! bounded) while the port asks. IPv4 only for now.
+//! The port stands for the addresses it is given (`tun:tun0=10.0.1.9/24+fd00::9/64`): it
+//! answers ARP (IPv4) and neighbour solicitations (IPv6, RFC 4861) for them from a MAC of its
+//! own, takes frames for that MAC (or multicast) as IP packets for the device, and sends the
+//! device's packets as frames to the next hop's MAC, which it resolves by ARP or neighbour
+//! discovery and caches (aged). A packet for an address not yet resolved waits (a few per
+//! address, bounded) while the port asks.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::gso::{fold, sum_bytes};
 use crate::time::Timestamp;
 use crate::wire::MacAddr;
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_ARP: u16 = 0x0806;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const ICMPV6: u8 = 58;
+const NEIGHBOR_SOLICITATION: u8 = 135;
+const NEIGHBOR_ADVERTISEMENT: u8 = 136;
 /// How long a resolved neighbour is trusted.
 const CACHE_AGEING_MS: u64 = 300_000;
 /// How often a still unresolved address may be asked for again.
@@ -30,9 +36,7 @@ const CACHE_CAPACITY: usize = 4096;
 pub enum PacketDrop {
     /// Not an IP packet whose header and lengths add up.
     Malformed,
-    /// An IPv6 packet: the port speaks IPv4 only for now.
-    Ipv6,
-    /// Its destination is not on the port's subnet (the port routes nothing).
+    /// Its destination is not on the port's subnets (the port routes nothing).
     NoRoute,
     /// Its next hop is unresolved and enough packets already wait for it.
     PendingFull,
@@ -43,7 +47,7 @@ pub enum PacketDrop {
 pub enum FromDevice {
     /// This frame (the packet, addressed to its next hop).
     Frame(Vec<u8>),
-    /// An ARP request for the next hop; the packet waits for the answer.
+    /// An ARP request or a neighbour solicitation for the next hop; the packet waits.
     Resolve(Vec<u8>),
     /// The packet waits: a request for its next hop went out a moment ago.
     Waiting,
@@ -56,7 +60,8 @@ pub enum FromDevice {
 pub struct FromSwitch {
     /// The IP packet to write to the device, if the frame carried one for it.
     pub packet: Option<Vec<u8>>,
-    /// Frames to send into the switch: an ARP reply, packets that waited for this answer.
+    /// Frames to send into the switch: an ARP reply or a neighbour advertisement, packets that
+    /// waited for this answer.
     pub frames: Vec<Vec<u8>>,
 }
 
@@ -64,15 +69,108 @@ pub struct FromSwitch {
 #[derive(Debug)]
 pub struct L3Port {
     mac: MacAddr,
-    addresses: Vec<(Ipv4Addr, u8)>,
-    cache: HashMap<Ipv4Addr, (MacAddr, Timestamp)>,
-    pending: HashMap<Ipv4Addr, (VecDeque<Vec<u8>>, Timestamp)>,
+    addresses: Vec<(IpAddr, u8)>,
+    cache: HashMap<IpAddr, (MacAddr, Timestamp)>,
+    pending: HashMap<IpAddr, (VecDeque<Vec<u8>>, Timestamp)>,
     pending_bytes: usize,
+}
+
+/// Whether `a` and `b` share their first `prefix` bits (false across families).
+fn same_subnet(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        _ => false,
+    }
+}
+
+/// The solicited-node multicast address of `target` (ff02::1:ffXX:XXXX).
+fn solicited_node(target: Ipv6Addr) -> Ipv6Addr {
+    let o = target.octets();
+    Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | u16::from(o[13]),
+        u16::from_be_bytes([o[14], o[15]]),
+    )
+}
+
+/// The Ethernet multicast MAC of an IPv6 multicast address (33:33 and its last 32 bits).
+fn ipv6_multicast_mac(group: Ipv6Addr) -> MacAddr {
+    let o = group.octets();
+    MacAddr([0x33, 0x33, o[12], o[13], o[14], o[15]])
+}
+
+/// The ICMPv6 checksum of `message` between `src` and `dst` (RFC 4443: over a pseudo-header).
+fn icmpv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, message: &[u8]) -> u16 {
+    let mut sum = sum_bytes(0, &src.octets());
+    sum = sum_bytes(sum, &dst.octets());
+    sum = sum_bytes(sum, &(message.len() as u32).to_be_bytes());
+    sum = sum_bytes(sum, &[0, 0, 0, ICMPV6]);
+    !fold(sum_bytes(sum, message))
+}
+
+/// An IPv6 packet carrying ICMPv6 `message` (checksum filled in) with hop limit 255, as
+/// neighbour discovery requires.
+fn icmpv6_packet(src: Ipv6Addr, dst: Ipv6Addr, mut message: Vec<u8>) -> Vec<u8> {
+    let sum = icmpv6_checksum(src, dst, &message);
+    message[2..4].copy_from_slice(&sum.to_be_bytes());
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&(message.len() as u16).to_be_bytes());
+    p.extend_from_slice(&[ICMPV6, 255]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(&message);
+    p
+}
+
+/// A neighbour solicitation or advertisement in `packet`, checked as RFC 4861 asks (hop limit
+/// 255, code 0, a checksum that verifies): its type, source address, target and link-layer
+/// address option, if any.
+fn parse_nd(packet: &[u8]) -> Option<(u8, Ipv6Addr, Ipv6Addr, Option<MacAddr>)> {
+    if packet.len() < 40 + 24 || packet[6] != ICMPV6 || packet[7] != 255 {
+        return None;
+    }
+    let src = Ipv6Addr::from(<[u8; 16]>::try_from(&packet[8..24]).ok()?);
+    let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&packet[24..40]).ok()?);
+    let message = &packet[40..];
+    let kind = message[0];
+    if !matches!(kind, NEIGHBOR_SOLICITATION | NEIGHBOR_ADVERTISEMENT)
+        || message[1] != 0
+        || icmpv6_checksum(src, dst, message) != 0
+    {
+        return None;
+    }
+    let target = Ipv6Addr::from(<[u8; 16]>::try_from(&message[8..24]).ok()?);
+    let mut options = &message[24..];
+    let mut link = None;
+    while options.len() >= 8 {
+        let len = usize::from(options[1]) * 8;
+        if len == 0 || len > options.len() {
+            return None;
+        }
+        // Source (1) in a solicitation, target (2) in an advertisement.
+        if matches!(options[0], 1 | 2) && len == 8 {
+            link = Some(MacAddr(options[2..8].try_into().ok()?));
+        }
+        options = &options[len..];
+    }
+    Some((kind, src, target, link))
 }
 
 impl L3Port {
     /// A port with MAC `mac` standing for `addresses` (address, prefix length).
-    pub fn new(mac: MacAddr, addresses: Vec<(Ipv4Addr, u8)>) -> L3Port {
+    pub fn new(mac: MacAddr, addresses: Vec<(IpAddr, u8)>) -> L3Port {
         L3Port {
             mac,
             addresses,
@@ -87,25 +185,25 @@ impl L3Port {
         self.mac
     }
 
-    fn on_link(&self, ip: Ipv4Addr) -> bool {
-        self.addresses.iter().any(|(a, prefix)| {
-            let mask = u32::MAX.checked_shl(32 - u32::from(*prefix)).unwrap_or(0);
-            u32::from(*a) & mask == u32::from(ip) & mask
-        })
+    fn on_link(&self, ip: IpAddr) -> bool {
+        self.addresses
+            .iter()
+            .any(|(a, prefix)| same_subnet(*a, ip, *prefix))
     }
 
-    fn is_ours(&self, ip: Ipv4Addr) -> bool {
+    fn is_ours(&self, ip: IpAddr) -> bool {
         self.addresses.iter().any(|(a, _)| *a == ip)
     }
 
     /// Whether `ip` is one of the port's addresses.
-    pub fn stands_for(&self, ip: Ipv4Addr) -> bool {
+    pub fn stands_for(&self, ip: IpAddr) -> bool {
         self.is_ours(ip)
     }
 
     fn is_broadcast(&self, ip: Ipv4Addr) -> bool {
         ip == Ipv4Addr::BROADCAST
             || self.addresses.iter().any(|(a, prefix)| {
+                let IpAddr::V4(a) = a else { return false };
                 let host = u32::MAX.checked_shr(u32::from(*prefix)).unwrap_or(0);
                 *prefix < 31 && u32::from(*a) | host == u32::from(ip)
             })
@@ -138,44 +236,65 @@ impl L3Port {
         f
     }
 
+    /// A neighbour solicitation for `target`, to its solicited-node group.
+    fn solicitation(&self, target: Ipv6Addr, sender: Ipv6Addr) -> Vec<u8> {
+        let mut m = vec![NEIGHBOR_SOLICITATION, 0, 0, 0, 0, 0, 0, 0];
+        m.extend_from_slice(&target.octets());
+        m.extend_from_slice(&[1, 1]);
+        m.extend_from_slice(&self.mac.0);
+        let group = solicited_node(target);
+        let packet = icmpv6_packet(sender, group, m);
+        self.frame(ipv6_multicast_mac(group), ETHERTYPE_IPV6, &packet)
+    }
+
+    /// A solicited neighbour advertisement of our `target` to `to` (at `to_mac`).
+    fn advertisement(&self, target: Ipv6Addr, to: Ipv6Addr, to_mac: MacAddr) -> Vec<u8> {
+        // Solicited and override; not a router.
+        let mut m = vec![NEIGHBOR_ADVERTISEMENT, 0, 0, 0, 0x60, 0, 0, 0];
+        m.extend_from_slice(&target.octets());
+        m.extend_from_slice(&[2, 1]);
+        m.extend_from_slice(&self.mac.0);
+        let packet = icmpv6_packet(target, to, m);
+        self.frame(to_mac, ETHERTYPE_IPV6, &packet)
+    }
+
     /// The source address to ask with: one of ours on `target`'s subnet.
-    fn sender_for(&self, target: Ipv4Addr) -> Ipv4Addr {
+    fn sender_for(&self, target: IpAddr) -> Option<IpAddr> {
         self.addresses
             .iter()
-            .find(|(a, p)| {
-                let mask = u32::MAX.checked_shl(32 - u32::from(*p)).unwrap_or(0);
-                u32::from(*a) & mask == u32::from(target) & mask
-            })
-            .map_or(Ipv4Addr::UNSPECIFIED, |(a, _)| *a)
+            .find(|(a, p)| same_subnet(*a, target, *p))
+            .map(|(a, _)| *a)
     }
 
     /// Takes an IP packet the device sent.
     pub fn from_device(&mut self, packet: &[u8], now: Timestamp) -> FromDevice {
-        if packet.len() >= 40
-            && packet[0] >> 4 == 6
-            && usize::from(u16::from_be_bytes([packet[4], packet[5]])) + 40 == packet.len()
-        {
-            return FromDevice::Drop(PacketDrop::Ipv6);
-        }
-        let Some(packet) = ipv4_packet(packet) else {
+        let (packet, dst, ethertype) = if let Some(p) = ipv4_packet(packet) {
+            let dst = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
+            if dst.is_multicast() {
+                let o = dst.octets();
+                let mac = MacAddr([0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]]);
+                return FromDevice::Frame(self.frame(mac, ETHERTYPE_IPV4, p));
+            }
+            if self.is_broadcast(dst) {
+                return FromDevice::Frame(self.frame(MacAddr::BROADCAST, ETHERTYPE_IPV4, p));
+            }
+            (p, IpAddr::V4(dst), ETHERTYPE_IPV4)
+        } else if let Some(p) = ipv6_packet(packet) {
+            let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&p[24..40]).unwrap_or([0; 16]));
+            if dst.is_multicast() {
+                return FromDevice::Frame(self.frame(ipv6_multicast_mac(dst), ETHERTYPE_IPV6, p));
+            }
+            (p, IpAddr::V6(dst), ETHERTYPE_IPV6)
+        } else {
             return FromDevice::Drop(PacketDrop::Malformed);
         };
-        let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
-        if dst.is_multicast() {
-            let o = dst.octets();
-            let mac = MacAddr([0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]]);
-            return FromDevice::Frame(self.frame(mac, ETHERTYPE_IPV4, packet));
-        }
-        if self.is_broadcast(dst) {
-            return FromDevice::Frame(self.frame(MacAddr::BROADCAST, ETHERTYPE_IPV4, packet));
-        }
         if !self.on_link(dst) {
             return FromDevice::Drop(PacketDrop::NoRoute);
         }
         if let Some((mac, seen)) = self.cache.get(&dst)
             && now.millis().saturating_sub(seen.millis()) < CACHE_AGEING_MS
         {
-            return FromDevice::Frame(self.frame(*mac, ETHERTYPE_IPV4, packet));
+            return FromDevice::Frame(self.frame(*mac, ethertype, packet));
         }
         let asked_lately = self
             .pending
@@ -194,8 +313,48 @@ impl L3Port {
             return FromDevice::Waiting;
         }
         *asked = now;
-        let sender = self.sender_for(dst);
-        FromDevice::Resolve(self.arp(1, MacAddr([0; 6]), dst, sender))
+        FromDevice::Resolve(match (dst, self.sender_for(dst)) {
+            (IpAddr::V4(dst), sender) => {
+                let sender = match sender {
+                    Some(IpAddr::V4(s)) => s,
+                    _ => Ipv4Addr::UNSPECIFIED,
+                };
+                self.arp(1, MacAddr([0; 6]), dst, sender)
+            }
+            (IpAddr::V6(dst), sender) => {
+                let sender = match sender {
+                    Some(IpAddr::V6(s)) => s,
+                    _ => Ipv6Addr::UNSPECIFIED,
+                };
+                self.solicitation(dst, sender)
+            }
+        })
+    }
+
+    /// Remembers that `ip` is at `mac` (if it is a neighbour), and sends what waited for it.
+    fn learn(&mut self, ip: IpAddr, mac: MacAddr, now: Timestamp, out: &mut FromSwitch) {
+        if !mac.is_valid_source() || !self.on_link(ip) || self.is_ours(ip) {
+            return;
+        }
+        if self.cache.len() >= CACHE_CAPACITY && !self.cache.contains_key(&ip) {
+            self.cache.retain(|_, (_, seen)| {
+                now.millis().saturating_sub(seen.millis()) < CACHE_AGEING_MS
+            });
+        }
+        if self.cache.len() < CACHE_CAPACITY {
+            self.cache.insert(ip, (mac, now));
+        }
+        if let Some((waiting, _)) = self.pending.remove(&ip) {
+            let ethertype = if ip.is_ipv4() {
+                ETHERTYPE_IPV4
+            } else {
+                ETHERTYPE_IPV6
+            };
+            for packet in waiting {
+                self.pending_bytes -= packet.len();
+                out.frames.push(self.frame(mac, ethertype, &packet));
+            }
+        }
     }
 
     /// Takes a frame the switch sent to the port.
@@ -205,6 +364,7 @@ impl L3Port {
             return out;
         }
         let dst = MacAddr(frame[..6].try_into().unwrap_or([0; 6]));
+        let src = MacAddr(frame[6..12].try_into().unwrap_or([0; 6]));
         let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
         let body = &frame[14..];
         match ethertype {
@@ -213,29 +373,43 @@ impl L3Port {
                 let sender_mac = MacAddr(body[8..14].try_into().unwrap_or([0; 6]));
                 let sender = Ipv4Addr::new(body[14], body[15], body[16], body[17]);
                 let target = Ipv4Addr::new(body[24], body[25], body[26], body[27]);
-                if sender_mac.is_valid_source() && self.on_link(sender) && !self.is_ours(sender) {
-                    if self.cache.len() >= CACHE_CAPACITY && !self.cache.contains_key(&sender) {
-                        self.cache.retain(|_, (_, seen)| {
-                            now.millis().saturating_sub(seen.millis()) < CACHE_AGEING_MS
-                        });
-                    }
-                    if self.cache.len() < CACHE_CAPACITY {
-                        self.cache.insert(sender, (sender_mac, now));
-                    }
-                    if let Some((waiting, _)) = self.pending.remove(&sender) {
-                        for packet in waiting {
-                            self.pending_bytes -= packet.len();
-                            out.frames
-                                .push(self.frame(sender_mac, ETHERTYPE_IPV4, &packet));
-                        }
-                    }
-                }
-                if op == 1 && self.is_ours(target) {
+                self.learn(IpAddr::V4(sender), sender_mac, now, &mut out);
+                if op == 1 && self.is_ours(IpAddr::V4(target)) {
                     out.frames.push(self.arp(2, sender_mac, sender, target));
                 }
             }
             ETHERTYPE_IPV4 if dst == self.mac || dst.is_multicast() => {
                 out.packet = ipv4_packet(body).map(<[u8]>::to_vec);
+            }
+            ETHERTYPE_IPV6 if dst == self.mac || dst.is_multicast() => {
+                let Some(packet) = ipv6_packet(body) else {
+                    return out;
+                };
+                match parse_nd(packet) {
+                    Some((NEIGHBOR_SOLICITATION, from, target, link)) => {
+                        // The solicitor's address is at its link-layer option's MAC (or the
+                        // frame's source); DAD probes come from :: and teach nothing.
+                        let from_mac = link.unwrap_or(src);
+                        if !from.is_unspecified() {
+                            self.learn(IpAddr::V6(from), from_mac, now, &mut out);
+                        }
+                        if self.is_ours(IpAddr::V6(target)) && !from.is_unspecified() {
+                            out.frames.push(self.advertisement(target, from, from_mac));
+                        }
+                    }
+                    Some((_, _, target, link)) => {
+                        self.learn(IpAddr::V6(target), link.unwrap_or(src), now, &mut out);
+                    }
+                    // Not neighbour discovery: the device's, if it is for us or a group.
+                    None => {
+                        let to = Ipv6Addr::from(
+                            <[u8; 16]>::try_from(&packet[24..40]).unwrap_or([0; 16]),
+                        );
+                        if to.is_multicast() || self.is_ours(IpAddr::V6(to)) {
+                            out.packet = Some(packet.to_vec());
+                        }
+                    }
+                }
             }
             _ => {}
         }
@@ -258,6 +432,16 @@ fn ipv4_packet(packet: &[u8]) -> Option<&[u8]> {
     Some(&packet[..total])
 }
 
+/// `packet` cut to its IPv6 length (header and payload length), if it is an IPv6 packet whose
+/// length adds up.
+fn ipv6_packet(packet: &[u8]) -> Option<&[u8]> {
+    if packet.len() < 40 || packet[0] >> 4 != 6 {
+        return None;
+    }
+    let total = 40 + usize::from(u16::from_be_bytes([packet[4], packet[5]]));
+    (total <= packet.len()).then(|| &packet[..total])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,7 +450,94 @@ mod tests {
     const PEER: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 1]);
 
     fn port() -> L3Port {
-        L3Port::new(OURS, vec![(Ipv4Addr::new(10, 0, 1, 9), 24)])
+        L3Port::new(
+            OURS,
+            vec![
+                (IpAddr::V4(Ipv4Addr::new(10, 0, 1, 9)), 24),
+                (IpAddr::V6(V6_OURS), 64),
+            ],
+        )
+    }
+
+    const V6_OURS: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 9);
+    const V6_PEER: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+
+    fn v6_packet(src: Ipv6Addr, dst: Ipv6Addr, payload: usize) -> Vec<u8> {
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&(payload as u16).to_be_bytes());
+        p.extend_from_slice(&[17, 64]);
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&dst.octets());
+        p.resize(40 + payload, 7);
+        p
+    }
+
+    #[test]
+    fn an_ipv6_packet_waits_for_neighbour_discovery_and_the_port_answers_for_its_own() {
+        let mut p = port();
+        let t = Timestamp::from_secs(1);
+        let first = v6_packet(V6_OURS, V6_PEER, 20);
+        let FromDevice::Resolve(ns) = p.from_device(&first, t) else {
+            panic!("no solicitation")
+        };
+        // To the solicited-node group of fd00::1, from our MAC, a valid solicitation for it.
+        assert_eq!(&ns[..6], &[0x33, 0x33, 0xff, 0, 0, 1]);
+        assert_eq!(&ns[12..14], &[0x86, 0xdd]);
+        let (kind, from, target, link) = parse_nd(&ns[14..]).expect("a valid solicitation");
+        assert_eq!(
+            (kind, from, target, link),
+            (NEIGHBOR_SOLICITATION, V6_OURS, V6_PEER, Some(OURS))
+        );
+        // The peer advertises itself: the waiting packet goes to its MAC.
+        let mut na = vec![NEIGHBOR_ADVERTISEMENT, 0, 0, 0, 0x60, 0, 0, 0];
+        na.extend_from_slice(&V6_PEER.octets());
+        na.extend_from_slice(&[2, 1]);
+        na.extend_from_slice(&PEER.0);
+        let na = icmpv6_packet(V6_PEER, V6_OURS, na);
+        let mut frame = OURS.0.to_vec();
+        frame.extend_from_slice(&PEER.0);
+        frame.extend_from_slice(&[0x86, 0xdd]);
+        frame.extend_from_slice(&na);
+        let out = p.from_switch(&frame, t);
+        assert_eq!(out.frames.len(), 1);
+        assert_eq!(
+            (&out.frames[0][..6], &out.frames[0][14..]),
+            (&PEER.0[..], &first[..])
+        );
+        // A corrupted advertisement teaches nothing.
+        let mut bad = frame.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let mut q = port();
+        let _ = q.from_device(&first, t);
+        assert!(q.from_switch(&bad, t).frames.is_empty(), "checksum checked");
+        // The peer asks for us: a solicited advertisement back, to its MAC, that verifies.
+        let mut solicit = vec![NEIGHBOR_SOLICITATION, 0, 0, 0, 0, 0, 0, 0];
+        solicit.extend_from_slice(&V6_OURS.octets());
+        solicit.extend_from_slice(&[1, 1]);
+        solicit.extend_from_slice(&PEER.0);
+        let group = solicited_node(V6_OURS);
+        let mut frame = ipv6_multicast_mac(group).0.to_vec();
+        frame.extend_from_slice(&PEER.0);
+        frame.extend_from_slice(&[0x86, 0xdd]);
+        frame.extend_from_slice(&icmpv6_packet(V6_PEER, group, solicit));
+        let out = p.from_switch(&frame, t);
+        assert_eq!(out.frames.len(), 1);
+        let reply = &out.frames[0];
+        assert_eq!(&reply[..6], &PEER.0);
+        let (kind, from, target, link) = parse_nd(&reply[14..]).expect("a valid advertisement");
+        assert_eq!(
+            (kind, from, target, link),
+            (NEIGHBOR_ADVERTISEMENT, V6_OURS, V6_OURS, Some(OURS))
+        );
+        // An IPv6 packet to our address is the device's; neighbour discovery never is.
+        let mut data = OURS.0.to_vec();
+        data.extend_from_slice(&PEER.0);
+        data.extend_from_slice(&[0x86, 0xdd]);
+        let inner = v6_packet(V6_PEER, V6_OURS, 8);
+        data.extend_from_slice(&inner);
+        assert_eq!(p.from_switch(&data, t).packet, Some(inner));
+        assert_eq!(p.from_switch(&frame, t).packet, None);
     }
 
     fn packet(dst: [u8; 4], len: usize) -> Vec<u8> {
@@ -360,7 +631,11 @@ mod tests {
         v6[4..6].copy_from_slice(&99u16.to_be_bytes());
         assert_eq!(p.from_device(&v6, t), malformed, "IPv6 with a wrong length");
         v6[4..6].copy_from_slice(&0u16.to_be_bytes());
-        assert_eq!(p.from_device(&v6, t), FromDevice::Drop(PacketDrop::Ipv6));
+        assert_eq!(
+            p.from_device(&v6, t),
+            FromDevice::Drop(PacketDrop::NoRoute),
+            "IPv6 to an address off the port's subnets"
+        );
         let mut v5 = packet([10, 0, 1, 1], 40);
         v5[0] = 0x55;
         assert_eq!(p.from_device(&v5, t), malformed, "wrong version");

@@ -7,7 +7,7 @@
 //! captured like every port. IPv4 only for now.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::BorrowedFd;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -29,7 +29,7 @@ pub struct StationPort {
 
 impl StationPort {
     /// A station standing for `addresses` (address, prefix length), with MAC `mac`.
-    pub fn new(mac: MacAddr, addresses: Vec<(Ipv4Addr, u8)>) -> io::Result<StationPort> {
+    pub fn new(mac: MacAddr, addresses: Vec<(IpAddr, u8)>) -> io::Result<StationPort> {
         Ok(StationPort {
             l3: Mutex::new(L3Port::new(mac, addresses)),
             answers: Answers::new()?,
@@ -39,8 +39,25 @@ impl StationPort {
     }
 }
 
-/// The echo reply to `packet` if it is an ICMP echo request (IPv4, no fragment), else `None`.
+/// The destination address of an IPv4 or IPv6 packet.
+fn destination(packet: &[u8]) -> Option<IpAddr> {
+    match packet.first()? >> 4 {
+        4 => Some(IpAddr::V4(Ipv4Addr::from(
+            <[u8; 4]>::try_from(packet.get(16..20)?).ok()?,
+        ))),
+        6 => Some(IpAddr::V6(Ipv6Addr::from(
+            <[u8; 16]>::try_from(packet.get(24..40)?).ok()?,
+        ))),
+        _ => None,
+    }
+}
+
+/// The echo reply to `packet` if it is an ICMP echo request (IPv4 without fragments, or ICMPv6
+/// right after the IPv6 header), else `None`.
 pub fn echo_reply(packet: &[u8]) -> Option<Vec<u8>> {
+    if packet.first()? >> 4 == 6 {
+        return echo_reply_v6(packet);
+    }
     let ihl = usize::from(*packet.first()? & 0x0f) * 4;
     let fragment = u16::from_be_bytes([*packet.get(6)?, *packet.get(7)?]) & 0x3fff != 0;
     if packet[0] >> 4 != 4 || ihl < 20 || packet.get(9)? != &1 || fragment {
@@ -63,6 +80,27 @@ pub fn echo_reply(packet: &[u8]) -> Option<Vec<u8>> {
     Some(reply)
 }
 
+/// ICMPv6 echo request (128) → reply (129), addresses swapped, checksum over the pseudo-header.
+fn echo_reply_v6(packet: &[u8]) -> Option<Vec<u8>> {
+    const ICMPV6: u8 = 58;
+    if packet.len() < 48 || packet[6] != ICMPV6 || packet[40] != 128 || packet[41] != 0 {
+        return None;
+    }
+    let mut reply = packet.to_vec();
+    reply[8..24].copy_from_slice(&packet[24..40]);
+    reply[24..40].copy_from_slice(&packet[8..24]);
+    reply[7] = 64;
+    reply[40] = 129;
+    reply[42..44].copy_from_slice(&[0, 0]);
+    let message = &reply[40..];
+    let mut sum = vswitch_core::gso::sum_bytes(0, &reply[8..40]);
+    sum = vswitch_core::gso::sum_bytes(sum, &(message.len() as u32).to_be_bytes());
+    sum = vswitch_core::gso::sum_bytes(sum, &[0, 0, 0, ICMPV6]);
+    let sum = !vswitch_core::gso::fold(vswitch_core::gso::sum_bytes(sum, message));
+    reply[42..44].copy_from_slice(&sum.to_be_bytes());
+    Some(reply)
+}
+
 fn checksum(bytes: &[u8]) -> u16 {
     !vswitch_core::gso::fold(vswitch_core::gso::sum_bytes(0, bytes))
 }
@@ -78,8 +116,8 @@ impl PortDevice for StationPort {
         let out = l3.from_switch(frame, now);
         let mut frames = out.frames;
         if let Some(packet) = out.packet {
-            let ours = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
-            match echo_reply(&packet).filter(|_| l3.stands_for(ours)) {
+            let ours = destination(&packet);
+            match echo_reply(&packet).filter(|_| ours.is_some_and(|o| l3.stands_for(o))) {
                 Some(reply) => {
                     self.echoes.fetch_add(1, Relaxed);
                     if let FromDevice::Frame(f) | FromDevice::Resolve(f) =

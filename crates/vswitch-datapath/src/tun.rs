@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -32,7 +32,7 @@ pub struct TunConfig {
     /// The TUN's name.
     pub name: String,
     /// The addresses the port stands for, with their prefix lengths.
-    pub addresses: Vec<(Ipv4Addr, u8)>,
+    pub addresses: Vec<(IpAddr, u8)>,
 }
 
 impl TunConfig {
@@ -47,14 +47,15 @@ impl TunConfig {
             let (ip, prefix) = a
                 .split_once('/')
                 .ok_or_else(|| format!("tun: {a:?} needs a prefix length, like 10.0.1.9/24"))?;
-            let ip: Ipv4Addr = ip
+            let ip: IpAddr = ip
                 .parse()
-                .map_err(|_| format!("tun: {ip:?} is not an IPv4 address"))?;
+                .map_err(|_| format!("tun: {ip:?} is not an IP address"))?;
+            let max = if ip.is_ipv4() { 32 } else { 128 };
             let prefix: u8 = prefix
                 .parse()
                 .ok()
-                .filter(|p| (1..=32).contains(p))
-                .ok_or_else(|| format!("tun: /{prefix} is not a prefix length (1 to 32)"))?;
+                .filter(|p| (1..=max).contains(p))
+                .ok_or_else(|| format!("tun: /{prefix} is not a prefix length (1 to {max})"))?;
             addresses.push((ip, prefix));
         }
         Ok(TunConfig {
@@ -68,7 +69,6 @@ impl TunConfig {
 #[derive(Debug, Default)]
 struct Drops {
     malformed: AtomicU64,
-    ipv6: AtomicU64,
     no_route: AtomicU64,
     pending_full: AtomicU64,
 }
@@ -157,7 +157,6 @@ impl PortDevice for TunPort {
                 FromDevice::Drop(reason) => {
                     let counter = match reason {
                         PacketDrop::Malformed => &self.drops.malformed,
-                        PacketDrop::Ipv6 => &self.drops.ipv6,
                         PacketDrop::NoRoute => &self.drops.no_route,
                         PacketDrop::PendingFull => &self.drops.pending_full,
                     };
@@ -210,7 +209,6 @@ impl PortDevice for TunPort {
     fn extra_counters(&self) -> Vec<(String, u64)> {
         vec![
             ("tun_malformed".into(), self.drops.malformed.load(Relaxed)),
-            ("tun_ipv6".into(), self.drops.ipv6.load(Relaxed)),
             ("tun_no_route".into(), self.drops.no_route.load(Relaxed)),
             (
                 "tun_pending_full".into(),
@@ -234,19 +232,22 @@ mod tests {
 
     #[test]
     fn specs_parse_and_refuse_nonsense() {
-        let c = TunConfig::parse("tun0=10.0.1.9/24+10.0.2.9/16").unwrap();
+        let c = TunConfig::parse("tun0=10.0.1.9/24+10.0.2.9/16+fd00::9/64").unwrap();
         assert_eq!(c.name, "tun0");
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(
             c.addresses,
             vec![
-                (Ipv4Addr::new(10, 0, 1, 9), 24),
-                (Ipv4Addr::new(10, 0, 2, 9), 16)
+                (ip("10.0.1.9"), 24),
+                (ip("10.0.2.9"), 16),
+                (ip("fd00::9"), 64)
             ]
         );
         for bad in [
             "tun0",
             "tun0=10.0.1.9",
             "tun0=10.0.1.9/33",
+            "tun0=fd00::9/129",
             "tun0=x/24",
             "=10.0.0.1/8",
         ] {
