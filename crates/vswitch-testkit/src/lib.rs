@@ -107,6 +107,13 @@ impl Host {
         })
     }
 
+    /// Waits (up to 5 s) until the host's interface sends: the kernel starts a link's queue a
+    /// moment after its carrier comes on, and a probe sent before that is lost. Returns whether
+    /// it is running.
+    pub fn wait_running(&self) -> Result<bool, NetnsError> {
+        wait_running(&self.ns, &self.ifname)
+    }
+
     /// Turns IPv6 on for the host's interface (without duplicate address detection, so the
     /// address works at once) and gives it `addr`/64.
     pub fn add_ipv6(&self, addr: std::net::Ipv6Addr) -> Result<(), NetnsError> {
@@ -338,6 +345,11 @@ pub struct Transfer {
     pub received_digest: u64,
 }
 
+/// Waits (up to 5 s) until link `ifname` in `ns` is operationally up ([`Host::wait_running`]).
+pub fn wait_running(ns: &Netns, ifname: &str) -> Result<bool, NetnsError> {
+    ns.run(|| Netlink::open()?.wait_running(ifname, Duration::from_secs(5)))?
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so a transfer isn't a compressible pattern.
 fn fill(buf: &mut [u8], state: &mut u64) {
     for chunk in buf.chunks_mut(8) {
@@ -485,6 +497,11 @@ impl SwitchLab {
         for (i, name) in inner.iter().enumerate() {
             let addr = Ipv4Addr::new(10, 77, 0, u8::try_from(i + 1)?);
             lab.hosts.push(Host::with_link(name, addr)?);
+        }
+        // Usable means running: a first probe sent before the kernel starts a link's queue
+        // is lost.
+        for host in &lab.hosts {
+            host.wait_running()?;
         }
         Ok(lab)
     }

@@ -59,6 +59,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             let mut nl = Netlink::open()?;
             nl.add_address(tap, IpAddr::V4(*addr), 24)?;
             nl.set_up(tap)?;
+            // It sends once the kernel has started its queue; a first probe before is lost.
+            nl.wait_running(tap, std::time::Duration::from_secs(5))?;
             Ok(())
         })??;
         outln!("demo: {ns_name}: {tap} = {addr}/24");

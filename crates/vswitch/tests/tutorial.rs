@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use common::{BIN, links_with_prefix, wait_for_line};
 use nix::sys::signal::Signal;
 use vswitch_netns::{Netlink, Netns, NetnsError, NetnsGuard};
-use vswitch_testkit::{ChildGuard, ping, require_root, tcp_transfer, unique_name};
+use vswitch_testkit::{ChildGuard, ping, require_root, tcp_transfer, unique_name, wait_running};
 
 fn configure(ns: &Netns, link: &str, addr: &str) {
     ns.run(|| -> Result<(), NetnsError> {
@@ -34,6 +34,13 @@ fn experiment_1_two_namespaces_joined_by_one_veth_pair() {
         .expect("veth");
     configure(&net0, "veth0", "10.0.1.1");
     configure(&net1, "veth1", "10.0.1.2");
+    // Both ends up; each sends once the kernel has started its queue.
+    for (ns, link) in [(&net0, "veth0"), (&net1, "veth1")] {
+        assert!(
+            wait_running(ns, link).expect("link"),
+            "{link} never came up"
+        );
+    }
     assert!(ping(&net0, Ipv4Addr::new(10, 0, 1, 2), 3).all_replied());
     assert!(ping(&net1, Ipv4Addr::new(10, 0, 1, 1), 3).all_replied());
 }
@@ -70,6 +77,13 @@ fn experiment_2_vswitch_replaces_the_bridge() {
             .expect("spawn vswitch"),
     );
     let _stdout = wait_for_line(&mut switch, "switching among");
+    // The switch set its ends up; each host's end sends once the kernel started its queue.
+    for (ns, link) in [(&net0, "net0-bridge"), (&net1, "net1-bridge")] {
+        assert!(
+            wait_running(ns, link).expect("link"),
+            "{link} never came up"
+        );
+    }
     assert!(
         ping(&net0, Ipv4Addr::new(10, 0, 1, 2), 3).all_replied(),
         "net0 -> net1"
