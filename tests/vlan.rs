@@ -117,6 +117,20 @@ struct Wire {
     socket: PacketPort,
 }
 
+/// A switch whose `dev:` ports are the wires' outer ends, once every wire carries frames.
+fn switch_on(wires: &[Wire]) -> Switch {
+    let ports: Vec<(String, Box<dyn PortDevice>)> = wires
+        .iter()
+        .map(|w| {
+            let dev: Box<dyn PortDevice> = Box::new(PacketPort::open(&w.outer).expect("port"));
+            (w.outer.clone(), dev)
+        })
+        .collect();
+    let switch = Switch::start(SwitchConfig::default(), ports).expect("switch");
+    wires.iter().for_each(Wire::wait_until_up);
+    switch
+}
+
 /// Marks the test's own frames, so stray frames of the kernel are never counted.
 const MARK: &[u8] = b"vswitch-vlan-test";
 
@@ -302,15 +316,7 @@ fn every_vlan_mode_passes_exactly_the_bytes_it_should() {
     ];
     let names: Vec<&str> = modes.iter().map(|(n, _)| *n).collect();
     let wires: Vec<Wire> = modes.iter().map(|_| Wire::new()).collect();
-    let ports: Vec<(String, Box<dyn PortDevice>)> = wires
-        .iter()
-        .map(|w| {
-            let dev: Box<dyn PortDevice> = Box::new(PacketPort::open(&w.outer).expect("port"));
-            (w.outer.clone(), dev)
-        })
-        .collect();
-    let switch = Switch::start(SwitchConfig::default(), ports).expect("switch");
-    wires.iter().for_each(Wire::wait_until_up);
+    let switch = switch_on(&wires);
     for (w, (_, mode)) in wires.iter().zip(&modes) {
         switch
             .set_vlan(&w.outer, mode.parse::<VlanMode>().expect("mode"))
@@ -403,15 +409,7 @@ fn port_flags_flood_isolate_hairpin_and_learn_as_set() {
     }
     let names = ["P0", "P1", "P2", "P3", "P4"];
     let wires: Vec<Wire> = names.iter().map(|_| Wire::new()).collect();
-    let ports: Vec<(String, Box<dyn PortDevice>)> = wires
-        .iter()
-        .map(|w| {
-            let dev: Box<dyn PortDevice> = Box::new(PacketPort::open(&w.outer).expect("port"));
-            (w.outer.clone(), dev)
-        })
-        .collect();
-    let switch = Switch::start(SwitchConfig::default(), ports).expect("switch");
-    wires.iter().for_each(Wire::wait_until_up);
+    let switch = switch_on(&wires);
     let set = |i: usize, flag: &str, value: &str| {
         switch
             .set_port_flag(&wires[i].outer, flag, value)

@@ -120,30 +120,16 @@ impl From<ImpairTable> for Impairments {
 struct LinkTable {
     endpoints: Spanned<Vec<String>>,
     mtu: Option<u32>,
+    /// The impairment keys at the link's top level (both directions), read as an
+    /// [`ImpairTable`] once the other keys are out (`deny_unknown_fields` doesn't combine with
+    /// `flatten`).
     #[serde(flatten)]
-    both: ImpairFields,
+    both: toml::Table,
     a_to_b: Option<ImpairTable>,
     b_to_a: Option<ImpairTable>,
     vlan: Option<Spanned<VlanField>>,
     #[serde(default)]
     addresses: Vec<Spanned<String>>,
-}
-
-/// The impairment keys at a link's top level (both directions). A separate struct because
-/// `deny_unknown_fields` doesn't combine with `flatten`: unknown keys are caught by hand.
-#[derive(Debug, Deserialize, Default)]
-struct ImpairFields {
-    rate: Option<String>,
-    queue: Option<String>,
-    delay: Option<String>,
-    jitter: Option<String>,
-    loss: Option<String>,
-    reorder: Option<String>,
-    duplicate: Option<String>,
-    corrupt: Option<String>,
-    seed: Option<u64>,
-    #[serde(flatten)]
-    unknown: BTreeMap<String, toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -325,9 +311,6 @@ pub fn parse(path: &str, text: &str, name: Option<&str>) -> Result<Topology> {
     for table in file.links {
         let origin = src.origin(&table);
         let t = table.into_inner();
-        if let Some(key) = t.both.unknown.keys().next() {
-            return Err(anyhow!("{origin}: links: unknown field `{key}`"));
-        }
         let [a, b] = t.endpoints.get_ref().as_slice() else {
             return Err(src.err(
                 &t.endpoints,
@@ -335,18 +318,10 @@ pub fn parse(path: &str, text: &str, name: Option<&str>) -> Result<Topology> {
                 "give two node names, like [\"h1\", \"s1\"]",
             ));
         };
-        let f = t.both;
-        let both = Impairments {
-            rate: f.rate,
-            queue: f.queue,
-            delay: f.delay,
-            jitter: f.jitter,
-            loss: f.loss,
-            reorder: f.reorder,
-            duplicate: f.duplicate,
-            corrupt: f.corrupt,
-            seed: f.seed,
-        };
+        let both: Impairments = toml::Value::Table(t.both)
+            .try_into::<ImpairTable>()
+            .map_err(|e| anyhow!("{origin}: links: {}", e.to_string().trim_end()))?
+            .into();
         let vlan = match &t.vlan {
             None => BTreeMap::new(),
             Some(v) => {
