@@ -647,3 +647,36 @@ vlan = { s2 = "trunk 100,200", s3 = "trunk 100,200" }
     drop(lab);
     assert_nothing_left(&name);
 }
+
+/// The seed's TUN example: a host whose only interface is a TUN of the switch reaches a host on
+/// a veth and the switch's own address over IPv4 and IPv6, and moves hashed TCP.
+#[test]
+fn the_seed_tun_example_joins_an_ip_only_host_to_the_segment() {
+    if !require_root("the_seed_tun_example_joins_an_ip_only_host_to_the_segment") {
+        return;
+    }
+    let name = lab_name("tn");
+    let (lab, _) = LabChild::up(&name, &["-f", &example("seed-tun.toml")]);
+    let (pairs, failed) = check(&lab);
+    // h1 and h2 to each other and to the switch, each on both families.
+    assert_eq!((pairs.len(), failed.len()), (8, 0), "{failed:?}");
+    let client = Netns::open(&format!("{name}-h1")).expect("ns");
+    let server = Netns::open(&format!("{name}-h2")).expect("ns");
+    for addr in ["10.0.3.2", "fd03::2"] {
+        let t = tcp_transfer(
+            &client,
+            &server,
+            addr.parse::<IpAddr>().unwrap(),
+            5401,
+            8 << 20,
+        )
+        .expect("tcp");
+        assert_eq!(
+            (t.received, t.received_digest),
+            (t.sent, t.sent_digest),
+            "{addr}"
+        );
+    }
+    drop(lab);
+    assert_nothing_left(&name);
+}

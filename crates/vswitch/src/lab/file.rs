@@ -130,6 +130,8 @@ struct LinkTable {
     vlan: Option<Spanned<VlanField>>,
     #[serde(default)]
     addresses: Vec<Spanned<String>>,
+    #[serde(default)]
+    tun: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -376,6 +378,7 @@ pub fn parse(path: &str, text: &str, name: Option<&str>) -> Result<Topology> {
                 .or(&both),
             vlan,
             addresses,
+            tun: t.tun,
             origin,
         });
     }

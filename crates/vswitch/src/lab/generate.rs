@@ -184,6 +184,7 @@ impl Shape {
             b_to_a: Impairments::default(),
             vlan: Default::default(),
             addresses: Vec::new(),
+            tun: false,
             origin: origin.clone(),
         };
         let mut links = Vec::new();

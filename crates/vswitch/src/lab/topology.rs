@@ -243,6 +243,9 @@ pub struct Link {
     pub vlan: BTreeMap<String, VlanMode>,
     /// Addresses of the host end, for a host's second and later links.
     pub addresses: Vec<IfAddr>,
+    /// The host joins by a TUN device (IP packets only) instead of an Ethernet link: the
+    /// switch's TUN port stands for the host's addresses on the segment (ARP, NDP).
+    pub tun: bool,
     pub origin: Origin,
 }
 
@@ -505,6 +508,17 @@ impl Topology {
                 Pipeline::parse(&p).map_err(|e| format!("{at}: links: {dir}: {e}"))?;
             }
         }
+        if link.tun
+            && !matches!(
+                (a, b),
+                (Node::Host(_), Node::Switch(_)) | (Node::Switch(_), Node::Host(_))
+            )
+        {
+            return Err(format!(
+                "{at}: links: tun joins a host to a switch; {} -- {} is not such a link",
+                link.a, link.b
+            ));
+        }
         let host_end = matches!(a, Node::Host(_)) || matches!(b, Node::Host(_));
         if !link.addresses.is_empty() && !host_end {
             return Err(format!(
@@ -541,6 +555,23 @@ impl Topology {
                 "{}: links: addresses: the host's first link gets hosts.{}.addresses; give them in one place",
                 self.links[*i].origin, host.name
             ));
+        }
+        for (k, (i, ifname)) in links.iter().enumerate() {
+            if !self.links[*i].tun {
+                continue;
+            }
+            if self.interface_addresses(host, k, *i).is_empty() {
+                return Err(format!(
+                    "{}: links: host {}'s {ifname} is a TUN link: it needs addresses (the switch's port stands for them)",
+                    self.links[*i].origin, host.name
+                ));
+            }
+            if k == 0 && host.mac.is_some() {
+                return Err(format!(
+                    "{at}: hosts.{}.mac: its eth0 is a TUN link, which has no MAC",
+                    host.name
+                ));
+            }
         }
         let on_link = |gw: IpAddr| all.iter().any(|a| a.contains(gw) && a.addr != gw);
         for gw in &host.gateways {

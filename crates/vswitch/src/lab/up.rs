@@ -103,7 +103,33 @@ pub fn up(topology: &Topology, base: &SwitchArgs, check: bool) -> Result<()> {
                     .iter()
                     .find(|s| s.name == switch)
                     .expect("validated");
+                let tun = topology.links[i].tun;
                 match topology.attach {
+                    // The switch's TUN port stands for the host's addresses on that link; the
+                    // TUN itself is moved into the host below.
+                    _ if tun => {
+                        let host_node = topology
+                            .hosts
+                            .iter()
+                            .find(|h| h.name == host)
+                            .expect("validated");
+                        let k = topology
+                            .host_links(&host)
+                            .iter()
+                            .position(|(j, _)| *j == i)
+                            .expect("the host's link");
+                        let addresses = topology
+                            .interface_addresses(host_node, k, i)
+                            .iter()
+                            .map(|a| (a.addr, a.prefix))
+                            .collect();
+                        ports.entry(&switch.name).or_default().push(PortSpec::Tun(
+                            vswitch_datapath::TunConfig {
+                                name: port,
+                                addresses,
+                            },
+                        ));
+                    }
                     Attach::Veth => {
                         let ns = &namespaces[host.as_str()];
                         netlink.add_veth(&port, &ifname, Some(ns))?;
@@ -231,7 +257,8 @@ pub fn up(topology: &Topology, base: &SwitchArgs, check: bool) -> Result<()> {
                 End::Switch { port, .. } => Some(port),
                 End::Host { .. } => None,
             });
-            if let (Attach::Tap, Some(port)) = (topology.attach, switch_port) {
+            let moved = topology.attach == Attach::Tap || topology.links[*i].tun;
+            if let (true, Some(port)) = (moved, switch_port) {
                 netlink.move_to(&port, ns)?;
                 ns.run(|| Netlink::open()?.rename(&port, ifname))??;
             }
