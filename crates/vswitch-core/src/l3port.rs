@@ -268,6 +268,18 @@ impl L3Port {
 
     /// Takes an IP packet the device sent.
     pub fn from_device(&mut self, packet: &[u8], now: Timestamp) -> FromDevice {
+        self.from_device_waiting(packet, now, true)
+    }
+
+    /// [`L3Port::from_device`]; with `may_wait` false, a packet whose next hop is unresolved is
+    /// not kept to wait (the caller can't keep what goes with it, such as a GSO header): the
+    /// port asks for the next hop all the same and answers `Drop(PendingFull)` or the request.
+    pub fn from_device_waiting(
+        &mut self,
+        packet: &[u8],
+        now: Timestamp,
+        may_wait: bool,
+    ) -> FromDevice {
         let (packet, dst, ethertype) = if let Some(p) = ipv4_packet(packet) {
             let dst = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
             if dst.is_multicast() {
@@ -300,6 +312,17 @@ impl L3Port {
             .pending
             .get(&dst)
             .is_some_and(|(_, asked)| now.millis().saturating_sub(asked.millis()) < RETRY_MS);
+        if !may_wait {
+            if asked_lately {
+                return FromDevice::Drop(PacketDrop::PendingFull);
+            }
+            // Remember the question (with nothing waiting), so it isn't asked per packet.
+            self.pending
+                .entry(dst)
+                .or_insert_with(|| (VecDeque::new(), now))
+                .1 = now;
+            return FromDevice::Resolve(self.request_for(dst));
+        }
         let (queue, asked) = self
             .pending
             .entry(dst)
@@ -313,7 +336,12 @@ impl L3Port {
             return FromDevice::Waiting;
         }
         *asked = now;
-        FromDevice::Resolve(match (dst, self.sender_for(dst)) {
+        FromDevice::Resolve(self.request_for(dst))
+    }
+
+    /// An ARP request or a neighbour solicitation for `dst`.
+    fn request_for(&self, dst: IpAddr) -> Vec<u8> {
+        match (dst, self.sender_for(dst)) {
             (IpAddr::V4(dst), sender) => {
                 let sender = match sender {
                     Some(IpAddr::V4(s)) => s,
@@ -328,7 +356,7 @@ impl L3Port {
                 };
                 self.solicitation(dst, sender)
             }
-        })
+        }
     }
 
     /// Remembers that `ip` is at `mac` (if it is a neighbour), and sends what waited for it.
@@ -588,6 +616,28 @@ mod tests {
             panic!("not sent at once once resolved")
         };
         assert_eq!(&f[..6], &PEER.0);
+    }
+
+    #[test]
+    fn a_packet_that_may_not_wait_asks_and_is_dropped() {
+        let mut p = port();
+        let t = Timestamp::from_secs(1);
+        let big = packet([10, 0, 1, 1], 40);
+        assert!(matches!(
+            p.from_device_waiting(&big, t, false),
+            FromDevice::Resolve(_)
+        ));
+        assert_eq!(
+            p.from_device_waiting(&big, t, false),
+            FromDevice::Drop(PacketDrop::PendingFull),
+            "asked a moment ago: not again"
+        );
+        let answer = p.from_switch(&arp_reply(PEER, [10, 0, 1, 1]), t);
+        assert!(answer.frames.is_empty(), "nothing was kept to wait");
+        assert!(matches!(
+            p.from_device_waiting(&big, t, false),
+            FromDevice::Frame(_)
+        ));
     }
 
     #[test]

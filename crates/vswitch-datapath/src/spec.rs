@@ -79,7 +79,7 @@ impl PortSpec {
             PortSpec::Dev(_) => true,
             PortSpec::Auto(name) => interface_index(name).is_some() && !is_tun(name),
             PortSpec::Vxlan(config) => return Ok(Box::new(VxlanPort::open(config.clone())?)),
-            PortSpec::Tun(config) => return Ok(Box::new(TunPort::open(config)?)),
+            PortSpec::Tun(config) => return Ok(Box::new(TunPort::open(config, offload)?)),
         };
         Ok(if is_dev {
             Box::new(PacketPort::open_queues(self.name(), queues, steering)?)

@@ -9,14 +9,15 @@
 //! replies, packets that waited for a neighbour) reach a worker.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use vswitch_core::MacAddr;
 use vswitch_core::l3port::{FromDevice, L3Port, PacketDrop};
+use vswitch_core::vnet::VnetHeader;
+use vswitch_core::{MacAddr, VNET_HDR_LEN};
 
 use crate::answers::{Answers, local_mac};
 use crate::port::PortDevice;
@@ -82,13 +83,18 @@ pub struct TunPort {
     answers: Answers,
     l3: Mutex<L3Port>,
     drops: Drops,
+    /// Packets carry a virtio-net header (`IFF_VNET_HDR`): TCP segments of up to 64 KiB and
+    /// partial checksums cross the port whole, as through a TAP with offloads.
+    vnet: bool,
 }
 
 impl TunPort {
-    /// Creates TUN `config.name` (or attaches to a persistent one) and sets it up.
-    pub fn open(config: &TunConfig) -> Result<TunPort, TapError> {
+    /// Creates TUN `config.name` (or attaches to a persistent one) and sets it up; with
+    /// `offload`, with virtio-net headers and TCP segmentation and checksum offloads.
+    pub fn open(config: &TunConfig, offload: bool) -> Result<TunPort, TapError> {
         let tun = crate::tap::open_tun(&config.name)?;
-        sys::tun_set_iff(tun.as_fd(), &config.name, IFF_TUN | sys::IFF_NO_PI).map_err(
+        let vnet = if offload { sys::IFF_VNET_HDR } else { 0 };
+        sys::tun_set_iff(tun.as_fd(), &config.name, IFF_TUN | sys::IFF_NO_PI | vnet).map_err(
             |e| match e.raw_os_error() {
                 Some(libc::EPERM) | Some(libc::EACCES) => {
                     TapError::PermissionDenied(config.name.clone())
@@ -106,6 +112,10 @@ impl TunPort {
             name: config.name.clone(),
             source,
         };
+        if offload {
+            sys::tun_set_offload(tun.as_fd(), sys::TUN_OFFLOADS)
+                .map_err(|e| io_err("TUNSETOFFLOAD", e))?;
+        }
         let answers = Answers::new().map_err(|e| io_err("socketpair", e))?;
         let sock = sys::ioctl_socket().map_err(|e| io_err("socket", e))?;
         sys::if_set_up(sock.as_fd(), &config.name).map_err(|e| io_err("SIOCSIFFLAGS", e))?;
@@ -119,7 +129,20 @@ impl TunPort {
                 config.addresses.clone(),
             )),
             drops: Drops::default(),
+            vnet: offload,
         })
+    }
+
+    /// Queues a frame the port made for the switch (behind an empty virtio-net header when the
+    /// port has them).
+    fn answer(&self, frame: &[u8]) {
+        if self.vnet {
+            let mut wire = vec![0u8; VNET_HDR_LEN];
+            wire.extend_from_slice(frame);
+            self.answers.push(&wire);
+        } else {
+            self.answers.push(frame);
+        }
     }
 
     fn l3(&self) -> std::sync::MutexGuard<'_, L3Port> {
@@ -147,12 +170,35 @@ impl PortDevice for TunPort {
         if queue != 0 {
             return self.answers.read(buf);
         }
+        let head = if self.vnet { VNET_HDR_LEN } else { 0 };
         loop {
             let n = (&self.tun).read(buf)?;
             let now = self.answers.now();
-            let out = self.l3().from_device(&buf[..n], now);
-            let frame = match out {
-                FromDevice::Frame(f) | FromDevice::Resolve(f) => f,
+            let mut vnet = match self.vnet {
+                true => match VnetHeader::parse(&buf[..n]) {
+                    Some(v) if n > head => v,
+                    _ => {
+                        self.drops.malformed.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                },
+                false => VnetHeader::default(),
+            };
+            let packet = &mut buf[head..n];
+            // A partial checksum of a packet that fits is finished here, so it may wait for
+            // its neighbour like any other; a TCP segment of 64 KiB goes on whole (GSO), and
+            // can't wait (what goes with it would be lost).
+            if vnet.needs_csum() && !vnet.is_gso() {
+                if !finish_checksum(packet, &vnet) {
+                    self.drops.malformed.fetch_add(1, Relaxed);
+                    continue;
+                }
+                vnet = VnetHeader::default();
+            }
+            let out = self.l3().from_device_waiting(packet, now, !vnet.is_gso());
+            let (frame, made) = match out {
+                FromDevice::Frame(f) => (f, false),
+                FromDevice::Resolve(f) => (f, true),
                 FromDevice::Waiting => continue,
                 FromDevice::Drop(reason) => {
                     let counter = match reason {
@@ -164,25 +210,73 @@ impl PortDevice for TunPort {
                     continue;
                 }
             };
-            if frame.len() > buf.len() {
+            if head + frame.len() > buf.len() {
                 self.drops.malformed.fetch_add(1, Relaxed);
                 continue;
             }
-            buf[..frame.len()].copy_from_slice(&frame);
-            return Ok(frame.len());
+            if self.vnet {
+                // The packet's offsets, counted from the frame's start now.
+                let header = if made {
+                    VnetHeader::default()
+                } else {
+                    VnetHeader {
+                        csum_start: vnet.csum_start.saturating_add(14),
+                        hdr_len: if vnet.hdr_len == 0 {
+                            0
+                        } else {
+                            vnet.hdr_len.saturating_add(14)
+                        },
+                        ..vnet
+                    }
+                };
+                let out: &mut [u8; VNET_HDR_LEN] = (&mut buf[..VNET_HDR_LEN])
+                    .try_into()
+                    .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+                header.emit(out);
+            }
+            buf[head..head + frame.len()].copy_from_slice(&frame);
+            return Ok(head + frame.len());
         }
     }
 
-    fn send(&self, frame: &[u8]) -> io::Result<()> {
+    fn send(&self, wire: &[u8]) -> io::Result<()> {
+        let head = if self.vnet { VNET_HDR_LEN } else { 0 };
+        let (Some(frame), vnet) = (
+            wire.get(head..),
+            VnetHeader::parse(wire).filter(|_| self.vnet),
+        ) else {
+            return Err(io::ErrorKind::InvalidInput.into());
+        };
         let out = self.l3().from_switch(frame, self.answers.now());
         for made in &out.frames {
-            self.answers.push(made);
+            self.answer(made);
         }
         if let Some(packet) = out.packet {
             // A TUN takes one packet per write, whole or not at all.
-            let _ = (&self.tun).write(&packet)?;
+            match vnet {
+                Some(v) => {
+                    // Offsets counted from the packet, not the frame, now.
+                    let unframe = |x: u16| x.saturating_sub(14);
+                    let header = VnetHeader {
+                        csum_start: unframe(v.csum_start),
+                        hdr_len: unframe(v.hdr_len),
+                        ..v
+                    };
+                    let mut bytes = [0u8; VNET_HDR_LEN];
+                    header.emit(&mut bytes);
+                    let _ = (&self.tun)
+                        .write_vectored(&[IoSlice::new(&bytes), IoSlice::new(&packet)])?;
+                }
+                None => {
+                    let _ = (&self.tun).write(&packet)?;
+                }
+            }
         }
         Ok(())
+    }
+
+    fn vnet_header(&self) -> bool {
+        self.vnet
     }
 
     fn fd(&self) -> BorrowedFd<'_> {
@@ -224,6 +318,21 @@ impl TunPort {
     pub fn name(&self) -> &str {
         &self.name
     }
+}
+
+/// Finishes the partial checksum `vnet` describes in `packet` (offsets from the packet's
+/// start); false if the offsets are out of range.
+fn finish_checksum(packet: &mut [u8], vnet: &VnetHeader) -> bool {
+    let start = usize::from(vnet.csum_start);
+    let field = start + usize::from(vnet.csum_offset);
+    if field + 2 > packet.len() {
+        return false;
+    }
+    let sum = !vswitch_core::gso::fold(vswitch_core::gso::sum_bytes(0, &packet[start..]));
+    // UDP sends a computed zero as all ones; for TCP both mean the same sum.
+    let sum = if sum == 0 { 0xffff } else { sum };
+    packet[field..field + 2].copy_from_slice(&sum.to_be_bytes());
+    true
 }
 
 #[cfg(test)]
