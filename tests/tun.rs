@@ -3,7 +3,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use vswitch_datapath::{PortDevice, Switch, SwitchConfig, Tap, TunConfig, TunPort};
+use vswitch_datapath::{PacketPort, PortDevice, Switch, SwitchConfig, Tap, TunConfig, TunPort};
 use vswitch_testkit::{Host, ping, require_root, tcp_checksum_errors, tcp_transfer, unique_name};
 
 #[test]
@@ -60,9 +60,36 @@ fn tun_to_tap(offload: bool) {
         );
     }
     let port = switch.port(&tun_name).expect("port");
-    let counters: std::collections::HashMap<String, u64> =
-        port.device().extra_counters().into_iter().collect();
-    assert_eq!(counters["tun_malformed"], 0, "{counters:?}");
+    let malformed = || -> u64 {
+        let counters: std::collections::HashMap<String, u64> =
+            port.device().extra_counters().into_iter().collect();
+        counters["tun_malformed"]
+    };
+    assert_eq!(malformed(), 0);
+    // Hostile packets into the TUN, written raw by a packet socket on its kernel side: short,
+    // of a wrong version, and longer by their header than they are. Each is counted and
+    // dropped; the port goes on.
+    let raw = behind_tun
+        .ns
+        .run(|| PacketPort::open(&tun_name))
+        .expect("enter")
+        .expect("packet socket on the TUN");
+    let mut wrong_length = vec![0x45u8; 40];
+    wrong_length[2..4].copy_from_slice(&400u16.to_be_bytes());
+    for bad in [vec![0x45, 0, 0], vec![0x55; 40], wrong_length] {
+        let mut wire = vec![0u8; vswitch_core::VNET_HDR_LEN];
+        wire.extend_from_slice(&bad);
+        raw.send(&wire).expect("inject");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while malformed() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(malformed(), 3, "each hostile packet counted once");
+    assert!(
+        ping(&behind_tun.ns, on_tap.addr, 3).all_replied(),
+        "and the port goes on"
+    );
     let stats = port.counters().snapshot();
     let (rx_avg, tx_avg) = (
         stats.rx_bytes / stats.rx_packets,
