@@ -18,7 +18,7 @@ use vswitch_datapath::{Hook, PortDevice, PortSpec, Switch};
 use vswitch_netns::{LinkGuard, Netlink, NetnsGuard};
 
 use super::state::{self, LabState};
-use super::topology::{Attach, End, Topology};
+use super::topology::{Attach, End, SwitchNode, Topology};
 use crate::cli::SwitchArgs;
 use crate::control::{ControlServer, NameLock};
 use crate::report;
@@ -62,7 +62,109 @@ pub fn up(topology: &Topology, base: &SwitchArgs, check: bool) -> Result<()> {
         namespaces.insert(&host.name, ns);
     }
     let mut netlink = Netlink::open()?;
-    // Ports of each switch, in link order.
+    let mut ports = make_links(topology, &namespaces, &mut netlink, &mut link_guards)?;
+
+    // The switches, each with its control socket.
+    let mut switches: Vec<(String, Arc<Switch>)> = Vec::new();
+    let mut controls = Vec::new();
+    for (s, lock) in topology.switches.iter().zip(switch_locks) {
+        let specs = ports.remove(s.name.as_str()).unwrap_or_default();
+        let (switch, control) = start_switch(topology, s, base, specs, lock)?;
+        controls.push(control);
+        switches.push((s.name.clone(), switch));
+    }
+    apply_link_policies(topology, &switches)?;
+
+    configure_hosts(topology, &namespaces, &mut netlink)?;
+
+    // "Up" means usable: a link sends only once the kernel started its queue, a moment after
+    // its carrier came on; a probe sent before that is lost.
+    wait_for_links(topology, &namespaces)?;
+
+    let lab = LabState::of(topology, std::process::id());
+    state::write(&lab)?;
+    let _state_guard = StateGuard(name.clone());
+
+    for host in &topology.hosts {
+        for command in &host.run {
+            let status = namespaces[host.name.as_str()]
+                .run(|| {
+                    std::process::Command::new("sh")
+                        .arg("-c")
+                        .arg(command)
+                        .status()
+                })?
+                .with_context(|| format!("host {}: couldn't run {command:?}", host.name))?;
+            if !status.success() {
+                bail!(
+                    "host {}: `{command}` exited with {status}; the lab is removed",
+                    host.name
+                );
+            }
+        }
+    }
+
+    outln!(
+        "lab {name}: {} via {}, up in {:.2} s",
+        topology.summary(),
+        topology.attach,
+        started.elapsed().as_secs_f64()
+    );
+    for h in &lab.hosts {
+        outln!(
+            "  {:<16} {:<28} ip netns exec {} ...",
+            h.netns,
+            h.addresses.join(" "),
+            h.netns
+        );
+    }
+    for (s, (_, switch)) in lab.switches.iter().zip(&switches) {
+        let fast = switch.fast_path_ports();
+        outln!(
+            "  switch {:<9} vswitch stats --name {}{}",
+            s.name,
+            s.control,
+            if fast.is_empty() {
+                String::new()
+            } else {
+                format!("   (fast path: {})", fast.join(","))
+            }
+        );
+    }
+    if check {
+        let result = super::check::run(&lab)?;
+        out!("{}", result.matrix());
+        if result.failures() > 0 {
+            eprintln!("lab: {} pairs can't reach each other", result.failures());
+        }
+    }
+    outln!(
+        "lab {name} is up; `vswitch lab show --name {name}` shows it; Ctrl-C or `vswitch lab down --name {name}` tears it down"
+    );
+    let _ = signals.forever().next();
+    drop(controls);
+    for (sname, switch) in &switches {
+        switch.stop();
+        outln!("switch {sname}:");
+        out!("{}", report::render(switch));
+    }
+    drop(switches);
+    drop(link_guards);
+    drop(namespaces);
+    drop(lab_lock);
+    outln!("lab {name}: removed");
+    Ok(())
+}
+
+/// Makes every link of the lab: veth pairs (their switch ends in this namespace, quiet and up)
+/// or, for TAP and TUN ends, the spec of the device the switch will create. Returns each
+/// switch's ports in link order.
+fn make_links<'t>(
+    topology: &'t Topology,
+    namespaces: &HashMap<&str, NetnsGuard>,
+    netlink: &mut Netlink,
+    link_guards: &mut Vec<LinkGuard>,
+) -> Result<HashMap<&'t str, Vec<PortSpec>>> {
     let mut ports: HashMap<&str, Vec<PortSpec>> = HashMap::new();
     for i in 0..topology.links.len() {
         let mtu = topology.link_mtu(i);
@@ -167,58 +269,62 @@ pub fn up(topology: &Topology, base: &SwitchArgs, check: bool) -> Result<()> {
             }
         }
     }
+    Ok(ports)
+}
 
-    // The switches, each with its control socket.
-    let mut switches: Vec<(String, Arc<Switch>)> = Vec::new();
-    let mut controls = Vec::new();
-    for (s, lock) in topology.switches.iter().zip(switch_locks) {
-        let mut args = base.clone();
-        args.name = topology.switch_name(&s.name);
-        if let Some(v) = s.options.ageing_time {
-            args.ageing_time = v;
-        }
-        if let Some(v) = s.options.threads {
-            args.threads = Some(v);
-        }
-        if let Some(v) = s.options.datapath {
-            args.datapath = v;
-        }
-        if let Some(v) = s.options.max_macs {
-            args.max_macs = v;
-        }
-        let config = switch_config(&args);
-        let mut specs = ports.remove(s.name.as_str()).unwrap_or_default();
-        for extra in &s.ports {
-            specs.push(
-                extra
-                    .parse()
-                    .with_context(|| format!("switch {}: port {extra}", s.name))?,
-            );
-        }
-        let mut opened = open_ports(&specs, !args.no_offload, &config)
-            .with_context(|| format!("switch {}", s.name))?;
-        if !s.addresses.is_empty() {
-            let addrs: Vec<String> = s.addresses.iter().map(ToString::to_string).collect();
-            let station: Box<dyn PortDevice> = crate::run::station(&args.name, &addrs)?;
-            opened.push(("self".to_owned(), station));
-        }
-        let switch = Arc::new(
-            Switch::start(config, opened)
-                .with_context(|| format!("couldn't start switch {}", s.name))?,
-        );
-        controls.push(ControlServer::start(
-            lock,
-            switch.clone(),
-            !args.no_offload,
-        )?);
-        switches.push((s.name.clone(), switch));
+/// Starts switch `s` of the lab on `specs` (and its extra ports and own addresses), with its
+/// control socket under the name `lock` holds.
+fn start_switch(
+    topology: &Topology,
+    s: &SwitchNode,
+    base: &SwitchArgs,
+    mut specs: Vec<PortSpec>,
+    lock: NameLock,
+) -> Result<(Arc<Switch>, ControlServer)> {
+    let mut args = base.clone();
+    args.name = topology.switch_name(&s.name);
+    if let Some(v) = s.options.ageing_time {
+        args.ageing_time = v;
     }
+    if let Some(v) = s.options.threads {
+        args.threads = Some(v);
+    }
+    if let Some(v) = s.options.datapath {
+        args.datapath = v;
+    }
+    if let Some(v) = s.options.max_macs {
+        args.max_macs = v;
+    }
+    let config = switch_config(&args);
+    for extra in &s.ports {
+        specs.push(
+            extra
+                .parse()
+                .with_context(|| format!("switch {}: port {extra}", s.name))?,
+        );
+    }
+    let mut opened = open_ports(&specs, !args.no_offload, &config)
+        .with_context(|| format!("switch {}", s.name))?;
+    if !s.addresses.is_empty() {
+        let addrs: Vec<String> = s.addresses.iter().map(ToString::to_string).collect();
+        let station: Box<dyn PortDevice> = crate::run::station(&args.name, &addrs)?;
+        opened.push(("self".to_owned(), station));
+    }
+    let switch = Arc::new(
+        Switch::start(config, opened)
+            .with_context(|| format!("couldn't start switch {}", s.name))?,
+    );
+    let control = ControlServer::start(lock, switch.clone(), !args.no_offload)?;
+    Ok((switch, control))
+}
+
+/// Impairments and VLANs on the switch ends of each link. A direction leaving a switch is its
+/// port's egress; a direction from a host is the switch port's ingress.
+fn apply_link_policies(topology: &Topology, switches: &[(String, Arc<Switch>)]) -> Result<()> {
     let switch_of = |name: &str| -> &Arc<Switch> {
         &switches.iter().find(|(n, _)| n == name).expect("started").1
     };
 
-    // Impairments and VLANs on the switch ends of each link. A direction leaving a switch is
-    // its port's egress; a direction from a host is the switch port's ingress.
     for (i, link) in topology.links.iter().enumerate() {
         let (a, b) = topology.ends(i);
         for (from, to, imp) in [(&a, &b, &link.a_to_b), (&b, &a, &link.b_to_a)] {
@@ -246,8 +352,16 @@ pub fn up(topology: &Topology, base: &SwitchArgs, check: bool) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
 
-    // The hosts: interfaces, addresses, routes.
+/// Each host's interfaces (moving TAPs and TUNs in), MACs, MTUs, addresses, routes, gateways
+/// and forwarding.
+fn configure_hosts(
+    topology: &Topology,
+    namespaces: &HashMap<&str, NetnsGuard>,
+    netlink: &mut Netlink,
+) -> Result<()> {
     for host in &topology.hosts {
         let ns = &namespaces[host.name.as_str()];
         let links = topology.host_links(&host.name);
@@ -301,83 +415,6 @@ pub fn up(topology: &Topology, base: &SwitchArgs, check: bool) -> Result<()> {
         })?
         .with_context(|| format!("host {}", host.name))?;
     }
-
-    // "Up" means usable: a link sends only once the kernel started its queue, a moment after
-    // its carrier came on; a probe sent before that is lost.
-    wait_for_links(topology, &namespaces)?;
-
-    let lab = LabState::of(topology, std::process::id());
-    state::write(&lab)?;
-    let _state_guard = StateGuard(name.clone());
-
-    for host in &topology.hosts {
-        for command in &host.run {
-            let status = namespaces[host.name.as_str()]
-                .run(|| {
-                    std::process::Command::new("sh")
-                        .arg("-c")
-                        .arg(command)
-                        .status()
-                })?
-                .with_context(|| format!("host {}: couldn't run {command:?}", host.name))?;
-            if !status.success() {
-                bail!(
-                    "host {}: `{command}` exited with {status}; the lab is removed",
-                    host.name
-                );
-            }
-        }
-    }
-
-    outln!(
-        "lab {name}: {} via {}, up in {:.2} s",
-        topology.summary(),
-        topology.attach,
-        started.elapsed().as_secs_f64()
-    );
-    for h in &lab.hosts {
-        outln!(
-            "  {:<16} {:<28} ip netns exec {} ...",
-            h.netns,
-            h.addresses.join(" "),
-            h.netns
-        );
-    }
-    for s in &lab.switches {
-        let fast = switch_of(&s.name).fast_path_ports();
-        outln!(
-            "  switch {:<9} vswitch stats --name {}{}",
-            s.name,
-            s.control,
-            if fast.is_empty() {
-                String::new()
-            } else {
-                format!("   (fast path: {})", fast.join(","))
-            }
-        );
-    }
-    if check {
-        let result = super::check::run(&lab)?;
-        out!("{}", result.matrix());
-        if result.failures() > 0 {
-            eprintln!("lab: {} pairs can't reach each other", result.failures());
-        }
-    }
-    outln!(
-        "lab {name} is up; `vswitch lab show --name {name}` shows it; Ctrl-C or `vswitch lab down --name {name}` tears it down"
-    );
-    let _ = signals.forever().next();
-    drop(controls);
-    for (sname, switch) in &switches {
-        switch.stop();
-        outln!("switch {sname}:");
-        out!("{}", report::render(switch));
-    }
-    drop(switches);
-    drop(link_guards);
-    drop(namespaces);
-    drop(lab_lock);
-    outln!("lab {name}: removed");
     Ok(())
 }
 
