@@ -45,8 +45,15 @@ pub enum PacketDrop {
 /// What the port sends into the switch for a packet from its device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FromDevice {
-    /// This frame (the packet, addressed to its next hop).
-    Frame(Vec<u8>),
+    /// Send the packet (its first `len` bytes: an IP packet's own length) behind this Ethernet
+    /// header, to its next hop. Only the header is made: the caller puts it in front of the
+    /// packet where it already is, so a 64 KiB segment is never copied here.
+    Send {
+        /// Destination, the port's MAC, EtherType.
+        header: [u8; 14],
+        /// The packet's length.
+        len: usize,
+    },
     /// An ARP request or a neighbour solicitation for the next hop; the packet waits.
     Resolve(Vec<u8>),
     /// The packet waits: a request for its next hop went out a moment ago.
@@ -58,8 +65,8 @@ pub enum FromDevice {
 /// What the port does with a frame from the switch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FromSwitch {
-    /// The IP packet to write to the device, if the frame carried one for it.
-    pub packet: Option<Vec<u8>>,
+    /// Where in the frame the IP packet for the device is, if the frame carried one for it.
+    pub packet: Option<std::ops::Range<usize>>,
     /// Frames to send into the switch: an ARP reply or a neighbour advertisement, packets that
     /// waited for this answer.
     pub frames: Vec<Vec<u8>>,
@@ -111,8 +118,10 @@ fn ipv6_multicast_mac(group: Ipv6Addr) -> MacAddr {
     MacAddr([0x33, 0x33, o[12], o[13], o[14], o[15]])
 }
 
-/// The ICMPv6 checksum of `message` between `src` and `dst` (RFC 4443: over a pseudo-header).
-fn icmpv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, message: &[u8]) -> u16 {
+/// The ICMPv6 checksum of `message` between `src` and `dst` (RFC 4443: over a pseudo-header);
+/// with the checksum field zero, the value to put there; over a received message, zero if
+/// it verifies.
+pub fn icmpv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, message: &[u8]) -> u16 {
     let mut sum = sum_bytes(0, &src.octets());
     sum = sum_bytes(sum, &dst.octets());
     sum = sum_bytes(sum, &(message.len() as u32).to_be_bytes());
@@ -218,6 +227,18 @@ impl L3Port {
         f
     }
 
+    /// [`FromDevice::Send`] of `packet` to `dst`.
+    fn send(&self, dst: MacAddr, ethertype: u16, packet: &[u8]) -> FromDevice {
+        let mut header = [0u8; 14];
+        header[..6].copy_from_slice(&dst.0);
+        header[6..12].copy_from_slice(&self.mac.0);
+        header[12..].copy_from_slice(&ethertype.to_be_bytes());
+        FromDevice::Send {
+            header,
+            len: packet.len(),
+        }
+    }
+
     fn arp(&self, op: u16, target_mac: MacAddr, target: Ipv4Addr, sender: Ipv4Addr) -> Vec<u8> {
         let mut a = Vec::with_capacity(28);
         a.extend_from_slice(&[0, 1, 8, 0, 6, 4]);
@@ -285,16 +306,16 @@ impl L3Port {
             if dst.is_multicast() {
                 let o = dst.octets();
                 let mac = MacAddr([0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]]);
-                return FromDevice::Frame(self.frame(mac, ETHERTYPE_IPV4, p));
+                return self.send(mac, ETHERTYPE_IPV4, p);
             }
             if self.is_broadcast(dst) {
-                return FromDevice::Frame(self.frame(MacAddr::BROADCAST, ETHERTYPE_IPV4, p));
+                return self.send(MacAddr::BROADCAST, ETHERTYPE_IPV4, p);
             }
             (p, IpAddr::V4(dst), ETHERTYPE_IPV4)
         } else if let Some(p) = ipv6_packet(packet) {
             let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&p[24..40]).unwrap_or([0; 16]));
             if dst.is_multicast() {
-                return FromDevice::Frame(self.frame(ipv6_multicast_mac(dst), ETHERTYPE_IPV6, p));
+                return self.send(ipv6_multicast_mac(dst), ETHERTYPE_IPV6, p);
             }
             (p, IpAddr::V6(dst), ETHERTYPE_IPV6)
         } else {
@@ -306,7 +327,7 @@ impl L3Port {
         if let Some((mac, seen)) = self.cache.get(&dst)
             && now.millis().saturating_sub(seen.millis()) < CACHE_AGEING_MS
         {
-            return FromDevice::Frame(self.frame(*mac, ethertype, packet));
+            return self.send(*mac, ethertype, packet);
         }
         let asked_lately = self
             .pending
@@ -407,7 +428,7 @@ impl L3Port {
                 }
             }
             ETHERTYPE_IPV4 if dst == self.mac || dst.is_multicast() => {
-                out.packet = ipv4_packet(body).map(<[u8]>::to_vec);
+                out.packet = ipv4_packet(body).map(|p| 14..14 + p.len());
             }
             ETHERTYPE_IPV6 if dst == self.mac || dst.is_multicast() => {
                 let Some(packet) = ipv6_packet(body) else {
@@ -434,7 +455,7 @@ impl L3Port {
                             <[u8; 16]>::try_from(&packet[24..40]).unwrap_or([0; 16]),
                         );
                         if to.is_multicast() || self.is_ours(IpAddr::V6(to)) {
-                            out.packet = Some(packet.to_vec());
+                            out.packet = Some(14..14 + packet.len());
                         }
                     }
                 }
@@ -475,6 +496,14 @@ mod tests {
     use super::*;
 
     const OURS: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 9]);
+
+    /// The frame a [`FromDevice::Send`] of `packet` stands for, if it is one.
+    fn sent(out: FromDevice, packet: &[u8]) -> Option<Vec<u8>> {
+        match out {
+            FromDevice::Send { header, len } => Some([&header[..], &packet[..len]].concat()),
+            _ => None,
+        }
+    }
     const PEER: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 1]);
 
     fn port() -> L3Port {
@@ -564,7 +593,8 @@ mod tests {
         data.extend_from_slice(&[0x86, 0xdd]);
         let inner = v6_packet(V6_PEER, V6_OURS, 8);
         data.extend_from_slice(&inner);
-        assert_eq!(p.from_switch(&data, t).packet, Some(inner));
+        let got = p.from_switch(&data, t).packet.map(|r| data[r].to_vec());
+        assert_eq!(got, Some(inner));
         assert_eq!(p.from_switch(&frame, t).packet, None);
     }
 
@@ -612,7 +642,8 @@ mod tests {
         assert_eq!(answer.frames.len(), 2, "both waiting packets go out");
         assert_eq!(&answer.frames[0][..6], &PEER.0);
         assert_eq!(&answer.frames[0][14..], &first[..]);
-        let FromDevice::Frame(f) = p.from_device(&packet([10, 0, 1, 1], 40), t) else {
+        let again = packet([10, 0, 1, 1], 40);
+        let Some(f) = sent(p.from_device(&again, t), &again) else {
             panic!("not sent at once once resolved")
         };
         assert_eq!(&f[..6], &PEER.0);
@@ -636,7 +667,7 @@ mod tests {
         assert!(answer.frames.is_empty(), "nothing was kept to wait");
         assert!(matches!(
             p.from_device_waiting(&big, t, false),
-            FromDevice::Frame(_)
+            FromDevice::Send { .. }
         ));
     }
 
@@ -663,7 +694,11 @@ mod tests {
         let inner = packet([10, 0, 1, 9], 28);
         frame.extend_from_slice(&inner);
         frame.resize(60, 0);
-        assert_eq!(p.from_switch(&frame, Timestamp::ZERO).packet, Some(inner));
+        let got = p
+            .from_switch(&frame, Timestamp::ZERO)
+            .packet
+            .map(|r| frame[r].to_vec());
+        assert_eq!(got, Some(inner));
         // Another station's frame is not.
         frame[..6].copy_from_slice(&PEER.0);
         assert_eq!(p.from_switch(&frame, Timestamp::ZERO).packet, None);
@@ -696,7 +731,8 @@ mod tests {
             p.from_device(&packet([192, 168, 0, 1], 40), t),
             FromDevice::Drop(PacketDrop::NoRoute)
         );
-        let FromDevice::Frame(b) = p.from_device(&packet([10, 0, 1, 255], 40), t) else {
+        let broadcast = packet([10, 0, 1, 255], 40);
+        let Some(b) = sent(p.from_device(&broadcast, t), &broadcast) else {
             panic!("subnet broadcast")
         };
         assert_eq!(&b[..6], &[0xff; 6]);

@@ -83,6 +83,11 @@ pub fn echo_reply(packet: &[u8]) -> Option<Vec<u8>> {
 /// ICMPv6 echo request (128) → reply (129), addresses swapped, checksum over the pseudo-header.
 fn echo_reply_v6(packet: &[u8]) -> Option<Vec<u8>> {
     const ICMPV6: u8 = 58;
+    let ipv6_at = |p: &[u8], at: usize| -> Option<Ipv6Addr> {
+        Some(Ipv6Addr::from(
+            <[u8; 16]>::try_from(p.get(at..at + 16)?).ok()?,
+        ))
+    };
     if packet.len() < 48 || packet[6] != ICMPV6 || packet[40] != 128 || packet[41] != 0 {
         return None;
     }
@@ -92,11 +97,8 @@ fn echo_reply_v6(packet: &[u8]) -> Option<Vec<u8>> {
     reply[7] = 64;
     reply[40] = 129;
     reply[42..44].copy_from_slice(&[0, 0]);
-    let message = &reply[40..];
-    let mut sum = vswitch_core::gso::sum_bytes(0, &reply[8..40]);
-    sum = vswitch_core::gso::sum_bytes(sum, &(message.len() as u32).to_be_bytes());
-    sum = vswitch_core::gso::sum_bytes(sum, &[0, 0, 0, ICMPV6]);
-    let sum = !vswitch_core::gso::fold(vswitch_core::gso::sum_bytes(sum, message));
+    let (src, dst) = (ipv6_at(&reply, 8)?, ipv6_at(&reply, 24)?);
+    let sum = vswitch_core::l3port::icmpv6_checksum(src, dst, &reply[40..]);
     reply[42..44].copy_from_slice(&sum.to_be_bytes());
     Some(reply)
 }
@@ -115,15 +117,17 @@ impl PortDevice for StationPort {
         let mut l3 = self.l3.lock().unwrap_or_else(|e| e.into_inner());
         let out = l3.from_switch(frame, now);
         let mut frames = out.frames;
-        if let Some(packet) = out.packet {
-            let ours = destination(&packet);
-            match echo_reply(&packet).filter(|_| ours.is_some_and(|o| l3.stands_for(o))) {
+        if let Some(packet) = out.packet.map(|r| &frame[r]) {
+            let ours = destination(packet);
+            match echo_reply(packet).filter(|_| ours.is_some_and(|o| l3.stands_for(o))) {
                 Some(reply) => {
                     self.echoes.fetch_add(1, Relaxed);
-                    if let FromDevice::Frame(f) | FromDevice::Resolve(f) =
-                        l3.from_device(&reply, now)
-                    {
-                        frames.push(f);
+                    match l3.from_device(&reply, now) {
+                        FromDevice::Send { header, len } => {
+                            frames.push([&header[..], &reply[..len]].concat());
+                        }
+                        FromDevice::Resolve(f) => frames.push(f),
+                        FromDevice::Waiting | FromDevice::Drop(_) => {}
                     }
                 }
                 None => {

@@ -16,7 +16,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use vswitch_core::l3port::{FromDevice, L3Port, PacketDrop};
-use vswitch_core::vnet::VnetHeader;
+use vswitch_core::vnet::{self, VnetHeader};
+use vswitch_core::wire::ETHERNET_HEADER_LEN;
 use vswitch_core::{MacAddr, VNET_HDR_LEN};
 
 use crate::answers::{Answers, local_mac};
@@ -170,35 +171,67 @@ impl PortDevice for TunPort {
         if queue != 0 {
             return self.answers.read(buf);
         }
+        // The packet is read behind room for the Ethernet header, so the frame is made where
+        // it lies: `[virtio-net header | Ethernet header | packet]`, with the device's own
+        // virtio-net header read in front of the packet and then moved to the start.
         let head = if self.vnet { VNET_HDR_LEN } else { 0 };
+        let packet_at = head + ETHERNET_HEADER_LEN;
+        if buf.len() <= packet_at {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
         loop {
-            let n = (&self.tun).read(buf)?;
+            let n = (&self.tun).read(&mut buf[ETHERNET_HEADER_LEN..])?;
+            let end = ETHERNET_HEADER_LEN + n;
             let now = self.answers.now();
-            let mut vnet = match self.vnet {
-                true => match VnetHeader::parse(&buf[..n]) {
-                    Some(v) if n > head => v,
-                    _ => {
+            let mut vnet = VnetHeader::default();
+            if self.vnet {
+                match VnetHeader::parse(&buf[ETHERNET_HEADER_LEN..end]).filter(|_| n > head) {
+                    // Offsets count from the frame's start from now on.
+                    Some(v) => {
+                        vnet = VnetHeader {
+                            csum_start: v.csum_start.saturating_add(14),
+                            hdr_len: if v.hdr_len == 0 {
+                                0
+                            } else {
+                                v.hdr_len.saturating_add(14)
+                            },
+                            ..v
+                        }
+                    }
+                    None => {
                         self.drops.malformed.fetch_add(1, Relaxed);
                         continue;
                     }
-                },
-                false => VnetHeader::default(),
-            };
-            let packet = &mut buf[head..n];
+                }
+            }
             // A partial checksum of a packet that fits is finished here, so it may wait for
             // its neighbour like any other; a TCP segment of 64 KiB goes on whole (GSO), and
             // can't wait (what goes with it would be lost).
             if vnet.needs_csum() && !vnet.is_gso() {
-                if !finish_checksum(packet, &vnet) {
+                if !vnet::complete_checksum(&mut buf[head..end], &vnet) {
                     self.drops.malformed.fetch_add(1, Relaxed);
                     continue;
                 }
                 vnet = VnetHeader::default();
             }
-            let out = self.l3().from_device_waiting(packet, now, !vnet.is_gso());
-            let (frame, made) = match out {
-                FromDevice::Frame(f) => (f, false),
-                FromDevice::Resolve(f) => (f, true),
+            let out = self
+                .l3()
+                .from_device_waiting(&buf[packet_at..end], now, !vnet.is_gso());
+            let len = match out {
+                FromDevice::Send { header, len } => {
+                    buf[head..packet_at].copy_from_slice(&header);
+                    packet_at + len
+                }
+                // An ARP request or a solicitation in the packet's place; it waits, or not.
+                FromDevice::Resolve(request) => {
+                    if head + request.len() > buf.len() {
+                        self.drops.malformed.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    vnet = VnetHeader::default();
+                    buf[head..head + request.len()].copy_from_slice(&request);
+                    head + request.len()
+                }
                 FromDevice::Waiting => continue,
                 FromDevice::Drop(reason) => {
                     let counter = match reason {
@@ -210,32 +243,13 @@ impl PortDevice for TunPort {
                     continue;
                 }
             };
-            if head + frame.len() > buf.len() {
-                self.drops.malformed.fetch_add(1, Relaxed);
-                continue;
-            }
             if self.vnet {
-                // The packet's offsets, counted from the frame's start now.
-                let header = if made {
-                    VnetHeader::default()
-                } else {
-                    VnetHeader {
-                        csum_start: vnet.csum_start.saturating_add(14),
-                        hdr_len: if vnet.hdr_len == 0 {
-                            0
-                        } else {
-                            vnet.hdr_len.saturating_add(14)
-                        },
-                        ..vnet
-                    }
-                };
                 let out: &mut [u8; VNET_HDR_LEN] = (&mut buf[..VNET_HDR_LEN])
                     .try_into()
                     .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-                header.emit(out);
+                vnet.emit(out);
             }
-            buf[head..head + frame.len()].copy_from_slice(&frame);
-            return Ok(head + frame.len());
+            return Ok(len);
         }
     }
 
@@ -251,7 +265,7 @@ impl PortDevice for TunPort {
         for made in &out.frames {
             self.answer(made);
         }
-        if let Some(packet) = out.packet {
+        if let Some(packet) = out.packet.map(|r| &frame[r]) {
             // A TUN takes one packet per write, whole or not at all.
             match vnet {
                 Some(v) => {
@@ -265,10 +279,10 @@ impl PortDevice for TunPort {
                     let mut bytes = [0u8; VNET_HDR_LEN];
                     header.emit(&mut bytes);
                     let _ = (&self.tun)
-                        .write_vectored(&[IoSlice::new(&bytes), IoSlice::new(&packet)])?;
+                        .write_vectored(&[IoSlice::new(&bytes), IoSlice::new(packet)])?;
                 }
                 None => {
-                    let _ = (&self.tun).write(&packet)?;
+                    let _ = (&self.tun).write(packet)?;
                 }
             }
         }
@@ -318,21 +332,6 @@ impl TunPort {
     pub fn name(&self) -> &str {
         &self.name
     }
-}
-
-/// Finishes the partial checksum `vnet` describes in `packet` (offsets from the packet's
-/// start); false if the offsets are out of range.
-fn finish_checksum(packet: &mut [u8], vnet: &VnetHeader) -> bool {
-    let start = usize::from(vnet.csum_start);
-    let field = start + usize::from(vnet.csum_offset);
-    if field + 2 > packet.len() {
-        return false;
-    }
-    let sum = !vswitch_core::gso::fold(vswitch_core::gso::sum_bytes(0, &packet[start..]));
-    // UDP sends a computed zero as all ones; for TCP both mean the same sum.
-    let sum = if sum == 0 { 0xffff } else { sum };
-    packet[field..field + 2].copy_from_slice(&sum.to_be_bytes());
-    true
 }
 
 #[cfg(test)]
