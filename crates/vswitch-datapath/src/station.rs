@@ -1,10 +1,11 @@
-//! The switch's own address (`--address 10.0.1.254/24`): a port through which the switch is a
-//! station on its segment, answering ARP and ping for its addresses.
+//! The switch's own address (`--address 10.0.1.254/24`, `--address fd00::fe/64`): a port
+//! through which the switch is a station on its segment, answering ARP, neighbour discovery
+//! and ping for its addresses.
 //!
-//! It is an [`L3Port`] whose packets go to a tiny responder instead of a device: an ICMP echo
-//! request for one of its addresses is answered, anything else is counted and dropped. Its
-//! frames reach a worker through a socket pair, like a TUN port's answers, so it is counted and
-//! captured like every port. IPv4 only for now.
+//! It is an [`L3Port`] whose packets go to a tiny responder instead of a device: an ICMP or
+//! ICMPv6 echo request for one of its addresses is answered, anything else is counted and
+//! dropped. Its frames reach a worker through a socket pair, like a TUN port's answers, so it
+//! is counted and captured like every port.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -2,11 +2,13 @@
 //! the switch's Ethernet segment, the L3 half of the seed tutorial.
 //!
 //! The switch creates the TUN (or attaches to a persistent one) and stands for the addresses
-//! given with the port (`tun:tun0=10.0.1.9/24`): [`vswitch_core::l3port`] answers ARP for them
-//! from a MAC of the port's own, resolves each packet's next hop by ARP, and turns frames for
-//! its MAC back into packets for the device. The port has two receive queues: the TUN's fd,
-//! and a socket pair through which frames the port makes itself in answer to the switch (ARP
-//! replies, packets that waited for a neighbour) reach a worker.
+//! given with the port (`tun:tun0=10.0.1.9/24+fd00::9/64`): [`vswitch_core::l3port`] answers
+//! ARP and neighbour solicitations for them from a MAC of the port's own, resolves each
+//! packet's next hop by ARP or neighbour discovery, and turns frames for its MAC back into
+//! packets for the device. With offloads (`IFF_VNET_HDR`), TCP crosses as 64 KiB segments. The
+//! port has two receive queues: the TUN's fd, and a socket pair through which frames the port
+//! makes itself in answer to the switch (ARP replies, advertisements, packets that waited for a
+//! neighbour) reach a worker.
 
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
