@@ -139,7 +139,9 @@ fn layout(frame: &[u8], vnet: &VnetHeader) -> Result<Layout, GsoError> {
         8
     };
     let payload = l4 + l4_header;
-    if l4_header < 8 || payload > end {
+    // A TCP header is at least 20 bytes (data offset 5): segmentation writes its sequence
+    // number and checksum, and a shorter one would put them past the headers (found by fuzzing).
+    if l4_header < if tcp { 20 } else { 8 } || payload > end {
         return Err(malformed("L4 header past the packet"));
     }
     if vnet.gso_size == 0 {
@@ -448,6 +450,23 @@ mod tests {
                 data.extend_from_slice(&chunk);
             }
             assert_eq!(data, payload());
+        }
+    }
+
+    #[test]
+    fn a_tcp_header_shorter_than_20_bytes_is_malformed() {
+        // Found by fuzzing: data offset 2 (8 bytes) with the frame ending there; cutting it
+        // wrote the checksum past the end.
+        for offset in 0..5u8 {
+            let (mut frame, vnet) = gso_frame(false, true, 0x10);
+            frame[34 + 12] = offset << 4;
+            frame.truncate(34 + usize::from(offset) * 4);
+            let total = (frame.len() - 14) as u16;
+            frame[16..18].copy_from_slice(&total.to_be_bytes());
+            assert!(matches!(
+                GsoFrame::parse(&frame, &vnet),
+                Err(GsoError::Malformed(_))
+            ));
         }
     }
 

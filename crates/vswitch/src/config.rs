@@ -117,10 +117,15 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("couldn't read config file {}", path.display()))?;
-        let file: ConfigFile = toml::from_str(&text)
-            .map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        Config::parse(&path.display().to_string(), text)
+    }
+
+    /// Parses `text`, read from `path` (which errors name).
+    pub fn parse(path: &str, text: String) -> Result<Config> {
+        let file: ConfigFile =
+            toml::from_str(&text).map_err(|e| anyhow!("{path}: {}", e.to_string().trim_end()))?;
         Ok(Config {
-            path: path.display().to_string(),
+            path: path.to_owned(),
             text,
             file,
         })

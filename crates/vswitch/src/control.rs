@@ -460,25 +460,47 @@ fn serve(stream: UnixStream, switch: &Switch, name: &str, offload: bool) {
             }
             return;
         }
-        let reply = match serde_json::from_str::<Envelope>(&line) {
-            Ok(env) if env.version != PROTOCOL_VERSION => json!({
-                "version": PROTOCOL_VERSION, "ok": false,
-                "error": format!("unsupported protocol version {} (this switch speaks {PROTOCOL_VERSION})", env.version),
-            }),
-            Ok(env) => match handle(&env.request, switch, name, offload) {
-                Ok(result) => json!({"version": PROTOCOL_VERSION, "ok": true, "result": result}),
-                Err(e) => {
-                    json!({"version": PROTOCOL_VERSION, "ok": false, "error": format!("{e:#}")})
-                }
-            },
-            Err(e) => {
-                json!({"version": PROTOCOL_VERSION, "ok": false, "error": format!("bad request: {e}")})
-            }
-        };
+        let reply = reply_to(&line, |request| handle(request, switch, name, offload));
         if writeln!(writer, "{reply}").is_err() {
             return;
         }
     }
+}
+
+/// The reply line to one request line (not a capture), `handle` answering a well-formed request.
+fn reply_to(line: &str, handle: impl FnOnce(&Request) -> Result<Value>) -> Value {
+    match serde_json::from_str::<Envelope>(line) {
+        Ok(env) if env.version != PROTOCOL_VERSION => json!({
+            "version": PROTOCOL_VERSION, "ok": false,
+            "error": format!("unsupported protocol version {} (this switch speaks {PROTOCOL_VERSION})", env.version),
+        }),
+        Ok(env) => match handle(&env.request) {
+            Ok(result) => json!({"version": PROTOCOL_VERSION, "ok": true, "result": result}),
+            Err(e) => {
+                json!({"version": PROTOCOL_VERSION, "ok": false, "error": format!("{e:#}")})
+            }
+        },
+        Err(e) => {
+            json!({"version": PROTOCOL_VERSION, "ok": false, "error": format!("bad request: {e}")})
+        }
+    }
+}
+
+/// Answers each request line in `input` as [`serve`] does, against `switch`, skipping requests
+/// that would reach outside the process (port add, capture, mirror to a file); returns the
+/// replies. For the fuzz target.
+pub(crate) fn answer_all(input: &[u8], switch: &Switch) -> Vec<Value> {
+    let mut reader = std::io::Cursor::new(input);
+    let mut replies = Vec::new();
+    while let Some(line) = read_request(&mut reader) {
+        let Ok(line) = line else { break };
+        replies.push(reply_to(&line, |request| match request {
+            Request::PortAdd { .. } | Request::Capture { .. } => Ok(json!("skipped")),
+            Request::PipelineSet { stages, .. } if stages.contains("file") => Ok(json!("skipped")),
+            _ => handle(request, switch, "fuzz", true),
+        }));
+    }
+    replies
 }
 
 /// Answers a capture request: an ok line, then pcap bytes until `count` frames were sent or the

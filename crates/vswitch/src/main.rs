@@ -1,88 +1,9 @@
 //! The `vswitch` command: run a switch, a demo or a lab of namespaces, and plumb namespaces.
 
-/// `println!` that ignores a closed standard output (e.g. piped into `head`) instead of panicking.
-macro_rules! outln {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
-
-/// `print!` that ignores a closed standard output.
-macro_rules! out {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = write!(std::io::stdout(), $($arg)*);
-    }};
-}
-
 /// Huge pages behind the MAC table (see `vswitch_datapath::hugepage`).
 #[global_allocator]
 static ALLOCATOR: vswitch_datapath::HugePageAlloc = vswitch_datapath::HugePageAlloc;
 
-mod cli;
-mod client;
-mod config;
-mod control;
-mod demo;
-mod lab;
-mod metrics;
-mod plumbing;
-mod privileges;
-mod report;
-mod run;
-
-use std::process::ExitCode;
-
-use clap::{CommandFactory, FromArgMatches};
-
-fn main() -> ExitCode {
-    let matches = cli::Cli::command().get_matches();
-    let cli = match cli::Cli::from_arg_matches(&matches) {
-        Ok(cli) => cli,
-        Err(e) => e.exit(),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let result = match cli.command {
-        Some(cli::Command::Demo(args)) => demo::run(&args),
-        Some(cli::Command::Lab(cmd)) => lab::run(&cmd),
-        Some(cli::Command::Ns(cmd)) => plumbing::ns(&cmd),
-        Some(cli::Command::Veth(cmd)) => plumbing::veth(&cmd),
-        Some(cli::Command::Fdb(cmd)) => client::fdb(&cmd),
-        Some(cli::Command::Stats(args)) => client::stats(&args),
-        Some(cli::Command::Port(cmd)) => client::port(&cmd),
-        Some(cli::Command::Vlan(cmd)) => client::vlan(&cmd),
-        Some(cli::Command::Macvlan(cmd)) => client::macvlan(&cmd),
-        Some(cli::Command::Capture(args)) => client::capture(&args),
-        Some(cli::Command::Pipeline(cmd)) => client::pipeline(&cmd),
-        Some(cli::Command::Config(cli::ConfigCommand::Check { file })) => check_config(&file),
-        Some(cli::Command::Cleanup { name }) => control::cleanup(&name),
-        None => run::run(cli.switch, &matches),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("vswitch: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// `vswitch config check FILE`.
-fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
-    let config = config::Config::load(file)?;
-    config.check_ports()?;
-    let matches = cli::Cli::command().try_get_matches_from(["vswitch", "--config", "-"])?;
-    let mut args = cli::Cli::from_arg_matches(&matches)?.switch;
-    config.apply(&mut args, &matches)?;
-    run::parse_ports(&args)?;
-    outln!("{}: OK ({} ports)", file.display(), args.ports.len());
-    Ok(())
+fn main() -> std::process::ExitCode {
+    vswitch::main()
 }

@@ -34,6 +34,9 @@ mod affinity;
 mod frame_path;
 mod worker;
 
+#[doc(hidden)]
+pub use worker::Injector;
+
 use worker::Worker;
 
 /// Frames read from one port before the worker looks at its other ports.
@@ -530,6 +533,12 @@ pub struct Switch {
 }
 
 impl Switch {
+    /// A thread-less worker of this switch, for the fuzz target.
+    #[doc(hidden)]
+    pub fn injector(&self) -> std::io::Result<worker::Injector> {
+        worker::Injector::new(self.shared.clone())
+    }
+
     /// Starts switching among `ports` (name and device each) with `config`.
     pub fn start(
         config: SwitchConfig,

@@ -204,16 +204,10 @@ impl Worker {
                     .map(|n| n + VNET_HDR_LEN)
             };
             match read {
-                Ok(len) if len < VNET_HDR_LEN => {
-                    port.counters().count_rx(len);
-                    port.counters().count_drop(DropReason::Runt);
-                }
                 Ok(len) => {
-                    port.counters().count_rx(len - VNET_HDR_LEN);
-                    port.capture_tap()
-                        .offer(Direction::In, &buf[VNET_HDR_LEN..len]);
-                    self.lengths[count] = len;
-                    count += 1;
+                    if self.received(port, count, len) {
+                        count += 1;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     outcome = Drain::Empty;
@@ -233,6 +227,21 @@ impl Worker {
             port.device().queue_drained(queue, read_at);
         }
         outcome
+    }
+
+    /// Counts the `len` bytes just read into buffer `slot` and offers them to captures; false
+    /// for a runt, which goes no further.
+    fn received(&mut self, port: &Port, slot: usize, len: usize) -> bool {
+        if len < VNET_HDR_LEN {
+            port.counters().count_rx(len);
+            port.counters().count_drop(DropReason::Runt);
+            return false;
+        }
+        port.counters().count_rx(len - VNET_HDR_LEN);
+        port.capture_tap()
+            .offer(Direction::In, &self.buffers[slot][VNET_HDR_LEN..len]);
+        self.lengths[slot] = len;
+        true
     }
 
     /// Decides and transmits the first `count` buffered frames, then applies learning.
@@ -321,4 +330,39 @@ fn with_ctx(
         learn,
         delays,
     });
+}
+
+/// A worker without a thread or queues: each frame handed to [`Injector::inject`] goes the way
+/// a worker takes a frame it read, on the caller's thread. For the fuzz target (`fuzz/`), which
+/// must reach the whole frame path deterministically.
+#[doc(hidden)]
+pub struct Injector(Worker);
+
+impl Injector {
+    pub(super) fn new(shared: Arc<Shared>) -> io::Result<Injector> {
+        let (_, commands) = crossbeam_channel::bounded(0);
+        Ok(Injector(Worker::new(
+            0,
+            shared,
+            Vec::new(),
+            Poll::new()?,
+            commands,
+        )))
+    }
+
+    /// Forwards `bytes` (`[virtio-net header | frame]`, as a device with offloads reads them;
+    /// the header is zeroed for a port without) as if read on `port`, then sends on every
+    /// delayed frame that is due.
+    pub fn inject(&mut self, port: &Port, bytes: &[u8]) {
+        let worker = &mut self.0;
+        let len = bytes.len().min(MAX_FRAME);
+        worker.buffers[0][..len].copy_from_slice(&bytes[..len]);
+        if !port.device().rx_vnet_header() {
+            worker.buffers[0][..len.min(VNET_HDR_LEN)].fill(0);
+        }
+        if worker.received(port, 0, len) {
+            worker.forward(port, 1);
+        }
+        worker.release_delayed();
+    }
 }

@@ -11,7 +11,7 @@
 //! or `Llna`/`Llnb` (between switches); switch S answers on control socket `L-S`.
 
 mod check;
-mod file;
+pub(crate) mod file;
 pub mod generate;
 mod render;
 mod state;
