@@ -49,11 +49,12 @@ fn known_unicast_between_veth_ports_goes_in_the_kernel_and_is_counted_exactly() 
     if !require_root("known_unicast_between_veth_ports_goes_in_the_kernel_and_is_counted_exactly") {
         return;
     }
-    for datapath in [Datapath::Auto, Datapath::Userspace] {
+    for datapath in [Datapath::Auto, Datapath::ClsBpf, Datapath::Userspace] {
         let lab = lab(2, datapath);
         let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
         let served = lab.switch.fast_path_ports().len();
-        assert_eq!(served, if datapath == Datapath::Auto { 2 } else { 0 });
+        let fast = datapath != Datapath::Userspace;
+        assert_eq!(served, if fast { 2 } else { 0 });
         // Both stations learned (ARP), then 200 echoes each way are known unicast.
         assert!(ping(&a.ns, b.addr, 1).all_replied());
         let before = [lab.port_stats(0), lab.port_stats(1)];
@@ -75,7 +76,7 @@ fn known_unicast_between_veth_ports_goes_in_the_kernel_and_is_counted_exactly() 
         for (what, n) in [("a rx", rx0), ("a tx", tx0), ("b rx", rx1), ("b tx", tx1)] {
             assert!((200..=204).contains(&n), "{datapath}: {what} {n}");
         }
-        if datapath == Datapath::Auto {
+        if fast {
             // Echoes of both ways, in the kernel (all but what the switch saw first).
             assert!(fast_rx0 >= 190 && fast_tx1 >= 190, "{fast_rx0} {fast_tx1}");
             assert!(fast_rx1 >= 190 && fast_tx0 >= 190, "{fast_rx1} {fast_tx0}");
@@ -95,7 +96,13 @@ fn every_frame_arrives_once_while_the_table_is_flushed_and_a_mac_moves() {
     if !require_root("every_frame_arrives_once_while_the_table_is_flushed_and_a_mac_moves") {
         return;
     }
-    let lab = lab(3, Datapath::Auto);
+    for datapath in [Datapath::Auto, Datapath::ClsBpf] {
+        exactly_once_under_change(datapath);
+    }
+}
+
+fn exactly_once_under_change(datapath: Datapath) {
+    let lab = lab(3, datapath);
     let (a, b, c) = (&lab.hosts[0], &lab.hosts[1], &lab.hosts[2]);
     assert!(ping(&a.ns, b.addr, 1).all_replied() && ping(&b.ns, a.addr, 1).all_replied());
     let port_c = lab.switch.ports()[2].name().to_owned();
@@ -159,7 +166,13 @@ fn pipelines_and_captures_installed_at_runtime_see_the_next_frame() {
     if !require_root("pipelines_and_captures_installed_at_runtime_see_the_next_frame") {
         return;
     }
-    let lab = lab(2, Datapath::Auto);
+    for datapath in [Datapath::Auto, Datapath::ClsBpf] {
+        runtime_changes_see_the_next_frame(datapath);
+    }
+}
+
+fn runtime_changes_see_the_next_frame(datapath: Datapath) {
+    let lab = lab(2, datapath);
     let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
     let port_b = lab.switch.ports()[1].name().to_owned();
     assert!(ping(&a.ns, b.addr, 20).all_replied());
@@ -227,4 +240,50 @@ fn a_station_heard_only_through_the_kernel_does_not_age_out() {
         "aged out while talking: {macs:?}"
     );
     assert_eq!(lab.switch.table_stats().aged, 0);
+}
+
+/// `ip`, as an independent witness of what is attached to a link of the switch's namespace.
+fn tc_show(what: &str, dev: &str) -> String {
+    let out = std::process::Command::new("tc")
+        .args([what, "show", "dev", dev, "ingress"])
+        .output()
+        .expect("tc (iproute2)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_fast_path_attaches_through_tcx_or_cls_bpf_and_leaves_nothing() {
+    if !require_root("the_fast_path_attaches_through_tcx_or_cls_bpf_and_leaves_nothing") {
+        return;
+    }
+    for (datapath, attachment) in [(Datapath::Auto, "tcx"), (Datapath::ClsBpf, "cls_bpf")] {
+        let lab = lab(2, datapath);
+        assert_eq!(lab.switch.fast_path_attachment(), Some(attachment));
+        let dev = lab.switch.ports()[0].name().to_owned();
+        let filters = tc_show("filter", &dev);
+        // tcx programs are links, not filters: tc lists only the cls_bpf one.
+        assert_eq!(
+            filters.contains("vswitch_fp_tc"),
+            datapath == Datapath::ClsBpf,
+            "{datapath}: {filters}"
+        );
+        assert!(ping(&lab.hosts[0].ns, lab.hosts[1].addr, 20).all_replied());
+        assert!(
+            lab.port_stats(1).fast_tx_packets > 0,
+            "{datapath}: not in the kernel"
+        );
+        let SwitchLab { switch, hosts, .. } = lab;
+        switch.stop();
+        drop(switch);
+        let (filters, qdiscs) = (tc_show("filter", &dev), tc_show("qdisc", &dev));
+        assert!(
+            !filters.contains("vswitch_fp_tc"),
+            "{datapath}: left behind: {filters}"
+        );
+        assert!(
+            !qdiscs.contains("clsact"),
+            "{datapath}: left behind: {qdiscs}"
+        );
+        drop(hosts);
+    }
 }

@@ -24,8 +24,10 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use vswitch_core::{MacAddr, PortId};
+use vswitch_netns::Netlink;
 
 use crate::bpf::{
     ADD64_IMM, ADD64_REG, Asm, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_ARRAY,
@@ -181,12 +183,67 @@ fn mac_key(mac: MacAddr) -> [u8; 8] {
     key
 }
 
+/// The priority of the cls_bpf filter: a number of our own, so no filter of the user's is
+/// replaced; one a crashed switch left is.
+const CLS_BPF_PRIO: u16 = 0x7673;
+
+/// The classifier at one port's tc ingress, detached when dropped.
+#[derive(Debug)]
+enum Attachment {
+    /// A tcx link (Linux 6.6+): closing it detaches, also when the process dies.
+    Tcx { _link: OwnedFd },
+    /// A direct-action cls_bpf filter on the clsact qdisc (any kernel with eBPF): removed on
+    /// drop, with the qdisc if the switch added it.
+    ClsBpf { ifindex: u32, added_qdisc: bool },
+}
+
+impl Attachment {
+    fn cls_bpf(classifier: &OwnedFd, ifindex: u32) -> io::Result<Attachment> {
+        let mut netlink = Netlink::open().map_err(io::Error::other)?;
+        let added_qdisc = netlink.add_clsact(ifindex).map_err(io::Error::other)?;
+        let attachment = Attachment::ClsBpf {
+            ifindex,
+            added_qdisc,
+        };
+        netlink
+            .attach_bpf_ingress(ifindex, CLS_BPF_PRIO, classifier.as_fd(), CLASSIFIER_NAME)
+            .map_err(io::Error::other)?;
+        Ok(attachment)
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        let Attachment::ClsBpf {
+            ifindex,
+            added_qdisc,
+        } = *self
+        else {
+            return;
+        };
+        // A device deleted meanwhile took its filters with it.
+        let removed = Netlink::open().and_then(|mut netlink| {
+            if added_qdisc {
+                netlink.delete_clsact(ifindex)
+            } else {
+                netlink.detach_bpf_ingress(ifindex, CLS_BPF_PRIO)
+            }
+        });
+        if let Err(e) = removed {
+            tracing::debug!(ifindex, error = %e, "removing the fast path's cls_bpf filter");
+        }
+    }
+}
+
+/// The classifier's name, as `tc filter show` and `bpftool` list it.
+const CLASSIFIER_NAME: &str = "vswitch_fp_tc";
+
 /// A port the fast path serves.
 #[derive(Debug)]
 struct Served {
     ifindex: u32,
-    /// Closing it detaches the classifier.
-    _link: OwnedFd,
+    /// Dropping it detaches the classifier.
+    _attachment: Attachment,
     /// Counters already handed to the port: `[rx_packets, rx_bytes, tx_packets, tx_bytes]`.
     harvested: [u64; 4],
     /// Whether the fast path forwards from and to it now.
@@ -211,13 +268,16 @@ pub(crate) struct FastPath {
     counters: Map,
     filter: OwnedFd,
     classifier: OwnedFd,
+    /// Attach with cls_bpf: asked for, or tcx found missing.
+    cls_bpf: AtomicBool,
     served: Mutex<HashMap<PortId, Served>>,
 }
 
 impl FastPath {
     /// Creates the maps and loads both programs: fails without CAP_BPF (or CAP_SYS_ADMIN), or
-    /// on a kernel that refuses them.
-    pub(crate) fn new() -> io::Result<FastPath> {
+    /// on a kernel that refuses them. With `cls_bpf`, classifiers are attached as cls_bpf
+    /// filters; else through tcx where the kernel has it.
+    pub(crate) fn new(cls_bpf: bool) -> io::Result<FastPath> {
         let fdb = Map::create(BPF_MAP_TYPE_HASH, 8, 16, MAX_MACS)?;
         let ports = Map::create(BPF_MAP_TYPE_HASH, 4, 8, MAX_PORTS)?;
         let verdict = Map::create(BPF_MAP_TYPE_PERCPU_ARRAY, 4, 16, 1)?;
@@ -230,7 +290,7 @@ impl FastPath {
         let classifier = load_program(
             BPF_PROG_TYPE_SCHED_CLS,
             &classifier_program(verdict.raw_fd(), counters.raw_fd()),
-            "vswitch_fp_tc",
+            CLASSIFIER_NAME,
         )?;
         Ok(FastPath {
             fdb,
@@ -239,6 +299,7 @@ impl FastPath {
             counters,
             filter,
             classifier,
+            cls_bpf: AtomicBool::new(cls_bpf),
             served: Mutex::new(HashMap::new()),
         })
     }
@@ -255,18 +316,43 @@ impl FastPath {
             return Ok(false);
         };
         self.counters.update(&ifindex.to_ne_bytes(), &[0u8; 32])?;
-        let link = attach_tcx_ingress(&self.classifier, ifindex)?;
+        let attachment = self.attach_classifier(ifindex)?;
         port.device().attach_filter(self.filter.as_fd())?;
         self.served().insert(
             port.id(),
             Served {
                 ifindex,
-                _link: link,
+                _attachment: attachment,
                 harvested: [0; 4],
                 enabled: false,
             },
         );
         Ok(true)
+    }
+
+    /// The classifier at `ifindex`'s ingress: through tcx, or as a cls_bpf filter where asked
+    /// or where the kernel has no tcx (before 6.6, `BPF_LINK_CREATE` refuses the attach type).
+    fn attach_classifier(&self, ifindex: u32) -> io::Result<Attachment> {
+        if !self.cls_bpf.load(Ordering::Relaxed) {
+            match attach_tcx_ingress(&self.classifier, ifindex) {
+                Ok(link) => return Ok(Attachment::Tcx { _link: link }),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    tracing::info!(error = %e, "no tcx (Linux 6.6+): the fast path attaches as cls_bpf filters");
+                    self.cls_bpf.store(true, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Attachment::cls_bpf(&self.classifier, ifindex)
+    }
+
+    /// How classifiers are attached: `tcx` or `cls_bpf`.
+    pub(crate) fn attachment(&self) -> &'static str {
+        if self.cls_bpf.load(Ordering::Relaxed) {
+            "cls_bpf"
+        } else {
+            "tcx"
+        }
     }
 
     /// Whether `port` is attached.
@@ -441,8 +527,10 @@ mod tests {
             eprintln!("SKIPPED the_kernel_accepts_both_programs: needs root (CAP_BPF)");
             return;
         }
-        if let Err(e) = FastPath::new() {
-            panic!("{e}");
+        for cls_bpf in [false, true] {
+            if let Err(e) = FastPath::new(cls_bpf) {
+                panic!("{e}");
+            }
         }
     }
 

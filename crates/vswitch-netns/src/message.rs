@@ -1,9 +1,10 @@
 //! rtnetlink messages: building requests and reading replies, with no socket in sight.
 //!
 //! Only what the plumbing needs: `RTM_{NEW,DEL,GET}LINK` with names, MTU, MAC, namespace and a
-//! veth peer; `RTM_NEWADDR`; `RTM_NEWROUTE` for a default route. Layouts follow
-//! `<linux/netlink.h>`, `<linux/rtnetlink.h>` and `<linux/if_link.h>`; all fields are in host byte
-//! order except addresses.
+//! veth peer; `RTM_NEWADDR`; `RTM_NEWROUTE` for a default route; the clsact qdisc and a cls_bpf
+//! filter (`RTM_{NEW,DEL}{QDISC,TFILTER}`). Layouts follow `<linux/netlink.h>`,
+//! `<linux/rtnetlink.h>`, `<linux/if_link.h>` and `<linux/pkt_cls.h>`; all fields are in host
+//! byte order except addresses.
 
 use std::net::IpAddr;
 
@@ -17,6 +18,14 @@ pub const RTM_GETLINK: u16 = 18;
 pub const RTM_NEWADDR: u16 = 20;
 /// Add a route.
 pub const RTM_NEWROUTE: u16 = 24;
+/// Add a queueing discipline.
+pub const RTM_NEWQDISC: u16 = 36;
+/// Delete a queueing discipline.
+pub const RTM_DELQDISC: u16 = 37;
+/// Add a traffic-control filter.
+pub const RTM_NEWTFILTER: u16 = 44;
+/// Delete a traffic-control filter.
+pub const RTM_DELTFILTER: u16 = 45;
 /// An error or acknowledgement.
 pub const NLMSG_ERROR: u16 = 2;
 /// End of a dump.
@@ -26,6 +35,8 @@ pub const NLMSG_DONE: u16 = 3;
 pub const NLM_F_REQUEST: u16 = 0x1;
 /// Ask for an acknowledgement.
 pub const NLM_F_ACK: u16 = 0x4;
+/// Replace the object if it exists.
+pub const NLM_F_REPLACE: u16 = 0x100;
 /// Fail if the object exists.
 pub const NLM_F_EXCL: u16 = 0x200;
 /// Create the object.
@@ -90,6 +101,18 @@ impl Request {
         self.buf.extend_from_slice(&index.to_ne_bytes());
         self.buf.extend_from_slice(&flags.to_ne_bytes());
         self.buf.extend_from_slice(&change.to_ne_bytes());
+    }
+
+    /// Appends a `tcmsg` for interface `index`: the object's `handle`, its `parent` and `info`
+    /// (for a filter: priority in the upper 16 bits, protocol in network order in the lower).
+    pub fn tcmsg(mut self, index: u32, handle: u32, parent: u32, info: u32) -> Self {
+        self.buf
+            .extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+        self.buf.extend_from_slice(&index.to_ne_bytes());
+        self.buf.extend_from_slice(&handle.to_ne_bytes());
+        self.buf.extend_from_slice(&parent.to_ne_bytes());
+        self.buf.extend_from_slice(&info.to_ne_bytes());
+        self
     }
 
     /// Appends an `ifaddrmsg` for an address of `prefix` bits on interface `index`.

@@ -14,8 +14,9 @@ use nix::sys::socket::{
 
 use crate::error::NetnsError;
 use crate::message::{
-    IFF_UP, LinkInfo, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, RTM_DELLINK, RTM_GETLINK, RTM_NEWADDR,
-    RTM_NEWLINK, RTM_NEWROUTE, Reply, Request, family, parse_replies,
+    IFF_UP, LinkInfo, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, RTM_DELLINK,
+    RTM_DELQDISC, RTM_DELTFILTER, RTM_GETLINK, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWQDISC,
+    RTM_NEWROUTE, RTM_NEWTFILTER, Reply, Request, family, parse_replies,
 };
 use crate::netns::Netns;
 
@@ -304,4 +305,97 @@ impl Netlink {
             NetnsError::from_errno(format!("adding route {dst}/{prefix} via {gateway}"), "", e)
         })
     }
+
+    /// Adds the clsact qdisc to interface `index` (`tc qdisc add dev DEV clsact`), where
+    /// ingress and egress filters hang; false if it was there already.
+    pub fn add_clsact(&mut self, index: u32) -> Result<bool, NetnsError> {
+        let seq = self.next_seq();
+        let req = Request::new(RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK, seq)
+            .tcmsg(index, TC_H_CLSACT & 0xffff_0000, TC_H_CLSACT, 0)
+            .attr_str(TCA_KIND, "clsact");
+        match self.transact(seq, req) {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(NetnsError::from_errno(
+                format!("adding the clsact qdisc to interface {index}"),
+                "",
+                e,
+            )),
+        }
+    }
+
+    /// Removes interface `index`'s clsact qdisc and every filter on it.
+    pub fn delete_clsact(&mut self, index: u32) -> Result<(), NetnsError> {
+        let seq = self.next_seq();
+        let req = Request::new(RTM_DELQDISC, NLM_F_ACK, seq)
+            .tcmsg(index, TC_H_CLSACT & 0xffff_0000, TC_H_CLSACT, 0)
+            .attr_str(TCA_KIND, "clsact");
+        self.transact(seq, req).map(drop).map_err(|e| {
+            NetnsError::from_errno(format!("removing interface {index}'s clsact qdisc"), "", e)
+        })
+    }
+
+    /// Attaches the BPF classifier `program` at interface `index`'s ingress as a direct-action
+    /// cls_bpf filter of priority `prio` for every protocol (`tc filter add dev DEV ingress
+    /// prio PRIO bpf da fd FD`), replacing one of that priority. Needs the clsact qdisc.
+    pub fn attach_bpf_ingress(
+        &mut self,
+        index: u32,
+        prio: u16,
+        program: std::os::fd::BorrowedFd<'_>,
+        name: &str,
+    ) -> Result<(), NetnsError> {
+        let seq = self.next_seq();
+        let req = Request::new(
+            RTM_NEWTFILTER,
+            NLM_F_CREATE | NLM_F_REPLACE | NLM_F_ACK,
+            seq,
+        )
+        .tcmsg(index, 1, TC_H_CLSACT_INGRESS, filter_info(prio))
+        .attr_str(TCA_KIND, "bpf")
+        .begin_nest(TCA_OPTIONS)
+        .attr_u32(TCA_BPF_FD, program.as_raw_fd() as u32)
+        .attr_str(TCA_BPF_NAME, name)
+        .attr_u32(TCA_BPF_FLAGS, TCA_BPF_FLAG_ACT_DIRECT)
+        .end_nest();
+        self.transact(seq, req).map(drop).map_err(|e| {
+            NetnsError::from_errno(
+                format!("attaching BPF program {name} at interface {index}'s ingress"),
+                "",
+                e,
+            )
+        })
+    }
+
+    /// Removes the ingress filter of priority `prio` from interface `index`.
+    pub fn detach_bpf_ingress(&mut self, index: u32, prio: u16) -> Result<(), NetnsError> {
+        let seq = self.next_seq();
+        let req = Request::new(RTM_DELTFILTER, NLM_F_ACK, seq)
+            .tcmsg(index, 1, TC_H_CLSACT_INGRESS, filter_info(prio))
+            .attr_str(TCA_KIND, "bpf");
+        self.transact(seq, req).map(drop).map_err(|e| {
+            NetnsError::from_errno(
+                format!("removing the ingress filter of priority {prio} from interface {index}"),
+                "",
+                e,
+            )
+        })
+    }
+}
+
+/// `TC_H_CLSACT`: the clsact qdisc's parent (`TC_H_INGRESS`) and, in its upper half, handle.
+const TC_H_CLSACT: u32 = 0xffff_fff1;
+/// `TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS)`: its ingress hook.
+const TC_H_CLSACT_INGRESS: u32 = 0xffff_fff2;
+const TCA_KIND: u16 = 1;
+const TCA_OPTIONS: u16 = 2;
+const TCA_BPF_FD: u16 = 6;
+const TCA_BPF_NAME: u16 = 7;
+const TCA_BPF_FLAGS: u16 = 8;
+/// Direct action: the program's return value is the verdict (`TC_ACT_*`).
+const TCA_BPF_FLAG_ACT_DIRECT: u32 = 1;
+
+/// A filter's `tcm_info`: priority, and `ETH_P_ALL` in network order.
+fn filter_info(prio: u16) -> u32 {
+    (u32::from(prio) << 16) | u32::from((libc::ETH_P_ALL as u16).to_be())
 }

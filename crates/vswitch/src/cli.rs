@@ -143,10 +143,11 @@ pub struct SwitchArgs {
 
     /// `auto`: known unicast between `dev:` ports (veth ends, NICs) is forwarded in the kernel
     /// by an eBPF program at tc ingress, from maps the switch keeps equal to its table (needs
-    /// CAP_BPF and tcx, Linux 6.6+; otherwise, and for TAPs, ports with a pipeline or a capture,
-    /// unknown, broadcast, multicast and tagged frames, the switch forwards as always).
+    /// CAP_BPF; attached through tcx on Linux 6.6+, else as a cls_bpf filter; for TAPs, ports
+    /// with a pipeline or a capture, unknown, broadcast, multicast and tagged frames, the switch
+    /// forwards as always). `cls-bpf`: as auto, always attached as a cls_bpf filter.
     /// `userspace`: every frame through the switch. Counters include both.
-    #[arg(long, default_value_t = vswitch_datapath::Datapath::Auto, value_name = "auto|userspace")]
+    #[arg(long, default_value_t = vswitch_datapath::Datapath::Auto, value_name = "auto|cls-bpf|userspace")]
     pub datapath: vswitch_datapath::Datapath,
 }
 
@@ -541,7 +542,7 @@ pub struct LabUpArgs {
     #[arg(long)]
     pub no_offload: bool,
     /// As for the switch: `auto` forwards known unicast between veth ports in the kernel.
-    #[arg(long, default_value_t = vswitch_datapath::Datapath::Auto, value_name = "auto|userspace")]
+    #[arg(long, default_value_t = vswitch_datapath::Datapath::Auto, value_name = "auto|cls-bpf|userspace")]
     pub datapath: vswitch_datapath::Datapath,
 }
 

@@ -11,7 +11,7 @@
 //! threads = 2
 //! busy_poll = 0
 //! steering = "cpu"               # or "flow"
-//! datapath = "auto"              # or "userspace"
+//! datapath = "auto"              # or "cls-bpf", "userspace"
 //! no_offload = false
 //! metrics = "127.0.0.1:9464"
 //! pipelines = ["tap1:out:rate 10mbit queue 50ms", "tap0:in:filter drop proto icmp"]

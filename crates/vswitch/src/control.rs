@@ -626,6 +626,7 @@ pub fn stats_json(switch: &Switch) -> Value {
     json!({
         "ports": ports,
         "workers_busy_seconds": busy,
+        "fast_path_attachment": switch.fast_path_attachment(),
         "vlan_drops_by_vid": vlan_drops_json(switch),
         "table": {"entries": entries, "capacity": capacity, "learned": t.learned, "moved": t.moved, "aged": t.aged, "evicted": t.evicted},
     })

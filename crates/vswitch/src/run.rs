@@ -247,8 +247,9 @@ pub fn run(mut args: SwitchArgs, matches: &clap::ArgMatches) -> Result<()> {
     let fast = switch.fast_path_ports();
     if !fast.is_empty() {
         outln!(
-            "vswitch: known unicast among {} is forwarded in the kernel (--datapath userspace to turn it off)",
-            fast.join(", ")
+            "vswitch: known unicast among {} is forwarded in the kernel ({} at tc ingress; --datapath userspace to turn it off)",
+            fast.join(", "),
+            switch.fast_path_attachment().unwrap_or("-")
         );
     }
     for signal in signals.forever() {

@@ -74,9 +74,12 @@ pub struct SwitchConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Datapath {
     /// Known unicast between `dev:` ports in the kernel (tc ingress, `bpf_redirect`) where
-    /// the kernel allows, decided by the switch; the rest by the switch's workers.
+    /// the kernel allows, decided by the switch; the rest by the switch's workers. The
+    /// classifier is attached through tcx (Linux 6.6+), else as a cls_bpf filter.
     #[default]
     Auto,
+    /// As `Auto`, the classifier always a cls_bpf filter (what `Auto` falls back to).
+    ClsBpf,
     /// Every frame through the switch's workers.
     Userspace,
 }
@@ -87,8 +90,9 @@ impl std::str::FromStr for Datapath {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "auto" => Ok(Datapath::Auto),
+            "cls-bpf" => Ok(Datapath::ClsBpf),
             "userspace" => Ok(Datapath::Userspace),
-            _ => Err(format!("datapath {s:?} is not auto or userspace")),
+            _ => Err(format!("datapath {s:?} is not auto, cls-bpf or userspace")),
         }
     }
 }
@@ -97,6 +101,7 @@ impl std::fmt::Display for Datapath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Datapath::Auto => "auto",
+            Datapath::ClsBpf => "cls-bpf",
             Datapath::Userspace => "userspace",
         })
     }
@@ -571,12 +576,12 @@ impl Switch {
         let threads = config.threads.clamp(1, queues.max(1));
         let pinned = config.steering == Steering::Cpu && owns_cpus(threads);
         let fast = match (config.datapath, &forwarder) {
-            (Datapath::Auto, Forwarder::Learning(_))
+            (Datapath::Auto | Datapath::ClsBpf, Forwarder::Learning(_))
                 if ports.iter().any(|p| p.device().fast_path_ifindex().is_some()) =>
             {
-                FastPath::new()
+                FastPath::new(config.datapath == Datapath::ClsBpf)
                     .inspect_err(|e| {
-                        tracing::warn!(error = %e, "no in-kernel fast path (needs CAP_BPF and tcx, Linux 6.6+); every frame goes through the switch")
+                        tracing::warn!(error = %e, "no in-kernel fast path (needs CAP_BPF and CAP_NET_ADMIN); every frame goes through the switch")
                     })
                     .ok()
             }
@@ -1065,6 +1070,11 @@ impl Switch {
             .filter(|p| fast.is_enabled(p.id()) && !p.is_gone())
             .map(|p| p.name().to_owned())
             .collect()
+    }
+
+    /// How the fast path's classifiers are attached (`tcx` or `cls_bpf`), if it runs.
+    pub fn fast_path_attachment(&self) -> Option<&'static str> {
+        self.shared.fast.as_ref().map(|f| f.attachment())
     }
 
     /// `port`'s stages and their counters, ingress then egress.
