@@ -225,6 +225,16 @@ fn main() -> BoxResult<()> {
             vswitch(two_workers(), Attach::Veth),
         ),
         (
+            "vswitch, veth ports, fast path as cls_bpf".into(),
+            vswitch(
+                SwitchConfig {
+                    datapath: vswitch_datapath::Datapath::ClsBpf,
+                    ..two_workers()
+                },
+                Attach::Veth,
+            ),
+        ),
+        (
             "vswitch, veth ports, --datapath userspace".into(),
             vswitch(
                 SwitchConfig {
