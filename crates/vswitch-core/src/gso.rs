@@ -13,8 +13,12 @@
 //! TCP sequence number, keep FIN and PSH for the last segment and CWR for the first, and compute
 //! each segment's L4 checksum over its pseudo-header.
 
+use crate::checksum::{fold, pseudo_header, sum_bytes};
+use crate::field::{ipv4, ipv6, proto, tcp, udp};
 use crate::vnet::{VnetHeader, gso};
-use crate::wire::{ETHERNET_HEADER_LEN, ETHERTYPE_QINQ, ETHERTYPE_VLAN, VLAN_TAG_LEN};
+use crate::wire::{
+    ETHERNET_HEADER_LEN, ETHERTYPE_QINQ, ETHERTYPE_VLAN, EthernetFrame, VLAN_TAG_LEN,
+};
 
 /// Why a GSO frame could not be segmented (the switch drops it and counts `gso_unsupp`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -29,12 +33,6 @@ pub enum GsoError {
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
-const IPV6_HEADER_LEN: usize = 40;
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
-const TCP_FIN: u8 = 0x01;
-const TCP_PSH: u8 = 0x08;
-const TCP_CWR: u8 = 0x80;
 
 /// Where the headers of a GSO frame are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,18 +77,20 @@ fn layout(frame: &[u8], vnet: &VnetHeader) -> Result<Layout, GsoError> {
             .ok_or(malformed("truncated VLAN tag"))?;
         l3 += VLAN_TAG_LEN;
     }
-    let want = if tcp { PROTO_TCP } else { PROTO_UDP };
+    let want = if tcp { proto::TCP } else { proto::UDP };
     let (l4, end, ipv4) = match ethertype {
         ETHERTYPE_IPV4 => {
-            let ip = frame.get(l3..l3 + 20).ok_or(malformed("truncated IPv4"))?;
-            let ihl = usize::from(ip[0] & 0x0f) * 4;
-            if ip[0] >> 4 != 4 || ihl < 20 || ip[9] != want {
+            let ip = frame
+                .get(l3..l3 + ipv4::HEADER_LEN)
+                .ok_or(malformed("truncated IPv4"))?;
+            let ihl = usize::from(ip[ipv4::VER_IHL] & 0x0f) * 4;
+            if ip[ipv4::VER_IHL] >> 4 != 4 || ihl < ipv4::HEADER_LEN || ip[ipv4::PROTOCOL] != want {
                 return Err(malformed("IPv4 header doesn't match the GSO type"));
             }
-            if u16_at(ip, 6) & 0x3fff != 0 {
+            if u16_at(ip, ipv4::FLG_OFF.start) & 0x3fff != 0 {
                 return Err(malformed("IPv4 fragment"));
             }
-            let end = l3 + usize::from(u16_at(ip, 2));
+            let end = l3 + usize::from(u16_at(ip, ipv4::LENGTH.start));
             if end > frame.len() {
                 return Err(malformed("IPv4 length past the frame"));
             }
@@ -98,24 +98,24 @@ fn layout(frame: &[u8], vnet: &VnetHeader) -> Result<Layout, GsoError> {
         }
         ETHERTYPE_IPV6 => {
             let ip = frame
-                .get(l3..l3 + IPV6_HEADER_LEN)
+                .get(l3..l3 + ipv6::HEADER_LEN)
                 .ok_or(malformed("truncated IPv6"))?;
             if ip[0] >> 4 != 6 {
                 return Err(malformed("IPv6 version"));
             }
             // Extension headers: trust the checksum offload's start, as the kernel does.
-            let l4 = if ip[6] == want {
-                l3 + IPV6_HEADER_LEN
-            } else if vnet.needs_csum() && usize::from(vnet.csum_start) > l3 + IPV6_HEADER_LEN {
+            let l4 = if ip[ipv6::NXT_HDR] == want {
+                l3 + ipv6::HEADER_LEN
+            } else if vnet.needs_csum() && usize::from(vnet.csum_start) > l3 + ipv6::HEADER_LEN {
                 usize::from(vnet.csum_start)
             } else {
                 return Err(malformed("IPv6 header doesn't match the GSO type"));
             };
-            let payload_len = usize::from(u16_at(ip, 4));
+            let payload_len = usize::from(u16_at(ip, ipv6::LENGTH.start));
             let end = if payload_len == 0 {
                 frame.len()
             } else {
-                l3 + IPV6_HEADER_LEN + payload_len
+                l3 + ipv6::HEADER_LEN + payload_len
             };
             if end > frame.len() {
                 return Err(malformed("IPv6 length past the frame"));
@@ -133,15 +133,24 @@ fn layout(frame: &[u8], vnet: &VnetHeader) -> Result<Layout, GsoError> {
         return Err(malformed("TCP GSO type and IP version disagree"));
     }
     let l4_header = if tcp {
-        let offset = *frame.get(l4 + 12).ok_or(malformed("truncated TCP"))?;
+        let offset = *frame
+            .get(l4 + tcp::DATA_OFF)
+            .ok_or(malformed("truncated TCP"))?;
         usize::from(offset >> 4) * 4
     } else {
-        8
+        udp::HEADER_LEN
     };
     let payload = l4 + l4_header;
     // A TCP header is at least 20 bytes (data offset 5): segmentation writes its sequence
     // number and checksum, and a shorter one would put them past the headers (found by fuzzing).
-    if l4_header < if tcp { 20 } else { 8 } || payload > end {
+    if l4_header
+        < if tcp {
+            tcp::HEADER_LEN
+        } else {
+            udp::HEADER_LEN
+        }
+        || payload > end
+    {
         return Err(malformed("L4 header past the packet"));
     }
     if vnet.gso_size == 0 {
@@ -231,13 +240,18 @@ fn cut(
     let headers = &frame[..l.payload];
     let data = &frame[l.payload..l.end];
     let count = data.len().div_ceil(mss).max(1);
-    let ip_id = if l.ipv4 { u16_at(frame, l.l3 + 4) } else { 0 };
+    let ip_id = if l.ipv4 {
+        u16_at(frame, l.l3 + ipv4::IDENT.start)
+    } else {
+        0
+    };
     let seq = if l.tcp {
+        let at = at(l.l4, tcp::SEQ_NUM);
         u32::from_be_bytes([
-            frame[l.l4 + 4],
-            frame[l.l4 + 5],
-            frame[l.l4 + 6],
-            frame[l.l4 + 7],
+            frame[at.start],
+            frame[at.start + 1],
+            frame[at.start + 2],
+            frame[at.start + 3],
         ])
     } else {
         0
@@ -251,31 +265,32 @@ fn cut(
         let l4_len = seg.len() - l.l4;
         if l.ipv4 {
             let ihl = l.l4 - l.l3;
-            put_u16(seg, l.l3 + 2, (seg.len() - l.l3) as u16);
-            put_u16(seg, l.l3 + 4, ip_id.wrapping_add(i as u16));
-            put_u16(seg, l.l3 + 10, 0);
-            let sum = fold(sum_bytes(0, &seg[l.l3..l.l3 + ihl]));
-            put_u16(seg, l.l3 + 10, !sum);
+            put_u16(seg, l.l3 + ipv4::LENGTH.start, (seg.len() - l.l3) as u16);
+            put_u16(seg, l.l3 + ipv4::IDENT.start, ip_id.wrapping_add(i as u16));
+            put_u16(seg, l.l3 + ipv4::CHECKSUM.start, 0);
+            let sum = crate::checksum::of(&seg[l.l3..l.l3 + ihl]);
+            put_u16(seg, l.l3 + ipv4::CHECKSUM.start, sum);
         } else {
-            put_u16(seg, l.l3 + 4, (seg.len() - l.l3 - IPV6_HEADER_LEN) as u16);
+            let len = seg.len() - l.l3 - ipv6::HEADER_LEN;
+            put_u16(seg, l.l3 + ipv6::LENGTH.start, len as u16);
         }
         let field = if l.tcp {
             let first = i == 0;
             let last = i + 1 == count;
             let s = seq.wrapping_add((i * mss) as u32);
-            seg[l.l4 + 4..l.l4 + 8].copy_from_slice(&s.to_be_bytes());
-            let mut flags = seg[l.l4 + 13];
+            seg[at(l.l4, tcp::SEQ_NUM)].copy_from_slice(&s.to_be_bytes());
+            let mut flags = seg[l.l4 + tcp::FLAGS];
             if !last {
-                flags &= !(TCP_FIN | TCP_PSH);
+                flags &= !(tcp::FIN | tcp::PSH);
             }
             if !first {
-                flags &= !TCP_CWR;
+                flags &= !tcp::CWR;
             }
-            seg[l.l4 + 13] = flags;
-            l.l4 + 16
+            seg[l.l4 + tcp::FLAGS] = flags;
+            l.l4 + tcp::CHECKSUM.start
         } else {
-            put_u16(seg, l.l4 + 4, l4_len as u16);
-            l.l4 + 6
+            put_u16(seg, l.l4 + udp::LENGTH.start, l4_len as u16);
+            l.l4 + udp::CHECKSUM.start
         };
         put_u16(seg, field, 0);
         let pseudo = pseudo_header_sum(seg, l, l4_len);
@@ -290,40 +305,36 @@ fn cut(
 
 /// The one's complement sum of the pseudo-header of the segment `seg` laid out as `l`.
 fn pseudo_header_sum(seg: &[u8], l: &Layout, l4_len: usize) -> u64 {
-    let proto = u64::from(if l.tcp { PROTO_TCP } else { PROTO_UDP });
+    let protocol = if l.tcp { proto::TCP } else { proto::UDP };
     let addresses = if l.ipv4 {
-        &seg[l.l3 + 12..l.l3 + 20]
+        at(l.l3, ipv4::ADDRESSES)
     } else {
-        &seg[l.l3 + 8..l.l3 + IPV6_HEADER_LEN]
+        at(l.l3, ipv6::ADDRESSES)
     };
-    sum_bytes(proto + l4_len as u64, addresses)
+    pseudo_header(&seg[addresses], protocol, l4_len)
 }
 
-/// Adds `bytes`, as big-endian 16-bit words (an odd last byte padded with zero), to `initial`.
-/// Summing 32-bit words into 64 bits and folding later gives the same one's complement sum.
-pub fn sum_bytes(initial: u64, bytes: &[u8]) -> u64 {
-    let mut sum = initial;
-    let mut words = bytes.chunks_exact(4);
-    for w in &mut words {
-        sum += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
-    }
-    let rest = words.remainder();
-    let mut tail = [0u8; 4];
-    tail[..rest.len()].copy_from_slice(rest);
-    sum + u64::from(u32::from_be_bytes(tail))
+/// Field `field` of a header that starts at `base`.
+fn at(base: usize, field: crate::field::Field) -> std::ops::Range<usize> {
+    base + field.start..base + field.end
 }
 
-/// Folds a 64-bit sum of [`sum_bytes`] into 16 bits (one's complement, not inverted).
-pub fn fold(mut sum: u64) -> u16 {
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
+/// Whether `frame` may leave through an interface with MTU `mtu`: its payload (after the header
+/// and one VLAN tag) must fit, as in the kernel's `is_skb_forwardable`; for a GSO frame, each
+/// segment it will be cut into must fit (and its headers must make sense). Runts never fit.
+pub fn fits_mtu(frame: &[u8], vnet: &VnetHeader, mtu: u32) -> bool {
+    if vnet.is_gso() {
+        return GsoFrame::parse(frame, vnet).is_ok_and(|g| g.segment_len() <= mtu as usize);
     }
-    sum as u16
+    EthernetFrame::new_checked(frame).is_ok_and(|eth| eth.payload_len() <= mtu as usize)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::field::proto::{TCP as PROTO_TCP, UDP as PROTO_UDP};
+    use crate::field::tcp::{CWR as TCP_CWR, FIN as TCP_FIN, PSH as TCP_PSH};
+    use crate::testing::{KERNEL_TSO4, tcp4_frame};
     use crate::vnet::F_NEEDS_CSUM;
     use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 
@@ -539,5 +550,35 @@ mod tests {
             reference += u64::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
         }
         assert_eq!(fold(sum_bytes(0, &bytes)), fold(reference));
+    }
+
+    #[test]
+    fn plain_frames_fit_by_payload_ignoring_header_and_tag() {
+        let none = VnetHeader::default();
+        let mut frame = vec![0u8; 14 + 1500];
+        assert!(fits_mtu(&frame, &none, 1500));
+        assert!(!fits_mtu(&frame, &none, 1499));
+        frame[12..14].copy_from_slice(&crate::wire::ETHERTYPE_VLAN.to_be_bytes());
+        assert!(fits_mtu(&frame, &none, 1496) && !fits_mtu(&frame, &none, 1495));
+        // A QinQ service tag rides beyond the MTU too (one tag, as the kernel allows).
+        frame[12..14].copy_from_slice(&crate::wire::ETHERTYPE_QINQ.to_be_bytes());
+        assert!(fits_mtu(&frame, &none, 1496) && !fits_mtu(&frame, &none, 1495));
+        assert!(!fits_mtu(&frame[..10], &none, 9000));
+    }
+
+    #[test]
+    fn gso_frames_fit_when_their_segments_do() {
+        let frame = tcp4_frame(64_000);
+        let mut h = VnetHeader::parse(&KERNEL_TSO4).unwrap();
+        // segment = 20 (IP) + 32 (TCP) + 1448 = 1500
+        assert!(fits_mtu(&frame, &h, 1500));
+        assert!(!fits_mtu(&frame, &h, 1499));
+        h.gso_size = 8948;
+        assert!(fits_mtu(&frame, &h, 9000) && !fits_mtu(&frame, &h, 1500));
+        let plain = VnetHeader::default();
+        assert!(
+            !fits_mtu(&frame, &plain, 9000),
+            "a non-GSO 64 KB frame never fits"
+        );
     }
 }

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::gso::{fold, sum_bytes};
+use crate::checksum::{fold, sum_bytes};
 use crate::time::Timestamp;
 use crate::wire::MacAddr;
 

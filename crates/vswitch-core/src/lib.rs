@@ -22,7 +22,9 @@
 //! - [`counters`]: per-port and per-table counters that any thread may read at any time.
 #![forbid(unsafe_code)]
 
+pub mod checksum;
 pub mod counters;
+pub mod field;
 pub mod forward;
 pub mod gso;
 pub mod l3port;
@@ -34,6 +36,9 @@ pub mod time;
 pub mod vlan;
 pub mod vnet;
 pub mod wire;
+
+#[cfg(test)]
+mod testing;
 
 pub use counters::{DropReason, PortCounters, PortStats, TableCounters, TableStats};
 pub use forward::{Decision, Egress, ForwardingConfig, LearnRequest, Scope};

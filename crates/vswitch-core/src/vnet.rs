@@ -5,12 +5,13 @@
 //! `gso_type`/`gso_size` say how the kernel will cut it, `csum_start`/`csum_offset` where the
 //! checksum still has to be finished. When a frame goes to a port without offloads, the switch
 //! finishes the checksum itself ([`complete_checksum`]) and cuts GSO frames ([`crate::gso`]).
+//! This module knows nothing of segmentation: `gso` reads its header, not the other way round.
 //!
 //! Fields are little-endian: TAPs use the host's byte order unless told otherwise, and vswitch
 //! runs on little-endian hosts (x86-64, arm64).
 
-use crate::gso::{fold, sum_bytes};
-use crate::wire::{ETHERNET_HEADER_LEN, EthernetFrame};
+use crate::checksum::{fold, sum_bytes};
+use crate::wire::ETHERNET_HEADER_LEN;
 
 /// Length of `struct virtio_net_hdr`.
 pub const VNET_HDR_LEN: usize = 10;
@@ -89,17 +90,6 @@ impl VnetHeader {
     }
 }
 
-/// Whether `frame` may leave through an interface with MTU `mtu`: its payload (after the header
-/// and one VLAN tag) must fit, as in the kernel's `is_skb_forwardable`; for a GSO frame, each
-/// segment it will be cut into must fit (and its headers must make sense). Runts never fit.
-pub fn fits_mtu(frame: &[u8], vnet: &VnetHeader, mtu: u32) -> bool {
-    if vnet.is_gso() {
-        return crate::gso::GsoFrame::parse(frame, vnet)
-            .is_ok_and(|g| g.segment_len() <= mtu as usize);
-    }
-    EthernetFrame::new_checked(frame).is_ok_and(|eth| eth.payload_len() <= mtu as usize)
-}
-
 /// Finishes a partial checksum in place: the one's complement sum of `frame[csum_start..]`
 /// (which already holds the pseudo-header sum in the checksum field) is stored at
 /// `csum_start + csum_offset`. Returns false, leaving the frame alone, if the offsets are out of
@@ -169,15 +159,15 @@ pub fn finish_partial_checksum(frame: &mut [u8]) -> bool {
         return false;
     }
     let l4_len = (end - l4) as u64;
-    let pseudo = crate::gso::sum_bytes(0, &frame[ip + 12..ip + 20]) + u64::from(proto) + l4_len;
+    let pseudo = sum_bytes(0, &frame[ip + 12..ip + 20]) + u64::from(proto) + l4_len;
     let stored = u16::from_be_bytes([frame[l4 + field], frame[l4 + field + 1]]);
     if proto == 17 && stored == 0 {
         return false; // no checksum: nothing to finish
     }
-    if crate::gso::fold(crate::gso::sum_bytes(pseudo, &frame[l4..end])) == 0xffff {
+    if fold(sum_bytes(pseudo, &frame[l4..end])) == 0xffff {
         return false; // complete and right
     }
-    if stored != crate::gso::fold(pseudo) {
+    if stored != fold(pseudo) {
         return false; // not a partial sum: damage, for the receiver to catch
     }
     let vnet = VnetHeader {
@@ -187,54 +177,6 @@ pub fn finish_partial_checksum(frame: &mut [u8]) -> bool {
         ..VnetHeader::default()
     };
     complete_checksum(&mut frame[..end], &vnet)
-}
-
-/// The frame in `buf` (`[virtio-net header | frame]`) with bit `bit` of byte `offset` (counted
-/// from the start of the Ethernet frame) flipped, as a receiver would get it from a noisy wire:
-/// with final checksums, so that its stack sees the damage and drops the packet, rather than
-/// finishing a partial checksum over damaged bytes (or trusting `DATA_VALID`) and handing them to
-/// the application. A GSO frame is cut into segments first ([`crate::gso::segment`]) and the
-/// segment holding `offset` (counting through the segments) is damaged. Returns the buffers to
-/// send in its place, in the same layout, their headers asking for nothing (as netem does with
-/// `skb_checksum_help` and GSO segmentation before it corrupts).
-pub fn corrupt_on_the_wire(buf: &[u8], offset: usize, bit: u8) -> Vec<Vec<u8>> {
-    let plain = [0u8; VNET_HDR_LEN];
-    let Some(vnet) = VnetHeader::parse(buf) else {
-        return vec![buf.to_vec()];
-    };
-    let frame = &buf[VNET_HDR_LEN..];
-    let mut out = Vec::new();
-    if vnet.is_gso() {
-        let mut scratch = Vec::new();
-        let cut = crate::gso::segment(frame, &vnet, None, &mut scratch, |seg| {
-            let mut b = plain.to_vec();
-            b.extend_from_slice(seg);
-            out.push(b);
-        });
-        if cut.is_err() {
-            out.clear();
-        }
-    }
-    if out.is_empty() {
-        let mut b = buf.to_vec();
-        if vnet.needs_csum() {
-            complete_checksum(&mut b[VNET_HDR_LEN..], &vnet);
-        }
-        b[..VNET_HDR_LEN].copy_from_slice(&plain);
-        out.push(b);
-    }
-    // Find the byte: `offset` counts through the segments' frames one after another.
-    let total: usize = out.iter().map(|b| b.len() - VNET_HDR_LEN).sum();
-    let mut at = offset % total.max(1);
-    for b in &mut out {
-        let len = b.len() - VNET_HDR_LEN;
-        if at < len {
-            b[VNET_HDR_LEN + at] ^= 1 << (bit % 8);
-            break;
-        }
-        at -= len;
-    }
-    out
 }
 
 /// Puts back the 802.1Q/802.1ad tag (`tpid`, `tci`) that the kernel keeps beside a received
@@ -287,6 +229,7 @@ pub fn remove_vlan_tag(buf: &mut [u8], len: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{KERNEL_TSO4, tcp4_frame};
 
     #[test]
     fn partial_checksums_are_finished_and_complete_or_damaged_ones_left_alone() {
@@ -300,15 +243,15 @@ mod tests {
         frame[14 + 12..14 + 20].copy_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
         frame[34 + 12] = 0x50;
         frame[54..60].copy_from_slice(b"abcdef");
-        let pseudo = crate::gso::sum_bytes(0, &frame[26..34]) + 6 + 26;
-        let seed = crate::gso::fold(pseudo);
+        let pseudo = sum_bytes(0, &frame[26..34]) + 6 + 26;
+        let seed = fold(pseudo);
         frame[34 + 16..34 + 18].copy_from_slice(&seed.to_be_bytes());
         let mut partial = frame.clone();
         assert!(
             finish_partial_checksum(&mut partial),
             "a partial sum is finished"
         );
-        let verify = |f: &[u8]| crate::gso::fold(crate::gso::sum_bytes(pseudo, &f[34..60]));
+        let verify = |f: &[u8]| fold(sum_bytes(pseudo, &f[34..60]));
         assert_eq!(verify(&partial), 0xffff, "and then verifies");
         let mut complete = partial.clone();
         assert!(!finish_partial_checksum(&mut complete));
@@ -348,10 +291,6 @@ mod tests {
         );
     }
 
-    /// A header the kernel wrote on a TAP read (captured from a TCP segment over IPv4, TSO on):
-    /// NEEDS_CSUM, TCPV4, hdr_len 66, gso_size 1448, csum_start 34, csum_offset 16.
-    const KERNEL_TSO4: [u8; 10] = [0x01, 0x01, 0x42, 0x00, 0xa8, 0x05, 0x22, 0x00, 0x10, 0x00];
-
     #[test]
     fn parses_a_kernel_header_and_emits_it_back() {
         let h = VnetHeader::parse(&KERNEL_TSO4).unwrap();
@@ -371,118 +310,6 @@ mod tests {
         h.emit(&mut out);
         assert_eq!(out, KERNEL_TSO4);
         assert!(VnetHeader::parse(&KERNEL_TSO4[..9]).is_none());
-    }
-
-    /// An IPv4/TCP frame with `payload` bytes and a TCP header of 32 bytes (with options).
-    fn tcp4_frame(payload: usize) -> Vec<u8> {
-        let mut f = vec![0u8; 14 + 20 + 32 + payload];
-        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-        f[14] = 0x45;
-        let total = (20 + 32 + payload).min(usize::from(u16::MAX)) as u16;
-        f[16..18].copy_from_slice(&total.to_be_bytes());
-        f[23] = 6; // TCP
-        f[34 + 12] = 8 << 4; // data offset: 8 words
-        f
-    }
-
-    #[test]
-    fn plain_frames_fit_by_payload_ignoring_header_and_tag() {
-        let none = VnetHeader::default();
-        let mut frame = vec![0u8; 14 + 1500];
-        assert!(fits_mtu(&frame, &none, 1500));
-        assert!(!fits_mtu(&frame, &none, 1499));
-        frame[12..14].copy_from_slice(&crate::wire::ETHERTYPE_VLAN.to_be_bytes());
-        assert!(fits_mtu(&frame, &none, 1496) && !fits_mtu(&frame, &none, 1495));
-        // A QinQ service tag rides beyond the MTU too (one tag, as the kernel allows).
-        frame[12..14].copy_from_slice(&crate::wire::ETHERTYPE_QINQ.to_be_bytes());
-        assert!(fits_mtu(&frame, &none, 1496) && !fits_mtu(&frame, &none, 1495));
-        assert!(!fits_mtu(&frame[..10], &none, 9000));
-    }
-
-    #[test]
-    fn gso_frames_fit_when_their_segments_do() {
-        let frame = tcp4_frame(64_000);
-        let mut h = VnetHeader::parse(&KERNEL_TSO4).unwrap();
-        // segment = 20 (IP) + 32 (TCP) + 1448 = 1500
-        assert!(fits_mtu(&frame, &h, 1500));
-        assert!(!fits_mtu(&frame, &h, 1499));
-        h.gso_size = 8948;
-        assert!(fits_mtu(&frame, &h, 9000) && !fits_mtu(&frame, &h, 1500));
-        let plain = VnetHeader::default();
-        assert!(
-            !fits_mtu(&frame, &plain, 9000),
-            "a non-GSO 64 KB frame never fits"
-        );
-    }
-
-    /// Whether the IPv4/TCP frame `f` (no options in IP) has a valid TCP checksum.
-    fn tcp4_checksum_ok(f: &[u8]) -> bool {
-        let tcp_len = f.len() - 34;
-        let pseudo = crate::gso::sum_bytes(6 + tcp_len as u64, &f[26..34]);
-        crate::gso::fold(crate::gso::sum_bytes(pseudo, &f[34..])) == 0xffff
-    }
-
-    /// An IPv4/TCP frame with a real payload and the pseudo-header sum in the checksum field,
-    /// as the kernel hands it over with a partial checksum.
-    fn partial_tcp4(payload: usize) -> Vec<u8> {
-        let mut f = tcp4_frame(payload);
-        f[26..34].copy_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
-        for (i, b) in f[66..].iter_mut().enumerate() {
-            *b = i as u8;
-        }
-        let pseudo = crate::gso::fold(crate::gso::sum_bytes(6 + (32 + payload) as u64, &f[26..34]));
-        f[50..52].copy_from_slice(&pseudo.to_be_bytes());
-        f
-    }
-
-    fn with_header(vnet: &VnetHeader, frame: &[u8]) -> Vec<u8> {
-        let mut h = [0u8; VNET_HDR_LEN];
-        vnet.emit(&mut h);
-        [&h[..], frame].concat()
-    }
-
-    #[test]
-    fn corruption_of_a_partial_checksum_frame_is_detectable() {
-        let frame = partial_tcp4(100);
-        let vnet = VnetHeader {
-            flags: F_NEEDS_CSUM | F_DATA_VALID,
-            csum_start: 34,
-            csum_offset: 16,
-            ..VnetHeader::default()
-        };
-        let out = corrupt_on_the_wire(&with_header(&vnet, &frame), 80, 3);
-        assert_eq!(out.len(), 1);
-        assert_eq!(
-            &out[0][..VNET_HDR_LEN],
-            &[0; VNET_HDR_LEN],
-            "nothing left to trust"
-        );
-        let damaged = &out[0][VNET_HDR_LEN..];
-        assert_eq!(damaged[80], frame[80] ^ 8);
-        assert!(!tcp4_checksum_ok(damaged), "the damage must show");
-        let mut repaired = damaged.to_vec();
-        repaired[80] ^= 8;
-        assert!(
-            tcp4_checksum_ok(&repaired),
-            "the checksum was finished first"
-        );
-    }
-
-    #[test]
-    fn corruption_of_a_gso_frame_damages_one_segment() {
-        let frame = partial_tcp4(5000);
-        let vnet = VnetHeader::parse(&KERNEL_TSO4).unwrap();
-        // Byte 1600 counted through the segments: the second one (the first is 1514 long).
-        let out = corrupt_on_the_wire(&with_header(&vnet, &frame), 1600, 0);
-        assert_eq!(out.len(), 4);
-        let bad: Vec<usize> = out
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| !tcp4_checksum_ok(&b[VNET_HDR_LEN..]))
-            .map(|(i, _)| i)
-            .collect();
-        assert_eq!(bad, vec![1], "exactly the second segment is damaged");
-        assert!(out.iter().all(|b| b[..VNET_HDR_LEN] == [0; VNET_HDR_LEN]));
     }
 
     #[test]

@@ -4,8 +4,10 @@
 
 use proptest::prelude::*;
 use vswitch_core::forward::decide;
+use vswitch_core::gso::fits_mtu;
 use vswitch_core::gso::{GsoFrame, segment};
-use vswitch_core::vnet::{complete_checksum, corrupt_on_the_wire, fits_mtu, insert_vlan_tag};
+use vswitch_core::pipeline::corrupt_on_the_wire;
+use vswitch_core::vnet::{complete_checksum, insert_vlan_tag};
 use vswitch_core::{
     ForwardingConfig, MacAddr, MacTable, MacvlanMode, MacvlanTable, Pipeline, PortId, TableConfig,
     Timestamp, VnetHeader,

@@ -105,7 +105,7 @@ fn echo_reply_v6(packet: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn checksum(bytes: &[u8]) -> u16 {
-    !vswitch_core::gso::fold(vswitch_core::gso::sum_bytes(0, bytes))
+    !vswitch_core::checksum::fold(vswitch_core::checksum::sum_bytes(0, bytes))
 }
 
 impl PortDevice for StationPort {

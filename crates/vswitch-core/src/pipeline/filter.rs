@@ -204,3 +204,100 @@ impl fmt::Display for Rule {
         Ok(())
     }
 }
+
+fn parse_number<T: std::str::FromStr>(word: Option<&&str>, what: &str) -> Result<T, String> {
+    let w = word.ok_or_else(|| format!("{what} needs a value"))?;
+    w.parse()
+        .map_err(|_| format!("{what}: {w:?} is not a number"))
+}
+
+fn parse_mac_mask(word: Option<&&str>) -> Result<(MacAddr, MacAddr), String> {
+    let w = word.ok_or("a MAC match needs a value")?;
+    let (mac, mask) = match w.split_once('/') {
+        Some((m, k)) => (m, Some(k)),
+        None => (*w, None),
+    };
+    let mac: MacAddr = mac.parse().map_err(|e| format!("{e}"))?;
+    let mask = match mask {
+        Some(k) => k.parse().map_err(|e| format!("{e}"))?,
+        None => MacAddr::BROADCAST,
+    };
+    Ok((mac, mask))
+}
+
+fn parse_prefix(word: Option<&&str>) -> Result<(std::net::IpAddr, u8), String> {
+    let w = word.ok_or("an address match needs a value")?;
+    let (addr, len) = match w.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (*w, None),
+    };
+    let addr: std::net::IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{w:?} is not an address or prefix"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        Some(l) => l
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or(format!("bad prefix length in {w:?}"))?,
+        None => max,
+    };
+    Ok((addr, len))
+}
+
+impl Rule {
+    /// Parses the words after `filter`: `allow|drop|count [MATCH VALUE]...`.
+    pub(super) fn parse(words: &[&str]) -> Result<Rule, String> {
+        let action = match words.first() {
+            Some(&"allow") => RuleAction::Allow,
+            Some(&"drop") => RuleAction::Drop,
+            Some(&"count") => RuleAction::Count,
+            _ => return Err("a filter starts with allow, drop or count".into()),
+        };
+        let mut matches = Vec::new();
+        let mut it = words[1..].iter();
+        while let Some(word) = it.next() {
+            let m = match *word {
+                "src-mac" => {
+                    let (m, k) = parse_mac_mask(it.next())?;
+                    Match::SrcMac(m, k)
+                }
+                "dst-mac" => {
+                    let (m, k) = parse_mac_mask(it.next())?;
+                    Match::DstMac(m, k)
+                }
+                "ethertype" => Match::EtherType(match it.next() {
+                    Some(&"arp") => 0x0806,
+                    Some(&"ipv4") => 0x0800,
+                    Some(&"ipv6") => 0x86dd,
+                    Some(w) if w.starts_with("0x") => u16::from_str_radix(&w[2..], 16)
+                        .map_err(|_| format!("bad ethertype {w:?}"))?,
+                    other => parse_number(other, "ethertype")?,
+                }),
+                "vlan" => Match::Vlan(parse_number(it.next(), "vlan")?),
+                "src" => {
+                    let (a, l) = parse_prefix(it.next())?;
+                    Match::Src(a, l)
+                }
+                "dst" => {
+                    let (a, l) = parse_prefix(it.next())?;
+                    Match::Dst(a, l)
+                }
+                "proto" => Match::Proto(match it.next() {
+                    Some(&"tcp") => 6,
+                    Some(&"udp") => 17,
+                    Some(&"icmp") => 1,
+                    Some(&"icmpv6") => 58,
+                    other => parse_number(other, "proto")?,
+                }),
+                "src-port" => Match::SrcPort(parse_number(it.next(), "src-port")?),
+                "dst-port" => Match::DstPort(parse_number(it.next(), "dst-port")?),
+                "icmp-type" => Match::IcmpType(parse_number(it.next(), "icmp-type")?),
+                other => return Err(format!("unknown match {other:?}")),
+            };
+            matches.push(m);
+        }
+        Ok(Rule { action, matches })
+    }
+}

@@ -12,92 +12,23 @@
 //! impair loss 1% delay 20ms jitter 2ms duplicate 0.5% seed 7; mirror port tap9
 //! ```
 
+mod corrupt;
 mod filter;
 mod impair;
 mod rate;
+mod storm;
 
 use std::fmt;
 use std::time::Duration;
 
+pub use corrupt::corrupt_on_the_wire;
 pub use filter::{Match, Rule, RuleAction};
 pub use impair::Impairment;
 pub use rate::{Rate, RateVerdict, TokenBucket};
+pub use storm::StormControl;
 
 use crate::time::Timestamp;
-use crate::wire::{ETHERNET_HEADER_LEN, EthernetFrame, MacAddr};
-
-/// Storm control: at most so many frames per second of the flooded classes — broadcast,
-/// multicast, unknown unicast (all three unless some are named); known unicast is not touched.
-#[derive(Debug, Clone)]
-pub struct StormControl {
-    bucket: TokenBucket,
-    broadcast: bool,
-    multicast: bool,
-    unknown_unicast: bool,
-}
-
-impl StormControl {
-    /// Parses `500pps [broadcast] [multicast] [unknown-unicast]`.
-    fn parse(words: &[&str]) -> Result<StormControl, String> {
-        let (rate, rest) = words
-            .split_first()
-            .ok_or("storm needs a rate like 500pps")?;
-        if !rate.ends_with("pps") {
-            return Err(format!(
-                "storm: {rate:?} must be in packets per second, like 500pps"
-            ));
-        }
-        let mut storm = StormControl {
-            bucket: TokenBucket::parse(&[rate])?,
-            broadcast: rest.is_empty(),
-            multicast: rest.is_empty(),
-            unknown_unicast: rest.is_empty(),
-        };
-        for class in rest {
-            match *class {
-                "broadcast" => storm.broadcast = true,
-                "multicast" => storm.multicast = true,
-                "unknown-unicast" => storm.unknown_unicast = true,
-                other => {
-                    return Err(format!(
-                        "storm: {other:?} is not broadcast, multicast or unknown-unicast"
-                    ));
-                }
-            }
-        }
-        Ok(storm)
-    }
-
-    fn admit(&mut self, now: Timestamp, frame: &[u8], unknown_unicast: bool) -> bool {
-        let Ok(eth) = EthernetFrame::new_checked(frame) else {
-            return true;
-        };
-        let dst = eth.dst();
-        let limited = if dst.is_broadcast() {
-            self.broadcast
-        } else if dst.is_multicast() {
-            self.multicast
-        } else {
-            self.unknown_unicast && unknown_unicast
-        };
-        !limited || self.bucket.admit(now, frame.len())
-    }
-}
-
-impl fmt::Display for StormControl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let classes: Vec<&str> = [
-            (self.broadcast, "broadcast"),
-            (self.multicast, "multicast"),
-            (self.unknown_unicast, "unknown-unicast"),
-        ]
-        .iter()
-        .filter(|(on, _)| *on)
-        .map(|(_, name)| *name)
-        .collect();
-        write!(f, "storm {}: {}", classes.join("+"), self.bucket)
-    }
-}
+use crate::wire::ETHERNET_HEADER_LEN;
 
 /// Where a mirror stage sends its copies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,7 +114,7 @@ impl Pipeline {
             let words: Vec<&str> = part.split_whitespace().collect();
             let stage = match words[0] {
                 "filter" => {
-                    let rule = parse_rule(&words[1..]).map_err(err)?;
+                    let rule = Rule::parse(&words[1..]).map_err(err)?;
                     if let Some(Stage::Filter { rules, hits, .. }) = stages.last_mut() {
                         rules.push(rule);
                         hits.push(0);
@@ -369,101 +300,6 @@ impl fmt::Display for Stage {
             },
         }
     }
-}
-
-fn parse_number<T: std::str::FromStr>(word: Option<&&str>, what: &str) -> Result<T, String> {
-    let w = word.ok_or_else(|| format!("{what} needs a value"))?;
-    w.parse()
-        .map_err(|_| format!("{what}: {w:?} is not a number"))
-}
-
-fn parse_mac_mask(word: Option<&&str>) -> Result<(MacAddr, MacAddr), String> {
-    let w = word.ok_or("a MAC match needs a value")?;
-    let (mac, mask) = match w.split_once('/') {
-        Some((m, k)) => (m, Some(k)),
-        None => (*w, None),
-    };
-    let mac: MacAddr = mac.parse().map_err(|e| format!("{e}"))?;
-    let mask = match mask {
-        Some(k) => k.parse().map_err(|e| format!("{e}"))?,
-        None => MacAddr::BROADCAST,
-    };
-    Ok((mac, mask))
-}
-
-fn parse_prefix(word: Option<&&str>) -> Result<(std::net::IpAddr, u8), String> {
-    let w = word.ok_or("an address match needs a value")?;
-    let (addr, len) = match w.split_once('/') {
-        Some((a, l)) => (a, Some(l)),
-        None => (*w, None),
-    };
-    let addr: std::net::IpAddr = addr
-        .parse()
-        .map_err(|_| format!("{w:?} is not an address or prefix"))?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let len = match len {
-        Some(l) => l
-            .parse::<u8>()
-            .ok()
-            .filter(|l| *l <= max)
-            .ok_or(format!("bad prefix length in {w:?}"))?,
-        None => max,
-    };
-    Ok((addr, len))
-}
-
-fn parse_rule(words: &[&str]) -> Result<Rule, String> {
-    let action = match words.first() {
-        Some(&"allow") => RuleAction::Allow,
-        Some(&"drop") => RuleAction::Drop,
-        Some(&"count") => RuleAction::Count,
-        _ => return Err("a filter starts with allow, drop or count".into()),
-    };
-    let mut matches = Vec::new();
-    let mut it = words[1..].iter();
-    while let Some(word) = it.next() {
-        let m = match *word {
-            "src-mac" => {
-                let (m, k) = parse_mac_mask(it.next())?;
-                Match::SrcMac(m, k)
-            }
-            "dst-mac" => {
-                let (m, k) = parse_mac_mask(it.next())?;
-                Match::DstMac(m, k)
-            }
-            "ethertype" => Match::EtherType(match it.next() {
-                Some(&"arp") => 0x0806,
-                Some(&"ipv4") => 0x0800,
-                Some(&"ipv6") => 0x86dd,
-                Some(w) if w.starts_with("0x") => {
-                    u16::from_str_radix(&w[2..], 16).map_err(|_| format!("bad ethertype {w:?}"))?
-                }
-                other => parse_number(other, "ethertype")?,
-            }),
-            "vlan" => Match::Vlan(parse_number(it.next(), "vlan")?),
-            "src" => {
-                let (a, l) = parse_prefix(it.next())?;
-                Match::Src(a, l)
-            }
-            "dst" => {
-                let (a, l) = parse_prefix(it.next())?;
-                Match::Dst(a, l)
-            }
-            "proto" => Match::Proto(match it.next() {
-                Some(&"tcp") => 6,
-                Some(&"udp") => 17,
-                Some(&"icmp") => 1,
-                Some(&"icmpv6") => 58,
-                other => parse_number(other, "proto")?,
-            }),
-            "src-port" => Match::SrcPort(parse_number(it.next(), "src-port")?),
-            "dst-port" => Match::DstPort(parse_number(it.next(), "dst-port")?),
-            "icmp-type" => Match::IcmpType(parse_number(it.next(), "icmp-type")?),
-            other => return Err(format!("unknown match {other:?}")),
-        };
-        matches.push(m);
-    }
-    Ok(Rule { action, matches })
 }
 
 #[cfg(test)]

@@ -7,11 +7,10 @@ use std::io;
 use std::sync::atomic::Ordering;
 
 use vswitch_core::forward::{Scope, decide, decide_in};
-use vswitch_core::gso::GsoFrame;
+use vswitch_core::gso::{GsoFrame, fits_mtu};
+use vswitch_core::pipeline::corrupt_on_the_wire;
 use vswitch_core::vlan::{self, EgressTag, Ingress, TPID_8021Q};
-use vswitch_core::vnet::{
-    F_DATA_VALID, F_NEEDS_CSUM, complete_checksum, corrupt_on_the_wire, fits_mtu,
-};
+use vswitch_core::vnet::{F_DATA_VALID, F_NEEDS_CSUM, complete_checksum};
 use vswitch_core::{
     DropReason, Egress, EthernetFrame, FdbKey, LearnRequest, Outcome, PortId, PortPolicy,
     Timestamp, VNET_HDR_LEN, VlanId, VnetHeader, insert_vlan_tag, remove_vlan_tag,
