@@ -26,6 +26,7 @@ pub mod checksum;
 pub mod counters;
 pub mod field;
 pub mod forward;
+pub mod gro;
 pub mod gso;
 pub mod l3port;
 pub mod macvlan;

@@ -25,6 +25,11 @@ impl MacAddr {
     /// 00:00:00:00:00:00, never a valid source.
     pub const ZERO: MacAddr = MacAddr([0; 6]);
 
+    /// The address in the first six bytes of `bytes`, if there are six.
+    pub fn from_slice(bytes: &[u8]) -> Option<MacAddr> {
+        bytes.get(..6)?.try_into().ok().map(MacAddr)
+    }
+
     /// The six address bytes, as on the wire.
     pub const fn octets(self) -> [u8; 6] {
         self.0

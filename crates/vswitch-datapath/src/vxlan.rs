@@ -19,18 +19,23 @@
 //! it whole to TAPs that take offloads) and finishes the second; a damaged checksum is left for
 //! the receiver to catch.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::ops::Range;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{MsgFlags, SockaddrStorage, sendmsg};
-use vswitch_core::MacAddr;
+use nix::sys::socket::{
+    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, sendmsg, setsockopt,
+    sockopt,
+};
 use vswitch_core::vnet::{self, VNET_HDR_LEN, VnetHeader};
+use vswitch_core::{MacAddr, gro, gso};
 
 use crate::port::PortDevice;
 use crate::sys;
@@ -51,6 +56,11 @@ const SEND_SOCKETS: usize = 8;
 const FDB_AGEING: Duration = Duration::from_secs(300);
 /// MAC → VTEP entries at most (beyond, new MACs are flooded until old ones age).
 const FDB_CAPACITY: usize = 65_536;
+/// Datagrams per `sendmsg` with `UDP_SEGMENT` at most (the kernel's `UDP_MAX_SEGMENTS` was 64
+/// before Linux 6.9).
+const MAX_GSO_SEGMENTS: usize = 64;
+/// What one received batch may hold: a `UDP_GRO` train is at most 64 KiB.
+const RX_BATCH: usize = 65_536 + 4096;
 
 /// What a `vxlan:` port spec says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,11 +223,39 @@ struct DecapDrops {
 struct Vtep([AtomicU64; 4]);
 
 impl Vtep {
-    fn count(&self, rx: bool, bytes: usize) {
+    fn count(&self, rx: bool, packets: usize, bytes: usize) {
         let at = if rx { 0 } else { 2 };
-        self.0[at].fetch_add(1, Relaxed);
+        self.0[at].fetch_add(packets as u64, Relaxed);
         self.0[at + 1].fetch_add(bytes as u64, Relaxed);
     }
+}
+
+/// Datagrams received in one `recvmsg` (a `UDP_GRO` train of equal-sized datagrams, or one),
+/// handed to the switch one frame at a time, consecutive TCP segments joined.
+#[derive(Debug)]
+struct RxBatch {
+    buf: Vec<u8>,
+    /// The inner frames of the train's good datagrams, in order.
+    frames: Vec<Range<usize>>,
+    /// The next frame to hand on.
+    next: usize,
+    /// The VTEP the train came from.
+    from: IpAddr,
+}
+
+/// Datagrams built for one send, back to back: every one but the last of a `UDP_SEGMENT` send
+/// has the same length.
+#[derive(Debug, Default)]
+struct TxBatch {
+    buf: Vec<u8>,
+    lens: Vec<usize>,
+    /// One segment at a time, for [`gso::GsoFrame::segment`].
+    scratch: Vec<u8>,
+}
+
+thread_local! {
+    /// One per worker, reused: sending allocates nothing in steady state.
+    static TX_BATCH: RefCell<TxBatch> = RefCell::new(TxBatch::default());
 }
 
 /// How a MAC → VTEP entry came to be.
@@ -241,6 +279,10 @@ pub struct VxlanPort {
     /// VTEPs heard from or pinned that aren't configured remotes (rare).
     others: Mutex<HashMap<IpAddr, Vtep>>,
     drops: DecapDrops,
+    /// What the last `recvmsg` brought that the switch has not taken yet.
+    rx_batch: Mutex<RxBatch>,
+    /// Whether the kernel takes `UDP_SEGMENT` sends (Linux 4.18+); cleared at the first refusal.
+    udp_gso: AtomicBool,
 }
 
 /// Why a datagram is no frame for this port.
@@ -303,6 +345,10 @@ impl VxlanPort {
                     )
                 })?;
             rx.set_nonblocking(true)?;
+            // Trains of datagrams in one read (Linux 5.0+); without, one datagram a read.
+            if let Err(e) = setsockopt(&rx, sockopt::UdpGroSegment, &true) {
+                tracing::debug!(error = %e, "no UDP_GRO: one datagram per read");
+            }
             if config.udp6_zero_csum_rx && config.local.is_ipv6() {
                 sys::set_udp6_zero_csum_rx(rx.as_fd())?;
             }
@@ -342,6 +388,7 @@ impl VxlanPort {
             .iter()
             .map(|ip| (*ip, Vtep::default()))
             .collect();
+        let from = config.local;
         Ok(VxlanPort {
             config,
             rx,
@@ -350,6 +397,13 @@ impl VxlanPort {
             remotes,
             others: Mutex::new(HashMap::new()),
             drops: DecapDrops::default(),
+            rx_batch: Mutex::new(RxBatch {
+                buf: vec![0; RX_BATCH],
+                frames: Vec::new(),
+                next: 0,
+                from,
+            }),
+            udp_gso: AtomicBool::new(true),
         })
     }
 
@@ -383,17 +437,127 @@ impl VxlanPort {
         fdb.insert(src, (from, Seen::At(Instant::now())));
     }
 
-    fn count(&self, vtep: IpAddr, rx: bool, bytes: usize) {
+    fn count(&self, vtep: IpAddr, rx: bool, packets: usize, bytes: usize) {
         match self.remotes.iter().find(|(ip, _)| *ip == vtep) {
-            Some((_, v)) => v.count(rx, bytes),
+            Some((_, v)) => v.count(rx, packets, bytes),
             None => self
                 .others
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .entry(vtep)
                 .or_default()
-                .count(rx, bytes),
+                .count(rx, packets, bytes),
         }
+    }
+
+    /// Reads the next train of datagrams into `rx`, keeping the good ones' inner frames and
+    /// counting the others by reason; `WouldBlock` when none is waiting.
+    fn refill(&self, rx: &mut RxBatch) -> io::Result<()> {
+        loop {
+            let mut cmsg = nix::cmsg_space!(i32);
+            let (n, from, size) = {
+                let mut iov = [IoSliceMut::new(&mut rx.buf)];
+                let msg = recvmsg::<SockaddrStorage>(
+                    self.rx.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut cmsg),
+                    MsgFlags::empty(),
+                )?;
+                let size = msg.cmsgs()?.find_map(|c| match c {
+                    ControlMessageOwned::UdpGroSegments(size) => usize::try_from(size).ok(),
+                    _ => None,
+                });
+                let from = msg.address.and_then(|a| socket_ip(&a));
+                (msg.bytes, from, size)
+            };
+            let Some(from) = from else { continue };
+            rx.frames.clear();
+            rx.next = 0;
+            rx.from = from;
+            let size = size.filter(|&s| s > 0).unwrap_or(n.max(1));
+            for start in (0..n).step_by(size) {
+                let end = (start + size).min(n);
+                let dropped = match check_header(&rx.buf[start..end], self.config.vni) {
+                    Ok(())
+                        if MacAddr::from_slice(&rx.buf[start + HEADER_LEN + 6..])
+                            .is_some_and(|src| src.is_valid_source()) =>
+                    {
+                        rx.frames.push(start + HEADER_LEN..end);
+                        continue;
+                    }
+                    Ok(()) => &self.drops.bad_inner,
+                    Err(Decap::Short) => &self.drops.short,
+                    Err(Decap::BadFlags) => &self.drops.bad_flags,
+                    Err(Decap::UnknownVni) => &self.drops.unknown_vni,
+                };
+                dropped.fetch_add(1, Relaxed);
+            }
+            if !rx.frames.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends the datagrams of `batch` to `to`: runs of equal-sized ones in one `sendmsg` with
+    /// `UDP_SEGMENT` (the kernel, or the NIC, cuts them), at most 64 KiB and 64 at a time.
+    fn send_batch(&self, socket: &OwnedFd, to: SocketAddr, batch: &TxBatch) -> io::Result<()> {
+        let max_payload = if to.is_ipv4() { 65_507 } else { 65_527 };
+        let to = SockaddrStorage::from(to);
+        let lens = &batch.lens;
+        let (mut i, mut at) = (0, 0);
+        while i < lens.len() {
+            let size = lens[i];
+            let (mut n, mut bytes) = (1, size);
+            if self.udp_gso.load(Relaxed) {
+                while i + n < lens.len()
+                    && n < MAX_GSO_SEGMENTS
+                    && lens[i + n - 1] == size
+                    && lens[i + n] <= size
+                    && bytes + lens[i + n] <= max_payload
+                {
+                    bytes += lens[i + n];
+                    n += 1;
+                }
+            }
+            let iov = [IoSlice::new(&batch.buf[at..at + bytes])];
+            let segment_size = size as u16;
+            let gso = [ControlMessage::UdpGsoSegments(&segment_size)];
+            let cmsgs: &[ControlMessage] = if n > 1 { &gso } else { &[] };
+            match sendmsg(
+                socket.as_raw_fd(),
+                &iov,
+                cmsgs,
+                MsgFlags::empty(),
+                Some(&to),
+            ) {
+                Ok(_) => {}
+                Err(nix::Error::EAGAIN) => return Err(io::ErrorKind::WouldBlock.into()),
+                Err(e)
+                    if n > 1
+                        && matches!(
+                            e,
+                            nix::Error::EINVAL | nix::Error::EIO | nix::Error::ENOPROTOOPT
+                        ) =>
+                {
+                    tracing::info!(error = %e, "no UDP_SEGMENT: one datagram per send");
+                    self.udp_gso.store(false, Relaxed);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            i += n;
+            at += bytes;
+        }
+        Ok(())
+    }
+}
+
+/// The IP address of a received datagram's source.
+fn socket_ip(addr: &SockaddrStorage) -> Option<IpAddr> {
+    if let Some(a) = addr.as_sockaddr_in() {
+        Some(IpAddr::V4(a.ip()))
+    } else {
+        addr.as_sockaddr_in6().map(|a| IpAddr::V6(a.ip()))
     }
 }
 
@@ -425,59 +589,71 @@ fn source_ports(range: Option<(u16, u16)>) -> Box<dyn Iterator<Item = u16>> {
 }
 
 impl PortDevice for VxlanPort {
-    /// Reads one frame behind a virtio-net header ([`PortDevice::rx_vnet_header`]): zero, or
-    /// for an inner TCP frame longer than the port's MTU (a sender's kernel on a local underlay
-    /// never cut it), GSO with segments that fit.
+    /// Reads one frame behind a virtio-net header: zero; or GSO for consecutive TCP segments of
+    /// a train joined into one ([`gro::join`]), or for an inner TCP frame longer than the port's
+    /// MTU (a sender's kernel on a local underlay never cut it).
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         let mtu = self.config.underlay_mtu - self.config.overhead();
-        let (header, buf) = buf.split_at_mut(VNET_HDR_LEN);
-        loop {
-            let (n, from) = self.rx.recv_from(buf)?;
-            let dropped = match check_header(&buf[..n], self.config.vni) {
-                Ok(()) => None,
-                Err(Decap::Short) => Some(&self.drops.short),
-                Err(Decap::BadFlags) => Some(&self.drops.bad_flags),
-                Err(Decap::UnknownVni) => Some(&self.drops.unknown_vni),
-            };
-            if let Some(counter) = dropped {
-                counter.fetch_add(1, Relaxed);
-                continue;
-            }
-            buf.copy_within(HEADER_LEN..n, 0);
-            let frame = &mut buf[..n - HEADER_LEN];
-            let mut src = [0u8; 6];
-            src.copy_from_slice(&frame[6..12]);
-            let src = MacAddr(src);
-            if !src.is_valid_source() {
-                self.drops.bad_inner.fetch_add(1, Relaxed);
-                continue;
-            }
-            let vnet = match vnet::tcp_gso_header(frame, mtu) {
-                Some(gso) => gso,
-                None => {
-                    // Over a local underlay (veth) the sender's kernel never computed the
-                    // inner checksum (its own vxlan device trusts it); we finish it here.
-                    vnet::finish_partial_checksum(frame);
-                    VnetHeader::default()
-                }
-            };
-            let header: &mut [u8; VNET_HDR_LEN] = header
-                .try_into()
-                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-            vnet.emit(header);
-            self.learn(src, from.ip());
-            self.count(from.ip(), true, frame.len());
-            return Ok(VNET_HDR_LEN + frame.len());
+        let mut rx = self.rx_batch.lock().unwrap_or_else(|e| e.into_inner());
+        if rx.next >= rx.frames.len() {
+            self.refill(&mut rx)?;
         }
+        let (header, body) = buf.split_at_mut(VNET_HDR_LEN);
+        let header: &mut [u8; VNET_HDR_LEN] = header
+            .try_into()
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let RxBatch {
+            buf: data,
+            frames,
+            next,
+            from,
+        } = &mut *rx;
+        let rest = &frames[*next..];
+        let joined = if rest.len() > 1 {
+            let slices: Vec<&[u8]> = rest.iter().map(|r| &data[r.clone()]).collect();
+            gro::join(&slices, body)
+        } else {
+            None
+        };
+        let (vnet, taken, len) = match joined {
+            Some(joined) => joined,
+            None => {
+                let r = rest[0].clone();
+                let len = r.len().min(body.len());
+                body[..len].copy_from_slice(&data[r.start..r.start + len]);
+                let frame = &mut body[..len];
+                let vnet = match vnet::tcp_gso_header(frame, mtu) {
+                    Some(gso) => gso,
+                    None => {
+                        // Over a local underlay (veth) the sender's kernel never computed the
+                        // inner checksum (its own vxlan device trusts it); we finish it here.
+                        vnet::finish_partial_checksum(frame);
+                        VnetHeader::default()
+                    }
+                };
+                (vnet, 1, len)
+            }
+        };
+        // Per VTEP: the datagrams and their inner bytes, as they came.
+        let bytes = rest[..taken].iter().map(|r| r.len()).sum();
+        *next += taken;
+        vnet.emit(header);
+        if let Some(src) = MacAddr::from_slice(&body[6..]) {
+            self.learn(src, *from);
+        }
+        self.count(*from, true, taken, bytes);
+        Ok(VNET_HDR_LEN + len)
     }
 
-    fn send(&self, frame: &[u8]) -> io::Result<()> {
+    /// Sends `wire` (`[virtio-net header | frame]`): a GSO frame cut into datagrams sent in
+    /// `UDP_SEGMENT` runs; a partial checksum finished first.
+    fn send(&self, wire: &[u8]) -> io::Result<()> {
+        let vnet = VnetHeader::parse(wire).ok_or(io::ErrorKind::InvalidInput)?;
+        let frame = &wire[VNET_HDR_LEN..];
+        let dst = MacAddr::from_slice(frame).ok_or(io::ErrorKind::InvalidInput)?;
         if frame.len() < 14 {
             return Err(io::ErrorKind::InvalidInput.into());
         }
-        let mut dst = [0u8; 6];
-        dst.copy_from_slice(&frame[..6]);
-        let dst = MacAddr(dst);
         let header = header(self.config.vni);
         let socket = &self.tx[(flow_hash(frame) % self.tx.len() as u64) as usize];
         let one;
@@ -488,19 +664,36 @@ impl PortDevice for VxlanPort {
             }
             _ => &self.config.remotes,
         };
-        let mut result = Ok(());
-        for vtep in targets {
-            let to = SockaddrStorage::from(SocketAddr::new(*vtep, self.config.dstport));
-            let iov = [IoSlice::new(&header), IoSlice::new(frame)];
-            match sendmsg(socket.as_raw_fd(), &iov, &[], MsgFlags::empty(), Some(&to)) {
-                Ok(_) => self.count(*vtep, false, frame.len()),
-                Err(nix::Error::EAGAIN) => {
-                    result = Err(io::ErrorKind::WouldBlock.into());
+        TX_BATCH.with_borrow_mut(|batch| {
+            batch.buf.clear();
+            batch.lens.clear();
+            if vnet.is_gso() {
+                let TxBatch { buf, lens, scratch } = batch;
+                gso::segment(frame, &vnet, None, scratch, |seg| {
+                    buf.extend_from_slice(&header);
+                    buf.extend_from_slice(seg);
+                    lens.push(HEADER_LEN + seg.len());
+                })
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            } else {
+                batch.buf.extend_from_slice(&header);
+                batch.buf.extend_from_slice(frame);
+                if vnet.needs_csum() {
+                    vnet::complete_checksum(&mut batch.buf[HEADER_LEN..], &vnet);
                 }
-                Err(e) => result = Err(e.into()),
+                batch.lens.push(batch.buf.len());
             }
-        }
-        result
+            let inner = batch.buf.len() - HEADER_LEN * batch.lens.len();
+            let mut result = Ok(());
+            for vtep in targets {
+                let to = SocketAddr::new(*vtep, self.config.dstport);
+                match self.send_batch(socket, to, batch) {
+                    Ok(()) => self.count(*vtep, false, batch.lens.len(), inner),
+                    Err(e) => result = Err(e),
+                }
+            }
+            result
+        })
     }
 
     fn fd(&self) -> BorrowedFd<'_> {
@@ -532,7 +725,7 @@ impl PortDevice for VxlanPort {
         "vxlan"
     }
 
-    fn rx_vnet_header(&self) -> bool {
+    fn vnet_header(&self) -> bool {
         true
     }
 
