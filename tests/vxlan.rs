@@ -328,6 +328,29 @@ fn three_machines_replicate_floods_and_relearn_a_host_that_moved() {
         assert!(ping(&a.ns, to, 3).all_replied(), "1 -> {to}");
     }
     assert!(ping(&m2.hosts[0].ns, addr(3), 3).all_replied(), "2 -> 3");
+
+    // TCP between two switches, hashed: the sender's GSO frames go as UDP_SEGMENT trains, and
+    // the receiving port joins each train's segments back into GSO frames for its host, so it
+    // hands its switch far fewer frames than datagrams arrived.
+    let rx = |m: &Machine| {
+        let datagrams = device_counters(&m.sw, &m.port)["vtep_10.97.0.1_rx_packets"];
+        let frames =
+            m.sw.port(&m.port)
+                .expect("port")
+                .counters()
+                .snapshot()
+                .rx_packets;
+        (datagrams, frames)
+    };
+    let (datagrams, frames) = rx(&m2);
+    let t = tcp_transfer(&a.ns, &m2.hosts[0].ns, addr(2), 5603, 32 << 20).expect("tcp 1 -> 2");
+    assert_eq!((t.received, t.received_digest), (t.sent, t.sent_digest));
+    let (datagrams, frames) = (rx(&m2).0 - datagrams, rx(&m2).1 - frames);
+    assert!(datagrams > 20_000, "{datagrams} datagrams for 32 MiB");
+    assert!(
+        frames * 4 < datagrams,
+        "not joined: {frames} frames of {datagrams} datagrams"
+    );
     let tx = |m: &Machine, vtep: &str| {
         device_counters(&m.sw, &m.port)[&format!("vtep_{vtep}_tx_packets")]
     };
