@@ -151,6 +151,27 @@ fn errors_name_the_problem() {
         err.to_string(),
         format!("namespace {} already exists", ns.name())
     );
+    // Where the kernel says why (extended acknowledgements), its words reach the user, not
+    // just the errno (EINVAL, "Invalid argument").
+    let (a, b) = (unique_name("vse"), unique_name("vse"));
+    let _veth = nl
+        .add_veth(&a, &b, None)
+        .map(|()| LinkGuard::new(&a))
+        .expect("veth");
+    let err = nl.set_mtu(&a, 1 << 20).expect_err("MTU of 1 MiB");
+    let chain = anyhow_chain(&err);
+    assert!(chain.contains("mtu greater than device maximum"), "{chain}");
+}
+
+/// An error and its sources, one after another, as the binary prints them.
+fn anyhow_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        text += &format!(": {e}");
+        source = e.source();
+    }
+    text
 }
 
 #[test]

@@ -34,17 +34,53 @@ pub enum NetnsError {
     Kernel {
         /// What was attempted.
         op: String,
-        /// The errno.
+        /// The errno, and the kernel's words.
         #[source]
-        source: io::Error,
+        source: Refusal,
     },
 }
 
+/// The kernel's refusal of a request: the errno and, where the kernel said why (netlink's
+/// extended acknowledgements), its own words, which name the problem far better than the
+/// errno does ("mtu greater than device maximum" for EINVAL).
+#[derive(Debug)]
+pub struct Refusal {
+    /// The errno.
+    pub errno: io::Error,
+    /// The kernel's message.
+    pub message: Option<String>,
+}
+
+impl From<io::Error> for Refusal {
+    fn from(errno: io::Error) -> Self {
+        Refusal {
+            errno,
+            message: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.message {
+            Some(message) => write!(f, "{message} ({})", self.errno),
+            None => write!(f, "{}", self.errno),
+        }
+    }
+}
+
+impl std::error::Error for Refusal {}
+
 impl NetnsError {
     /// Maps an errno from `op` to the most specific error, `subject` naming the link or namespace.
-    pub(crate) fn from_errno(op: impl Into<String>, subject: &str, source: io::Error) -> Self {
+    pub(crate) fn from_errno(
+        op: impl Into<String>,
+        subject: &str,
+        source: impl Into<Refusal>,
+    ) -> Self {
         let op = op.into();
-        match source.raw_os_error() {
+        let source = source.into();
+        match source.errno.raw_os_error() {
             Some(libc::EPERM) | Some(libc::EACCES) => NetnsError::PermissionDenied { op },
             Some(libc::ENODEV) => NetnsError::LinkNotFound(subject.to_owned()),
             Some(libc::EEXIST) => NetnsError::LinkExists(subject.to_owned()),

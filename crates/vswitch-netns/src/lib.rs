@@ -17,7 +17,7 @@ pub mod message;
 pub mod netns;
 pub mod rtnl;
 
-pub use error::NetnsError;
+pub use error::{NetnsError, Refusal};
 pub use guard::{LinkGuard, NetnsGuard};
 pub use icmp::{EchoOptions, EchoReport, Pinger};
 pub use netns::Netns;

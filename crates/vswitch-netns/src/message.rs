@@ -328,6 +328,8 @@ pub enum Reply {
         seq: u32,
         /// 0 for success, else the errno.
         errno: i32,
+        /// Why, in the kernel's words (`NETLINK_EXT_ACK`), when it said.
+        message: Option<String>,
     },
     /// A link description (answer to `RTM_GETLINK`).
     Link {
@@ -340,6 +342,41 @@ pub enum Reply {
     Done,
     /// Anything else.
     Other,
+}
+
+/// `NLM_F_CAPPED` on an error: only the request's header is echoed.
+const NLM_F_CAPPED: u16 = 0x100;
+/// `NLM_F_ACK_TLVS` on an error: attributes follow the echoed request.
+const NLM_F_ACK_TLVS: u16 = 0x200;
+/// `NLMSGERR_ATTR_MSG`: the kernel's message, a NUL-terminated string.
+const NLMSGERR_ATTR_MSG: u16 = 1;
+
+/// The kernel's own words in an error's extended acknowledgement (`body`: errno, the echoed
+/// request, then attributes), if it has any.
+fn ext_ack_message(body: &[u8], flags: u16) -> Option<String> {
+    if flags & NLM_F_ACK_TLVS == 0 {
+        return None;
+    }
+    let echoed = if flags & NLM_F_CAPPED != 0 {
+        NLMSG_HDRLEN
+    } else {
+        u32::from_ne_bytes(body.get(4..8)?.try_into().ok()?) as usize
+    };
+    let mut attrs = body.get(4 + align4(echoed)..)?;
+    while attrs.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
+        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]);
+        if len < 4 || len > attrs.len() {
+            return None;
+        }
+        if kind == NLMSGERR_ATTR_MSG {
+            let text = &attrs[4..len];
+            let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
+            return Some(String::from_utf8_lossy(&text[..end]).into_owned());
+        }
+        attrs = attrs.get(align4(len)..)?;
+    }
+    None
 }
 
 /// Splits a datagram from the kernel into messages. Truncated or malformed tails are ignored.
@@ -358,6 +395,7 @@ pub fn parse_replies(mut data: &[u8]) -> Vec<Reply> {
             NLMSG_ERROR if body.len() >= 4 => Reply::Status {
                 seq,
                 errno: -(u32_at(body, 0) as i32),
+                message: ext_ack_message(body, u16::from_ne_bytes([data[6], data[7]])),
             },
             NLMSG_DONE => Reply::Done,
             RTM_NEWLINK if body.len() >= 16 => Reply::Link {
@@ -454,7 +492,11 @@ mod tests {
         assert_eq!(
             parse_replies(&data),
             [
-                Reply::Status { seq: 3, errno: 17 },
+                Reply::Status {
+                    seq: 3,
+                    errno: 17,
+                    message: None
+                },
                 Reply::Link { seq: 4, info }
             ]
         );

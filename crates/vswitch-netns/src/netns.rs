@@ -36,7 +36,7 @@ fn path_of(name: &str) -> PathBuf {
 }
 
 fn sys_err(op: String, subject: &str, e: nix::Error) -> NetnsError {
-    NetnsError::from_errno(op, subject, e.into())
+    NetnsError::from_errno(op, subject, io::Error::from(e))
 }
 
 /// Makes /run/netns a shared mount point, as iproute2 does, so mounts under it propagate.
@@ -107,7 +107,7 @@ impl Netns {
             .unwrap_or_else(|_| {
                 Err(NetnsError::Kernel {
                     op: format!("creating namespace {name}"),
-                    source: io::Error::other("helper thread panicked"),
+                    source: io::Error::other("helper thread panicked").into(),
                 })
             })
         });

@@ -9,16 +9,27 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::sys::socket::{
     AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, send,
-    socket,
+    setsockopt, socket,
 };
 
-use crate::error::NetnsError;
+use nix::{setsockopt_impl, sockopt_impl};
+
+use crate::error::{NetnsError, Refusal};
 use crate::message::{
     IFF_UP, LinkInfo, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, RTM_DELLINK,
     RTM_DELQDISC, RTM_DELTFILTER, RTM_GETLINK, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWQDISC,
     RTM_NEWROUTE, RTM_NEWTFILTER, Reply, Request, family, parse_replies,
 };
 use crate::netns::Netns;
+
+sockopt_impl!(
+    /// `NETLINK_EXT_ACK`: errors carry the kernel's message (nix has no name for it).
+    ExtAck,
+    SetOnly,
+    libc::SOL_NETLINK,
+    libc::NETLINK_EXT_ACK,
+    bool
+);
 
 /// Checks a link name the way the kernel will, so the error names the problem.
 pub fn check_link_name(name: &str) -> Result<(), NetnsError> {
@@ -52,9 +63,12 @@ impl Netlink {
             SockFlag::SOCK_CLOEXEC,
             SockProtocol::NetlinkRoute,
         )
-        .map_err(|e| NetnsError::from_errno("opening a netlink socket", "", e.into()))?;
-        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))
-            .map_err(|e| NetnsError::from_errno("binding a netlink socket", "", e.into()))?;
+        .map_err(|e| NetnsError::from_errno("opening a netlink socket", "", io::Error::from(e)))?;
+        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(|e| {
+            NetnsError::from_errno("binding a netlink socket", "", io::Error::from(e))
+        })?;
+        // The kernel's own words with each refusal (Linux 4.12+; without, the errno alone).
+        let _ = setsockopt(&fd, ExtAck, &true);
         Ok(Netlink { fd, seq: 0 })
     }
 
@@ -64,21 +78,29 @@ impl Netlink {
     }
 
     /// Sends `req` (built with sequence `seq`) and waits for its acknowledgement; returns the
-    /// link description if the reply carried one.
-    fn transact(&mut self, seq: u32, req: Request) -> io::Result<Option<LinkInfo>> {
+    /// link description if the reply carried one, or the kernel's refusal in its own words.
+    fn transact(&mut self, seq: u32, req: Request) -> Result<Option<LinkInfo>, Refusal> {
         let msg = req.finish();
-        send(self.fd.as_raw_fd(), &msg, MsgFlags::empty())?;
+        send(self.fd.as_raw_fd(), &msg, MsgFlags::empty()).map_err(io::Error::from)?;
         let mut buf = vec![0u8; 65536];
         let mut index = None;
         loop {
-            let n = recv(self.fd.as_fd().as_raw_fd(), &mut buf, MsgFlags::empty())?;
+            let n = recv(self.fd.as_fd().as_raw_fd(), &mut buf, MsgFlags::empty())
+                .map_err(io::Error::from)?;
             for reply in parse_replies(&buf[..n]) {
                 match reply {
-                    Reply::Status { seq: s, errno } if s == seq => {
+                    Reply::Status {
+                        seq: s,
+                        errno,
+                        message,
+                    } if s == seq => {
                         return if errno == 0 {
                             Ok(index)
                         } else {
-                            Err(io::Error::from_raw_os_error(errno))
+                            Err(Refusal {
+                                errno: io::Error::from_raw_os_error(errno),
+                                message,
+                            })
                         };
                     }
                     Reply::Link { seq: s, info } if s == seq => index = Some(info),
@@ -315,7 +337,7 @@ impl Netlink {
             .attr_str(TCA_KIND, "clsact");
         match self.transact(seq, req) {
             Ok(_) => Ok(true),
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+            Err(e) if e.errno.raw_os_error() == Some(libc::EEXIST) => Ok(false),
             Err(e) => Err(NetnsError::from_errno(
                 format!("adding the clsact qdisc to interface {index}"),
                 "",
