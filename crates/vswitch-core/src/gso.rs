@@ -212,9 +212,30 @@ impl<'a> GsoFrame<'a> {
         scratch: &mut Vec<u8>,
         emit: impl FnMut(&[u8]),
     ) -> usize {
+        let mut emit = emit;
+        let mss = self.mss(max_payload);
+        scratch.clear();
+        cut(self.frame, &self.l, mss, scratch, &[], |buf, start| {
+            emit(&buf[start..]);
+            buf.clear();
+        })
+    }
+
+    /// [`GsoFrame::segment`] at the sender's `gso_size`, each segment appended to `out` behind
+    /// `prefix` (a tunnel's header, say), so segments and headers lie back to back as one
+    /// `UDP_SEGMENT` send takes them, with no copy between; `lens` gets each one's length with
+    /// its prefix. Returns the number of segments.
+    pub fn segment_into(&self, prefix: &[u8], out: &mut Vec<u8>, lens: &mut Vec<usize>) -> usize {
+        let mss = self.mss(None);
+        cut(self.frame, &self.l, mss, out, prefix, |buf, start| {
+            lens.push(buf.len() - start + prefix.len());
+        })
+    }
+
+    fn mss(&self, max_payload: Option<u16>) -> usize {
         let mss = max_payload.map_or(self.gso_size, |m| m.min(self.gso_size));
         // `layout` refused a zero `gso_size`; a zero limit is taken as one byte.
-        cut(self.frame, &self.l, usize::from(mss.max(1)), scratch, emit)
+        usize::from(mss.max(1))
     }
 }
 
@@ -230,12 +251,15 @@ pub fn segment(
 }
 
 /// Cuts `frame`, laid out as `l`, into segments of `mss` payload bytes.
+/// Each segment is appended to `out` behind `prefix`; `emit` gets `out` and where the segment
+/// (after the prefix) starts, once it is complete.
 fn cut(
     frame: &[u8],
     l: &Layout,
     mss: usize,
-    scratch: &mut Vec<u8>,
-    mut emit: impl FnMut(&[u8]),
+    out: &mut Vec<u8>,
+    prefix: &[u8],
+    mut emit: impl FnMut(&mut Vec<u8>, usize),
 ) -> usize {
     let headers = &frame[..l.payload];
     let data = &frame[l.payload..l.end];
@@ -258,10 +282,11 @@ fn cut(
     };
     for i in 0..count {
         let chunk = &data[(i * mss).min(data.len())..((i + 1) * mss).min(data.len())];
-        scratch.clear();
-        scratch.extend_from_slice(headers);
-        scratch.extend_from_slice(chunk);
-        let seg = scratch.as_mut_slice();
+        out.extend_from_slice(prefix);
+        let start = out.len();
+        out.extend_from_slice(headers);
+        out.extend_from_slice(chunk);
+        let seg = &mut out[start..];
         let l4_len = seg.len() - l.l4;
         if l.ipv4 {
             let ihl = l.l4 - l.l3;
@@ -298,7 +323,7 @@ fn cut(
         // UDP sends a computed zero as all ones (zero means "no checksum").
         let sum = if sum == 0 && !l.tcp { 0xffff } else { sum };
         put_u16(seg, field, sum);
-        emit(seg);
+        emit(out, start);
     }
     count
 }
@@ -478,6 +503,23 @@ mod tests {
                 GsoFrame::parse(&frame, &vnet),
                 Err(GsoError::Malformed(_))
             ));
+        }
+    }
+
+    #[test]
+    fn segments_laid_back_to_back_behind_a_prefix_are_the_same_segments() {
+        for (ipv6, tcp) in [(false, true), (true, true), (false, false)] {
+            let (frame, vnet) = gso_frame(ipv6, tcp, 0x10);
+            let g = GsoFrame::parse(&frame, &vnet).unwrap();
+            let (mut out, mut lens) = (b"old".to_vec(), Vec::new());
+            let n = g.segment_into(b"VXLANHDR", &mut out, &mut lens);
+            let mut expected = b"old".to_vec();
+            for seg in cut(&frame, &vnet, None) {
+                expected.extend_from_slice(b"VXLANHDR");
+                expected.extend_from_slice(&seg);
+            }
+            assert_eq!(lens.iter().sum::<usize>() + 3, expected.len());
+            assert_eq!((n, out), (lens.len(), expected));
         }
     }
 

@@ -249,8 +249,6 @@ struct RxBatch {
 struct TxBatch {
     buf: Vec<u8>,
     lens: Vec<usize>,
-    /// One segment at a time, for [`gso::GsoFrame::segment`].
-    scratch: Vec<u8>,
 }
 
 thread_local! {
@@ -668,13 +666,9 @@ impl PortDevice for VxlanPort {
             batch.buf.clear();
             batch.lens.clear();
             if vnet.is_gso() {
-                let TxBatch { buf, lens, scratch } = batch;
-                gso::segment(frame, &vnet, None, scratch, |seg| {
-                    buf.extend_from_slice(&header);
-                    buf.extend_from_slice(seg);
-                    lens.push(HEADER_LEN + seg.len());
-                })
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                gso::GsoFrame::parse(frame, &vnet)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
+                    .segment_into(&header, &mut batch.buf, &mut batch.lens);
             } else {
                 batch.buf.extend_from_slice(&header);
                 batch.buf.extend_from_slice(frame);

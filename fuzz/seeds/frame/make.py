@@ -36,6 +36,14 @@ def ipv6(nh, payload):
 def tcp(payload, sport=40000, dport=5201):
     return struct.pack("!HHIIBBHHH", sport, dport, 1, 1, 5 << 4, 0x18, 65535, 0, 0) + payload
 
+def tcp_segment(seq, payload, flags=0x10, src="10.0.0.1", dst="10.0.0.2"):
+    """An IPv4 TCP segment with both checksums right, as one datagram of a VXLAN train."""
+    s = bytes(int(x) for x in src.split(".")); d = bytes(int(x) for x in dst.split("."))
+    hdr = struct.pack("!HHIIBBHHH", 40000, 5201, seq, 1, 5 << 4, flags, 65535, 0, 0)
+    pseudo = s + d + struct.pack("!BBH", 0, 6, len(hdr) + len(payload))
+    c = 0xFFFF ^ csum(pseudo + hdr + payload)
+    return hdr[:16] + struct.pack("!H", c) + hdr[18:] + payload
+
 def udp(payload, sport=40000, dport=9):
     return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
 
@@ -84,3 +92,7 @@ seed("macvlan", 3,
      record(2, plain(eth(A, P2, 0x0800, ipv4(17, udp(b"from p2"))))),
      record(3, plain(eth(BCAST, C, 0x0806, arp(C, bytes(4), bytes(4))))),
      record(1, gso(big4, 1, 34, 20, 1448)))
+
+# A train of five TCP segments of one flow, as a VXLAN port's UDP_GRO read delivers them.
+train = [eth(A, B, 0x0800, ipv4(6, tcp_segment(1000 + i * 1398, bytes([i]) * 1398, 0x18 if i == 4 else 0x10))) for i in range(5)]
+seed("gro-train", 0, *[record(0, plain(f)) for f in train])
