@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod checksum;
+pub mod choice;
 pub mod counters;
 pub mod field;
 pub mod forward;
@@ -41,12 +42,13 @@ pub mod wire;
 #[cfg(test)]
 mod testing;
 
+pub use choice::UnknownChoice;
 pub use counters::{DropReason, PortCounters, PortStats, TableCounters, TableStats};
 pub use forward::{Decision, Egress, ForwardingConfig, LearnRequest, Scope};
 pub use macvlan::{MacvlanError, MacvlanMode, MacvlanTable};
 pub use pipeline::{Outcome, Pipeline, PipelineError};
 pub use table::{FdbEntry, FdbKey, MacTable, TableConfig, TableEvent};
 pub use time::Timestamp;
-pub use vlan::{EgressTag, Ingress, PortFlags, PortPolicy, VlanMode, VlanSet};
+pub use vlan::{EgressTag, Ingress, PortFlags, PortPolicy, VlanError, VlanMode, VlanSet};
 pub use vnet::{VNET_HDR_LEN, VnetHeader, insert_vlan_tag, remove_vlan_tag};
 pub use wire::{EthernetFrame, MacAddr, PortId, VlanId};

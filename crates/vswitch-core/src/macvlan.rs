@@ -43,7 +43,7 @@ pub enum MacvlanMode {
 }
 
 impl FromStr for MacvlanMode {
-    type Err = String;
+    type Err = crate::UnknownChoice;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
@@ -51,8 +51,10 @@ impl FromStr for MacvlanMode {
             "private" => Ok(MacvlanMode::Private),
             "vepa" => Ok(MacvlanMode::Vepa),
             "passthru" => Ok(MacvlanMode::Passthru),
-            _ => Err(format!(
-                "unknown macvlan mode {s:?} (bridge, private, vepa, passthru)"
+            _ => Err(crate::UnknownChoice::new(
+                "macvlan mode",
+                s,
+                "bridge, private, vepa, passthru",
             )),
         }
     }

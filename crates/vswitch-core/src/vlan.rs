@@ -98,16 +98,64 @@ impl fmt::Display for VlanSet {
     }
 }
 
+/// Why a VLAN id, list or mode was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VlanError {
+    /// Not a number, or outside 1 to 4094.
+    #[error("{text:?} is not a VLAN id (1 to 4094)")]
+    Vid {
+        /// What was given.
+        text: String,
+        /// Why it is no number, if it isn't.
+        #[source]
+        source: Option<std::num::ParseIntError>,
+    },
+    /// `20-10`.
+    #[error("VLAN range {0:?} runs backwards")]
+    Backwards(String),
+    /// Words after a mode that it doesn't take.
+    #[error("{mode}: unexpected {words:?}")]
+    Unexpected {
+        /// `trunk` or `tunnel`.
+        mode: &'static str,
+        /// The words.
+        words: String,
+    },
+    /// A native VLAN the trunk doesn't carry (the bridge and OVS refuse it too).
+    #[error("trunk: native VLAN {native} is not in its list {list}")]
+    NativeOutside {
+        /// The native VLAN.
+        native: u16,
+        /// The list as given.
+        list: String,
+    },
+    /// Neither 802.1Q's nor 802.1ad's.
+    #[error("TPID {0:?}: say 0x8100 or 0x88a8")]
+    Tpid(String),
+    /// No mode at all.
+    #[error(
+        "VLAN mode {0:?}: say `access VID`, `trunk VIDS [native VID [tagged]]`, `tunnel VID [tpid 0x88a8]` or `none`"
+    )]
+    Mode(String),
+}
+
 /// Parses a VID, 1 to 4094.
-pub fn parse_vid(s: &str) -> Result<VlanId, String> {
+pub fn parse_vid(s: &str) -> Result<VlanId, VlanError> {
     match s.parse::<u16>() {
         Ok(v @ 1..=4094) => Ok(VlanId::new(v)),
-        _ => Err(format!("{s:?} is not a VLAN id (1 to 4094)")),
+        Ok(_) => Err(VlanError::Vid {
+            text: s.to_owned(),
+            source: None,
+        }),
+        Err(e) => Err(VlanError::Vid {
+            text: s.to_owned(),
+            source: Some(e),
+        }),
     }
 }
 
 impl std::str::FromStr for VlanSet {
-    type Err = String;
+    type Err = VlanError;
 
     /// `10`, `10,20`, `100-199`, `all`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -120,7 +168,7 @@ impl std::str::FromStr for VlanSet {
                 Some((a, b)) => {
                     let (a, b) = (parse_vid(a)?, parse_vid(b)?);
                     if a > b {
-                        return Err(format!("VLAN range {part:?} runs backwards"));
+                        return Err(VlanError::Backwards(part.to_owned()));
                     }
                     for v in a.get()..=b.get() {
                         set.insert(VlanId::new(v));
@@ -161,7 +209,7 @@ pub enum VlanMode {
 }
 
 impl std::str::FromStr for VlanMode {
-    type Err = String;
+    type Err = VlanError;
 
     /// `none`, `access 10`, `trunk 10,20-29 [native 10 [tagged]]`, `tunnel 100 [tpid 0x8100]`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -175,17 +223,22 @@ impl std::str::FromStr for VlanMode {
                     [] => (None, false),
                     ["native", vid] => (Some(parse_vid(vid)?), false),
                     ["native", vid, "tagged"] => (Some(parse_vid(vid)?), true),
-                    _ => return Err(format!("trunk: unexpected {:?}", rest.join(" "))),
+                    _ => {
+                        return Err(VlanError::Unexpected {
+                            mode: "trunk",
+                            words: rest.join(" "),
+                        });
+                    }
                 };
                 // As the bridge and OVS, a native VLAN is one the trunk carries: one outside
                 // the list is a contradiction, not something to fix silently.
                 if let Some(n) = native
                     && !allowed.contains(n)
                 {
-                    return Err(format!(
-                        "trunk: native VLAN {} is not in its list {list}",
-                        n.get()
-                    ));
+                    return Err(VlanError::NativeOutside {
+                        native: n.get(),
+                        list: (*list).to_owned(),
+                    });
                 }
                 Ok(VlanMode::Trunk {
                     allowed,
@@ -197,25 +250,28 @@ impl std::str::FromStr for VlanMode {
                 let tpid = match rest {
                     [] => TPID_8021AD,
                     ["tpid", t] => parse_tpid(t)?,
-                    _ => return Err(format!("tunnel: unexpected {:?}", rest.join(" "))),
+                    _ => {
+                        return Err(VlanError::Unexpected {
+                            mode: "tunnel",
+                            words: rest.join(" "),
+                        });
+                    }
                 };
                 Ok(VlanMode::Tunnel {
                     vlan: parse_vid(vid)?,
                     tpid,
                 })
             }
-            _ => Err(format!(
-                "VLAN mode {s:?}: say `access VID`, `trunk VIDS [native VID [tagged]]`, `tunnel VID [tpid 0x88a8]` or `none`"
-            )),
+            _ => Err(VlanError::Mode(s.to_owned())),
         }
     }
 }
 
-fn parse_tpid(s: &str) -> Result<u16, String> {
+fn parse_tpid(s: &str) -> Result<u16, VlanError> {
     match s.to_ascii_lowercase().as_str() {
         "0x8100" | "8021q" => Ok(TPID_8021Q),
         "0x88a8" | "8021ad" => Ok(TPID_8021AD),
-        _ => Err(format!("TPID {s:?}: say 0x8100 or 0x88a8")),
+        _ => Err(VlanError::Tpid(s.to_owned())),
     }
 }
 

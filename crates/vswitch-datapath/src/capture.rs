@@ -26,14 +26,18 @@ pub enum Direction {
 }
 
 impl std::str::FromStr for Direction {
-    type Err = String;
+    type Err = vswitch_core::UnknownChoice;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "in" => Ok(Direction::In),
             "out" => Ok(Direction::Out),
             "both" => Ok(Direction::Both),
-            _ => Err(format!("direction {s:?} is not in, out or both")),
+            _ => Err(vswitch_core::UnknownChoice::new(
+                "direction",
+                s,
+                "in, out, both",
+            )),
         }
     }
 }

@@ -24,13 +24,13 @@ pub enum Hook {
 }
 
 impl std::str::FromStr for Hook {
-    type Err = String;
+    type Err = vswitch_core::UnknownChoice;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "in" | "ingress" => Ok(Hook::Ingress),
             "out" | "egress" => Ok(Hook::Egress),
-            _ => Err(format!("{s:?} is not in or out")),
+            _ => Err(vswitch_core::UnknownChoice::new("hook", s, "in, out")),
         }
     }
 }

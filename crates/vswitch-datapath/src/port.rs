@@ -25,13 +25,17 @@ pub enum Steering {
 }
 
 impl std::str::FromStr for Steering {
-    type Err = String;
+    type Err = vswitch_core::UnknownChoice;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "cpu" => Ok(Steering::Cpu),
             "flow" => Ok(Steering::Flow),
-            other => Err(format!("unknown steering {other:?} (expected cpu or flow)")),
+            other => Err(vswitch_core::UnknownChoice::new(
+                "steering",
+                other,
+                "cpu, flow",
+            )),
         }
     }
 }

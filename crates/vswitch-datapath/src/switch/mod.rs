@@ -85,14 +85,18 @@ pub enum Datapath {
 }
 
 impl std::str::FromStr for Datapath {
-    type Err = String;
+    type Err = vswitch_core::UnknownChoice;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "auto" => Ok(Datapath::Auto),
             "cls-bpf" => Ok(Datapath::ClsBpf),
             "userspace" => Ok(Datapath::Userspace),
-            _ => Err(format!("datapath {s:?} is not auto, cls-bpf or userspace")),
+            _ => Err(vswitch_core::UnknownChoice::new(
+                "datapath",
+                s,
+                "auto, cls-bpf, userspace",
+            )),
         }
     }
 }

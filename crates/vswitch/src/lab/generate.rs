@@ -18,16 +18,36 @@ pub struct Subnet {
     prefix: u8,
 }
 
+/// Why a generated lab's subnet or shape was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GenerateError {
+    /// Not `A.B.C.D/LEN`.
+    #[error("{0:?} is not an IPv4 subnet like 10.0.1.0/24")]
+    Subnet(String),
+    /// Too large or too small a subnet for a lab.
+    #[error("prefix /{0} must be between /8 and /30")]
+    Prefix(u8),
+    /// Not one of the shapes.
+    #[error("{0:?} is not linear:N[,M], star:N or tree:DEPTH,FANOUT")]
+    Shape(String),
+    /// A shape with nothing in it.
+    #[error("{0}: a lab needs at least one switch and one host")]
+    Empty(String),
+    /// A shape beyond what a generated lab may hold.
+    #[error("{shape}: {hosts} hosts; generated labs have at most {MAX_GENERATED_HOSTS}")]
+    TooManyHosts { shape: String, hosts: usize },
+}
+
 impl std::str::FromStr for Subnet {
-    type Err = String;
+    type Err = GenerateError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || format!("{s:?} is not an IPv4 subnet like 10.0.1.0/24");
+        let err = || GenerateError::Subnet(s.to_owned());
         let (addr, prefix) = s.split_once('/').ok_or_else(err)?;
         let addr: Ipv4Addr = addr.parse().map_err(|_| err())?;
         let prefix: u8 = prefix.parse().map_err(|_| err())?;
         if !(8..=30).contains(&prefix) {
-            return Err(format!("prefix /{prefix} must be between /8 and /30"));
+            return Err(GenerateError::Prefix(prefix));
         }
         let mask = u32::MAX << (32 - prefix);
         Ok(Subnet {
@@ -76,10 +96,10 @@ pub enum Shape {
 }
 
 impl std::str::FromStr for Shape {
-    type Err = String;
+    type Err = GenerateError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let usage = || format!("{s:?} is not linear:N[,M], star:N or tree:DEPTH,FANOUT");
+        let usage = || GenerateError::Shape(s.to_owned());
         let (kind, args) = s.split_once(':').ok_or_else(usage)?;
         let numbers: Vec<usize> = args
             .split(',')
@@ -103,12 +123,13 @@ impl std::str::FromStr for Shape {
         };
         let (switches, hosts) = shape.size();
         if switches == 0 || hosts == 0 {
-            return Err(format!("{s}: a lab needs at least one switch and one host"));
+            return Err(GenerateError::Empty(s.to_owned()));
         }
         if hosts > MAX_GENERATED_HOSTS {
-            return Err(format!(
-                "{s}: {hosts} hosts; generated labs have at most {MAX_GENERATED_HOSTS}"
-            ));
+            return Err(GenerateError::TooManyHosts {
+                shape: s.to_owned(),
+                hosts,
+            });
         }
         Ok(shape)
     }

@@ -39,22 +39,58 @@ pub struct IfAddr {
     pub prefix: u8,
 }
 
+/// Why an address, subnet or route of a lab was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    /// `10.0.1.1` without `/24`.
+    #[error("{0:?} needs a prefix length, like 10.0.1.1/24")]
+    NoPrefix(String),
+    /// Not an address.
+    #[error("{text:?} is not an IP address")]
+    Address {
+        text: String,
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    /// A prefix length beyond the family's.
+    #[error("prefix {text:?} is not between 0 and {max}")]
+    Prefix { text: String, max: u8 },
+    /// Not `DST/LEN via GATEWAY`.
+    #[error("{0:?} is not a route like \"10.0.2.0/24 via 10.0.1.254\"")]
+    Route(String),
+    /// A gateway that is no address.
+    #[error("gateway {text:?} is not an IP address")]
+    Gateway {
+        text: String,
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    /// A route whose gateway is of the other family.
+    #[error("route {0:?} mixes IPv4 and IPv6")]
+    Families(String),
+}
+
 impl std::str::FromStr for IfAddr {
-    type Err = String;
+    type Err = AddressError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (addr, prefix) = s
             .split_once('/')
-            .ok_or_else(|| format!("{s:?} needs a prefix length, like 10.0.1.1/24"))?;
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{addr:?} is not an IP address"))?;
+            .ok_or_else(|| AddressError::NoPrefix(s.to_owned()))?;
+        let addr: IpAddr = addr.parse().map_err(|source| AddressError::Address {
+            text: addr.to_owned(),
+            source,
+        })?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|p| *p <= max)
-            .ok_or_else(|| format!("prefix {prefix:?} is not between 0 and {max}"))?;
+        let prefix: u8 =
+            prefix
+                .parse()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| AddressError::Prefix {
+                    text: prefix.to_owned(),
+                    max,
+                })?;
         Ok(IfAddr { addr, prefix })
     }
 }
@@ -94,21 +130,20 @@ pub struct Route {
 }
 
 impl std::str::FromStr for Route {
-    type Err = String;
+    type Err = AddressError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let words: Vec<&str> = s.split_whitespace().collect();
         let [dst, "via", via] = words.as_slice() else {
-            return Err(format!(
-                "{s:?} is not a route like \"10.0.2.0/24 via 10.0.1.254\""
-            ));
+            return Err(AddressError::Route(s.to_owned()));
         };
         let dst: IfAddr = dst.parse()?;
-        let via: IpAddr = via
-            .parse()
-            .map_err(|_| format!("gateway {via:?} is not an IP address"))?;
+        let via: IpAddr = via.parse().map_err(|source| AddressError::Gateway {
+            text: (*via).to_owned(),
+            source,
+        })?;
         if dst.addr.is_ipv4() != via.is_ipv4() {
-            return Err(format!("route {s:?} mixes IPv4 and IPv6"));
+            return Err(AddressError::Families(s.to_owned()));
         }
         Ok(Route { dst, via })
     }
