@@ -9,33 +9,25 @@ use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-/// `_IOW('T', 202, int)`: attach the fd to a TUN/TAP device, creating it if needed.
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-/// `_IOR('T', 210, unsigned int)`: name and flags of the attached device.
-const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
-/// `_IOR('T', 207, unsigned int)`: the flags this kernel's TUN/TAP driver supports.
-const TUNGETFEATURES: libc::c_ulong = 0x8004_54cf;
-/// `_IOW('T', 208, unsigned int)`: the offloads the reader of the fd can take.
-const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
-/// `_IOR('T', 224, int)`: a BPF program that picks the queue for each frame the kernel sends.
-const TUNSETSTEERINGEBPF: libc::c_ulong = 0x8004_54e0;
-/// `_IO('T', 227)`: an fd for the network namespace the device lives in now.
-const TUNGETDEVNETNS: libc::c_ulong = 0x54e3;
+// The TUN/TAP ioctls and flags, as `<linux/if_tun.h>` has them (libc's names).
+use libc::{
+    TUNGETDEVNETNS, TUNGETFEATURES, TUNGETIFF, TUNSETIFF, TUNSETOFFLOAD, TUNSETSTEERINGEBPF,
+};
 
 /// `IFF_TAP`: Ethernet frames, not IP packets.
-pub const IFF_TAP: libc::c_short = 0x0002;
+pub const IFF_TAP: libc::c_short = libc::IFF_TAP as libc::c_short;
 /// `IFF_NO_PI`: no 4-byte packet-information prefix.
-pub const IFF_NO_PI: libc::c_short = 0x1000;
+pub const IFF_NO_PI: libc::c_short = libc::IFF_NO_PI as libc::c_short;
 /// `IFF_MULTI_QUEUE`: several fds (queues) on one device; the kernel spreads flows over them.
-pub const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
+pub const IFF_MULTI_QUEUE: libc::c_short = libc::IFF_MULTI_QUEUE as libc::c_short;
 /// `IFF_VNET_HDR`: a `virtio_net_hdr` in front of every frame.
-pub const IFF_VNET_HDR: libc::c_short = 0x4000;
-/// `TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN`: partial checksums and TCP segments up
-/// to 64 KiB, both ways.
-pub const TUN_OFFLOADS: libc::c_uint = 0x01 | 0x02 | 0x04 | 0x08;
-/// `TUN_F_USO4 | TUN_F_USO6` (Linux 6.2+): UDP segmentation offload, trains of datagrams in one
-/// frame (what `UDP_SEGMENT` senders such as QUIC stacks make).
-pub const TUN_USO: libc::c_uint = 0x20 | 0x40;
+pub const IFF_VNET_HDR: libc::c_short = libc::IFF_VNET_HDR as libc::c_short;
+/// Partial checksums and TCP segments up to 64 KiB, both ways.
+pub const TUN_OFFLOADS: libc::c_uint =
+    libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN;
+/// UDP segmentation offload (Linux 6.2+), trains of datagrams in one frame (what `UDP_SEGMENT`
+/// senders such as QUIC stacks make).
+pub const TUN_USO: libc::c_uint = libc::TUN_F_USO4 | libc::TUN_F_USO6;
 
 fn ifreq_with_name(name: &str) -> io::Result<libc::ifreq> {
     // SAFETY: ifreq is plain old data (integers, arrays and a union of them); all-zero is valid.
@@ -196,26 +188,15 @@ pub fn interface_exists(name: &CStr) -> bool {
 
 /// `ETH_P_ALL` in network byte order, as packet sockets want it.
 const ETH_P_ALL_BE: u16 = (libc::ETH_P_ALL as u16).to_be();
-/// `SOL_PACKET` options.
-const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
-const PACKET_MR_PROMISC: libc::c_ushort = 1;
-const PACKET_VNET_HDR: libc::c_int = 15;
-const PACKET_AUXDATA: libc::c_int = 8;
-const PACKET_STATISTICS: libc::c_int = 6;
-const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
-const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
-const PACKET_QDISC_BYPASS: libc::c_int = 20;
-const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
-const PACKET_FANOUT: libc::c_int = 18;
-/// Fanout by flow hash, so each flow stays on one socket (and in order).
-const PACKET_FANOUT_HASH: libc::c_int = 0;
-/// Fanout by a BPF program's answer (`PACKET_FANOUT_EBPF`).
-const PACKET_FANOUT_EBPF: libc::c_int = 7;
-/// Attaches the program of a `PACKET_FANOUT_EBPF` group.
-const PACKET_FANOUT_DATA: libc::c_int = 22;
-/// The kernel picks the group id (Linux 4.20+).
-const PACKET_FANOUT_FLAG_UNIQUEID: libc::c_int = 0x2000;
-const PACKET_FANOUT_FLAG_IGNORE_OUTGOING: libc::c_int = 0x4000;
+// `SOL_PACKET` options and flags, as `<linux/if_packet.h>` has them (libc's names).
+use libc::{
+    PACKET_ADD_MEMBERSHIP, PACKET_AUXDATA, PACKET_FANOUT, PACKET_FANOUT_DATA, PACKET_FANOUT_EBPF,
+    PACKET_FANOUT_FLAG_IGNORE_OUTGOING, PACKET_FANOUT_FLAG_UNIQUEID, PACKET_FANOUT_HASH,
+    PACKET_IGNORE_OUTGOING, PACKET_QDISC_BYPASS, PACKET_STATISTICS, PACKET_VNET_HDR,
+    TP_STATUS_VLAN_TPID_VALID, TP_STATUS_VLAN_VALID,
+};
+/// `PACKET_MR_PROMISC`, as `packet_mreq.mr_type` takes it.
+const PACKET_MR_PROMISC: libc::c_ushort = libc::PACKET_MR_PROMISC as libc::c_ushort;
 /// Socket buffer size asked for packet sockets.
 const SOCKET_BUFFER: libc::c_int = 8 << 20;
 
@@ -250,8 +231,7 @@ pub(crate) fn set_pmtudisc_dont(fd: BorrowedFd<'_>, ipv6: bool) -> io::Result<()
 /// `UDP_NO_CHECK6_RX`: accept IPv6 UDP datagrams with a zero checksum (RFC 6935, Linux's
 /// vxlan `udp6zerocsumrx`).
 pub(crate) fn set_udp6_zero_csum_rx(fd: BorrowedFd<'_>) -> io::Result<()> {
-    const UDP_NO_CHECK6_RX: libc::c_int = 102;
-    set_int_option(fd, libc::IPPROTO_UDP, UDP_NO_CHECK6_RX, 1)
+    set_int_option(fd, libc::IPPROTO_UDP, libc::UDP_NO_CHECK6_RX, 1)
 }
 
 /// `SO_ATTACH_BPF`: runs `program` (a socket filter) on every frame `fd` would receive.
@@ -290,7 +270,7 @@ pub fn create_packet_fanout(fd: BorrowedFd<'_>, mode: FanoutMode) -> io::Result<
     set_packet_option(
         fd,
         PACKET_FANOUT,
-        (mode.value() | PACKET_FANOUT_FLAG_UNIQUEID) << 16,
+        ((mode.value() | PACKET_FANOUT_FLAG_UNIQUEID) << 16) as libc::c_int,
     )?;
     let mut value: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -321,7 +301,7 @@ impl FanoutMode {
     /// socket doesn't reach its fanout group, which would otherwise read back every frame
     /// leaving the interface that the switch didn't send itself (the stack's, and those the
     /// fast path redirects).
-    fn value(self) -> libc::c_int {
+    fn value(self) -> u32 {
         let mode = match self {
             FanoutMode::Hash => PACKET_FANOUT_HASH,
             FanoutMode::Program => PACKET_FANOUT_EBPF,
@@ -333,7 +313,11 @@ impl FanoutMode {
 /// Joins the bound packet socket `fd` to fanout group `group`: the kernel then hands each
 /// received frame to one socket of the group, so several workers share one interface.
 pub fn join_packet_fanout(fd: BorrowedFd<'_>, group: u16, mode: FanoutMode) -> io::Result<()> {
-    set_packet_option(fd, PACKET_FANOUT, i32::from(group) | (mode.value() << 16))
+    set_packet_option(
+        fd,
+        PACKET_FANOUT,
+        (u32::from(group) | (mode.value() << 16)) as libc::c_int,
+    )
 }
 
 /// Gives the `FanoutMode::Program` group of `fd` its program (a socket filter whose answer,
