@@ -125,13 +125,6 @@ pub fn tun_get_netns(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(ns) })
 }
 
-/// Moves the calling thread into the network namespace `ns`.
-pub fn setns_net(ns: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: valid fd; setns only changes the calling thread's namespace.
-    check(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) })?;
-    Ok(())
-}
-
 /// An `AF_INET` datagram socket, the handle for interface ioctls in the caller's namespace.
 pub fn ioctl_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2) call with constant arguments.
@@ -166,24 +159,19 @@ pub fn if_set_up(sock: BorrowedFd<'_>, name: &str) -> io::Result<()> {
 /// A connected pair of `SOCK_SEQPACKET` Unix sockets: a cable whose two ends keep frame
 /// boundaries and report a hang-up when the other end closes.
 pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: `fds` has room for the two fds socketpair writes.
-    check(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-            fds.as_mut_ptr(),
-        )
-    })?;
-    // SAFETY: on success both are fresh fds that nothing else owns.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )
+    .map_err(io::Error::from)
 }
 
 /// Whether an interface called `name` exists in the calling thread's namespace.
 pub fn interface_exists(name: &CStr) -> bool {
-    // SAFETY: `name` is a valid NUL-terminated string for the call's duration.
-    unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
+    nix::net::if_::if_nametoindex(name).is_ok()
 }
 
 /// `ETH_P_ALL` in network byte order, as packet sockets want it.

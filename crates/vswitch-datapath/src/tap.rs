@@ -11,6 +11,7 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use crate::port::{DeviceStatus, PortDevice};
 use crate::sys;
+use vswitch_netns::Netns;
 
 /// Longest interface name Linux accepts (IFNAMSIZ - 1).
 pub const MAX_IFNAME_LEN: usize = 15;
@@ -235,21 +236,16 @@ fn ring_drops_here(name: &str) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{name} not in net/dev")))
 }
 
-/// Runs `f` on a short-lived thread that entered the namespace `netns`, so that no other
-/// thread's namespace changes (sockets it opens and `/proc/thread-self/net` are that
-/// namespace's).
+/// Runs `f` on a short-lived thread that entered the namespace `netns` ([`Netns::run`]), so
+/// that no other thread's namespace changes (sockets it opens and `/proc/thread-self/net` are
+/// that namespace's).
 pub(crate) fn in_netns<T: Send>(
     netns: OwnedFd,
     f: impl FnOnce() -> io::Result<T> + Send,
 ) -> io::Result<T> {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            sys::setns_net(netns.as_fd())?;
-            f()
-        })
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("namespace helper thread panicked")))
-    })
+    Netns::from_fd("a port's namespace", netns)
+        .run(f)
+        .map_err(io::Error::other)?
 }
 
 /// The transmit `drop` column of interface `name` in a `/proc/net/dev` table.

@@ -171,6 +171,15 @@ impl Netns {
         &self.name
     }
 
+    /// A namespace known only by an open fd (the one a TAP moved to, `TUNGETDEVNETNS`), called
+    /// `name` in errors.
+    pub fn from_fd(name: &str, fd: std::os::fd::OwnedFd) -> Netns {
+        Netns {
+            name: name.to_owned(),
+            file: File::from(fd),
+        }
+    }
+
     /// Runs `f` on a new thread inside this namespace and returns its result. Sockets that `f`
     /// opens, and processes it spawns, belong to the namespace; the caller's thread is untouched.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
