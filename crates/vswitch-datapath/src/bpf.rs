@@ -49,6 +49,19 @@ const PAUSE_NS: i32 = 10_000_000;
 /// Flows remembered per port (least recently used ones are forgotten first).
 const FLOWS: u32 = 4096;
 
+/// Registers: r0 (return value), r1-r5 (arguments, clobbered by calls), r6-r9 (kept across
+/// calls), r10 (the frame pointer, read-only).
+pub(crate) const R0: u8 = 0;
+pub(crate) const R1: u8 = 1;
+pub(crate) const R2: u8 = 2;
+pub(crate) const R3: u8 = 3;
+pub(crate) const R4: u8 = 4;
+pub(crate) const R6: u8 = 6;
+pub(crate) const R7: u8 = 7;
+pub(crate) const R8: u8 = 8;
+pub(crate) const R9: u8 = 9;
+pub(crate) const R10: u8 = 10;
+
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
@@ -145,11 +158,11 @@ impl Asm {
     }
     /// `r0 = lookup(map, fp + key)`, jumping to `miss` when there is no such key.
     pub(crate) fn lookup(&mut self, map: i32, key: i16, miss: &'static str) -> &mut Self {
-        self.load_map(1, map)
-            .op(MOV64_REG, 2, 10, 0, 0)
-            .op(ADD64_IMM, 2, 0, 0, i32::from(key))
+        self.load_map(R1, map)
+            .op(MOV64_REG, R2, R10, 0, 0)
+            .op(ADD64_IMM, R2, 0, 0, i32::from(key))
             .call(FUNC_MAP_LOOKUP_ELEM)
-            .jump(JEQ_IMM, 0, 0, 0, miss)
+            .jump(JEQ_IMM, R0, 0, 0, miss)
     }
     /// `bpf_skb_load_bytes(r6, offset, fp + to, len)`, jumping to `fail` if it fails.
     pub(crate) fn load_bytes(
@@ -159,13 +172,13 @@ impl Asm {
         len: i32,
         fail: &'static str,
     ) -> &mut Self {
-        self.op(MOV64_REG, 1, 6, 0, 0)
-            .op(MOV64_IMM, 2, 0, 0, offset)
-            .op(MOV64_REG, 3, 10, 0, 0)
-            .op(ADD64_IMM, 3, 0, 0, i32::from(to))
-            .op(MOV64_IMM, 4, 0, 0, len)
+        self.op(MOV64_REG, R1, R6, 0, 0)
+            .op(MOV64_IMM, R2, 0, 0, offset)
+            .op(MOV64_REG, R3, R10, 0, 0)
+            .op(ADD64_IMM, R3, 0, 0, i32::from(to))
+            .op(MOV64_IMM, R4, 0, 0, len)
             .call(FUNC_SKB_LOAD_BYTES)
-            .jump(JNE_IMM, 0, 0, 0, fail)
+            .jump(JNE_IMM, R0, 0, 0, fail)
     }
     pub(crate) fn call(&mut self, func: i32) -> &mut Self {
         self.op(CALL, 0, 0, 0, func)
@@ -191,56 +204,56 @@ impl Asm {
 /// u32, pad: u32}` at -24, the drain map's key at -12 (the entry's padding, rewritten).
 fn program(flows: i32, drained: i32, queues: u32) -> Vec<u64> {
     let mut a = Asm::default();
-    a.op(MOV64_REG, 6, 1, 0, 0) // r6 = ctx
-        .op(LDX_W, 7, 6, SKB_HASH, 0) // r7 = ctx->hash
-        .jump(JEQ_IMM, 7, 0, 0, "by_cpu")
-        .op(STX_W, 10, 7, -4, 0) // key
-        .load_map(1, flows)
-        .op(MOV64_REG, 2, 10, 0, 0)
-        .op(ADD64_IMM, 2, 0, 0, -4)
+    a.op(MOV64_REG, R6, R1, 0, 0) // r6 = ctx
+        .op(LDX_W, R7, R6, SKB_HASH, 0) // r7 = ctx->hash
+        .jump(JEQ_IMM, R7, 0, 0, "by_cpu")
+        .op(STX_W, R10, R7, -4, 0) // key
+        .load_map(R1, flows)
+        .op(MOV64_REG, R2, R10, 0, 0)
+        .op(ADD64_IMM, R2, 0, 0, -4)
         .call(FUNC_MAP_LOOKUP_ELEM)
-        .op(MOV64_REG, 8, 0, 0, 0) // r8 = entry or NULL
+        .op(MOV64_REG, R8, R0, 0, 0) // r8 = entry or NULL
         .call(FUNC_KTIME_GET_NS)
-        .op(MOV64_REG, 9, 0, 0, 0) // r9 = now
+        .op(MOV64_REG, R9, R0, 0, 0) // r9 = now
         .call(FUNC_GET_SMP_PROCESSOR_ID)
-        .op(MOD64_IMM, 0, 0, 0, queues as i32) // r0 = this CPU's queue
-        .op(STX_W, 10, 0, -8, 0)
-        .jump(JEQ_IMM, 8, 0, 0, "new")
-        .op(LDX_W, 1, 8, 8, 0) // r1 = entry.queue
-        .jump(JEQ_REG, 1, 0, 0, "stay")
+        .op(MOD64_IMM, R0, 0, 0, queues as i32) // r0 = this CPU's queue
+        .op(STX_W, R10, R0, -8, 0)
+        .jump(JEQ_IMM, R8, 0, 0, "new")
+        .op(LDX_W, R1, R8, 8, 0) // r1 = entry.queue
+        .jump(JEQ_REG, R1, R0, 0, "stay")
         // Another CPU: may the flow leave its queue?
-        .op(LDX_DW, 2, 8, 0, 0) // r2 = entry.last
-        .op(MOV64_REG, 3, 9, 0, 0)
-        .op(SUB64_REG, 3, 2, 0, 0) // r3 = now - entry.last
-        .jump(JLE_IMM, 3, 0, STICKY_NS, "stay") // busy: stays
-        .jump(JGT_IMM, 3, 0, PAUSE_NS, "new") // long silent: moves
-        .op(STX_W, 10, 1, -12, 0)
-        .load_map(1, drained)
-        .op(MOV64_REG, 2, 10, 0, 0)
-        .op(ADD64_IMM, 2, 0, 0, -12)
+        .op(LDX_DW, R2, R8, 0, 0) // r2 = entry.last
+        .op(MOV64_REG, R3, R9, 0, 0)
+        .op(SUB64_REG, R3, R2, 0, 0) // r3 = now - entry.last
+        .jump(JLE_IMM, R3, 0, STICKY_NS, "stay") // busy: stays
+        .jump(JGT_IMM, R3, 0, PAUSE_NS, "new") // long silent: moves
+        .op(STX_W, R10, R1, -12, 0)
+        .load_map(R1, drained)
+        .op(MOV64_REG, R2, R10, 0, 0)
+        .op(ADD64_IMM, R2, 0, 0, -12)
         .call(FUNC_MAP_LOOKUP_ELEM)
-        .jump(JEQ_IMM, 0, 0, 0, "stay")
-        .op(LDX_DW, 1, 0, 0, 0) // r1 = when the queue was found empty
-        .op(LDX_DW, 2, 8, 0, 0)
-        .op(ADD64_IMM, 2, 0, 0, MARGIN_NS)
-        .jump(JGT_REG, 1, 2, 0, "new") // drained after the flow's last frame: moves
+        .jump(JEQ_IMM, R0, 0, 0, "stay")
+        .op(LDX_DW, R1, R0, 0, 0) // r1 = when the queue was found empty
+        .op(LDX_DW, R2, R8, 0, 0)
+        .op(ADD64_IMM, R2, 0, 0, MARGIN_NS)
+        .jump(JGT_REG, R1, R2, 0, "new") // drained after the flow's last frame: moves
         .label("stay")
-        .op(STX_DW, 8, 9, 0, 0) // entry.last = now
-        .op(LDX_W, 0, 8, 8, 0) // return entry.queue
+        .op(STX_DW, R8, R9, 0, 0) // entry.last = now
+        .op(LDX_W, R0, R8, 8, 0) // return entry.queue
         .op(EXIT, 0, 0, 0, 0)
         .label("new")
-        .op(STX_DW, 10, 9, -24, 0) // value.last = now
-        .op(LDX_W, 1, 10, -8, 0)
-        .op(STX_W, 10, 1, -16, 0) // value.queue = this CPU's queue
-        .op(ST_W, 10, 0, -12, 0) // value.pad = 0
-        .load_map(1, flows)
-        .op(MOV64_REG, 2, 10, 0, 0)
-        .op(ADD64_IMM, 2, 0, 0, -4)
-        .op(MOV64_REG, 3, 10, 0, 0)
-        .op(ADD64_IMM, 3, 0, 0, -24)
-        .op(MOV64_IMM, 4, 0, 0, 0) // BPF_ANY
+        .op(STX_DW, R10, R9, -24, 0) // value.last = now
+        .op(LDX_W, R1, R10, -8, 0)
+        .op(STX_W, R10, R1, -16, 0) // value.queue = this CPU's queue
+        .op(ST_W, R10, 0, -12, 0) // value.pad = 0
+        .load_map(R1, flows)
+        .op(MOV64_REG, R2, R10, 0, 0)
+        .op(ADD64_IMM, R2, 0, 0, -4)
+        .op(MOV64_REG, R3, R10, 0, 0)
+        .op(ADD64_IMM, R3, 0, 0, -24)
+        .op(MOV64_IMM, R4, 0, 0, 0) // BPF_ANY
         .call(FUNC_MAP_UPDATE_ELEM)
-        .op(LDX_W, 0, 10, -8, 0) // return this CPU's queue
+        .op(LDX_W, R0, R10, -8, 0) // return this CPU's queue
         .op(EXIT, 0, 0, 0, 0)
         .label("by_cpu")
         .call(FUNC_GET_SMP_PROCESSOR_ID)
@@ -668,10 +681,10 @@ mod tests {
     #[test]
     fn jumps_land_on_their_labels() {
         let mut a = Asm::default();
-        a.jump(JEQ_IMM, 1, 0, 0, "end")
-            .load_map(1, 3)
-            .jump(JEQ_IMM, 1, 0, 0, "end")
-            .op(MOV64_IMM, 0, 0, 0, 1)
+        a.jump(JEQ_IMM, R1, 0, 0, "end")
+            .load_map(R1, 3)
+            .jump(JEQ_IMM, R1, 0, 0, "end")
+            .op(MOV64_IMM, R0, 0, 0, 1)
             .label("end")
             .op(EXIT, 0, 0, 0, 0);
         let p = a.finish();

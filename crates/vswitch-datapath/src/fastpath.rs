@@ -33,7 +33,8 @@ use crate::bpf::{
     ADD64_IMM, ADD64_REG, Asm, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_ARRAY,
     BPF_MAP_TYPE_PERCPU_HASH, BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_SOCKET_FILTER, EXIT,
     FUNC_KTIME_GET_NS, FUNC_REDIRECT, JEQ_IMM, JEQ_REG, JLT_REG, JNE_IMM, JNE_REG, LDX_DW, LDX_W,
-    MOV64_IMM, MOV64_REG, Map, ST_DW, ST_W, STX_DW, STX_W, attach_tcx_ingress, load_program,
+    MOV64_IMM, MOV64_REG, Map, R0, R1, R2, R6, R7, R8, R9, R10, ST_DW, ST_W, STX_DW, STX_W,
+    attach_tcx_ingress, load_program,
 };
 use crate::port::Port;
 
@@ -65,66 +66,66 @@ const TCX_NEXT: i32 = -1;
 /// `{enabled: u32, mtu: u32}`), `verdict` (per-CPU `{in, out, len, valid}`).
 fn filter_program(fdb: i32, ports: i32, verdict: i32) -> Vec<u64> {
     let mut a = Asm::default();
-    a.op(MOV64_REG, 6, 1, 0, 0) // r6 = skb
+    a.op(MOV64_REG, R6, R1, 0, 0) // r6 = skb
         // A frame leaving the port (the stack's, or one the fast path redirected here) is
         // nobody's to switch.
-        .op(LDX_W, 0, 6, SKB_PKT_TYPE, 0)
-        .jump(JEQ_IMM, 0, 0, PACKET_OUTGOING, "drop")
-        .op(LDX_W, 0, 6, SKB_VLAN_PRESENT, 0)
-        .jump(JNE_IMM, 0, 0, 0, "slow")
-        .op(LDX_W, 0, 6, SKB_PROTOCOL, 0)
-        .jump(JEQ_IMM, 0, 0, PROTO_8021Q, "slow")
-        .jump(JEQ_IMM, 0, 0, PROTO_8021AD, "slow")
-        .op(LDX_W, 7, 6, SKB_IFINDEX, 0) // r7 = ingress ifindex
-        .op(ST_DW, 10, 0, -8, 0) // destination key
-        .op(ST_DW, 10, 0, -16, 0) // source key
+        .op(LDX_W, R0, R6, SKB_PKT_TYPE, 0)
+        .jump(JEQ_IMM, R0, 0, PACKET_OUTGOING, "drop")
+        .op(LDX_W, R0, R6, SKB_VLAN_PRESENT, 0)
+        .jump(JNE_IMM, R0, 0, 0, "slow")
+        .op(LDX_W, R0, R6, SKB_PROTOCOL, 0)
+        .jump(JEQ_IMM, R0, 0, PROTO_8021Q, "slow")
+        .jump(JEQ_IMM, R0, 0, PROTO_8021AD, "slow")
+        .op(LDX_W, R7, R6, SKB_IFINDEX, 0) // r7 = ingress ifindex
+        .op(ST_DW, R10, 0, -8, 0) // destination key
+        .op(ST_DW, R10, 0, -16, 0) // source key
         .load_bytes(0, -8, 6, "slow")
         .load_bytes(6, -16, 6, "slow")
         // The ingress port must be served.
-        .op(STX_W, 10, 7, -20, 0)
+        .op(STX_W, R10, R7, -20, 0)
         .lookup(ports, -20, "slow")
-        .op(MOV64_REG, 8, 0, 0, 0) // r8 = ingress port entry
-        .op(LDX_W, 1, 8, 0, 0)
-        .jump(JEQ_IMM, 1, 0, 0, "slow")
+        .op(MOV64_REG, R8, R0, 0, 0) // r8 = ingress port entry
+        .op(LDX_W, R1, R8, 0, 0)
+        .jump(JEQ_IMM, R1, 0, 0, "slow")
         // The source must be known on this very port (else the switch learns or moves it).
         .lookup(fdb, -16, "slow")
-        .op(MOV64_REG, 9, 0, 0, 0) // r9 = source entry
-        .op(LDX_W, 1, 9, 0, 0)
-        .jump(JNE_REG, 1, 7, 0, "slow")
+        .op(MOV64_REG, R9, R0, 0, 0) // r9 = source entry
+        .op(LDX_W, R1, R9, 0, 0)
+        .jump(JNE_REG, R1, R7, 0, "slow")
         // The destination must be known, on another port.
         .lookup(fdb, -8, "slow")
-        .op(LDX_W, 1, 0, 0, 0)
-        .jump(JEQ_REG, 1, 7, 0, "slow")
-        .op(STX_W, 10, 1, -24, 0) // egress ifindex
+        .op(LDX_W, R1, R0, 0, 0)
+        .jump(JEQ_REG, R1, R7, 0, "slow")
+        .op(STX_W, R10, R1, -24, 0) // egress ifindex
         // The egress port must be served, with room for whatever the ingress port takes.
         .lookup(ports, -24, "slow")
-        .op(LDX_W, 1, 0, 0, 0)
-        .jump(JEQ_IMM, 1, 0, 0, "slow")
-        .op(LDX_W, 1, 0, 4, 0)
-        .op(LDX_W, 2, 8, 4, 0)
-        .jump(JLT_REG, 1, 2, 0, "slow")
+        .op(LDX_W, R1, R0, 0, 0)
+        .jump(JEQ_IMM, R1, 0, 0, "slow")
+        .op(LDX_W, R1, R0, 4, 0)
+        .op(LDX_W, R2, R8, 4, 0)
+        .jump(JLT_REG, R1, R2, 0, "slow")
         // Forward: the source was seen now, and the verdict waits for the classifier.
         .call(FUNC_KTIME_GET_NS)
-        .op(STX_DW, 9, 0, 8, 0)
-        .op(ST_W, 10, 0, -20, 0)
+        .op(STX_DW, R9, R0, 8, 0)
+        .op(ST_W, R10, 0, -20, 0)
         .lookup(verdict, -20, "slow")
-        .op(STX_W, 0, 7, 0, 0)
-        .op(LDX_W, 1, 10, -24, 0)
-        .op(STX_W, 0, 1, 4, 0)
-        .op(LDX_W, 1, 6, SKB_LEN, 0)
-        .op(STX_W, 0, 1, 8, 0)
-        .op(ST_W, 0, 0, 12, 1)
-        .op(MOV64_IMM, 0, 0, 0, 0) // not for the socket
+        .op(STX_W, R0, R7, 0, 0)
+        .op(LDX_W, R1, R10, -24, 0)
+        .op(STX_W, R0, R1, 4, 0)
+        .op(LDX_W, R1, R6, SKB_LEN, 0)
+        .op(STX_W, R0, R1, 8, 0)
+        .op(ST_W, R0, 0, 12, 1)
+        .op(MOV64_IMM, R0, 0, 0, 0) // not for the socket
         .op(EXIT, 0, 0, 0, 0)
         .label("slow")
-        .op(ST_W, 10, 0, -20, 0)
+        .op(ST_W, R10, 0, -20, 0)
         .lookup(verdict, -20, "keep")
-        .op(ST_W, 0, 0, 12, 0)
+        .op(ST_W, R0, 0, 12, 0)
         .label("keep")
-        .op(MOV64_IMM, 0, 0, 0, KEEP_WHOLE)
+        .op(MOV64_IMM, R0, 0, 0, KEEP_WHOLE)
         .op(EXIT, 0, 0, 0, 0)
         .label("drop")
-        .op(MOV64_IMM, 0, 0, 0, 0)
+        .op(MOV64_IMM, R0, 0, 0, 0)
         .op(EXIT, 0, 0, 0, 0);
     a.finish()
 }
@@ -135,31 +136,31 @@ fn filter_program(fdb: i32, ports: i32, verdict: i32) -> Vec<u64> {
 /// tx_packets, tx_bytes}`).
 fn classifier_program(verdict: i32, counters: i32) -> Vec<u64> {
     let mut a = Asm::default();
-    a.op(MOV64_REG, 6, 1, 0, 0)
-        .op(ST_W, 10, 0, -4, 0)
+    a.op(MOV64_REG, R6, R1, 0, 0)
+        .op(ST_W, R10, 0, -4, 0)
         .lookup(verdict, -4, "pass")
-        .op(MOV64_REG, 8, 0, 0, 0) // r8 = this CPU's verdict
-        .op(LDX_W, 1, 8, 12, 0)
-        .jump(JEQ_IMM, 1, 0, 0, "pass")
-        .op(ST_W, 8, 0, 12, 0) // consumed, whatever follows
-        .op(LDX_W, 7, 6, SKB_IFINDEX, 0)
-        .op(LDX_W, 1, 8, 0, 0)
-        .jump(JNE_REG, 1, 7, 0, "pass")
-        .op(LDX_W, 9, 6, SKB_LEN, 0)
-        .op(LDX_W, 1, 8, 8, 0)
-        .jump(JNE_REG, 1, 9, 0, "pass")
-        .op(LDX_W, 1, 8, 4, 0)
-        .op(STX_W, 10, 1, -8, 0) // egress ifindex
-        .op(STX_W, 10, 7, -4, 0);
+        .op(MOV64_REG, R8, R0, 0, 0) // r8 = this CPU's verdict
+        .op(LDX_W, R1, R8, 12, 0)
+        .jump(JEQ_IMM, R1, 0, 0, "pass")
+        .op(ST_W, R8, 0, 12, 0) // consumed, whatever follows
+        .op(LDX_W, R7, R6, SKB_IFINDEX, 0)
+        .op(LDX_W, R1, R8, 0, 0)
+        .jump(JNE_REG, R1, R7, 0, "pass")
+        .op(LDX_W, R9, R6, SKB_LEN, 0)
+        .op(LDX_W, R1, R8, 8, 0)
+        .jump(JNE_REG, R1, R9, 0, "pass")
+        .op(LDX_W, R1, R8, 4, 0)
+        .op(STX_W, R10, R1, -8, 0) // egress ifindex
+        .op(STX_W, R10, R7, -4, 0);
     // Received on the ingress port, sent on the egress port (r9: the frame's length).
     count(&mut a, counters, -4, 0, "tx");
     count(&mut a, counters, -8, 16, "go");
-    a.op(LDX_W, 1, 10, -8, 0)
-        .op(MOV64_IMM, 2, 0, 0, 0)
+    a.op(LDX_W, R1, R10, -8, 0)
+        .op(MOV64_IMM, R2, 0, 0, 0)
         .call(FUNC_REDIRECT)
         .op(EXIT, 0, 0, 0, 0)
         .label("pass")
-        .op(MOV64_IMM, 0, 0, 0, TCX_NEXT)
+        .op(MOV64_IMM, R0, 0, 0, TCX_NEXT)
         .op(EXIT, 0, 0, 0, 0);
     a.finish()
 }
@@ -168,12 +169,12 @@ fn classifier_program(verdict: i32, counters: i32) -> Vec<u64> {
 /// port whose ifindex is on the stack at `key`, then goes on at `next`.
 fn count(a: &mut Asm, counters: i32, key: i16, field: i16, next: &'static str) {
     a.lookup(counters, key, next)
-        .op(LDX_DW, 1, 0, field, 0)
-        .op(ADD64_IMM, 1, 0, 0, 1)
-        .op(STX_DW, 0, 1, field, 0)
-        .op(LDX_DW, 1, 0, field + 8, 0)
-        .op(ADD64_REG, 1, 9, 0, 0)
-        .op(STX_DW, 0, 1, field + 8, 0)
+        .op(LDX_DW, R1, R0, field, 0)
+        .op(ADD64_IMM, R1, 0, 0, 1)
+        .op(STX_DW, R0, R1, field, 0)
+        .op(LDX_DW, R1, R0, field + 8, 0)
+        .op(ADD64_REG, R1, R9, 0, 0)
+        .op(STX_DW, R0, R1, field + 8, 0)
         .label(next);
 }
 
