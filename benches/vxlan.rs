@@ -7,7 +7,8 @@
 //! 2x).
 //!
 //! `cargo bench --bench vxlan` (needs iperf3). `VSWITCH_E2E_ROUNDS` (default 5) and
-//! `VSWITCH_E2E_SECONDS` (default 3) as for `e2e`. Writes a Markdown table to stdout and
+//! `VSWITCH_E2E_SECONDS` (default 3) as for `e2e`; `VSWITCH_VXLAN_BUSY_POLL=MICROS` gives the
+//! switches `--busy-poll`. Writes a Markdown table to stdout and
 //! `benches/results/DATE-vxlan.md`.
 
 #[path = "common/iperf.rs"]
@@ -94,6 +95,7 @@ fn vswitch() -> BoxResult<Pair> {
         ))?;
         let config_sw = SwitchConfig {
             threads: 1,
+            busy_poll: busy_poll(),
             ..SwitchConfig::default()
         };
         let ports: Vec<(String, Box<dyn PortDevice>)> = vec![
@@ -110,6 +112,15 @@ fn vswitch() -> BoxResult<Pair> {
         _switches: switches,
         _machines: machines,
     })
+}
+
+/// `VSWITCH_VXLAN_BUSY_POLL` (microseconds, default 0): the switches' `--busy-poll`.
+fn busy_poll() -> std::time::Duration {
+    let micros = std::env::var("VSWITCH_VXLAN_BUSY_POLL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    std::time::Duration::from_micros(micros)
 }
 
 #[derive(Default)]
