@@ -13,7 +13,7 @@ use vswitch_netns::{EchoOptions, Netlink, NetnsGuard, Pinger};
 
 use crate::cli::DemoArgs;
 use crate::report;
-use crate::run::open_ports;
+use crate::settings::open_ports;
 
 /// Runs the demo; every namespace and TAP it made is gone when it returns, error or not.
 pub fn run(args: &DemoArgs) -> Result<()> {

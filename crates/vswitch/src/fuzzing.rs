@@ -24,7 +24,7 @@ pub fn control(input: &[u8], switch: &Switch) {
 /// Checks `text` as `vswitch config check` and `vswitch lab check-file` would.
 pub fn config_text(text: &str) {
     if let Ok(config) = crate::config::Config::parse("fuzz.toml", text.to_owned()) {
-        let _ = crate::check_switch_config(config);
+        let _ = crate::check_switch_config(&config);
     }
     let _ = crate::lab::file::parse("fuzz.toml", text, None);
 }

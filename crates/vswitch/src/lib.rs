@@ -28,6 +28,7 @@ mod plumbing;
 mod privileges;
 mod report;
 mod run;
+mod settings;
 
 #[doc(hidden)]
 pub mod fuzzing;
@@ -65,7 +66,7 @@ pub fn main() -> ExitCode {
         Some(cli::Command::Pipeline(cmd)) => client::pipeline(&cmd),
         Some(cli::Command::Config(cli::ConfigCommand::Check { file })) => check_config(&file),
         Some(cli::Command::Cleanup { name }) => control::cleanup(&name),
-        None => run::run(cli.switch, &matches),
+        None => run::resolve(cli.switch, &matches).and_then(run::run),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -78,17 +79,17 @@ pub fn main() -> ExitCode {
 
 /// `vswitch config check FILE`.
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
-    let ports = check_switch_config(config::Config::load(file)?)?;
+    let ports = check_switch_config(&config::Config::load(file)?)?;
     outln!("{}: OK ({ports} ports)", file.display());
     Ok(())
 }
 
-/// What `config check` checks of a loaded file; the number of ports it names.
-fn check_switch_config(config: config::Config) -> anyhow::Result<usize> {
-    config.check_ports()?;
+/// What `config check` checks of a loaded file (everything the switch would check at start,
+/// before it makes anything); the number of ports it names.
+fn check_switch_config(config: &config::Config) -> anyhow::Result<usize> {
+    // As `vswitch --config FILE` would start: `--ports` may come from the file.
     let matches = cli::Cli::command().try_get_matches_from(["vswitch", "--config", "-"])?;
-    let mut args = cli::Cli::from_arg_matches(&matches)?.switch;
-    config.apply(&mut args, &matches)?;
-    run::parse_ports(&args)?;
-    Ok(args.ports.len())
+    let args = cli::Cli::from_arg_matches(&matches)?.switch;
+    let settings = run::resolve_with(args, Some(config), &matches)?;
+    Ok(settings.ports.specs.len())
 }

@@ -1,41 +1,18 @@
-//! `vswitch --ports ...`: open the ports, run the switch until a signal, report.
+//! `vswitch --ports ...`: resolve the flags and config file into [`Settings`], run the switch
+//! until a signal, report.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 use vswitch_core::{ForwardingConfig, MacAddr, TableConfig};
-use vswitch_datapath::{MacvlanConfig, PortDevice, PortSpec, Switch, SwitchConfig};
+use vswitch_datapath::{MacvlanConfig, PortSpec, SwitchConfig};
 
 use crate::cli::SwitchArgs;
-use crate::control::ControlServer;
 use crate::metrics::MetricsServer;
 use crate::report;
-
-/// The ports to open, in order (a MACVLAN uplink first), with MACVLAN bindings.
-#[derive(Debug, Default)]
-pub struct PortPlan {
-    /// Every port.
-    pub specs: Vec<PortSpec>,
-    /// `NAME=MAC[+MAC...]` bindings.
-    pub bindings: Vec<(String, Vec<MacAddr>)>,
-}
-
-/// The switch's own station port for `--address` (a MAC derived from the switch's name).
-pub fn station(name: &str, addresses: &[String]) -> Result<Box<dyn PortDevice>> {
-    let mut parsed = Vec::new();
-    for a in addresses {
-        let config = vswitch_datapath::TunConfig::parse(&format!("self={a}"))
-            .map_err(|e| anyhow::anyhow!("--address {a}: {}", e.trim_start_matches("tun: ")))?;
-        parsed.extend(config.addresses);
-    }
-    let mac = vswitch_datapath::local_mac(&format!("{name} self"));
-    Ok(Box::new(
-        vswitch_datapath::StationPort::new(mac, parsed).context("the switch's own address")?,
-    ))
-}
+use crate::settings::{PortPlan, Settings};
 
 /// Parses and checks the port list before anything is created, so a bad list leaves nothing
 /// behind.
@@ -125,7 +102,7 @@ pub fn parse_port_flags(specs: &[String]) -> Result<Vec<(String, String, String)
 }
 
 /// Switch configuration from the command line.
-pub fn switch_config(args: &SwitchArgs) -> SwitchConfig {
+fn switch_config(args: &SwitchArgs) -> SwitchConfig {
     let defaults = SwitchConfig::default();
     SwitchConfig {
         threads: args.threads.map_or(defaults.threads, usize::from),
@@ -144,37 +121,29 @@ pub fn switch_config(args: &SwitchArgs) -> SwitchConfig {
     }
 }
 
-/// Opens every port or none: on an error the ones already opened are closed (TAPs the switch
-/// created are removed with them). Ports get a receive queue per worker of `config`.
-pub fn open_ports(
-    specs: &[PortSpec],
-    offload: bool,
-    config: &SwitchConfig,
-) -> Result<Vec<(String, Box<dyn PortDevice>)>> {
-    let mut ports: Vec<(String, Box<dyn PortDevice>)> = Vec::new();
-    for spec in specs {
-        let device = spec.open(offload, config.threads, config.steering)?;
-        tracing::info!(
-            port = spec.name(),
-            kind = device.kind(),
-            offload = device.vnet_header(),
-            "attached"
-        );
-        ports.push((spec.name().to_owned(), device));
-    }
-    Ok(ports)
+/// The flags, with the config file (if `--config`) filling what the command line left at its
+/// default, resolved into one switch's settings and checked: a bad port, mode, flag or pipeline
+/// is refused here, before anything is made.
+pub fn resolve(args: SwitchArgs, matches: &clap::ArgMatches) -> Result<Settings> {
+    let config = args
+        .config
+        .as_deref()
+        .map(crate::config::Config::load)
+        .transpose()?;
+    resolve_with(args, config.as_ref(), matches)
 }
 
-/// Runs the switch in the foreground until SIGINT or SIGTERM.
-pub fn run(mut args: SwitchArgs, matches: &clap::ArgMatches) -> Result<()> {
-    if let Some(path) = &args.config {
-        let config = crate::config::Config::load(path)?;
+/// [`resolve`] with the config file already read (`config check` reads it alone).
+pub fn resolve_with(
+    mut args: SwitchArgs,
+    config: Option<&crate::config::Config>,
+    matches: &clap::ArgMatches,
+) -> Result<Settings> {
+    if let Some(config) = config {
         config.check_ports()?;
         config.apply(&mut args, matches)?;
     }
-    let args = &args;
-    let plan = parse_ports(args)?;
-    // Checked before anything is made: a bad mode or flag leaves nothing behind.
+    let plan = parse_ports(&args)?;
     let vlans = parse_vlans(&args.vlan)?;
     let flags = parse_port_flags(&args.port_flag)?;
     for port in vlans
@@ -186,13 +155,20 @@ pub fn run(mut args: SwitchArgs, matches: &clap::ArgMatches) -> Result<()> {
             bail!("no port {port} (--vlan and --port-flag name ports of --ports)");
         }
     }
-    // Before anything is made or any thread started: every thread has only what it needs.
-    crate::privileges::restrict_to(&crate::privileges::switch_needs(
-        args.metrics.map(|m| m.port()),
-    ))?;
-    // Taken before any port is opened, so a refused start leaves nothing behind.
-    let name_lock = crate::control::NameLock::acquire(&args.name)?;
-    let mut config = switch_config(args);
+    let mut pipelines = Vec::new();
+    for spec in &args.pipeline {
+        let (port, rest) = spec
+            .split_once(':')
+            .context("--pipeline wants PORT:in|out:STAGES")?;
+        let (hook, stages) = rest
+            .split_once(':')
+            .context("--pipeline wants PORT:in|out:STAGES")?;
+        let hook: vswitch_datapath::Hook =
+            hook.parse().with_context(|| format!("--pipeline {spec}"))?;
+        let stages = crate::client::absolute_mirror_paths(stages)?;
+        pipelines.push((port.to_owned(), hook, stages));
+    }
+    let mut config = switch_config(&args);
     if let (Some(mode), Some(uplink)) = (args.macvlan, &plan.specs.first()) {
         config.macvlan = Some(MacvlanConfig {
             mode,
@@ -201,48 +177,40 @@ pub fn run(mut args: SwitchArgs, matches: &clap::ArgMatches) -> Result<()> {
             allow_spoofing: args.allow_spoofing.clone(),
         });
     }
+    let mut settings = Settings::new(args.name, config, !args.no_offload);
+    settings.ports = plan;
+    settings.addresses = args.address;
+    settings.pipelines = pipelines;
+    settings.vlans = vlans;
+    settings.flags = flags;
+    settings.metrics = args.metrics;
+    Ok(settings)
+}
+
+/// Runs the switch in the foreground until SIGINT or SIGTERM.
+pub fn run(settings: Settings) -> Result<()> {
+    // Before anything is made or any thread started: every thread has only what it needs.
+    crate::privileges::restrict_to(&crate::privileges::switch_needs(
+        settings.metrics.map(|m| m.port()),
+    ))?;
+    // Taken before any port is opened, so a refused start leaves nothing behind.
+    let name_lock = crate::control::NameLock::acquire(&settings.name)?;
     let mut signals =
         Signals::new([SIGINT, SIGTERM, SIGUSR1]).context("couldn't install signal handlers")?;
-    let mut ports = open_ports(&plan.specs, !args.no_offload, &config)?;
-    if !args.address.is_empty() {
-        ports.push(("self".to_owned(), station(&args.name, &args.address)?));
-    }
-    let switch = Arc::new(Switch::start(config, ports).context("couldn't start the switch")?);
-    for spec in &args.pipeline {
-        let (port, rest) = spec
-            .split_once(':')
-            .context("--pipeline wants PORT:in|out:STAGES")?;
-        let (hook, stages) = rest
-            .split_once(':')
-            .context("--pipeline wants PORT:in|out:STAGES")?;
-        let hook: vswitch_datapath::Hook = hook.parse().map_err(anyhow::Error::msg)?;
-        let stages = crate::client::absolute_mirror_paths(stages)?;
-        switch
-            .set_pipeline(port, hook, &stages)
-            .with_context(|| format!("--pipeline {spec}"))?;
-    }
-    for (port, mode) in vlans {
-        switch
-            .set_vlan(&port, mode)
-            .with_context(|| format!("--vlan: port {port}"))?;
-    }
-    for (port, flag, value) in flags {
-        switch
-            .set_port_flag(&port, &flag, &value)
-            .with_context(|| format!("--port-flag: port {port}"))?;
-    }
-    let control = ControlServer::start(name_lock, switch.clone(), !args.no_offload)?;
-    let metrics = args
-        .metrics
+    let names: Vec<String> = settings
+        .ports
+        .specs
+        .iter()
+        .map(|s| s.name().to_owned())
+        .collect();
+    let metrics_addr = settings.metrics;
+    let (switch, control) = settings.start(name_lock)?;
+    let metrics = metrics_addr
         .map(|addr| MetricsServer::start(addr, switch.clone()))
         .transpose()?;
     outln!(
         "vswitch: switching among {}; Ctrl-C to stop, SIGUSR1 for counters",
-        plan.specs
-            .iter()
-            .map(|s| s.name())
-            .collect::<Vec<_>>()
-            .join(", ")
+        names.join(", ")
     );
     let fast = switch.fast_path_ports();
     if !fast.is_empty() {

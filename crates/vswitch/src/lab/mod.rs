@@ -11,6 +11,7 @@
 //! or `Llna`/`Llnb` (between switches); switch S answers on control socket `L-S`.
 
 mod check;
+pub mod cli;
 pub(crate) mod file;
 pub mod generate;
 mod render;
@@ -23,8 +24,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use vswitch_netns::{Netlink, Netns};
 
-use crate::cli::{LabCommand, LabShowArgs, LabTopologyArgs};
 use crate::control::{Request, call, ensure_name_free, socket_path};
+use cli::{LabCommand, LabShowArgs, LabTopologyArgs};
 use state::LabState;
 use topology::{MAX_LAB_NAME, Topology, check_name};
 
@@ -33,7 +34,12 @@ pub fn run(cmd: &LabCommand) -> Result<()> {
     match cmd {
         LabCommand::Up(args) => {
             let topology = topology_of(&args.lab)?;
-            up::up(&topology, &args.switch_args(), args.check)
+            up::up(
+                &topology,
+                &args.switch_config(),
+                !args.no_offload,
+                args.check,
+            )
         }
         LabCommand::Down { name } => down(name),
         LabCommand::Check { name, json } => {

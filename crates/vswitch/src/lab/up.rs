@@ -9,20 +9,19 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use vswitch_datapath::{Hook, PortDevice, PortSpec, Switch};
+use vswitch_datapath::{Hook, PortSpec, Switch, SwitchConfig};
 use vswitch_netns::{LinkGuard, Netlink, NetnsGuard};
 
 use super::state::{self, LabState};
 use super::topology::{Attach, End, SwitchNode, Topology};
-use crate::cli::SwitchArgs;
 use crate::control::{ControlServer, NameLock};
 use crate::report;
-use crate::run::{open_ports, switch_config};
+use crate::settings::Settings;
 
 /// Removes the state file when dropped: a lab that failed or stopped leaves none.
 struct StateGuard(String);
@@ -33,9 +32,10 @@ impl Drop for StateGuard {
     }
 }
 
-/// Brings `topology` up with `base` as every switch's defaults, and runs it until SIGINT or
-/// SIGTERM. With `check`, pings all pairs once it is up.
-pub fn up(topology: &Topology, base: &SwitchArgs, check: bool) -> Result<()> {
+/// Brings `topology` up with `base` as every switch's defaults (and offloads on TAPs and packet
+/// sockets if `offload`), and runs it until SIGINT or SIGTERM. With `check`, pings all pairs
+/// once it is up.
+pub fn up(topology: &Topology, base: &SwitchConfig, offload: bool, check: bool) -> Result<()> {
     let started = Instant::now();
     let name = &topology.name;
     if state::path(name).exists() {
@@ -69,7 +69,7 @@ pub fn up(topology: &Topology, base: &SwitchArgs, check: bool) -> Result<()> {
     let mut controls = Vec::new();
     for (s, lock) in topology.switches.iter().zip(switch_locks) {
         let specs = ports.remove(s.name.as_str()).unwrap_or_default();
-        let (switch, control) = start_switch(topology, s, base, specs, lock)?;
+        let (switch, control) = start_switch(topology, s, base, offload, specs, lock)?;
         controls.push(control);
         switches.push((s.name.clone(), switch));
     }
@@ -277,25 +277,24 @@ fn make_links<'t>(
 fn start_switch(
     topology: &Topology,
     s: &SwitchNode,
-    base: &SwitchArgs,
+    base: &SwitchConfig,
+    offload: bool,
     mut specs: Vec<PortSpec>,
     lock: NameLock,
 ) -> Result<(Arc<Switch>, ControlServer)> {
-    let mut args = base.clone();
-    args.name = topology.switch_name(&s.name);
+    let mut config = base.clone();
     if let Some(v) = s.options.ageing_time {
-        args.ageing_time = v;
+        config.table.ageing_time = Duration::from_secs(v);
     }
     if let Some(v) = s.options.threads {
-        args.threads = Some(v);
+        config.threads = usize::from(v);
     }
     if let Some(v) = s.options.datapath {
-        args.datapath = v;
+        config.datapath = v;
     }
     if let Some(v) = s.options.max_macs {
-        args.max_macs = v;
+        config.table.capacity = v;
     }
-    let config = switch_config(&args);
     for extra in &s.ports {
         specs.push(
             extra
@@ -303,19 +302,12 @@ fn start_switch(
                 .with_context(|| format!("switch {}: port {extra}", s.name))?,
         );
     }
-    let mut opened = open_ports(&specs, !args.no_offload, &config)
-        .with_context(|| format!("switch {}", s.name))?;
-    if !s.addresses.is_empty() {
-        let addrs: Vec<String> = s.addresses.iter().map(ToString::to_string).collect();
-        let station: Box<dyn PortDevice> = crate::run::station(&args.name, &addrs)?;
-        opened.push(("self".to_owned(), station));
-    }
-    let switch = Arc::new(
-        Switch::start(config, opened)
-            .with_context(|| format!("couldn't start switch {}", s.name))?,
-    );
-    let control = ControlServer::start(lock, switch.clone(), !args.no_offload)?;
-    Ok((switch, control))
+    let mut settings = Settings::new(topology.switch_name(&s.name), config, offload);
+    settings.ports.specs = specs;
+    settings.addresses = s.addresses.iter().map(ToString::to_string).collect();
+    settings
+        .start(lock)
+        .with_context(|| format!("switch {}", s.name))
 }
 
 /// Impairments and VLANs on the switch ends of each link. A direction leaving a switch is its
