@@ -3,26 +3,29 @@
 //!
 //! A VXLAN port receives a sender's 64 KiB TCP segment as ~45 datagrams; handed on one by one,
 //! each costs the switch a system call and the receiving host a trip through its stack. Joined,
-//! they cost one. Only what the kernel would join is joined: untagged IPv4 TCP, not fragments,
-//! only ACK and PSH set, headers equal but for the fields that differ per segment (IP length,
-//! identification and checksum; TCP sequence number, PSH and checksum), sequence numbers
+//! they cost one. Only what the kernel would join is joined: untagged TCP over IPv4 (not
+//! fragments) or IPv6 (no extension headers), only ACK and PSH set, headers equal but for the
+//! fields that differ per segment (IP length, IPv4 identification and checksum; TCP sequence
+//! number, PSH and checksum), sequence numbers
 //! contiguous, every segment but the last as long as the first, nothing after a PSH, at most
 //! 64 KiB of IP packet. Each segment's TCP checksum is checked first: the joined frame carries
 //! a partial checksum the receiver trusts, so a damaged segment must not be hidden in it (it
 //! goes on alone, for the receiver to drop).
 
 use crate::checksum::{fold, pseudo_header, sum_bytes};
-use crate::field::{ipv4, proto, tcp};
+use crate::field::{ipv4, ipv6, proto, tcp};
 use crate::vnet::{F_NEEDS_CSUM, VnetHeader, gso};
 use crate::wire::ETHERNET_HEADER_LEN;
 
 const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
+const ETHERTYPE_IPV6: [u8; 2] = [0x86, 0xdd];
 /// TCP flags a joinable segment may carry: ACK and PSH.
 const JOINABLE_FLAGS: u8 = 0x10 | tcp::PSH;
 
 /// Where a joinable segment's parts lie.
 #[derive(Debug, Clone, Copy)]
 struct Segment {
+    ipv6: bool,
     /// Start of the TCP header.
     l4: usize,
     /// Start of the payload.
@@ -39,23 +42,42 @@ impl Segment {
     }
 }
 
+/// Where the IP header's parts lie: (start of TCP, end of the packet, the addresses).
+fn ip_layout(frame: &[u8]) -> Option<(bool, usize, usize, std::ops::Range<usize>)> {
+    let l3 = ETHERNET_HEADER_LEN;
+    let ethertype = frame.get(12..14)?;
+    if ethertype == ETHERTYPE_IPV4 {
+        let ip = frame.get(l3..l3 + ipv4::HEADER_LEN)?;
+        let ihl = usize::from(ip[ipv4::VER_IHL] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+        let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
+        let v4_tcp = ip[ipv4::VER_IHL] >> 4 == 4
+            && ihl >= ipv4::HEADER_LEN
+            && ip[ipv4::PROTOCOL] == proto::TCP;
+        let (l4, end) = (l3 + ihl, l3 + total);
+        if !v4_tcp || frag != 0 || end > frame.len() || total < ihl {
+            return None;
+        }
+        let addresses = l3 + ipv4::ADDRESSES.start..l3 + ipv4::ADDRESSES.end;
+        Some((false, l4, end, addresses))
+    } else if ethertype == ETHERTYPE_IPV6 {
+        // Without extension headers: TCP right behind the fixed header.
+        let ip = frame.get(l3..l3 + ipv6::HEADER_LEN)?;
+        let payload = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+        let (l4, end) = (l3 + ipv6::HEADER_LEN, l3 + ipv6::HEADER_LEN + payload);
+        if ip[0] >> 4 != 6 || ip[ipv6::NXT_HDR] != proto::TCP || end > frame.len() {
+            return None;
+        }
+        let addresses = l3 + ipv6::ADDRESSES.start..l3 + ipv6::ADDRESSES.end;
+        Some((true, l4, end, addresses))
+    } else {
+        None
+    }
+}
+
 /// Finds the parts of `frame` if it is a segment GRO may join, with a correct checksum.
 fn segment(frame: &[u8]) -> Option<Segment> {
-    let l3 = ETHERNET_HEADER_LEN;
-    if frame.get(12..14)? != ETHERTYPE_IPV4 {
-        return None;
-    }
-    let ip = frame.get(l3..l3 + ipv4::HEADER_LEN)?;
-    let ihl = usize::from(ip[ipv4::VER_IHL] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
-    if ip[ipv4::VER_IHL] >> 4 != 4 || ihl < ipv4::HEADER_LEN || ip[ipv4::PROTOCOL] != proto::TCP {
-        return None;
-    }
-    let (l4, end) = (l3 + ihl, l3 + total);
-    if frag != 0 || end > frame.len() || total < ihl {
-        return None;
-    }
+    let (ipv6, l4, end, addresses) = ip_layout(frame)?;
     let thl = usize::from(*frame.get(l4 + tcp::DATA_OFF)? >> 4) * 4;
     let payload = l4 + thl;
     if thl < tcp::HEADER_LEN || payload >= end {
@@ -65,9 +87,8 @@ fn segment(frame: &[u8]) -> Option<Segment> {
     if flags & !JOINABLE_FLAGS != 0 {
         return None;
     }
-    let addresses = &frame[l3 + ipv4::ADDRESSES.start..l3 + ipv4::ADDRESSES.end];
     let sum = sum_bytes(
-        pseudo_header(addresses, proto::TCP, end - l4),
+        pseudo_header(&frame[addresses], proto::TCP, end - l4),
         &frame[l4..end],
     );
     if fold(sum) != 0xffff {
@@ -75,6 +96,7 @@ fn segment(frame: &[u8]) -> Option<Segment> {
     }
     let s = &frame[l4 + tcp::SEQ_NUM.start..l4 + tcp::SEQ_NUM.end];
     Some(Segment {
+        ipv6,
         l4,
         payload,
         end,
@@ -86,15 +108,21 @@ fn segment(frame: &[u8]) -> Option<Segment> {
 /// Whether `b`'s headers are `a`'s but for the fields that differ per segment.
 fn same_headers(a: &[u8], sa: &Segment, b: &[u8], sb: &Segment) -> bool {
     let l3 = ETHERNET_HEADER_LEN;
-    if sa.l4 != sb.l4 || sa.payload != sb.payload {
+    if sa.ipv6 != sb.ipv6 || sa.l4 != sb.l4 || sa.payload != sb.payload {
         return false;
     }
     let (l4, payload) = (sa.l4, sa.payload);
-    // Ethernet header, version/IHL/TOS, flags/TTL/protocol, addresses and IP options.
     let same = |r: std::ops::Range<usize>| a[r.clone()] == b[r];
-    same(0..l3 + 2)
-        && same(l3 + ipv4::FLG_OFF.start..l3 + ipv4::CHECKSUM.start)
-        && same(l3 + ipv4::ADDRESSES.start..l4)
+    let ip = if sa.ipv6 {
+        // Ethernet header, version/class/flow label; next header, hop limit, addresses.
+        same(0..l3 + ipv6::LENGTH.start) && same(l3 + ipv6::NXT_HDR..l4)
+    } else {
+        // Ethernet header, version/IHL/TOS, flags/TTL/protocol, addresses and IP options.
+        same(0..l3 + ipv4::LENGTH.start)
+            && same(l3 + ipv4::FLG_OFF.start..l3 + ipv4::CHECKSUM.start)
+            && same(l3 + ipv4::ADDRESSES.start..l4)
+    };
+    ip
         // Ports; acknowledgement, data offset; window, urgent pointer, options.
         && same(l4..l4 + tcp::SEQ_NUM.start)
         && same(l4 + tcp::SEQ_NUM.end..l4 + tcp::FLAGS)
@@ -141,19 +169,26 @@ pub fn join(frames: &[&[u8]], out: &mut [u8]) -> Option<(VnetHeader, usize, usiz
     }
     let l3 = ETHERNET_HEADER_LEN;
     let l4 = s0.l4;
-    out[l3 + ipv4::LENGTH.start..l3 + ipv4::LENGTH.end]
-        .copy_from_slice(&((at - l3) as u16).to_be_bytes());
-    out[l3 + ipv4::CHECKSUM.start..l3 + ipv4::CHECKSUM.end].fill(0);
-    let ip_sum = crate::checksum::of(&out[l3..l4]);
-    out[l3 + ipv4::CHECKSUM.start..l3 + ipv4::CHECKSUM.end].copy_from_slice(&ip_sum.to_be_bytes());
+    let addresses = if s0.ipv6 {
+        let len = (at - l4) as u16;
+        out[l3 + ipv6::LENGTH.start..l3 + ipv6::LENGTH.end].copy_from_slice(&len.to_be_bytes());
+        l3 + ipv6::ADDRESSES.start..l3 + ipv6::ADDRESSES.end
+    } else {
+        let len = (at - l3) as u16;
+        out[l3 + ipv4::LENGTH.start..l3 + ipv4::LENGTH.end].copy_from_slice(&len.to_be_bytes());
+        out[l3 + ipv4::CHECKSUM.start..l3 + ipv4::CHECKSUM.end].fill(0);
+        let ip_sum = crate::checksum::of(&out[l3..l4]);
+        out[l3 + ipv4::CHECKSUM.start..l3 + ipv4::CHECKSUM.end]
+            .copy_from_slice(&ip_sum.to_be_bytes());
+        l3 + ipv4::ADDRESSES.start..l3 + ipv4::ADDRESSES.end
+    };
     out[l4 + tcp::FLAGS] |= last.flags & tcp::PSH;
     // A partial checksum: the pseudo-header's sum, for the receiver's offload to finish.
-    let addresses = &out[l3 + ipv4::ADDRESSES.start..l3 + ipv4::ADDRESSES.end];
-    let partial = fold(pseudo_header(addresses, proto::TCP, at - l4));
+    let partial = fold(pseudo_header(&out[addresses], proto::TCP, at - l4));
     out[l4 + tcp::CHECKSUM.start..l4 + tcp::CHECKSUM.end].copy_from_slice(&partial.to_be_bytes());
     let vnet = VnetHeader {
         flags: F_NEEDS_CSUM,
-        gso_type: gso::TCPV4,
+        gso_type: if s0.ipv6 { gso::TCPV6 } else { gso::TCPV4 },
         hdr_len: s0.payload as u16,
         gso_size: size as u16,
         csum_start: l4 as u16,
@@ -223,6 +258,41 @@ mod tests {
         assert!(complete_checksum(&mut done, &h));
         assert!(segment(&done).is_some(), "checksum wrong once finished");
         // And cut again, it gives the same segments.
+        assert_eq!(segments(&out[..len], &h), segs);
+    }
+
+    #[test]
+    fn ipv6_segments_join_back_too() {
+        let (v4, _) = gso_frame(20_000, 0x10);
+        // The same TCP segment behind an IPv6 header.
+        let mut f = v4[..12].to_vec();
+        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+        f.extend_from_slice(&((v4.len() - 34) as u16).to_be_bytes());
+        f.extend_from_slice(&[6, 64]);
+        f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        f.extend_from_slice(&v4[34..]);
+        let vnet = VnetHeader {
+            flags: F_NEEDS_CSUM,
+            gso_type: gso::TCPV6,
+            hdr_len: 86,
+            gso_size: 1378,
+            csum_start: 54,
+            csum_offset: 16,
+        };
+        let segs = segments(&f, &vnet);
+        let refs: Vec<&[u8]> = segs.iter().map(Vec::as_slice).collect();
+        let mut out = vec![0u8; 70_000];
+        let (h, taken, len) = join(&refs, &mut out).expect("joins");
+        assert_eq!((taken, len), (segs.len(), f.len()));
+        assert_eq!(&out[86..len], &f[86..]);
+        assert_eq!(
+            (h.gso_type, h.gso_size, h.csum_start),
+            (gso::TCPV6, 1378, 54)
+        );
+        let mut done = out[..len].to_vec();
+        assert!(complete_checksum(&mut done, &h));
+        assert!(segment(&done).is_some(), "checksum wrong once finished");
         assert_eq!(segments(&out[..len], &h), segs);
     }
 
