@@ -47,7 +47,8 @@ pub use port::{DeviceStatus, Port, PortDevice, Steering};
 pub use spec::{OpenPortError, PortSpec, PortSpecError};
 pub use station::StationPort;
 pub use switch::{
-    ControlError, Datapath, FdbRow, MacvlanConfig, Switch, SwitchConfig, SwitchError,
+    ControlError, Datapath, FdbRow, MacvlanConfig, PortReport, Switch, SwitchConfig, SwitchError,
+    SwitchStats,
 };
 pub use tap::{InvalidIfName, Tap, TapError, validate_ifname};
 pub use tun::{TunConfig, TunPort};

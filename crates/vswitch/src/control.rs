@@ -22,7 +22,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use vswitch_core::{DropReason, MacAddr, pcap};
-use vswitch_datapath::{Capture, Direction, Hook, PortSpec, Switch};
+use vswitch_datapath::{Capture, Direction, Hook, PortSpec, Switch, SwitchStats};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -570,65 +570,58 @@ fn client_gone(stream: &UnixStream) -> bool {
 }
 
 /// What VLAN membership dropped, by the VID of the frames' outer tag ("0": untagged).
-fn vlan_drops_json(switch: &Switch) -> Value {
-    switch
-        .vlan_drops()
-        .into_iter()
+fn vlan_drops_json(drops: &[(u16, u64)]) -> Value {
+    drops
+        .iter()
         .map(|(vid, n)| (vid.to_string(), json!(n)))
         .collect::<serde_json::Map<String, Value>>()
         .into()
 }
 
 /// Counters of every port and of the table, as JSON.
-pub fn stats_json(switch: &Switch) -> Value {
-    switch.sync_counters();
-    let fast = switch.fast_path_ports();
-    let ports: Vec<Value> = switch
-        .ports()
+pub fn stats_json(stats: &SwitchStats) -> Value {
+    let stages = |stages: &vswitch_datapath::switch::StageCounters| -> Vec<Value> {
+        stages
+            .iter()
+            .map(|(kind, counters)| {
+                let c: serde_json::Map<String, Value> = counters
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), json!(v)))
+                    .collect();
+                json!({"kind": kind, "counters": c})
+            })
+            .collect()
+    };
+    let ports: Vec<Value> = stats
+        .ports
         .iter()
         .map(|p| {
-            let s = p.counters().snapshot();
+            let s = &p.counters;
             let drops: serde_json::Map<String, Value> = DropReason::ALL
                 .iter()
                 .map(|r| (r.name().to_owned(), json!(s.drops(*r))))
                 .collect();
-            let pipeline = |hook: Hook| -> Vec<Value> {
-                p.pipeline(hook)
-                    .counters()
-                    .into_iter()
-                    .map(|(kind, counters)| {
-                        let c: serde_json::Map<String, Value> =
-                            counters.into_iter().map(|(k, v)| (k.to_owned(), json!(v))).collect();
-                        json!({"kind": kind, "counters": c})
-                    })
-                    .collect()
-            };
             json!({
-                "pipeline": {"in": pipeline(Hook::Ingress), "out": pipeline(Hook::Egress)},
-                "name": p.name(), "kind": p.device().kind(), "state": if p.is_gone() { "gone" } else { "up" },
-                "mtu": p.mtu(), "rx_packets": s.rx_packets, "rx_bytes": s.rx_bytes,
+                "pipeline": {"in": stages(&p.pipelines[0]), "out": stages(&p.pipelines[1])},
+                "name": p.name, "kind": p.kind, "state": if p.gone { "gone" } else { "up" },
+                "mtu": p.mtu, "rx_packets": s.rx_packets, "rx_bytes": s.rx_bytes,
                 "tx_packets": s.tx_packets, "tx_bytes": s.tx_bytes, "drops": drops,
                 "kernel_drops": s.kernel_drops,
-                "fast_path": fast.iter().any(|f| f == p.name()),
-                "device": p.device().extra_counters().into_iter().map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<String, Value>>(),
+                "fast_path": p.fast_path,
+                "device": p.device.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, Value>>(),
                 "fast_path_rx_packets": s.fast_rx_packets,
                 "fast_path_tx_packets": s.fast_tx_packets,
             })
         })
         .collect();
-    let t = switch.table_stats();
-    let (entries, capacity) = switch.table_size();
-    let busy: Vec<f64> = switch
-        .worker_busy()
-        .iter()
-        .map(|d| d.as_secs_f64())
-        .collect();
+    let t = &stats.table;
+    let busy: Vec<f64> = stats.workers_busy.iter().map(|d| d.as_secs_f64()).collect();
     json!({
         "ports": ports,
         "workers_busy_seconds": busy,
-        "fast_path_attachment": switch.fast_path_attachment(),
-        "vlan_drops_by_vid": vlan_drops_json(switch),
-        "table": {"entries": entries, "capacity": capacity, "learned": t.learned, "moved": t.moved, "aged": t.aged, "evicted": t.evicted},
+        "fast_path_attachment": stats.fast_path_attachment,
+        "vlan_drops_by_vid": vlan_drops_json(&stats.vlan_drops),
+        "table": {"entries": stats.table_entries, "capacity": stats.table_capacity, "learned": t.learned, "moved": t.moved, "aged": t.aged, "evicted": t.evicted},
     })
 }
 
@@ -638,7 +631,7 @@ fn handle(request: &Request, switch: &Switch, name: &str, offload: bool) -> Resu
             "name": name, "pid": std::process::id(),
             "ports": switch.ports().iter().map(|p| p.name().to_owned()).collect::<Vec<_>>(),
         }),
-        Request::Stats => stats_json(switch),
+        Request::Stats => stats_json(&switch.stats()),
         Request::FdbShow => {
             let rows: Vec<Value> = switch
                 .fdb()
@@ -724,7 +717,7 @@ fn handle(request: &Request, switch: &Switch, name: &str, offload: bool) -> Resu
                 .into_iter()
                 .map(|(port, p)| json!({"port": port, "vlan": p.vlan.to_string(), "flags": p.flags.describe()}))
                 .collect::<Vec<_>>(),
-            "drops_by_vid": vlan_drops_json(switch),
+            "drops_by_vid": vlan_drops_json(&switch.vlan_drops()),
         }),
         Request::Capture { .. } => bail!("capture streams are served by the connection loop"),
         Request::PipelineShow { port } => {

@@ -92,7 +92,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         }
     }
     switch.stop();
-    out!("{}", report::render(&switch));
+    out!("{}", report::render(&switch.stats()));
     drop(switch);
     drop(namespaces);
     outln!("demo: removed the namespaces and TAPs");

@@ -10,13 +10,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use vswitch_core::DropReason;
-use vswitch_datapath::{Hook, Switch};
+use vswitch_datapath::{Hook, Switch, SwitchStats};
 
 /// Renders every counter in the Prometheus text exposition format.
-pub fn render(switch: &Switch) -> String {
-    switch.sync_counters();
+pub fn render(stats: &SwitchStats) -> String {
     let mut out = String::new();
-    let ports = switch.ports();
     type Counter = (
         &'static str,
         &'static str,
@@ -59,27 +57,24 @@ pub fn render(switch: &Switch) -> String {
             |s| s.kernel_drops,
         ),
     ];
-    let stats: Vec<_> = ports
-        .iter()
-        .map(|p| (p.name(), p.counters().snapshot(), p.is_gone()))
-        .collect();
     for (metric, help, get) in counters {
         let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
-        for (name, s, _) in &stats {
-            let _ = writeln!(out, "{metric}{{port=\"{name}\"}} {}", get(s));
+        for p in &stats.ports {
+            let _ = writeln!(out, "{metric}{{port=\"{}\"}} {}", p.name, get(&p.counters));
         }
     }
     let _ = writeln!(
         out,
         "# HELP vswitch_port_drops_total Frames dropped, by reason.\n# TYPE vswitch_port_drops_total counter"
     );
-    for (name, s, _) in &stats {
+    for p in &stats.ports {
         for reason in DropReason::ALL {
             let _ = writeln!(
                 out,
-                "vswitch_port_drops_total{{port=\"{name}\",reason=\"{}\"}} {}",
+                "vswitch_port_drops_total{{port=\"{}\",reason=\"{}\"}} {}",
+                p.name,
                 reason.name(),
-                s.drops(reason)
+                p.counters.drops(reason)
             );
         }
     }
@@ -87,39 +82,40 @@ pub fn render(switch: &Switch) -> String {
         out,
         "# HELP vswitch_vlan_drops_total Frames VLAN membership dropped on ingress, by the VID of their outer tag (0: untagged).\n# TYPE vswitch_vlan_drops_total counter"
     );
-    for (vid, n) in switch.vlan_drops() {
+    for (vid, n) in &stats.vlan_drops {
         let _ = writeln!(out, "vswitch_vlan_drops_total{{vid=\"{vid}\"}} {n}");
     }
     let _ = writeln!(
         out,
         "# HELP vswitch_port_up Whether the port is attached (0 once its device is gone).\n# TYPE vswitch_port_up gauge"
     );
-    for (name, _, gone) in &stats {
+    for p in &stats.ports {
         let _ = writeln!(
             out,
-            "vswitch_port_up{{port=\"{name}\"}} {}",
-            u8::from(!gone)
+            "vswitch_port_up{{port=\"{}\"}} {}",
+            p.name,
+            u8::from(!p.gone)
         );
     }
     let _ = writeln!(
         out,
         "# HELP vswitch_pipeline_stage_total Pipeline stage counters, by port, direction, stage and counter.\n# TYPE vswitch_pipeline_stage_total counter"
     );
-    for port in &ports {
-        for hook in [Hook::Ingress, Hook::Egress] {
-            for (i, (kind, counters)) in port.pipeline(hook).counters().into_iter().enumerate() {
+    for port in &stats.ports {
+        for (hook, stages) in [Hook::Ingress, Hook::Egress].iter().zip(&port.pipelines) {
+            for (i, (kind, counters)) in stages.iter().enumerate() {
                 for (counter, value) in counters {
                     let _ = writeln!(
                         out,
                         "vswitch_pipeline_stage_total{{port=\"{}\",hook=\"{hook}\",stage=\"{i}\",kind=\"{kind}\",counter=\"{counter}\"}} {value}",
-                        port.name()
+                        port.name
                     );
                 }
             }
         }
     }
-    let (entries, capacity) = switch.table_size();
-    let t = switch.table_stats();
+    let (entries, capacity) = (stats.table_entries, stats.table_capacity);
+    let t = &stats.table;
     let _ = writeln!(
         out,
         "# HELP vswitch_fdb_entries MAC table entries.\n# TYPE vswitch_fdb_entries gauge\nvswitch_fdb_entries {entries}"
@@ -144,7 +140,7 @@ pub fn render(switch: &Switch) -> String {
         out,
         "# HELP vswitch_worker_busy_seconds_total Time a worker spent handling frames.\n# TYPE vswitch_worker_busy_seconds_total counter"
     );
-    for (i, busy) in switch.worker_busy().iter().enumerate() {
+    for (i, busy) in stats.workers_busy.iter().enumerate() {
         let _ = writeln!(
             out,
             "vswitch_worker_busy_seconds_total{{worker=\"{i}\"}} {:.6}",
@@ -207,7 +203,7 @@ fn answer(mut stream: TcpStream, switch: &Switch) {
         return;
     };
     let (status, body) = if head.starts_with(b"GET /metrics") {
-        ("200 OK", render(switch))
+        ("200 OK", render(&switch.stats()))
     } else {
         ("404 Not Found", "try /metrics\n".to_owned())
     };

@@ -222,7 +222,7 @@ pub fn run(settings: Settings) -> Result<()> {
     }
     for signal in signals.forever() {
         if signal == SIGUSR1 {
-            out!("{}", report::render(&switch));
+            out!("{}", report::render(&switch.stats()));
             continue;
         }
         tracing::info!(signal, "stopping");
@@ -231,7 +231,7 @@ pub fn run(settings: Settings) -> Result<()> {
     drop(metrics);
     drop(control);
     switch.stop();
-    out!("{}", report::render(&switch));
+    out!("{}", report::render(&switch.stats()));
     drop(switch);
     Ok(())
 }

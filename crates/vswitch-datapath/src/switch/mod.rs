@@ -32,7 +32,10 @@ use crate::port::{Port, PortDevice, Steering};
 
 mod affinity;
 mod frame_path;
+mod stats;
 mod worker;
+
+pub use stats::{PortReport, StageCounters, SwitchStats};
 
 #[doc(hidden)]
 pub use worker::Injector;

@@ -146,7 +146,7 @@ pub fn up(topology: &Topology, base: &SwitchConfig, offload: bool, check: bool) 
     for (sname, switch) in &switches {
         switch.stop();
         outln!("switch {sname}:");
-        out!("{}", report::render(switch));
+        out!("{}", report::render(&switch.stats()));
     }
     drop(switches);
     drop(link_guards);
