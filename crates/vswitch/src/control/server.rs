@@ -1,15 +1,9 @@
-//! The control socket: a running switch answers requests on `/run/vswitch/NAME.sock`.
-//!
-//! Protocol (version 1): one JSON object per line each way. A request is
-//! `{"version":1,"request":{"cmd":"stats"}}`; the reply is `{"version":1,"ok":true,"result":...}`
-//! or `{"version":1,"ok":false,"error":"..."}`. Commands: `info`, `stats`, `fdb_show`,
-//! `fdb_add {mac, port}`, `fdb_del {mac}`, `fdb_flush {port?}`, `port_add {spec}`,
-//! `pipeline_show {port}`, `pipeline_set {port, hook, stages}`, `pipeline_clear {port, hook?}`,
-//! `port_del {port}`, and `capture {port, count?, direction}`, whose ok line is followed by a pcap
-//! stream (nanosecond timestamps) on the same connection. A malformed request gets an error reply; the switch keeps running.
+//! The switch's side of the control socket: accepts connections (a thread each, within a
+//! limit, with deadlines), reads request lines, answers them from the running switch, and turns
+//! a capture request's connection into a pcap stream.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,148 +12,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use nix::fcntl::{Flock, FlockArg};
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use vswitch_core::{DropReason, MacAddr, pcap};
 use vswitch_datapath::{Capture, Direction, Hook, PortSpec, Switch, SwitchStats};
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
-/// Where control sockets live.
-pub const RUN_DIR: &str = "/run/vswitch";
-
-/// The socket of the switch called `name`.
-pub fn socket_path(name: &str) -> PathBuf {
-    Path::new(RUN_DIR).join(format!("{name}.sock"))
-}
-
-/// What a client may ask.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "cmd", rename_all = "snake_case")]
-pub enum Request {
-    /// Name, mode, ports.
-    Info,
-    /// Per-port counters and table counters.
-    Stats,
-    /// The forwarding table.
-    FdbShow,
-    /// A static entry.
-    FdbAdd {
-        /// The MAC.
-        mac: String,
-        /// The port's name.
-        port: String,
-        /// For a VXLAN port: the remote VTEP the MAC is behind.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        dst: Option<String>,
-    },
-    /// Remove an entry.
-    FdbDel {
-        /// The MAC.
-        mac: String,
-    },
-    /// Forget learned entries.
-    FdbFlush {
-        /// Only this port's.
-        port: Option<String>,
-    },
-    /// Attach a port.
-    PortAdd {
-        /// A port spec (`tap:NAME`, `dev:NAME`, `NAME`).
-        spec: String,
-    },
-    /// Detach a port.
-    PortDel {
-        /// The port's name.
-        port: String,
-    },
-    /// Set one of a port's flags.
-    PortSet {
-        /// The port's name.
-        port: String,
-        /// `learning`, `flood`, `mcast-flood`, `bcast-flood`, `isolated` or `hairpin`.
-        flag: String,
-        /// `on` or `off`.
-        value: String,
-    },
-    /// Put a port in a VLAN mode.
-    VlanSet {
-        /// The port's name.
-        port: String,
-        /// `access 10`, `trunk 10,20 [native 10 [tagged]]`, `tunnel 100 [tpid 0x88a8]`, `none`.
-        mode: String,
-    },
-    /// Every port's VLAN mode and flags.
-    VlanShow,
-    /// Add VLANs to a trunk port's list.
-    VlanAdd {
-        /// The port's name.
-        port: String,
-        /// VIDs, as `10,20-29`.
-        vids: String,
-    },
-    /// Take VLANs off a trunk port's list.
-    VlanDel {
-        /// The port's name.
-        port: String,
-        /// VIDs, as `10,20-29`.
-        vids: String,
-    },
-    /// Bind a MAC to a MACVLAN sub-port (source mode: a source it accepts).
-    MacvlanBind {
-        /// The sub-port.
-        port: String,
-        /// The MAC.
-        mac: String,
-    },
-    /// Take a MAC off a MACVLAN sub-port.
-    MacvlanUnbind {
-        /// The sub-port.
-        port: String,
-        /// The MAC.
-        mac: String,
-    },
-    /// Every MACVLAN binding.
-    MacvlanShow,
-    /// A port's pipelines and their counters.
-    PipelineShow {
-        /// The port's name.
-        port: String,
-    },
-    /// Install a pipeline on a port.
-    PipelineSet {
-        /// The port's name.
-        port: String,
-        /// `in` or `out`.
-        hook: String,
-        /// The stages, in text form.
-        stages: String,
-    },
-    /// Remove a port's pipeline.
-    PipelineClear {
-        /// The port's name.
-        port: String,
-        /// `in` or `out`; both if absent.
-        hook: Option<String>,
-    },
-    /// Stream the port's frames as pcap after the reply line, until `count` frames or until
-    /// the client closes the connection.
-    Capture {
-        /// The port's name.
-        port: String,
-        /// Stop after this many frames.
-        count: Option<u64>,
-        /// `in`, `out` or `both`.
-        direction: String,
-    },
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Envelope {
-    version: u32,
-    request: Request,
-}
+use super::names::NameLock;
+use super::protocol::{Envelope, PROTOCOL_VERSION, RUN_DIR, Request, reply_to, socket_path};
 
 /// The listening side, owned by the running switch.
 pub struct ControlServer {
@@ -178,121 +36,11 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a reply may wait for a client that doesn't read it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The name of a running switch, held for its lifetime: an exclusive `flock` on
-/// `/run/vswitch/NAME.lock`. Of two starts with one name the kernel lets exactly one hold it,
-/// and a crashed switch's lock is released with its process, so its stale socket can be replaced
-/// safely.
-#[derive(Debug)]
-pub struct NameLock {
-    name: String,
-    path: PathBuf,
-    _file: Flock<std::fs::File>,
-}
-
-impl NameLock {
-    /// Takes the name, or fails if a switch of that name is running.
-    pub fn acquire(name: &str) -> Result<NameLock> {
-        if name.is_empty() || name.contains('/') || name.contains('\0') || name.len() > 64 {
-            bail!("switch name {name:?} must be 1 to 64 characters without '/'");
-        }
-        create_run_dir()?;
-        let path = Path::new(RUN_DIR).join(format!("{name}.lock"));
-        // A holder removes the file as it stops; a lock taken on a file so removed (opened
-        // just before) names nothing, so take it again on the file the path names now.
-        loop {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&path)
-                .with_context(|| format!("opening {}", path.display()))?;
-            let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(lock) => lock,
-                Err((_, nix::errno::Errno::EWOULDBLOCK)) => bail!(
-                    "a switch named {name} is already running (control socket {}); pick another --name",
-                    socket_path(name).display()
-                ),
-                Err((_, e)) => {
-                    return Err(e).with_context(|| format!("locking {}", path.display()));
-                }
-            };
-            let held = lock.metadata().map(|m| (m.dev(), m.ino()));
-            let named = std::fs::symlink_metadata(&path).map(|m| (m.dev(), m.ino()));
-            if let (Ok(held), Ok(named)) = (held, named)
-                && held == named
-            {
-                return Ok(NameLock {
-                    name: name.to_owned(),
-                    path,
-                    _file: lock,
-                });
-            }
-        }
-    }
-}
-
-impl Drop for NameLock {
-    /// Removes the lock file while still holding it, so a stopped switch leaves nothing.
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// Removes what switch `name` left when it died: its socket and its lock file. Fails if it
-/// runs; succeeds when there is nothing to remove.
-pub fn cleanup(name: &str) -> Result<()> {
-    let lock = NameLock::acquire(name)?;
-    let socket = socket_path(name);
-    let mut removed = Vec::new();
-    match std::fs::remove_file(&socket) {
-        Ok(()) => removed.push(socket.display().to_string()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("removing {}", socket.display())),
-    }
-    // The lock file goes with the lock.
-    drop(lock);
-    if removed.is_empty() {
-        outln!("cleanup {name}: nothing left behind");
-    } else {
-        outln!("cleanup {name}: removed {}", removed.join(", "));
-    }
-    Ok(())
-}
-
-/// Fails if a switch called `name` is running; a stale socket from a crashed run is fine (it
-/// will be replaced).
-pub fn ensure_name_free(name: &str) -> Result<()> {
-    NameLock::acquire(name).map(drop)
-}
-
-/// Creates `/run/vswitch` for root alone, or makes it so: its sockets and locks are the
-/// switches' control.
-fn create_run_dir() -> Result<()> {
-    match std::fs::DirBuilder::new().mode(0o700).create(RUN_DIR) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let meta =
-                std::fs::symlink_metadata(RUN_DIR).with_context(|| format!("reading {RUN_DIR}"))?;
-            if !meta.is_dir() {
-                bail!("{RUN_DIR} exists and is not a directory");
-            }
-            if meta.permissions().mode() & 0o077 != 0 {
-                std::fs::set_permissions(RUN_DIR, std::fs::Permissions::from_mode(0o700))
-                    .with_context(|| format!("restricting {RUN_DIR} to its owner"))?;
-            }
-            Ok(())
-        }
-        Err(e) => Err(e).with_context(|| format!("creating {RUN_DIR}")),
-    }
-}
-
 impl ControlServer {
     /// Binds the socket for the switch that holds `lock` (replacing a stale socket) and serves
     /// `switch` on a thread.
     pub fn start(lock: NameLock, switch: Arc<Switch>, offload: bool) -> Result<ControlServer> {
-        let name = lock.name.clone();
+        let name = lock.name().to_owned();
         let path = socket_path(&name);
         // Bound under a temporary name, restricted, then renamed into place: the socket is
         // never reachable with a mode the umask chose.
@@ -463,25 +211,6 @@ fn serve(stream: UnixStream, switch: &Switch, name: &str, offload: bool) {
         let reply = reply_to(&line, |request| handle(request, switch, name, offload));
         if writeln!(writer, "{reply}").is_err() {
             return;
-        }
-    }
-}
-
-/// The reply line to one request line (not a capture), `handle` answering a well-formed request.
-fn reply_to(line: &str, handle: impl FnOnce(&Request) -> Result<Value>) -> Value {
-    match serde_json::from_str::<Envelope>(line) {
-        Ok(env) if env.version != PROTOCOL_VERSION => json!({
-            "version": PROTOCOL_VERSION, "ok": false,
-            "error": format!("unsupported protocol version {} (this switch speaks {PROTOCOL_VERSION})", env.version),
-        }),
-        Ok(env) => match handle(&env.request) {
-            Ok(result) => json!({"version": PROTOCOL_VERSION, "ok": true, "result": result}),
-            Err(e) => {
-                json!({"version": PROTOCOL_VERSION, "ok": false, "error": format!("{e:#}")})
-            }
-        },
-        Err(e) => {
-            json!({"version": PROTOCOL_VERSION, "ok": false, "error": format!("bad request: {e}")})
         }
     }
 }
@@ -740,66 +469,4 @@ fn handle(request: &Request, switch: &Switch, name: &str, offload: bool) -> Resu
             json!(null)
         }
     })
-}
-
-/// Sends one request to switch `name` and returns its result, or the switch's error.
-pub fn call(name: &str, request: Request) -> Result<Value> {
-    open(name, request).map(|(result, _)| result)
-}
-
-/// Like [`call`], and also returns the connection, positioned after the reply line (a capture
-/// streams pcap bytes there).
-pub fn open(name: &str, request: Request) -> Result<(Value, BufReader<UnixStream>)> {
-    let path = socket_path(name);
-    let stream = UnixStream::connect(&path).with_context(|| {
-        format!(
-            "no switch named {name} is running (couldn't connect to {})",
-            path.display()
-        )
-    })?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut writer = stream.try_clone()?;
-    let envelope = Envelope {
-        version: PROTOCOL_VERSION,
-        request,
-    };
-    writeln!(writer, "{}", serde_json::to_string(&envelope)?)?;
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line).context("reading the reply")?;
-    let reply: Value = serde_json::from_str(&line).context("malformed reply")?;
-    if reply["ok"].as_bool() == Some(true) {
-        Ok((reply["result"].clone(), reader))
-    } else {
-        bail!("{}", reply["error"].as_str().unwrap_or("unknown error"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_have_a_stable_wire_form() {
-        let env = Envelope {
-            version: 1,
-            request: Request::FdbAdd {
-                mac: "02:00:00:00:00:01".into(),
-                port: "tap0".into(),
-                dst: None,
-            },
-        };
-        assert_eq!(
-            serde_json::to_string(&env).unwrap(),
-            r#"{"version":1,"request":{"cmd":"fdb_add","mac":"02:00:00:00:00:01","port":"tap0"}}"#
-        );
-        let parsed: Envelope =
-            serde_json::from_str(r#"{"version":1,"request":{"cmd":"fdb_flush","port":null}}"#)
-                .unwrap();
-        assert_eq!(parsed.request, Request::FdbFlush { port: None });
-        assert!(
-            serde_json::from_str::<Envelope>(r#"{"version":1,"request":{"cmd":"reboot"}}"#)
-                .is_err()
-        );
-    }
 }
