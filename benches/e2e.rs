@@ -189,7 +189,7 @@ fn measure(topology: &Topology, secs: u64, samples: &mut Samples) -> BoxResult<(
 #[path = "common/iperf.rs"]
 mod iperf;
 
-use iperf::{BoxResult, median, rtt, tcp, udp64};
+use iperf::{BoxResult, env_u64 as env, median, rtt, tcp, udp64};
 
 fn main() -> BoxResult<()> {
     if !vswitch_testkit::is_root() {
@@ -199,12 +199,6 @@ fn main() -> BoxResult<()> {
     if Command::new("iperf3").arg("--version").output().is_err() {
         return Err("e2e benchmark needs iperf3 (apt-get install iperf3)".into());
     }
-    let env = |k: &str, d: u64| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
     let (rounds, secs) = (env("VSWITCH_E2E_ROUNDS", 3), env("VSWITCH_E2E_SECONDS", 3));
     let mut candidates: Vec<(String, Build)> = vec![
         ("veth pair (the wire)".into(), Box::new(wire)),

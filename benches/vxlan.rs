@@ -18,7 +18,7 @@ mod iperf;
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-use iperf::{BoxResult, median, rtt, tcp};
+use iperf::{BoxResult, env_u64 as env, median, rtt, tcp};
 use vswitch_datapath::{PacketPort, PortDevice, Switch, SwitchConfig, VxlanConfig, VxlanPort};
 use vswitch_netns::{Netlink, NetnsGuard};
 use vswitch_testkit::{Host, ip_in, unique_name};
@@ -116,11 +116,7 @@ fn vswitch() -> BoxResult<Pair> {
 
 /// `VSWITCH_VXLAN_BUSY_POLL` (microseconds, default 0): the switches' `--busy-poll`.
 fn busy_poll() -> std::time::Duration {
-    let micros = std::env::var("VSWITCH_VXLAN_BUSY_POLL")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    std::time::Duration::from_micros(micros)
+    std::time::Duration::from_micros(env("VSWITCH_VXLAN_BUSY_POLL", 0))
 }
 
 #[derive(Default)]
@@ -152,12 +148,6 @@ fn main() -> BoxResult<()> {
     if Command::new("iperf3").arg("--version").output().is_err() {
         return Err("vxlan benchmark needs iperf3 (apt-get install iperf3)".into());
     }
-    let env = |k: &str, d: u64| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
     let (rounds, secs) = (env("VSWITCH_E2E_ROUNDS", 5), env("VSWITCH_E2E_SECONDS", 3));
     let names = ["kernel bridge + kernel vxlan", "vswitch + VXLAN port"];
     let pairs = [kernel()?, vswitch()?];

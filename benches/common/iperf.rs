@@ -110,6 +110,14 @@ pub fn rtt(client: &Netns, server: Ipv4Addr) -> BoxResult<(f64, f64)> {
     Ok((pick(0.5), pick(0.99)))
 }
 
+/// The number in environment variable `key`, or `default`.
+pub fn env_u64(key: &str, default: u64) -> u64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 pub fn median(v: &[f64]) -> f64 {
     if v.is_empty() {
         return f64::NAN;

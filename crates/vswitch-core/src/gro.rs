@@ -137,13 +137,19 @@ pub fn join(frames: &[&[u8]], out: &mut [u8]) -> Option<(VnetHeader, usize, usiz
     let first = frames.first()?;
     let s0 = segment(first)?;
     let size = s0.payload_len();
+    // Each segment is parsed (and its checksum summed) once: its payload goes into `out` as
+    // soon as it joins. The first goes in whole, at the cost of one wasted copy if none joins.
+    if s0.end > out.len() {
+        return None;
+    }
+    out[..s0.end].copy_from_slice(&first[..s0.end]);
     let mut taken = 1;
     let mut last = s0;
-    let mut total = s0.end;
+    let mut at = s0.end;
     for frame in &frames[1..] {
         let Some(s) = segment(frame) else { break };
-        let fits = total + s.payload_len() <= out.len()
-            && total + s.payload_len() - ETHERNET_HEADER_LEN <= usize::from(u16::MAX);
+        let fits = at + s.payload_len() <= out.len()
+            && at + s.payload_len() - ETHERNET_HEADER_LEN <= usize::from(u16::MAX);
         let joinable = last.flags & tcp::PSH == 0
             && last.payload_len() == size
             && s.payload_len() <= size
@@ -152,20 +158,13 @@ pub fn join(frames: &[&[u8]], out: &mut [u8]) -> Option<(VnetHeader, usize, usiz
         if !fits || !joinable {
             break;
         }
-        total += s.payload_len();
+        out[at..at + s.payload_len()].copy_from_slice(&frame[s.payload..s.end]);
+        at += s.payload_len();
         last = s;
         taken += 1;
     }
     if taken < 2 {
         return None;
-    }
-    // The first segment whole, then the others' payloads.
-    out[..s0.end].copy_from_slice(&first[..s0.end]);
-    let mut at = s0.end;
-    for frame in &frames[1..taken] {
-        let s = segment(frame)?;
-        out[at..at + s.payload_len()].copy_from_slice(&frame[s.payload..s.end]);
-        at += s.payload_len();
     }
     let l3 = ETHERNET_HEADER_LEN;
     let l4 = s0.l4;
