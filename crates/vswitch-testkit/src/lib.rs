@@ -114,15 +114,25 @@ impl Host {
         wait_running(&self.ns, &self.ifname)
     }
 
-    /// Turns IPv6 on for the host's interface (without duplicate address detection, so the
-    /// address works at once) and gives it `addr`/64.
+    /// Turns IPv6 on for the host's interface (without duplicate address detection) and gives
+    /// it `addr`/64; returns once a socket can use the address.
     pub fn add_ipv6(&self, addr: std::net::Ipv6Addr) -> Result<(), NetnsError> {
         self.ns.run(|| -> Result<(), NetnsError> {
             let conf = format!("/proc/sys/net/ipv6/conf/{}", self.ifname);
             let _ = std::fs::write(format!("{conf}/accept_dad"), "0");
             let _ = std::fs::write(format!("{conf}/router_solicitations"), "0");
             let _ = std::fs::write(format!("{conf}/disable_ipv6"), "0");
-            Netlink::open()?.add_address(&self.ifname, IpAddr::V6(addr), 64)
+            Netlink::open()?.add_address(&self.ifname, IpAddr::V6(addr), 64)?;
+            // Usable only once the kernel has the address ready (a moment after adding it, as
+            // the link's IPv6 comes up): until then a socket can't take it as its source and a
+            // first probe fails with "Cannot assign requested address".
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+            while std::net::UdpSocket::bind((addr, 0)).is_err()
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Ok(())
         })?
     }
 
