@@ -2,7 +2,7 @@
 
 use std::io;
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use vswitch_core::{PortCounters, PortId};
 
@@ -162,6 +162,30 @@ pub trait PortDevice: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// Where a port is in its life; it only moves forward (see `switch::ports`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum PortState {
+    /// Forwarding.
+    Live = 0,
+    /// Its device went away: out of forwarding and its MACs forgotten, its counters still
+    /// reported.
+    Gone = 1,
+    /// Removed by the operator (`port del`): out of the switch's table, its device closed once
+    /// no worker holds it.
+    Removed = 2,
+}
+
+impl PortState {
+    fn from_u8(v: u8) -> PortState {
+        match v {
+            0 => PortState::Live,
+            1 => PortState::Gone,
+            _ => PortState::Removed,
+        }
+    }
+}
+
 /// A port attached to the switch: its device, counters and cached MTU.
 #[derive(Debug)]
 pub struct Port {
@@ -170,7 +194,7 @@ pub struct Port {
     device: Box<dyn PortDevice>,
     counters: PortCounters,
     mtu: AtomicU32,
-    gone: AtomicBool,
+    state: AtomicU8,
     capture: CaptureTap,
     ingress: PortPipeline,
     egress: PortPipeline,
@@ -191,7 +215,7 @@ impl Port {
             device,
             counters: PortCounters::default(),
             mtu: AtomicU32::new(mtu),
-            gone: AtomicBool::new(false),
+            state: AtomicU8::new(PortState::Live as u8),
             capture: CaptureTap::default(),
             ingress: PortPipeline::default(),
             egress: PortPipeline::default(),
@@ -276,12 +300,19 @@ impl Port {
         }
     }
 
-    /// True once the device disappeared and the port was removed from the switch.
-    pub fn is_gone(&self) -> bool {
-        self.gone.load(Relaxed)
+    /// Where the port is in its life.
+    pub fn state(&self) -> PortState {
+        PortState::from_u8(self.state.load(Relaxed))
     }
 
-    pub(crate) fn mark_gone(&self) {
-        self.gone.store(true, Relaxed);
+    /// True once the port no longer forwards: its device disappeared, or it was removed.
+    pub fn is_gone(&self) -> bool {
+        self.state() != PortState::Live
+    }
+
+    /// Moves the port on to `to`; false if it was there or beyond already (a port never comes
+    /// back to life: a name added again is a new port).
+    pub(crate) fn advance(&self, to: PortState) -> bool {
+        self.state.fetch_max(to as u8, Relaxed) < to as u8
     }
 }

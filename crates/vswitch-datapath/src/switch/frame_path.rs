@@ -20,7 +20,7 @@ use crate::capture::Direction;
 use crate::pipeline::{Hook, MirrorCopy};
 use crate::port::Port;
 
-use super::{Forwarder, Shared, State};
+use super::shared::{Forwarder, Shared, State};
 
 /// A frame held back by a pipeline (delay or shaping) until `release`.
 #[derive(Debug)]
@@ -116,7 +116,7 @@ pub(super) struct Ctx<'a> {
 
 /// Runs the mirror copies a pipeline asked for.
 fn mirror_to(state: &State, target: &str, buf: &mut [u8]) {
-    if let Some(port) = state.ports.iter().flatten().find(|p| p.name() == target) {
+    if let Some(port) = state.ports.live_ports().find(|p| p.name() == target) {
         send(port, buf);
     }
 }
@@ -207,7 +207,7 @@ pub(super) fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], r
         }
     }
     let state = ctx.state;
-    let policy = state.policy(in_port.id());
+    let policy = state.ports.policy(in_port.id());
     if let Forwarder::Learning(cfg) = &ctx.shared.forwarder
         && !policy.is_default()
     {
@@ -225,8 +225,8 @@ pub(super) fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], r
     match d.egress {
         Egress::Drop(reason) => in_port.counters().count_drop(reason),
         Egress::Port(out) => {
-            if let Some(Some(out)) = state.ports.get(out.index()) {
-                if state.policy(out.id()).is_default() {
+            if let Some(out) = state.ports.live(out) {
+                if state.ports.policy(out.id()).is_default() {
                     transmit(ctx, out, buf, true);
                 } else {
                     to_port_in_vlan(ctx, out, buf, VlanId::UNTAGGED, TPID_8021Q);
@@ -234,9 +234,9 @@ pub(super) fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], r
             }
         }
         Egress::Flood => {
-            for out in state.ports.iter().flatten() {
+            for out in state.ports.live_ports() {
                 if out.id() != in_port.id() {
-                    if state.policy(out.id()).is_default() {
+                    if state.ports.policy(out.id()).is_default() {
                         transmit(ctx, out, buf, true);
                     } else if flood_reaches(state, in_port.id(), out.id(), &buf[VNET_HDR_LEN..]) {
                         to_port_in_vlan(ctx, out, buf, VlanId::UNTAGGED, TPID_8021Q);
@@ -245,7 +245,7 @@ pub(super) fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], r
             }
         }
         Egress::FloodExcept(skip) => {
-            for out in state.ports.iter().flatten() {
+            for out in state.ports.live_ports() {
                 if out.id() != in_port.id() && out.id() != skip {
                     transmit(ctx, out, buf, true);
                 }
@@ -259,7 +259,7 @@ pub(super) fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], r
                     .group(group)
                     .to_vec();
                 for id in members {
-                    if let Some(Some(out)) = state.ports.get(id.index()) {
+                    if let Some(out) = state.ports.live(id) {
                         transmit(ctx, out, buf, true);
                     }
                 }
@@ -271,7 +271,10 @@ pub(super) fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], r
 /// Whether a flooded frame from `in_port` may go out of `out` by the ports' flags: isolated
 /// ports don't reach each other, and a port can refuse unknown unicast, multicast or broadcast.
 fn flood_reaches(state: &State, in_port: PortId, out: PortId, frame: &[u8]) -> bool {
-    let (from, to) = (state.policy(in_port).flags, state.policy(out).flags);
+    let (from, to) = (
+        state.ports.policy(in_port).flags,
+        state.ports.policy(out).flags,
+    );
     if from.isolated && to.isolated {
         return false;
     }
@@ -338,8 +341,8 @@ fn forward_in_vlan(
     match d.egress {
         Egress::Drop(reason) => in_port.counters().count_drop(reason),
         Egress::Port(out) => {
-            let isolated = policy.flags.isolated && state.policy(out).flags.isolated;
-            if let Some(Some(out)) = state.ports.get(out.index()) {
+            let isolated = policy.flags.isolated && state.ports.policy(out).flags.isolated;
+            if let Some(out) = state.ports.live(out) {
                 if isolated {
                     in_port.counters().count_drop(DropReason::Filtered);
                 } else {
@@ -348,7 +351,7 @@ fn forward_in_vlan(
             }
         }
         _ => {
-            for out in state.ports.iter().flatten() {
+            for out in state.ports.live_ports() {
                 let back = out.id() == in_port.id();
                 if (!back || policy.flags.hairpin)
                     && flood_reaches(state, in_port.id(), out.id(), &buf[VNET_HDR_LEN..])
@@ -363,7 +366,7 @@ fn forward_in_vlan(
 /// Sends a frame of `vlan` (as it is inside the switch) out of `out` if `out` is a member,
 /// tagged or not as `out`'s mode says.
 fn to_port_in_vlan(ctx: &mut Ctx<'_>, out: &Port, buf: &mut [u8], vlan: VlanId, tpid: u16) {
-    match vlan::egress(&ctx.state.policy(out.id()).vlan, vlan, tpid) {
+    match vlan::egress(&ctx.state.ports.policy(out.id()).vlan, vlan, tpid) {
         EgressTag::NotMember => {}
         EgressTag::Untagged => transmit(ctx, out, buf, true),
         EgressTag::Tagged(tpid) => TAGGED.with_borrow_mut(|tagged| {

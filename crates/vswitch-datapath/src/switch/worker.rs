@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use vswitch_core::{DropReason, LearnRequest, TableEvent, Timestamp, VNET_HDR_LEN};
+use std::os::fd::AsRawFd;
+
+use vswitch_core::{DropReason, LearnRequest, PortId, TableEvent, Timestamp, VNET_HDR_LEN};
 
 use crate::capture::Direction;
 use crate::pipeline::Hook;
@@ -18,7 +20,38 @@ use crate::port::Port;
 use super::affinity::Affinity;
 use super::frame_path::DelayQueue;
 use super::frame_path::{Ctx, forward_frame, transmit};
-use super::{BATCH, MAX_FRAME, RxQueue, Shared, WAKER, WorkerCommand};
+use super::shared::Shared;
+use super::{BATCH, MAX_FRAME, WAKER};
+
+/// A change for a worker, sent over its channel and announced with its waker.
+#[derive(Debug)]
+pub(super) enum WorkerCommand {
+    /// Start polling this receive queue.
+    Add(RxQueue),
+    /// Stop polling this port and let go of it.
+    Remove(PortId),
+}
+
+/// One receive queue of a port: what a worker polls and reads.
+#[derive(Debug, Clone)]
+pub(super) struct RxQueue {
+    pub(super) port: Arc<Port>,
+    pub(super) queue: usize,
+}
+
+impl RxQueue {
+    pub(super) fn fd(&self) -> std::os::fd::RawFd {
+        self.port.device().queue_fd(self.queue).as_raw_fd()
+    }
+}
+
+/// A worker thread, as the [`Switch`](super::Switch) handle holds it.
+#[derive(Debug)]
+pub(super) struct WorkerHandle {
+    pub(super) thread: std::thread::JoinHandle<()>,
+    pub(super) waker: Arc<mio::Waker>,
+    pub(super) commands: crossbeam_channel::Sender<WorkerCommand>,
+}
 
 /// What reading a port's queue ended with.
 enum Drain {
@@ -134,7 +167,7 @@ impl Worker {
                             tracing::debug!(error = %e, "deregister failed");
                         }
                         self.ports[i] = None;
-                        self.shared.remove_port(port, &error);
+                        self.shared.port_gone(port, &error);
                     }
                 }
             }
@@ -163,7 +196,7 @@ impl Worker {
                     Ok(()) => self.ports.push(Some(rxq)),
                     Err(e) => {
                         tracing::error!(port = rxq.port.name(), error = %e, "couldn't poll the new port");
-                        self.shared.remove_port(&rxq.port, &e);
+                        self.shared.port_gone(&rxq.port, &e);
                     }
                 }
             }
@@ -275,7 +308,7 @@ impl Worker {
                     // but never to `now` or earlier, so this ends.
                     while ctx.delays.peek().is_some_and(|d| d.release <= now) {
                         let Some(mut d) = ctx.delays.pop() else { break };
-                        let port = ctx.state.ports.get(d.port.index()).cloned().flatten();
+                        let port = ctx.state.ports.live(d.port).cloned();
                         match (port, d.hook) {
                             (Some(p), Hook::Ingress) => forward_frame(ctx, &p, &mut d.data, false),
                             (Some(p), Hook::Egress) => transmit(ctx, &p, &mut d.data, false),
@@ -299,11 +332,7 @@ impl Worker {
             let mut state = self.shared.write();
             for req in self.learn.drain(..) {
                 // A port removed meanwhile must not get entries back.
-                if state
-                    .ports
-                    .get(req.port.index())
-                    .is_some_and(Option::is_some)
-                {
+                if state.ports.live(req.port).is_some() {
                     state.table.learn(req.key, req.port, now, &mut self.events);
                 }
             }
