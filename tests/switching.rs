@@ -306,7 +306,7 @@ fn taps_get_a_queue_per_worker() {
     use vswitch_datapath::{PortDevice, Tap};
     let name = vswitch_testkit::unique_name("vsq");
     let tap = Tap::open_queues(&name, true, 2).expect("tap");
-    assert_eq!(tap.rx_queues(), 2);
+    assert_eq!(tap.capabilities().rx_queues, 2);
     let flags = std::fs::read_to_string(format!("/sys/class/net/{name}/tun_flags")).expect("sysfs");
     let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).expect("hex");
     assert_ne!(flags & 0x0100, 0, "IFF_MULTI_QUEUE not set: {flags:#x}");
@@ -345,7 +345,7 @@ fn a_dev_port_spreads_flows_over_its_sockets_and_reads_each_frame_once() {
     let _guard = vswitch_netns::LinkGuard::new(&a);
     let port = PacketPort::open_queues(&a, 2, Steering::Flow).expect("open a");
     let sender = PacketPort::open(&b).expect("open b");
-    assert_eq!(port.rx_queues(), 2);
+    assert_eq!(port.capabilities().rx_queues, 2);
     // The pair's carrier comes up a moment after both ends are up.
     assert!(
         eventually(Duration::from_secs(3), || sender
@@ -355,7 +355,7 @@ fn a_dev_port_spreads_flows_over_its_sockets_and_reads_each_frame_once() {
     );
     std::thread::sleep(Duration::from_millis(100));
     for q in 0..2 {
-        while port.recv_queue(q, &mut vec![0u8; 65_536]).is_ok() {}
+        while port.recv(q, &mut vec![0u8; 65_536]).is_ok() {}
     }
     let flows = 200u16;
     for sport in 0..flows {
@@ -368,7 +368,7 @@ fn a_dev_port_spreads_flows_over_its_sockets_and_reads_each_frame_once() {
     let mut last_pass = false;
     loop {
         for (q, count) in per_queue.iter_mut().enumerate() {
-            while let Ok(n) = port.recv_queue(q, &mut buf) {
+            while let Ok(n) = port.recv(q, &mut buf) {
                 // Only our frames: IPv6 router solicitations and the like may come by too.
                 if n > 40 && buf[10 + 23] == 17 {
                     *count += 1;
@@ -442,7 +442,7 @@ fn datagrams_by_queue_and_cpu(device: &dyn vswitch_datapath::PortDevice) -> [[u3
     let mut seen = [[0u32; 2]; 2];
     let mut buf = vec![0u8; 65_536];
     for (queue, row) in seen.iter_mut().enumerate() {
-        while let Ok(n) = device.recv_queue(queue, &mut buf) {
+        while let Ok(n) = device.recv(queue, &mut buf) {
             // virtio-net header, Ethernet, IPv4 without options, then the UDP ports.
             let f = &buf[10..n];
             if f.len() >= 38 && f[12..14] == [0x08, 0x00] && f[23] == 17 {
@@ -458,7 +458,7 @@ fn datagrams_by_queue_and_cpu(device: &dyn vswitch_datapath::PortDevice) -> [[u3
 
 /// A two-queue TAP steered by CPU, moved into a host with address 10.77.`net`.1.
 fn steered_tap(net: u8) -> (vswitch_datapath::Tap, vswitch_testkit::Host) {
-    use vswitch_datapath::{PortDevice, Tap};
+    use vswitch_datapath::{CpuSteering, Tap};
     let name = vswitch_testkit::unique_name("vsq");
     let tap = Tap::open_queues(&name, true, 2).expect("tap");
     tap.steer_by_cpu().expect("steering program");
@@ -506,7 +506,7 @@ fn flow_datagrams_per_queue(device: &dyn vswitch_datapath::PortDevice) -> [u32; 
     let mut seen = [0u32; 2];
     let mut buf = vec![0u8; 65_536];
     for (queue, count) in seen.iter_mut().enumerate() {
-        while let Ok(n) = device.recv_queue(queue, &mut buf) {
+        while let Ok(n) = device.recv(queue, &mut buf) {
             let f = &buf[10..n];
             if f.len() >= 38 && f[12..14] == [0x08, 0x00] && f[23] == 17 && f[36..38] == [27, 188] {
                 *count += 1;
@@ -518,7 +518,7 @@ fn flow_datagrams_per_queue(device: &dyn vswitch_datapath::PortDevice) -> [u32; 
 
 #[test]
 fn cpu_steering_moves_a_flow_off_its_queue_only_once_that_queue_was_drained() {
-    use vswitch_datapath::PortDevice;
+    use vswitch_datapath::CpuSteering;
     if !require_root("cpu_steering_moves_a_flow_off_its_queue_only_once_that_queue_was_drained")
         || !require_cpus(
             "cpu_steering_moves_a_flow_off_its_queue_only_once_that_queue_was_drained",
@@ -572,7 +572,7 @@ fn cpu_steering_moves_a_flow_off_its_queue_only_once_that_queue_was_drained() {
 #[test]
 fn cpu_steering_on_a_dev_port_reads_what_each_cpu_sends_from_that_cpus_socket() {
     use std::net::UdpSocket;
-    use vswitch_datapath::{PacketPort, PortDevice, Steering};
+    use vswitch_datapath::{CpuSteering, PacketPort, Steering};
     if !require_root("cpu_steering_on_a_dev_port_reads_what_each_cpu_sends_from_that_cpus_socket")
         || !require_cpus(
             "cpu_steering_on_a_dev_port_reads_what_each_cpu_sends_from_that_cpus_socket",
@@ -630,7 +630,7 @@ fn receive_marked(endpoint: &vswitch_datapath::PacketPort, marker: &[u8]) -> Opt
     let mut buf = vec![0u8; 65_536];
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(3) {
-        match endpoint.recv(&mut buf) {
+        match endpoint.recv(0, &mut buf) {
             Ok(n) if buf[10..n].windows(marker.len()).any(|w| w == marker) => {
                 return Some(buf[10..n].to_vec());
             }
@@ -701,7 +701,7 @@ fn flood_from(host: &vswitch_testkit::Host, net: u8, count: usize) {
 fn flood_datagrams_read(device: &dyn vswitch_datapath::PortDevice) -> u64 {
     let mut buf = vec![0u8; 65_536];
     let mut seen = 0;
-    while let Ok(n) = device.recv(&mut buf) {
+    while let Ok(n) = device.recv(0, &mut buf) {
         let f = &buf[10..n];
         if f.len() >= 38 && f[23] == 17 && f[36..38] == [0x1c, 0x84] {
             seen += 1;
@@ -723,7 +723,7 @@ fn frames_a_full_tap_ring_or_socket_buffer_drops_are_counted() {
         .expect("host");
     flood_from(&host, 6, 3000);
     let read = flood_datagrams_read(&tap);
-    let dropped = tap.kernel_drops().expect("ring drops");
+    let dropped = tap.ring_drops().expect("ring drops");
     assert!(read > 0 && dropped > 0, "read {read}, dropped {dropped}");
     assert_eq!(
         read + dropped,
@@ -743,10 +743,10 @@ fn frames_a_full_tap_ring_or_socket_buffer_drops_are_counted() {
     let port = PacketPort::open(&outer).expect("packet port");
     let host = vswitch_testkit::Host::with_link(&inner, std::net::Ipv4Addr::new(10, 77, 5, 1))
         .expect("host");
-    let _ = (port.kernel_drops(), flood_datagrams_read(&port)); // before the flood
+    let _ = (port.status().kernel_drops, flood_datagrams_read(&port)); // before the flood
     flood_from(&host, 5, 60_000);
     let read = flood_datagrams_read(&port);
-    let dropped = port.kernel_drops().expect("socket drops");
+    let dropped = port.status().kernel_drops.expect("socket drops");
     assert!(read > 0 && dropped > 0, "read {read}, dropped {dropped}");
     // Every datagram was queued or dropped at the socket, but for the few the veth's backlog
     // may drop first should the kernel defer its softirq work (that's no socket's count).
@@ -755,7 +755,7 @@ fn frames_a_full_tap_ring_or_socket_buffer_drops_are_counted() {
         "read {read} + dropped {dropped} of 60 000"
     );
     assert_eq!(
-        port.kernel_drops().expect("again"),
+        port.status().kernel_drops.expect("again"),
         dropped,
         "the total stays (the kernel resets its own count on every read)"
     );
@@ -811,7 +811,7 @@ fn every_host_pings_the_switchs_own_address() {
     }
     let port = lab.switch.port("self").expect("port");
     let counters: std::collections::HashMap<String, u64> =
-        port.device().extra_counters().into_iter().collect();
+        port.device().counters().into_iter().collect();
     assert_eq!(counters["echoes_answered"], 9, "{counters:?}");
     lab.switch.sync_counters();
     assert!(

@@ -62,7 +62,7 @@ fn tun_to_tap(offload: bool) {
     let port = switch.port(&tun_name).expect("port");
     let malformed = || -> u64 {
         let counters: std::collections::HashMap<String, u64> =
-            port.device().extra_counters().into_iter().collect();
+            port.device().counters().into_iter().collect();
         counters["tun_malformed"]
     };
     assert_eq!(malformed(), 0);
@@ -107,7 +107,7 @@ fn tun_to_tap(offload: bool) {
         );
     }
     // The TAP host learned the port's own MAC for the TUN's address.
-    let mac = port.device().mac().expect("mac");
+    let mac = port.capabilities().mac.expect("mac");
     assert!(switch.fdb().iter().any(|r| r.key.mac == mac));
 }
 

@@ -183,7 +183,7 @@ impl Wire {
         let mut out = Vec::new();
         let mut buf = vec![0u8; 65_536];
         loop {
-            match self.socket.recv(&mut buf) {
+            match self.socket.recv(0, &mut buf) {
                 Ok(n) => {
                     let frame = &buf[VNET_HDR_LEN..n];
                     if frame.windows(MARK.len()).any(|w| w == MARK) {

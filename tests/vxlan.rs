@@ -14,7 +14,7 @@ fn device_counters(sw: &Switch, port: &str) -> std::collections::HashMap<String,
     sw.port(port)
         .expect("port")
         .device()
-        .extra_counters()
+        .counters()
         .into_iter()
         .collect()
 }

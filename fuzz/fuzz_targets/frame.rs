@@ -16,7 +16,9 @@ use std::sync::{Mutex, OnceLock};
 use libfuzzer_sys::fuzz_target;
 use vswitch_core::{MacAddr, MacvlanMode, VNET_HDR_LEN, VnetHeader, gro, gso::GsoFrame};
 use vswitch_datapath::switch::Injector;
-use vswitch_datapath::{Hook, MacvlanConfig, PortDevice, Switch, SwitchConfig};
+use vswitch_datapath::{
+    DeviceCapabilities, DeviceStatus, Hook, MacvlanConfig, PortDevice, Switch, SwitchConfig,
+};
 
 /// A device that takes every frame it is sent after checking it fits, and never has one to read.
 #[derive(Debug)]
@@ -43,7 +45,14 @@ impl CheckedPort {
 }
 
 impl PortDevice for CheckedPort {
-    fn recv(&self, _buf: &mut [u8]) -> io::Result<usize> {
+    fn capabilities(&self) -> DeviceCapabilities {
+        DeviceCapabilities {
+            mac: Some(MacAddr([2, 0, 0, 0, 0, self.name.as_bytes()[1]])),
+            ..DeviceCapabilities::new("fuzz").vnet_header(self.vnet)
+        }
+    }
+
+    fn recv(&self, _queue: usize, _buf: &mut [u8]) -> io::Result<usize> {
         Err(io::ErrorKind::WouldBlock.into())
     }
 
@@ -89,24 +98,12 @@ impl PortDevice for CheckedPort {
         Ok(())
     }
 
-    fn fd(&self) -> BorrowedFd<'_> {
+    fn fd(&self, _queue: usize) -> BorrowedFd<'_> {
         self.sock.as_fd()
     }
 
-    fn mtu(&self) -> io::Result<u32> {
-        Ok(self.mtu)
-    }
-
-    fn kind(&self) -> &'static str {
-        "fuzz"
-    }
-
-    fn vnet_header(&self) -> bool {
-        self.vnet
-    }
-
-    fn mac(&self) -> io::Result<MacAddr> {
-        Ok(MacAddr([2, 0, 0, 0, 0, self.name.as_bytes()[1]]))
+    fn status(&self) -> DeviceStatus {
+        DeviceStatus::with_mtu(self.mtu)
     }
 }
 

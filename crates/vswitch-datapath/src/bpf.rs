@@ -367,7 +367,7 @@ impl Drop for DrainClock {
 }
 
 /// Now on the steering program's clock (`bpf_ktime_get_ns`, `CLOCK_MONOTONIC` nanoseconds),
-/// as [`crate::PortDevice::queue_drained`] takes it.
+/// as [`crate::port::CpuSteering::queue_drained`] takes it.
 pub fn steering_clock_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

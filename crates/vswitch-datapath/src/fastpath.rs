@@ -313,12 +313,13 @@ impl FastPath {
     /// ingress first, then the filter on its sockets, so no frame is ever kept from the socket
     /// without a classifier to redirect it. The port stays disabled until [`FastPath::set_port`].
     pub(crate) fn attach(&self, port: &Port) -> io::Result<bool> {
-        let Some(ifindex) = port.device().fast_path_ifindex() else {
+        let Some(link) = port.device().kernel_link() else {
             return Ok(false);
         };
+        let ifindex = link.ifindex();
         self.counters.update(&ifindex.to_ne_bytes(), &[0u8; 32])?;
         let attachment = self.attach_classifier(ifindex)?;
-        port.device().attach_filter(self.filter.as_fd())?;
+        link.attach_filter(self.filter.as_fd())?;
         self.served().insert(
             port.id(),
             Served {

@@ -43,7 +43,10 @@ pub use hugepage::HugePageAlloc;
 pub use memory::{MemoryPeer, MemoryPort};
 pub use packet::{PacketPort, PacketPortError};
 pub use pipeline::{Hook, PortPipeline};
-pub use port::{DeviceStatus, Port, PortDevice, PortState, Steering};
+pub use port::{
+    CpuSteering, DeviceCapabilities, DeviceStatus, KernelLink, Port, PortDevice, PortState,
+    Steering, Tunnel,
+};
 pub use spec::{OpenPortError, PortSpec, PortSpecError};
 pub use station::StationPort;
 pub use switch::{

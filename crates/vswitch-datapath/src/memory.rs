@@ -12,7 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::port::PortDevice;
+use crate::port::{CpuSteering, DeviceCapabilities, DeviceStatus, PortDevice};
 use crate::sys;
 
 /// The switch's end of an in-memory cable.
@@ -93,40 +93,40 @@ fn read_record(mut sock: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 impl PortDevice for MemoryPort {
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        read_record(&self.sock, buf)
+    fn capabilities(&self) -> DeviceCapabilities {
+        DeviceCapabilities {
+            rx_queues: 1 + self.more_queues.len(),
+            mac: self.mac,
+            ..DeviceCapabilities::new("memory")
+        }
+    }
+
+    fn recv(&self, queue: usize, buf: &mut [u8]) -> io::Result<usize> {
+        read_record(self.queue(queue), buf)
     }
 
     fn send(&self, frame: &[u8]) -> io::Result<()> {
         (&self.sock).write(frame).map(drop)
     }
 
-    fn fd(&self) -> BorrowedFd<'_> {
-        self.sock.as_fd()
-    }
-
-    fn mtu(&self) -> io::Result<u32> {
-        Ok(self.mtu)
-    }
-
-    fn kind(&self) -> &'static str {
-        "memory"
-    }
-
-    fn mac(&self) -> io::Result<vswitch_core::MacAddr> {
-        self.mac.ok_or_else(|| io::ErrorKind::Unsupported.into())
-    }
-
-    fn rx_queues(&self) -> usize {
-        1 + self.more_queues.len()
-    }
-
-    fn queue_fd(&self, queue: usize) -> BorrowedFd<'_> {
+    fn fd(&self, queue: usize) -> BorrowedFd<'_> {
         self.queue(queue).as_fd()
     }
 
-    fn recv_queue(&self, queue: usize, buf: &mut [u8]) -> io::Result<usize> {
-        read_record(self.queue(queue), buf)
+    fn status(&self) -> DeviceStatus {
+        DeviceStatus::with_mtu(self.mtu)
+    }
+
+    fn cpu_steering(&self) -> Option<&dyn CpuSteering> {
+        Some(self)
+    }
+}
+
+/// Frames go to queues as the test sends them; the switch's drain marks are kept for tests
+/// to read.
+impl CpuSteering for MemoryPort {
+    fn steer_by_cpu(&self) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
     }
 
     fn queue_drained(&self, queue: usize, at_ns: u64) {

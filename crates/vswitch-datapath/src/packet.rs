@@ -13,7 +13,9 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 
-use crate::port::{PortDevice, Steering};
+use crate::port::{
+    CpuSteering, DeviceCapabilities, DeviceStatus, KernelLink, PortDevice, Steering,
+};
 use crate::sys;
 use crate::tap::{InvalidIfName, validate_ifname};
 
@@ -144,22 +146,17 @@ impl PacketPort {
 }
 
 impl PortDevice for PacketPort {
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.recv_queue(0, buf)
-    }
-
-    fn fast_path_ifindex(&self) -> Option<u32> {
-        Some(self.ifindex)
-    }
-
-    fn attach_filter(&self, program: BorrowedFd<'_>) -> io::Result<()> {
-        for socket in &self.sockets {
-            sys::attach_socket_program(socket.as_fd(), program)?;
+    fn capabilities(&self) -> DeviceCapabilities {
+        DeviceCapabilities {
+            rx_queues: self.sockets.len(),
+            mac: sys::if_hwaddr(self.ioctl.as_fd(), &self.name)
+                .ok()
+                .map(vswitch_core::MacAddr),
+            ..DeviceCapabilities::new("dev").vnet_header(true)
         }
-        Ok(())
     }
 
-    fn recv_queue(&self, queue: usize, buf: &mut [u8]) -> io::Result<usize> {
+    fn recv(&self, queue: usize, buf: &mut [u8]) -> io::Result<usize> {
         let Some(socket) = self.sockets.get(queue) else {
             return Err(io::ErrorKind::InvalidInput.into());
         };
@@ -172,7 +169,7 @@ impl PortDevice for PacketPort {
             });
         match received {
             // ENETDOWN: the link went down (keep the port; it may come back up) or is being
-            // deleted, which `is_present` tells the housekeeper.
+            // deleted, which `status` tells the housekeeper.
             Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => {
                 Err(io::ErrorKind::WouldBlock.into())
             }
@@ -184,14 +181,44 @@ impl PortDevice for PacketPort {
         (&self.sockets[0]).write(frame).map(drop)
     }
 
-    fn fd(&self) -> BorrowedFd<'_> {
-        self.sockets[0].as_fd()
+    fn fd(&self, queue: usize) -> BorrowedFd<'_> {
+        self.sockets.get(queue).unwrap_or(&self.sockets[0]).as_fd()
     }
 
-    fn rx_queues(&self) -> usize {
-        self.sockets.len()
+    /// Present while the interface exists under the index it had when attached; the kernel's
+    /// drops are the frames a socket's buffer had no room for, summed over the sockets and
+    /// over time.
+    fn status(&self) -> DeviceStatus {
+        let mut new = 0;
+        let mut failed = false;
+        for socket in &self.sockets {
+            match sys::packet_drops_since_last(socket.as_fd()) {
+                Ok(n) => new += n,
+                Err(_) => failed = true,
+            }
+        }
+        // Keep what was read even if a socket failed: the kernel has reset those counts.
+        let total = self
+            .kernel_drops
+            .fetch_add(new, std::sync::atomic::Ordering::Relaxed)
+            + new;
+        DeviceStatus {
+            present: interface_index(&self.name) == Some(self.ifindex),
+            mtu: sys::if_mtu(self.ioctl.as_fd(), &self.name).ok(),
+            kernel_drops: (!failed).then_some(total),
+        }
     }
 
+    fn cpu_steering(&self) -> Option<&dyn CpuSteering> {
+        Some(self)
+    }
+
+    fn kernel_link(&self) -> Option<&dyn KernelLink> {
+        Some(self)
+    }
+}
+
+impl CpuSteering for PacketPort {
     /// Chosen when opened: the fanout group's mode can't change once sockets joined it.
     fn steer_by_cpu(&self) -> io::Result<()> {
         if self.drained.is_some() {
@@ -206,47 +233,17 @@ impl PortDevice for PacketPort {
             drained.mark(queue, at_ns);
         }
     }
+}
 
-    fn queue_fd(&self, queue: usize) -> BorrowedFd<'_> {
-        self.sockets.get(queue).unwrap_or(&self.sockets[0]).as_fd()
+impl KernelLink for PacketPort {
+    fn ifindex(&self) -> u32 {
+        self.ifindex
     }
 
-    fn mtu(&self) -> io::Result<u32> {
-        sys::if_mtu(self.ioctl.as_fd(), &self.name)
-    }
-
-    fn kind(&self) -> &'static str {
-        "dev"
-    }
-
-    fn vnet_header(&self) -> bool {
-        true
-    }
-
-    fn mac(&self) -> io::Result<vswitch_core::MacAddr> {
-        sys::if_hwaddr(self.ioctl.as_fd(), &self.name).map(vswitch_core::MacAddr)
-    }
-
-    /// Frames a socket's buffer had no room for, summed over the sockets and over time.
-    fn kernel_drops(&self) -> io::Result<u64> {
-        let mut new = 0;
-        let mut failed = None;
+    fn attach_filter(&self, program: BorrowedFd<'_>) -> io::Result<()> {
         for socket in &self.sockets {
-            match sys::packet_drops_since_last(socket.as_fd()) {
-                Ok(n) => new += n,
-                Err(e) => failed = Some(e),
-            }
+            sys::attach_socket_program(socket.as_fd(), program)?;
         }
-        // Keep what was read even if a socket failed: the kernel has reset those counts.
-        let total = self
-            .kernel_drops
-            .fetch_add(new, std::sync::atomic::Ordering::Relaxed)
-            + new;
-        failed.map_or(Ok(total), Err)
-    }
-
-    /// The interface still exists under the index it had when attached.
-    fn is_present(&self) -> bool {
-        interface_index(&self.name) == Some(self.ifindex)
+        Ok(())
     }
 }

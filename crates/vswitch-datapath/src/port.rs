@@ -49,117 +49,139 @@ impl std::fmt::Display for Steering {
     }
 }
 
-/// What a device says of itself now; `None` for what it couldn't tell.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What a device is and can do, read once when it is attached (as smoltcp's
+/// `DeviceCapabilities`): the switch decides by these, never by the kind of device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceCapabilities {
+    /// A short name of the kind of device, for tables and logs.
+    pub kind: &'static str,
+    /// How many receive queues it has; each can be served by a different worker.
+    pub rx_queues: usize,
+    /// Every frame written carries a virtio-net header in front ([`vswitch_core::VNET_HDR_LEN`]
+    /// bytes), and the device takes GSO frames and partial checksums.
+    pub tx_vnet_header: bool,
+    /// Every frame read carries a virtio-net header the device wrote. Usually the same as
+    /// `tx_vnet_header`; a VXLAN port reads behind one (a tunnel can deliver an inner frame
+    /// longer than the MTU, which it marks GSO) but can write either.
+    pub rx_vnet_header: bool,
+    /// The device's own MAC, the default MACVLAN binding of a sub-port.
+    pub mac: Option<vswitch_core::MacAddr>,
+}
+
+impl DeviceCapabilities {
+    /// A device of `kind` with one queue, no virtio-net header and no MAC of its own.
+    pub fn new(kind: &'static str) -> DeviceCapabilities {
+        DeviceCapabilities {
+            kind,
+            rx_queues: 1,
+            tx_vnet_header: false,
+            rx_vnet_header: false,
+            mac: None,
+        }
+    }
+
+    /// With a virtio-net header on frames read and written.
+    pub fn vnet_header(self, on: bool) -> DeviceCapabilities {
+        DeviceCapabilities {
+            tx_vnet_header: on,
+            rx_vnet_header: on,
+            ..self
+        }
+    }
+}
+
+/// What a device says of itself now (the housekeeping thread asks once a second); `None` for
+/// what it couldn't tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceStatus {
+    /// False once the device is known to be gone for good (a packet socket's fd says the same
+    /// when its interface goes down and when it is deleted, so it is asked here).
+    pub present: bool,
     /// Its MTU (it may change while the switch runs).
     pub mtu: Option<u32>,
-    /// Frames the kernel dropped, in all, before the switch could read them.
+    /// Frames the kernel dropped, in all, before the switch could read them (the device's queue
+    /// was full).
     pub kernel_drops: Option<u64>,
 }
 
-/// Something frames can be read from and written to through a pollable, non-blocking fd.
-///
-/// TAPs implement it now; packet sockets on existing interfaces, VXLAN and others later. Tests use
-/// [`crate::MemoryPort`]. Methods take `&self` because one worker reads a port while others write
-/// to it.
-pub trait PortDevice: Send + Sync + std::fmt::Debug {
-    /// Reads one frame into `buf` (behind a virtio-net header if [`PortDevice::vnet_header`]),
-    /// returning the length read; `WouldBlock` when there is none.
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize>;
-    /// Writes one frame (behind a virtio-net header if [`PortDevice::vnet_header`]);
-    /// `WouldBlock` when the device's queue is full.
-    fn send(&self, frame: &[u8]) -> io::Result<()>;
-    /// The fd the worker polls for readability.
-    fn fd(&self) -> BorrowedFd<'_>;
-    /// The device's MTU now (it may change while the switch runs).
-    fn mtu(&self) -> io::Result<u32>;
-    /// A short name of the kind of device, for tables and logs.
-    fn kind(&self) -> &'static str;
-    /// True if every frame read or written carries a virtio-net header in front
-    /// ([`vswitch_core::VNET_HDR_LEN`] bytes) and the device takes GSO frames and partial
-    /// checksums.
-    fn vnet_header(&self) -> bool {
-        false
-    }
-    /// False once the device is known to be gone for good. For devices whose fd reports that
-    /// only ambiguously (a packet socket says the same when its interface goes down and when it
-    /// is deleted), the housekeeping thread asks this once a second.
-    fn is_present(&self) -> bool {
-        true
-    }
-    /// Frames the kernel has dropped, in all, before the switch could read them (the device's
-    /// queue was full); `Unsupported` where the device can't tell.
-    fn kernel_drops(&self) -> io::Result<u64> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    /// What the housekeeping thread re-reads once a second: [`PortDevice::mtu`] and
-    /// [`PortDevice::kernel_drops`], which a device may answer together more cheaply (a TAP in
-    /// another namespace is visited once for both).
-    fn status(&self) -> DeviceStatus {
+impl DeviceStatus {
+    /// A present device of MTU `mtu` that can't tell its drops.
+    pub fn with_mtu(mtu: u32) -> DeviceStatus {
         DeviceStatus {
-            mtu: self.mtu().ok(),
-            kernel_drops: self.kernel_drops().ok(),
+            present: true,
+            mtu: Some(mtu),
+            kernel_drops: None,
         }
     }
-    /// How many receive queues the device has; each can be served by a different worker.
-    fn rx_queues(&self) -> usize {
-        1
-    }
-    /// The fd of receive queue `queue`.
-    fn queue_fd(&self, _queue: usize) -> BorrowedFd<'_> {
-        self.fd()
-    }
-    /// Reads one frame from receive queue `queue` (see [`PortDevice::recv`]).
-    fn recv_queue(&self, _queue: usize, buf: &mut [u8]) -> io::Result<usize> {
-        self.recv(buf)
-    }
-    /// Makes the device put each received frame in the queue numbered after the CPU that sent
-    /// it (modulo the queues), so a worker pinned to that CPU serves it ([`Steering::Cpu`]);
-    /// `Unsupported` where the device can't, and then it keeps steering by flow.
-    fn steer_by_cpu(&self) -> io::Result<()> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    /// Under CPU steering, tells the steering program that `queue` was found empty with every
-    /// frame read from it before `at_ns` ([`crate::steering_clock_ns`]) forwarded, so flows may
-    /// leave it without being reordered.
-    fn queue_drained(&self, _queue: usize, _at_ns: u64) {}
-    /// True if frames read from the device come behind a virtio-net header the device wrote,
-    /// though frames written to it don't (a VXLAN port: a tunnel can deliver an inner frame
-    /// longer than the MTU, which it marks GSO). The same as [`PortDevice::vnet_header`] unless
-    /// the device says otherwise.
-    fn rx_vnet_header(&self) -> bool {
-        self.vnet_header()
-    }
-    /// Pins `mac` to the remote `remote` (a VXLAN port's VTEP for it, as `bridge fdb append
-    /// ... dst`), never aged or moved by learning.
-    fn add_remote(&self, _mac: vswitch_core::MacAddr, _remote: std::net::IpAddr) -> io::Result<()> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "only a VXLAN port has remotes",
-        ))
-    }
-    /// Forgets what the device knows of where `mac` is.
-    fn remove_remote(&self, _mac: vswitch_core::MacAddr) {}
+}
+
+/// Something frames can be read from and written to through pollable, non-blocking fds: a TAP,
+/// a packet socket on an interface, a VXLAN tunnel, a TUN, a station; tests use
+/// [`crate::MemoryPort`]. Methods take `&self` because one worker reads a port while others
+/// write to it. What a device can do beyond moving frames, it says through
+/// [`PortDevice::capabilities`] and the optional roles at the end.
+pub trait PortDevice: Send + Sync + std::fmt::Debug {
+    /// What the device is and can do.
+    fn capabilities(&self) -> DeviceCapabilities;
+    /// Reads one frame from receive queue `queue` into `buf` (behind a virtio-net header if
+    /// [`DeviceCapabilities::rx_vnet_header`]), returning the length read; `WouldBlock` when
+    /// there is none.
+    fn recv(&self, queue: usize, buf: &mut [u8]) -> io::Result<usize>;
+    /// Writes one frame (behind a virtio-net header if
+    /// [`DeviceCapabilities::tx_vnet_header`]); `WouldBlock` when the device's queue is full.
+    fn send(&self, frame: &[u8]) -> io::Result<()>;
+    /// The fd the worker polls for readability of receive queue `queue`.
+    fn fd(&self, queue: usize) -> BorrowedFd<'_>;
+    /// Whether it is still there, its MTU and the kernel's drops, now.
+    fn status(&self) -> DeviceStatus;
     /// Counters of the device's own, by name (a VXLAN port's per-VTEP traffic and decap
     /// drops), for `stats`.
-    fn extra_counters(&self) -> Vec<(String, u64)> {
+    fn counters(&self) -> Vec<(String, u64)> {
         Vec::new()
     }
-    /// The interface index of a device in the switch's own namespace that the in-kernel fast
-    /// path can serve (a `dev:` port), or `None`.
-    fn fast_path_ifindex(&self) -> Option<u32> {
+    /// Its receive queues can be steered by sending CPU ([`Steering::Cpu`]).
+    fn cpu_steering(&self) -> Option<&dyn CpuSteering> {
         None
     }
+    /// It is a tunnel with remote endpoints (VXLAN).
+    fn tunnel(&self) -> Option<&dyn Tunnel> {
+        None
+    }
+    /// It is an interface in the switch's own namespace, read through packet sockets, that the
+    /// in-kernel fast path can serve (a `dev:` port).
+    fn kernel_link(&self) -> Option<&dyn KernelLink> {
+        None
+    }
+}
+
+/// A multi-queue device that can put each frame in the queue numbered after the CPU that sent
+/// it (modulo the queues), so a worker pinned to that CPU serves it.
+pub trait CpuSteering {
+    /// Starts steering by CPU; an error where the device can't (then it keeps steering by
+    /// flow).
+    fn steer_by_cpu(&self) -> io::Result<()>;
+    /// Tells the steering program that `queue` was found empty with every frame read from it
+    /// before `at_ns` ([`crate::steering_clock_ns`]) forwarded, so flows may leave it without
+    /// being reordered.
+    fn queue_drained(&self, queue: usize, at_ns: u64);
+}
+
+/// A tunnel's remote endpoints, by inner MAC.
+pub trait Tunnel {
+    /// Pins `mac` to the remote `remote` (a VXLAN port's VTEP for it, as `bridge fdb append
+    /// ... dst`), never aged or moved by learning.
+    fn add_remote(&self, mac: vswitch_core::MacAddr, remote: std::net::IpAddr) -> io::Result<()>;
+    /// Forgets where `mac` is.
+    fn remove_remote(&self, mac: vswitch_core::MacAddr);
+}
+
+/// An interface in the switch's namespace that the in-kernel fast path can serve.
+pub trait KernelLink {
+    /// Its interface index.
+    fn ifindex(&self) -> u32;
     /// Runs `program` as a socket filter on every receive queue (the fast path's half that
     /// takes frames it forwards away from the switch).
-    fn attach_filter(&self, _program: BorrowedFd<'_>) -> io::Result<()> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    /// The device's own MAC address, the default MACVLAN binding of a sub-port.
-    fn mac(&self) -> io::Result<vswitch_core::MacAddr> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
+    fn attach_filter(&self, program: BorrowedFd<'_>) -> io::Result<()>;
 }
 
 /// Where a port is in its life; it only moves forward (see `switch::ports`).
@@ -192,6 +214,7 @@ pub struct Port {
     id: PortId,
     name: String,
     device: Box<dyn PortDevice>,
+    capabilities: DeviceCapabilities,
     counters: PortCounters,
     mtu: AtomicU32,
     state: AtomicU8,
@@ -208,10 +231,11 @@ const MTU_RECHECK_NS: u64 = 50_000_000;
 
 impl Port {
     pub(crate) fn new(id: PortId, name: String, device: Box<dyn PortDevice>) -> Self {
-        let mtu = device.mtu().unwrap_or(1500);
+        let mtu = device.status().mtu.unwrap_or(1500);
         Port {
             id,
             name,
+            capabilities: device.capabilities(),
             device,
             counters: PortCounters::default(),
             mtu: AtomicU32::new(mtu),
@@ -236,6 +260,11 @@ impl Port {
     /// The device.
     pub fn device(&self) -> &dyn PortDevice {
         &*self.device
+    }
+
+    /// What the device can do, as it said when attached.
+    pub fn capabilities(&self) -> &DeviceCapabilities {
+        &self.capabilities
     }
 
     /// Its traffic counters.
@@ -263,8 +292,8 @@ impl Port {
         {
             return false;
         }
-        match self.device.mtu() {
-            Ok(mtu) if mtu > self.mtu() => {
+        match self.device.status().mtu {
+            Some(mtu) if mtu > self.mtu() => {
                 self.mtu.store(mtu, Relaxed);
                 tracing::info!(port = %self.name, mtu, "MTU grew");
                 true
@@ -273,10 +302,13 @@ impl Port {
         }
     }
 
-    /// Re-reads the MTU and the kernel's drops from the device; keeps the old values of what
-    /// the device can't say.
-    pub(crate) fn refresh(&self) {
+    /// Re-reads the MTU and the kernel's drops from the device, keeping the old values of what
+    /// the device can't say; false if the device is gone.
+    pub(crate) fn refresh(&self) -> bool {
         let status = self.device.status();
+        if !status.present {
+            return false;
+        }
         if let Some(mtu) = status.mtu
             && mtu != self.mtu.swap(mtu, Relaxed)
         {
@@ -285,6 +317,7 @@ impl Port {
         if let Some(frames) = status.kernel_drops {
             self.counters.set_kernel_drops(frames);
         }
+        true
     }
 
     /// Where captures of this port get their copies.

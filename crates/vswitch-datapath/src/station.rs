@@ -17,7 +17,7 @@ use vswitch_core::MacAddr;
 use vswitch_core::l3port::{FromDevice, L3Port};
 
 use crate::answers::Answers;
-use crate::port::PortDevice;
+use crate::port::{DeviceCapabilities, DeviceStatus, PortDevice};
 
 /// The switch as a station.
 #[derive(Debug)]
@@ -109,7 +109,14 @@ fn checksum(bytes: &[u8]) -> u16 {
 }
 
 impl PortDevice for StationPort {
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+    fn capabilities(&self) -> DeviceCapabilities {
+        DeviceCapabilities {
+            mac: Some(self.l3.lock().unwrap_or_else(|e| e.into_inner()).mac()),
+            ..DeviceCapabilities::new("station")
+        }
+    }
+
+    fn recv(&self, _queue: usize, buf: &mut [u8]) -> io::Result<usize> {
         self.answers.read(buf)
     }
 
@@ -143,23 +150,15 @@ impl PortDevice for StationPort {
         Ok(())
     }
 
-    fn fd(&self) -> BorrowedFd<'_> {
+    fn fd(&self, _queue: usize) -> BorrowedFd<'_> {
         self.answers.fd()
     }
 
-    fn mtu(&self) -> io::Result<u32> {
-        Ok(1500)
+    fn status(&self) -> DeviceStatus {
+        DeviceStatus::with_mtu(1500)
     }
 
-    fn kind(&self) -> &'static str {
-        "station"
-    }
-
-    fn mac(&self) -> io::Result<MacAddr> {
-        Ok(self.l3.lock().unwrap_or_else(|e| e.into_inner()).mac())
-    }
-
-    fn extra_counters(&self) -> Vec<(String, u64)> {
+    fn counters(&self) -> Vec<(String, u64)> {
         vec![
             ("echoes_answered".into(), self.echoes.load(Relaxed)),
             ("packets_ignored".into(), self.ignored.load(Relaxed)),

@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
-use crate::port::{DeviceStatus, PortDevice};
+use crate::port::{CpuSteering, DeviceCapabilities, DeviceStatus, PortDevice};
 use crate::sys;
 use vswitch_netns::Netns;
 
@@ -203,15 +203,6 @@ impl Tap {
         &self.name
     }
 
-    /// The device's MTU now, wherever it lives: a TAP moved into another namespace is asked there,
-    /// under its current name.
-    pub fn current_mtu(&self) -> io::Result<u32> {
-        self.where_it_lives(|name| {
-            let sock = sys::ioctl_socket()?;
-            sys::if_mtu(sock.as_fd(), name)
-        })
-    }
-
     /// Frames the TAP dropped because its queue (ring) toward us was full: its `TX dropped`
     /// counter, read where the TAP lives now.
     pub fn ring_drops(&self) -> io::Result<u64> {
@@ -262,6 +253,49 @@ fn tx_dropped(table: &str, name: &str) -> Option<u64> {
 }
 
 impl PortDevice for Tap {
+    fn capabilities(&self) -> DeviceCapabilities {
+        DeviceCapabilities {
+            rx_queues: self.queues.len(),
+            mac: sys::tun_get_hwaddr(self.queues[0].as_fd())
+                .ok()
+                .map(vswitch_core::MacAddr),
+            ..DeviceCapabilities::new("tap").vnet_header(self.offload)
+        }
+    }
+
+    fn recv(&self, queue: usize, buf: &mut [u8]) -> io::Result<usize> {
+        (&self.queues[queue.min(self.queues.len() - 1)]).read(buf)
+    }
+
+    fn send(&self, frame: &[u8]) -> io::Result<()> {
+        (&self.queues[0]).write(frame).map(drop)
+    }
+
+    fn fd(&self, queue: usize) -> BorrowedFd<'_> {
+        self.queues[queue.min(self.queues.len() - 1)].as_fd()
+    }
+
+    /// The MTU and the ring's drops (what the kernel sends into a TAP goes into a ring per
+    /// queue that tail-drops when full), both read in one visit to the TAP's namespace.
+    fn status(&self) -> DeviceStatus {
+        let both = self.where_it_lives(|name| {
+            let mtu = sys::ioctl_socket().and_then(|sock| sys::if_mtu(sock.as_fd(), name));
+            Ok((mtu.ok(), ring_drops_here(name).ok()))
+        });
+        let (mtu, kernel_drops) = both.unwrap_or((None, None));
+        DeviceStatus {
+            present: true,
+            mtu,
+            kernel_drops,
+        }
+    }
+
+    fn cpu_steering(&self) -> Option<&dyn CpuSteering> {
+        Some(self)
+    }
+}
+
+impl CpuSteering for Tap {
     /// A steering program (`crate::bpf`) picks the queue by sending CPU; a flow keeps its
     /// queue until that queue was drained of it.
     fn steer_by_cpu(&self) -> io::Result<()> {
@@ -278,61 +312,6 @@ impl PortDevice for Tap {
         if let Some(drained) = self.drained.get() {
             drained.mark(queue, at_ns);
         }
-    }
-
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&self.queues[0]).read(buf)
-    }
-
-    fn send(&self, frame: &[u8]) -> io::Result<()> {
-        (&self.queues[0]).write(frame).map(drop)
-    }
-
-    fn fd(&self) -> BorrowedFd<'_> {
-        self.queues[0].as_fd()
-    }
-
-    fn rx_queues(&self) -> usize {
-        self.queues.len()
-    }
-
-    fn queue_fd(&self, queue: usize) -> BorrowedFd<'_> {
-        self.queues[queue.min(self.queues.len() - 1)].as_fd()
-    }
-
-    fn recv_queue(&self, queue: usize, buf: &mut [u8]) -> io::Result<usize> {
-        (&self.queues[queue.min(self.queues.len() - 1)]).read(buf)
-    }
-
-    fn mtu(&self) -> io::Result<u32> {
-        self.current_mtu()
-    }
-
-    fn kind(&self) -> &'static str {
-        "tap"
-    }
-
-    fn vnet_header(&self) -> bool {
-        self.offload
-    }
-
-    fn mac(&self) -> io::Result<vswitch_core::MacAddr> {
-        sys::tun_get_hwaddr(self.queues[0].as_fd()).map(vswitch_core::MacAddr)
-    }
-
-    /// What the kernel sends into a TAP goes into a ring per queue that tail-drops when full.
-    fn kernel_drops(&self) -> io::Result<u64> {
-        self.ring_drops()
-    }
-
-    /// Both read in one visit to the TAP's namespace.
-    fn status(&self) -> DeviceStatus {
-        let both = self.where_it_lives(|name| {
-            let mtu = sys::ioctl_socket().and_then(|sock| sys::if_mtu(sock.as_fd(), name));
-            Ok((mtu.ok(), ring_drops_here(name).ok()))
-        });
-        let (mtu, kernel_drops) = both.unwrap_or((None, None));
-        DeviceStatus { mtu, kernel_drops }
     }
 }
 

@@ -17,13 +17,13 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use vswitch_core::VNET_HDR_LEN;
 use vswitch_core::l3port::{FromDevice, L3Port, PacketDrop};
 use vswitch_core::vnet::{self, VnetHeader};
 use vswitch_core::wire::ETHERNET_HEADER_LEN;
-use vswitch_core::{MacAddr, VNET_HDR_LEN};
 
 use crate::answers::{Answers, local_mac};
-use crate::port::PortDevice;
+use crate::port::{DeviceCapabilities, DeviceStatus, PortDevice};
 use crate::sys;
 use crate::tap::{TapError, validate_ifname};
 
@@ -154,22 +154,24 @@ impl TunPort {
 }
 
 impl PortDevice for TunPort {
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.recv_queue(0, buf)
+    /// Two queues: the TUN's packets, and the frames the port makes itself (ARP and
+    /// neighbour answers).
+    fn capabilities(&self) -> DeviceCapabilities {
+        DeviceCapabilities {
+            rx_queues: 2,
+            mac: Some(self.l3().mac()),
+            ..DeviceCapabilities::new("tun").vnet_header(self.vnet)
+        }
     }
 
-    fn rx_queues(&self) -> usize {
-        2
-    }
-
-    fn queue_fd(&self, queue: usize) -> BorrowedFd<'_> {
+    fn fd(&self, queue: usize) -> BorrowedFd<'_> {
         match queue {
             0 => self.tun.as_fd(),
             _ => self.answers.fd(),
         }
     }
 
-    fn recv_queue(&self, queue: usize, buf: &mut [u8]) -> io::Result<usize> {
+    fn recv(&self, queue: usize, buf: &mut [u8]) -> io::Result<usize> {
         if queue != 0 {
             return self.answers.read(buf);
         }
@@ -291,32 +293,24 @@ impl PortDevice for TunPort {
         Ok(())
     }
 
-    fn vnet_header(&self) -> bool {
-        self.vnet
+    /// The MTU read in the TUN's namespace.
+    fn status(&self) -> DeviceStatus {
+        let mtu = || {
+            let name = sys::tun_get_name(self.tun.as_fd())?;
+            let netns = sys::tun_get_netns(self.tun.as_fd())?;
+            crate::tap::in_netns(netns, || {
+                let sock = sys::ioctl_socket()?;
+                sys::if_mtu(sock.as_fd(), &name)
+            })
+        };
+        DeviceStatus {
+            present: true,
+            mtu: mtu().ok(),
+            kernel_drops: None,
+        }
     }
 
-    fn fd(&self) -> BorrowedFd<'_> {
-        self.tun.as_fd()
-    }
-
-    fn mtu(&self) -> io::Result<u32> {
-        let name = sys::tun_get_name(self.tun.as_fd())?;
-        let netns = sys::tun_get_netns(self.tun.as_fd())?;
-        crate::tap::in_netns(netns, || {
-            let sock = sys::ioctl_socket()?;
-            sys::if_mtu(sock.as_fd(), &name)
-        })
-    }
-
-    fn kind(&self) -> &'static str {
-        "tun"
-    }
-
-    fn mac(&self) -> io::Result<MacAddr> {
-        Ok(self.l3().mac())
-    }
-
-    fn extra_counters(&self) -> Vec<(String, u64)> {
+    fn counters(&self) -> Vec<(String, u64)> {
         vec![
             ("tun_malformed".into(), self.drops.malformed.load(Relaxed)),
             ("tun_no_route".into(), self.drops.no_route.load(Relaxed)),

@@ -37,7 +37,7 @@ use nix::sys::socket::{
 use vswitch_core::vnet::{self, VNET_HDR_LEN, VnetHeader};
 use vswitch_core::{MacAddr, gro, gso};
 
-use crate::port::PortDevice;
+use crate::port::{DeviceCapabilities, DeviceStatus, PortDevice, Tunnel};
 use crate::sys;
 
 /// IANA's VXLAN port.
@@ -587,10 +587,16 @@ fn source_ports(range: Option<(u16, u16)>) -> Box<dyn Iterator<Item = u16>> {
 }
 
 impl PortDevice for VxlanPort {
+    /// Reads and writes GSO frames and partial checksums; frames read always come behind a
+    /// virtio-net header.
+    fn capabilities(&self) -> DeviceCapabilities {
+        DeviceCapabilities::new("vxlan").vnet_header(true)
+    }
+
     /// Reads one frame behind a virtio-net header: zero; or GSO for consecutive TCP segments of
     /// a train joined into one ([`gro::join`]), or for an inner TCP frame longer than the port's
     /// MTU (a sender's kernel on a local underlay never cut it).
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+    fn recv(&self, _queue: usize, buf: &mut [u8]) -> io::Result<usize> {
         let mtu = self.config.underlay_mtu - self.config.overhead();
         let mut rx = self.rx_batch.lock().unwrap_or_else(|e| e.into_inner());
         if rx.next >= rx.frames.len() {
@@ -690,14 +696,24 @@ impl PortDevice for VxlanPort {
         })
     }
 
-    fn fd(&self) -> BorrowedFd<'_> {
+    fn fd(&self, _queue: usize) -> BorrowedFd<'_> {
         self.rx.as_fd()
     }
 
-    fn mtu(&self) -> io::Result<u32> {
-        Ok(self.config.underlay_mtu - self.config.overhead())
+    fn status(&self) -> DeviceStatus {
+        DeviceStatus::with_mtu(self.config.underlay_mtu - self.config.overhead())
     }
 
+    fn tunnel(&self) -> Option<&dyn Tunnel> {
+        Some(self)
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        self.counters()
+    }
+}
+
+impl Tunnel for VxlanPort {
     fn add_remote(&self, mac: MacAddr, remote: IpAddr) -> io::Result<()> {
         if remote.is_ipv4() != self.config.local.is_ipv4() {
             return Err(io::Error::new(
@@ -714,16 +730,11 @@ impl PortDevice for VxlanPort {
         let mut fdb = self.fdb.lock().unwrap_or_else(|e| e.into_inner());
         fdb.remove(&mac);
     }
+}
 
-    fn kind(&self) -> &'static str {
-        "vxlan"
-    }
-
-    fn vnet_header(&self) -> bool {
-        true
-    }
-
-    fn extra_counters(&self) -> Vec<(String, u64)> {
+impl VxlanPort {
+    /// Decap drops by reason, and each VTEP's traffic.
+    fn counters(&self) -> Vec<(String, u64)> {
         let mut out = vec![
             ("decap_short".to_owned(), self.drops.short.load(Relaxed)),
             (

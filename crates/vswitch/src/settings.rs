@@ -116,10 +116,11 @@ pub fn open_ports(
     let mut ports: Vec<(String, Box<dyn PortDevice>)> = Vec::new();
     for spec in specs {
         let device = spec.open(offload, config.threads, config.steering)?;
+        let can = device.capabilities();
         tracing::info!(
             port = spec.name(),
-            kind = device.kind(),
-            offload = device.vnet_header(),
+            kind = can.kind,
+            offload = can.tx_vnet_header,
             "attached"
         );
         ports.push((spec.name().to_owned(), device));

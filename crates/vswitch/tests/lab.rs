@@ -629,7 +629,7 @@ vlan = { s2 = "trunk 100,200", s3 = "trunk 100,200" }
     assert_eq!(failed, want, "exactly the pairs across customers fail");
     let mut outer = std::collections::BTreeSet::new();
     let mut buf = vec![0u8; 65_536];
-    while let Ok(n) = tap.recv(&mut buf) {
+    while let Ok(n) = tap.recv(0, &mut buf) {
         let frame = &buf[vswitch_core::VNET_HDR_LEN..n];
         outer.insert((
             u16::from_be_bytes([frame[12], frame[13]]),

@@ -440,7 +440,7 @@ fn send(out: &Port, buf: &mut [u8]) {
         out.counters().count_drop(DropReason::Oversize);
         return;
     }
-    if out.device().vnet_header() {
+    if out.capabilities().tx_vnet_header {
         write(out, buf, VNET_HDR_LEN);
         return;
     }
@@ -473,7 +473,7 @@ fn send_gso(out: &Port, buf: &mut [u8], vnet: &VnetHeader, mtu: u32) {
         out.counters().count_drop(DropReason::Oversize);
         return;
     };
-    if !out.device().vnet_header() {
+    if !out.capabilities().tx_vnet_header {
         SEGMENT.with_borrow_mut(|scratch| g.segment(limit, scratch, |seg| write(out, seg, 0)));
         return;
     }

@@ -24,9 +24,7 @@ pub(super) fn run(shared: &Shared, stop: &mpsc::Receiver<()>) {
         }
         shared.count_events(&mut events);
         for port in shared.attached_ports().iter().filter(|p| !p.is_gone()) {
-            if port.device().is_present() {
-                port.refresh();
-            } else {
+            if !port.refresh() {
                 shared.port_gone(port, &"interface deleted");
             }
         }

@@ -82,6 +82,10 @@ impl Switch {
         if let Some(dst) = dst {
             self.live_port(port)?
                 .device()
+                .tunnel()
+                .ok_or_else(|| {
+                    ControlError::Policy(format!("--dst on {port}: only a VXLAN port has remotes"))
+                })?
                 .add_remote(mac, dst)
                 .map_err(|e| ControlError::Policy(format!("--dst on {port}: {e}")))?;
         }
@@ -92,7 +96,9 @@ impl Switch {
     pub fn remove_fdb(&self, mac: MacAddr) -> Result<bool, ControlError> {
         self.learning_table()?;
         for port in self.ports() {
-            port.device().remove_remote(mac);
+            if let Some(tunnel) = port.device().tunnel() {
+                tunnel.remove_remote(mac);
+            }
         }
         let removed = self.shared.write().table.remove(FdbKey::untagged(mac));
         self.shared.sync_fast_fdb();
@@ -131,13 +137,13 @@ impl Switch {
         let first = self.next_worker.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             port = port.name(),
-            queues = port.device().rx_queues(),
+            queues = port.capabilities().rx_queues,
             "port added"
         );
         self.shared.attach_fast(&port);
         self.shared.sync_fast_ports();
         let by_cpu = self.shared.steer(&port);
-        for queue in 0..port.device().rx_queues() {
+        for queue in 0..port.capabilities().rx_queues {
             let w = queue_worker(by_cpu, first, queue, workers.len());
             let rxq = RxQueue {
                 port: port.clone(),

@@ -111,10 +111,13 @@ impl Shared {
 
     /// Asks `port` to steer by CPU if the switch does; true if it does so now.
     pub(super) fn steer(&self, port: &Port) -> bool {
-        if self.steering != Steering::Cpu || port.device().rx_queues() < 2 {
+        if self.steering != Steering::Cpu || port.capabilities().rx_queues < 2 {
             return false;
         }
-        match port.device().steer_by_cpu() {
+        let Some(steering) = port.device().cpu_steering() else {
+            return false;
+        };
+        match steering.steer_by_cpu() {
             Ok(()) => true,
             Err(e) => {
                 tracing::debug!(port = port.name(), error = %e, "steering by flow");

@@ -46,12 +46,12 @@ impl Switch {
             None => Forwarder::Learning(config.forwarding),
             Some(m) => Forwarder::Macvlan(RwLock::new(macvlan_table(m, &ports)?)),
         };
-        let queues: usize = ports.iter().map(|p| p.device().rx_queues()).sum();
+        let queues: usize = ports.iter().map(|p| p.capabilities().rx_queues).sum();
         let threads = config.threads.clamp(1, queues.max(1));
         let pinned = config.steering == Steering::Cpu && owns_cpus(threads);
         let fast = match (config.datapath, &forwarder) {
             (Datapath::Auto | Datapath::ClsBpf, Forwarder::Learning(_))
-                if ports.iter().any(|p| p.device().fast_path_ifindex().is_some()) =>
+                if ports.iter().any(|p| p.device().kernel_link().is_some()) =>
             {
                 FastPath::new(config.datapath == Datapath::ClsBpf)
                     .inspect_err(|e| {
@@ -93,7 +93,7 @@ impl Switch {
         let mut assigned: Vec<Vec<RxQueue>> = (0..threads).map(|_| Vec::new()).collect();
         for (i, port) in ports.iter().enumerate() {
             let by_cpu = shared.steer(port);
-            for queue in 0..port.device().rx_queues() {
+            for queue in 0..port.capabilities().rx_queues {
                 assigned[queue_worker(by_cpu, i, queue, threads)].push(RxQueue {
                     port: port.clone(),
                     queue,
@@ -170,9 +170,9 @@ fn macvlan_table(config: &MacvlanConfig, ports: &[Arc<Port>]) -> Result<MacvlanT
             explicit
         } else if explicit.is_empty() {
             let own = port
-                .device()
-                .mac()
-                .map_err(|_| SwitchError::NoMac(port.name().to_owned()))?;
+                .capabilities()
+                .mac
+                .ok_or_else(|| SwitchError::NoMac(port.name().to_owned()))?;
             vec![own]
         } else {
             explicit

@@ -61,12 +61,12 @@ impl Switch {
             .iter()
             .map(|p| PortReport {
                 name: p.name().to_owned(),
-                kind: p.device().kind(),
+                kind: p.capabilities().kind,
                 gone: p.is_gone(),
                 mtu: p.mtu(),
                 counters: p.counters().snapshot(),
                 fast_path: fast.iter().any(|f| f == p.name()),
-                device: p.device().extra_counters(),
+                device: p.device().counters(),
                 pipelines: [
                     p.pipeline(Hook::Ingress).counters(),
                     p.pipeline(Hook::Egress).counters(),

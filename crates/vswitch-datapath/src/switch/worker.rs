@@ -41,7 +41,7 @@ pub(super) struct RxQueue {
 
 impl RxQueue {
     pub(super) fn fd(&self) -> std::os::fd::RawFd {
-        self.port.device().queue_fd(self.queue).as_raw_fd()
+        self.port.device().fd(self.queue).as_raw_fd()
     }
 }
 
@@ -219,7 +219,7 @@ impl Worker {
     /// both at once; others read the frame behind a zeroed header. So a frame can go out to
     /// either kind of device from the same buffer without copying.
     fn serve(&mut self, port: &Port, queue: usize) -> Drain {
-        let vnet = port.device().rx_vnet_header();
+        let vnet = port.capabilities().rx_vnet_header;
         let mut count = 0;
         let mut outcome = Drain::More;
         // When the read that found the queue empty began: every frame that entered the queue
@@ -229,11 +229,11 @@ impl Worker {
             let buf = &mut self.buffers[count];
             read_at = crate::steering_clock_ns();
             let read = if vnet {
-                port.device().recv_queue(queue, buf)
+                port.device().recv(queue, buf)
             } else {
                 buf[..VNET_HDR_LEN].fill(0);
                 port.device()
-                    .recv_queue(queue, &mut buf[VNET_HDR_LEN..])
+                    .recv(queue, &mut buf[VNET_HDR_LEN..])
                     .map(|n| n + VNET_HDR_LEN)
             };
             match read {
@@ -256,8 +256,10 @@ impl Worker {
         if count > 0 {
             self.forward(port, count);
         }
-        if matches!(outcome, Drain::Empty) {
-            port.device().queue_drained(queue, read_at);
+        if matches!(outcome, Drain::Empty)
+            && let Some(steering) = port.device().cpu_steering()
+        {
+            steering.queue_drained(queue, read_at);
         }
         outcome
     }
@@ -386,7 +388,7 @@ impl Injector {
         let worker = &mut self.0;
         let len = bytes.len().min(MAX_FRAME);
         worker.buffers[0][..len].copy_from_slice(&bytes[..len]);
-        if !port.device().rx_vnet_header() {
+        if !port.capabilities().rx_vnet_header {
             worker.buffers[0][..len.min(VNET_HDR_LEN)].fill(0);
         }
         if worker.received(port, 0, len) {
