@@ -42,6 +42,16 @@ impl std::str::FromStr for Direction {
     }
 }
 
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+            Direction::Both => "both",
+        })
+    }
+}
+
 /// One captured frame.
 #[derive(Debug, Clone)]
 pub struct CapturedFrame {

@@ -1,6 +1,7 @@
 //! Command-line syntax.
 
 use clap::{Args, Parser, Subcommand};
+use vswitch_core::MacAddr;
 
 /// A userspace learning Ethernet switch over TAP devices.
 ///
@@ -275,12 +276,12 @@ pub enum FdbCommand {
     /// Add a static entry: never aged, never moved by learning.
     Add {
         /// The MAC.
-        mac: String,
+        mac: MacAddr,
         /// The port.
         port: String,
         /// For a VXLAN port: the remote VTEP the MAC is behind (as `bridge fdb append ... dst`).
         #[arg(long, value_name = "IP")]
-        dst: Option<String>,
+        dst: Option<std::net::IpAddr>,
         /// The switch.
         #[arg(long, default_value = "vswitch0")]
         name: String,
@@ -288,7 +289,7 @@ pub enum FdbCommand {
     /// Remove an entry, static or learned.
     Del {
         /// The MAC.
-        mac: String,
+        mac: MacAddr,
         /// The switch.
         #[arg(long, default_value = "vswitch0")]
         name: String,
@@ -360,7 +361,7 @@ pub enum MacvlanCommand {
         /// The sub-port.
         port: String,
         /// The MAC.
-        mac: String,
+        mac: MacAddr,
         /// The switch.
         #[arg(long, default_value = "vswitch0")]
         name: String,
@@ -370,7 +371,7 @@ pub enum MacvlanCommand {
         /// The sub-port.
         port: String,
         /// The MAC.
-        mac: String,
+        mac: MacAddr,
         /// The switch.
         #[arg(long, default_value = "vswitch0")]
         name: String,

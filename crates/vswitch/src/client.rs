@@ -56,14 +56,14 @@ pub fn fdb(cmd: &FdbCommand) -> Result<()> {
             call(
                 name,
                 Request::FdbAdd {
-                    mac: mac.clone(),
+                    mac: *mac,
                     port: port.clone(),
-                    dst: dst.clone(),
+                    dst: *dst,
                 },
             )?;
         }
         FdbCommand::Del { mac, name } => {
-            call(name, Request::FdbDel { mac: mac.clone() })?;
+            call(name, Request::FdbDel { mac: *mac })?;
         }
         FdbCommand::Flush { port, name } => {
             let result = call(name, Request::FdbFlush { port: port.clone() })?;
@@ -109,7 +109,7 @@ pub fn macvlan(cmd: &MacvlanCommand) -> Result<()> {
                 name,
                 Request::MacvlanBind {
                     port: port.clone(),
-                    mac: mac.clone(),
+                    mac: *mac,
                 },
             )?;
         }
@@ -118,7 +118,7 @@ pub fn macvlan(cmd: &MacvlanCommand) -> Result<()> {
                 name,
                 Request::MacvlanUnbind {
                     port: port.clone(),
-                    mac: mac.clone(),
+                    mac: *mac,
                 },
             )?;
         }
@@ -231,7 +231,7 @@ pub fn pipeline(cmd: &PipelineCommand) -> Result<()> {
                 name,
                 Request::PipelineSet {
                     port: port.clone(),
-                    hook: hook.clone(),
+                    hook: hook.parse()?,
                     stages: absolute_mirror_paths(stages)?,
                 },
             )?;
@@ -241,7 +241,7 @@ pub fn pipeline(cmd: &PipelineCommand) -> Result<()> {
                 name,
                 Request::PipelineClear {
                     port: port.clone(),
-                    hook: hook.clone(),
+                    hook: hook.as_deref().map(str::parse).transpose()?,
                 },
             )?;
         }
@@ -277,7 +277,7 @@ pub fn capture(args: &CaptureArgs) -> Result<()> {
         Request::Capture {
             port: args.port.clone(),
             count: args.count,
-            direction: args.direction.clone(),
+            direction: args.direction.parse()?,
         },
     )?;
     stream.get_ref().set_read_timeout(None)?;

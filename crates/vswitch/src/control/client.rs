@@ -4,10 +4,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::Value;
 
-use super::protocol::{Envelope, PROTOCOL_VERSION, Request, socket_path};
+use super::protocol::{Envelope, PROTOCOL_VERSION, Reply, Request, socket_path};
 
 /// Sends one request to switch `name` and returns its result, or the switch's error.
 pub fn call(name: &str, request: Request) -> Result<Value> {
@@ -34,10 +34,6 @@ pub fn open(name: &str, request: Request) -> Result<(Value, BufReader<UnixStream
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line).context("reading the reply")?;
-    let reply: Value = serde_json::from_str(&line).context("malformed reply")?;
-    if reply["ok"].as_bool() == Some(true) {
-        Ok((reply["result"].clone(), reader))
-    } else {
-        bail!("{}", reply["error"].as_str().unwrap_or("unknown error"))
-    }
+    let reply: Reply = serde_json::from_str(&line).context("malformed reply")?;
+    Ok((reply.into_result()?, reader))
 }

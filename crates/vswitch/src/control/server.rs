@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use vswitch_core::{DropReason, MacAddr, pcap};
+use vswitch_core::{DropReason, pcap};
 use vswitch_datapath::{Capture, Direction, Hook, PortSpec, Switch, SwitchStats};
 
 use super::names::NameLock;
-use super::protocol::{Envelope, PROTOCOL_VERSION, RUN_DIR, Request, reply_to, socket_path};
+use super::protocol::{Envelope, PROTOCOL_VERSION, RUN_DIR, Reply, Request, reply_to, socket_path};
 
 /// The listening side, owned by the running switch.
 pub struct ControlServer {
@@ -97,8 +97,7 @@ fn accept(
 ) {
     let refuse = |mut stream: UnixStream, why: &str| {
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-        let reply = json!({"version": PROTOCOL_VERSION, "ok": false, "error": why});
-        let _ = writeln!(stream, "{reply}");
+        let _ = writeln!(stream, "{}", Reply::error(why));
     };
     if connections.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
         connections.fetch_sub(1, Ordering::AcqRel);
@@ -176,9 +175,7 @@ fn serve(stream: UnixStream, switch: &Switch, name: &str, offload: bool) {
                 // Too long, not text, or silent too long: say why and hang up. What the client
                 // still sends is read away briefly first (boundedly): closing on unread bytes
                 // resets the connection, and the client would lose the reason.
-                let reply =
-                    json!({"version": PROTOCOL_VERSION, "ok": false, "error": format!("{e:#}")});
-                let _ = writeln!(writer, "{reply}");
+                let _ = writeln!(writer, "{}", Reply::error(format!("{e:#}")));
                 let _ = writer.shutdown(std::net::Shutdown::Write);
                 let _ = reader
                     .get_ref()
@@ -201,10 +198,8 @@ fn serve(stream: UnixStream, switch: &Switch, name: &str, offload: bool) {
         }) = serde_json::from_str::<Envelope>(&line)
         {
             // The connection becomes a pcap stream; it ends with the capture.
-            if let Err(e) = stream_capture(&mut writer, switch, &port, count, &direction) {
-                let reply =
-                    json!({"version": PROTOCOL_VERSION, "ok": false, "error": format!("{e:#}")});
-                let _ = writeln!(writer, "{reply}");
+            if let Err(e) = stream_capture(&mut writer, switch, &port, count, direction) {
+                let _ = writeln!(writer, "{}", Reply::error(format!("{e:#}")));
             }
             return;
         }
@@ -218,7 +213,7 @@ fn serve(stream: UnixStream, switch: &Switch, name: &str, offload: bool) {
 /// Answers each request line in `input` as [`serve`] does, against `switch`, skipping requests
 /// that would reach outside the process (port add, capture, mirror to a file); returns the
 /// replies. For the fuzz target.
-pub(crate) fn answer_all(input: &[u8], switch: &Switch) -> Vec<Value> {
+pub(crate) fn answer_all(input: &[u8], switch: &Switch) -> Vec<Reply> {
     let mut reader = std::io::Cursor::new(input);
     let mut replies = Vec::new();
     while let Some(line) = read_request(&mut reader) {
@@ -239,9 +234,8 @@ fn stream_capture(
     switch: &Switch,
     port: &str,
     count: Option<u64>,
-    direction: &str,
+    direction: Direction,
 ) -> Result<()> {
-    let direction: Direction = direction.parse().map_err(anyhow::Error::msg)?;
     let port = switch
         .port(port)
         .filter(|p| !p.is_gone())
@@ -249,11 +243,7 @@ fn stream_capture(
     let capture = Capture::start(port, direction, 4096)?;
     // From here on the fast path leaves this port's frames to the switch, which copies them.
     switch.captures_changed();
-    writeln!(
-        writer,
-        "{}",
-        json!({"version": PROTOCOL_VERSION, "ok": true, "result": null})
-    )?;
+    writeln!(writer, "{}", Reply::ok(Value::Null))?;
     writer.write_all(&pcap::file_header())?;
     writer.set_nonblocking(false)?;
     let mut sent = 0u64;
@@ -375,20 +365,11 @@ fn handle(request: &Request, switch: &Switch, name: &str, offload: bool) -> Resu
             json!(rows)
         }
         Request::FdbAdd { mac, port, dst } => {
-            let mac: MacAddr = mac.parse()?;
-            let dst: Option<std::net::IpAddr> = dst
-                .as_deref()
-                .map(|d| {
-                    d.parse()
-                        .with_context(|| format!("--dst {d:?} is not an IP address"))
-                })
-                .transpose()?;
-            switch.add_static_at(mac, port, dst)?;
+            switch.add_static_at(*mac, port, *dst)?;
             json!(null)
         }
         Request::FdbDel { mac } => {
-            let mac: MacAddr = mac.parse()?;
-            if !switch.remove_fdb(mac)? {
+            if !switch.remove_fdb(*mac)? {
                 bail!("no entry for {mac}");
             }
             json!(null)
@@ -422,13 +403,11 @@ fn handle(request: &Request, switch: &Switch, name: &str, offload: bool) -> Resu
             json!(null)
         }
         Request::MacvlanBind { port, mac } => {
-            let mac: MacAddr = mac.parse().map_err(anyhow::Error::msg)?;
-            switch.macvlan_bind(mac, port)?;
+            switch.macvlan_bind(*mac, port)?;
             json!(null)
         }
         Request::MacvlanUnbind { port, mac } => {
-            let mac: MacAddr = mac.parse().map_err(anyhow::Error::msg)?;
-            if !switch.macvlan_unbind(mac, port)? {
+            if !switch.macvlan_unbind(*mac, port)? {
                 bail!("{mac} is not bound to {port}");
             }
             json!(null)
@@ -454,13 +433,12 @@ fn handle(request: &Request, switch: &Switch, name: &str, offload: bool) -> Resu
             json!({"in": ingress, "out": egress})
         }
         Request::PipelineSet { port, hook, stages } => {
-            let hook: Hook = hook.parse().map_err(anyhow::Error::msg)?;
-            switch.set_pipeline(port, hook, stages)?;
+            switch.set_pipeline(port, *hook, stages)?;
             json!(null)
         }
         Request::PipelineClear { port, hook } => {
             let hooks = match hook {
-                Some(h) => vec![h.parse::<Hook>().map_err(anyhow::Error::msg)?],
+                Some(h) => vec![*h],
                 None => vec![Hook::Ingress, Hook::Egress],
             };
             for h in hooks {
