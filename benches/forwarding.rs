@@ -13,8 +13,8 @@ use vswitch_core::forward::{Scope, decide, decide_in};
 use vswitch_core::vlan::{classify, egress};
 use vswitch_core::vnet::remove_vlan_tag;
 use vswitch_core::{
-    FdbKey, ForwardingConfig, Ingress, MacAddr, MacTable, MacvlanMode, MacvlanTable, Pipeline,
-    PortId, TableConfig, Timestamp, VNET_HDR_LEN, VlanId, VlanMode,
+    FdbKey, ForwardingConfig, FrameView, Ingress, MacAddr, MacTable, MacvlanMode, MacvlanTable,
+    Pipeline, PortId, TableConfig, Timestamp, VNET_HDR_LEN, VlanId, VlanMode, VnetHeader,
 };
 use vswitch_datapath::{Hook, HugePageAlloc, MemoryPort, PortDevice, Switch, SwitchConfig};
 
@@ -108,13 +108,8 @@ fn decision(c: &mut Criterion) {
                 let f = &frames[i & 1023];
                 i += 1;
                 let src_port = PortId((((i - 1) * 104_729 + 1) as u32 % n % 8) as u16);
-                black_box(decide(
-                    &table,
-                    &cfg,
-                    Timestamp::ZERO,
-                    src_port,
-                    black_box(f),
-                ))
+                let view = FrameView::new(black_box(f), VnetHeader::default()).expect("a frame");
+                black_box(decide(&table, &cfg, Timestamp::ZERO, src_port, &view))
             })
         });
     }
@@ -151,8 +146,8 @@ fn decision_with_vlans(c: &mut Criterion) {
             let f = &untagged[i & 1023];
             i += 1;
             buf[hdr..hdr + f.len()].copy_from_slice(f);
-            let frame = black_box(&buf[hdr..hdr + f.len()]);
-            black_box(decide(&plain, &cfg, Timestamp::ZERO, PortId(9), frame))
+            let view = FrameView::parse(black_box(&buf[..hdr + f.len()])).expect("a frame");
+            black_box(decide(&plain, &cfg, Timestamp::ZERO, PortId(9), &view))
         })
     });
     let in_vlan = filled_table_in(n, VlanId::new(10));
@@ -174,14 +169,8 @@ fn decision_with_vlans(c: &mut Criterion) {
                 vlan,
                 ..Scope::default()
             };
-            let decision = decide_in(
-                &in_vlan,
-                &cfg,
-                Timestamp::ZERO,
-                PortId(9),
-                &buf[hdr..len],
-                &scope,
-            );
+            let view = FrameView::parse(&buf[..len]).expect("a frame");
+            let decision = decide_in(&in_vlan, &cfg, Timestamp::ZERO, PortId(9), &view, &scope);
             black_box((decision, egress(&access, vlan, tpid)))
         })
     });
@@ -226,7 +215,9 @@ fn macvlan(c: &mut Criterion) {
             let mut i = 0;
             b.iter(|| {
                 i += 1;
-                black_box(table.dispatch(PortId(0), black_box(&frames[i & 1023])))
+                let f = black_box(&frames[i & 1023]);
+                let view = FrameView::new(f, VnetHeader::default()).expect("a frame");
+                black_box(table.dispatch(PortId(0), &view))
             })
         });
     }

@@ -16,9 +16,7 @@
 use crate::checksum::{fold, pseudo_header, sum_bytes};
 use crate::field::{ipv4, ipv6, proto, tcp, udp};
 use crate::vnet::{VnetHeader, gso};
-use crate::wire::{
-    ETHERNET_HEADER_LEN, ETHERTYPE_QINQ, ETHERTYPE_VLAN, EthernetFrame, VLAN_TAG_LEN,
-};
+use crate::wire::{ETHERNET_HEADER_LEN, ETHERTYPE_QINQ, ETHERTYPE_VLAN, VLAN_TAG_LEN};
 
 /// Why a GSO frame could not be segmented (the switch drops it and counts `gso_unsupp`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -36,7 +34,7 @@ const ETHERTYPE_IPV6: u16 = 0x86dd;
 
 /// Where the headers of a GSO frame are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Layout {
+pub(crate) struct Layout {
     /// Start of the IP header.
     l3: usize,
     /// Start of the TCP or UDP header.
@@ -57,8 +55,15 @@ fn put_u16(b: &mut [u8], i: usize, v: u16) {
     b[i..i + 2].copy_from_slice(&v.to_be_bytes());
 }
 
+impl Layout {
+    /// The size of the IP packets a frame laid out so is cut into at `gso_size`.
+    pub(crate) fn segment_len(&self, gso_size: u16) -> usize {
+        self.payload - self.l3 + usize::from(gso_size)
+    }
+}
+
 /// Finds the headers of the GSO frame `frame` described by `vnet`, checking that they agree.
-fn layout(frame: &[u8], vnet: &VnetHeader) -> Result<Layout, GsoError> {
+pub(crate) fn layout(frame: &[u8], vnet: &VnetHeader) -> Result<Layout, GsoError> {
     let tcp = match vnet.gso_type & !gso::ECN {
         gso::TCPV4 | gso::TCPV6 => true,
         gso::UDP_L4 => false,
@@ -185,9 +190,14 @@ impl<'a> GsoFrame<'a> {
         })
     }
 
+    /// `frame`, whose headers are laid out as `l` (found by [`layout`] before).
+    pub(crate) fn laid_out(frame: &'a [u8], l: Layout, gso_size: u16) -> GsoFrame<'a> {
+        GsoFrame { frame, l, gso_size }
+    }
+
     /// The size of the IP packets it will be cut into: what an interface's MTU limits.
     pub fn segment_len(&self) -> usize {
-        self.l.payload - self.l.l3 + usize::from(self.gso_size)
+        self.l.segment_len(self.gso_size)
     }
 
     /// The largest TCP payload per segment for which the segments fit an MTU of `mtu`, or
@@ -348,10 +358,7 @@ fn at(base: usize, field: crate::field::Field) -> std::ops::Range<usize> {
 /// and one VLAN tag) must fit, as in the kernel's `is_skb_forwardable`; for a GSO frame, each
 /// segment it will be cut into must fit (and its headers must make sense). Runts never fit.
 pub fn fits_mtu(frame: &[u8], vnet: &VnetHeader, mtu: u32) -> bool {
-    if vnet.is_gso() {
-        return GsoFrame::parse(frame, vnet).is_ok_and(|g| g.segment_len() <= mtu as usize);
-    }
-    EthernetFrame::new_checked(frame).is_ok_and(|eth| eth.payload_len() <= mtu as usize)
+    crate::view::FrameView::new(frame, *vnet).is_ok_and(|v| v.fits_mtu(mtu))
 }
 
 #[cfg(test)]

@@ -25,7 +25,8 @@ use hashbrown::HashMap;
 
 use crate::counters::DropReason;
 use crate::forward::{Decision, Egress};
-use crate::wire::{EthernetFrame, MacAddr, PortId};
+use crate::view::FrameView;
+use crate::wire::{MacAddr, PortId};
 
 /// How sub-ports relate to each other (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,12 +246,9 @@ impl MacvlanTable {
         self.bound.get(&mac).copied()
     }
 
-    /// Decides where `frame`, received on `in_port`, goes.
-    pub fn dispatch(&self, in_port: PortId, frame: &[u8]) -> Decision {
-        let Ok(eth) = EthernetFrame::new_checked(frame) else {
-            return Decision::drop(DropReason::Runt);
-        };
-        let (src, dst) = (eth.src(), eth.dst());
+    /// Decides where the frame `view`, received on `in_port`, goes.
+    pub fn dispatch(&self, in_port: PortId, view: &FrameView) -> Decision {
+        let (src, dst) = (view.src(), view.dst());
         if !src.is_valid_source() {
             return Decision::drop(DropReason::BadSource);
         }
@@ -322,11 +320,11 @@ mod tests {
     const M2: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
     const OUT: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x99]);
 
-    fn frame(dst: MacAddr, src: MacAddr) -> Vec<u8> {
+    fn frame(dst: MacAddr, src: MacAddr) -> FrameView {
         let mut f = vec![0u8; 60];
         f[..6].copy_from_slice(&dst.0);
         f[6..12].copy_from_slice(&src.0);
-        f
+        FrameView::new(&f, crate::vnet::VnetHeader::default()).expect("a frame")
     }
 
     fn table(mode: MacvlanMode) -> MacvlanTable {

@@ -1,8 +1,8 @@
 //! Corruption as a noisy wire does it: the impairments' `corrupt` applied to a frame that may
 //! be a GSO frame or carry a partial checksum.
 
-use crate::gso;
-use crate::vnet::{VNET_HDR_LEN, VnetHeader, complete_checksum};
+use crate::view::FrameView;
+use crate::vnet::{VNET_HDR_LEN, complete_checksum};
 
 /// The frame in `buf` (`[virtio-net header | frame]`) with bit `bit` of byte `offset` (counted
 /// from the start of the Ethernet frame) flipped, as a receiver would get it from a noisy wire:
@@ -12,28 +12,22 @@ use crate::vnet::{VNET_HDR_LEN, VnetHeader, complete_checksum};
 /// segment holding `offset` (counting through the segments) is damaged. Returns the buffers to
 /// send in its place, in the same layout, their headers asking for nothing (as netem does with
 /// `skb_checksum_help` and GSO segmentation before it corrupts).
-pub fn corrupt_on_the_wire(buf: &[u8], offset: usize, bit: u8) -> Vec<Vec<u8>> {
+pub fn corrupt_on_the_wire(buf: &[u8], view: &FrameView, offset: usize, bit: u8) -> Vec<Vec<u8>> {
     let plain = [0u8; VNET_HDR_LEN];
-    let Some(vnet) = VnetHeader::parse(buf) else {
-        return vec![buf.to_vec()];
-    };
     let frame = &buf[VNET_HDR_LEN..];
     let mut out = Vec::new();
-    if vnet.is_gso() {
+    if let Some(Ok(gso)) = view.gso(frame) {
         let mut scratch = Vec::new();
-        let cut = gso::segment(frame, &vnet, None, &mut scratch, |seg| {
+        gso.segment(None, &mut scratch, |seg| {
             let mut b = plain.to_vec();
             b.extend_from_slice(seg);
             out.push(b);
         });
-        if cut.is_err() {
-            out.clear();
-        }
     }
     if out.is_empty() {
         let mut b = buf.to_vec();
-        if vnet.needs_csum() {
-            complete_checksum(&mut b[VNET_HDR_LEN..], &vnet);
+        if view.vnet().needs_csum() {
+            complete_checksum(&mut b[VNET_HDR_LEN..], view.vnet());
         }
         b[..VNET_HDR_LEN].copy_from_slice(&plain);
         out.push(b);
@@ -57,7 +51,7 @@ mod tests {
     use super::*;
     use crate::checksum::{fold, sum_bytes};
     use crate::testing::{KERNEL_TSO4, tcp4_frame};
-    use crate::vnet::{F_DATA_VALID, F_NEEDS_CSUM};
+    use crate::vnet::{F_DATA_VALID, F_NEEDS_CSUM, VnetHeader};
 
     /// Whether the IPv4/TCP frame `f` (no options in IP) has a valid TCP checksum.
     fn tcp4_checksum_ok(f: &[u8]) -> bool {
@@ -94,7 +88,8 @@ mod tests {
             csum_offset: 16,
             ..VnetHeader::default()
         };
-        let out = corrupt_on_the_wire(&with_header(&vnet, &frame), 80, 3);
+        let buf = with_header(&vnet, &frame);
+        let out = corrupt_on_the_wire(&buf, &FrameView::parse(&buf).unwrap(), 80, 3);
         assert_eq!(out.len(), 1);
         assert_eq!(
             &out[0][..VNET_HDR_LEN],
@@ -117,7 +112,8 @@ mod tests {
         let frame = partial_tcp4(5000);
         let vnet = VnetHeader::parse(&KERNEL_TSO4).unwrap();
         // Byte 1600 counted through the segments: the second one (the first is 1514 long).
-        let out = corrupt_on_the_wire(&with_header(&vnet, &frame), 1600, 0);
+        let buf = with_header(&vnet, &frame);
+        let out = corrupt_on_the_wire(&buf, &FrameView::parse(&buf).unwrap(), 1600, 0);
         assert_eq!(out.len(), 4);
         let bad: Vec<usize> = out
             .iter()

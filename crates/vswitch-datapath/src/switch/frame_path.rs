@@ -7,13 +7,12 @@ use std::io;
 use std::sync::atomic::Ordering;
 
 use vswitch_core::forward::{Scope, decide, decide_in};
-use vswitch_core::gso::{GsoFrame, fits_mtu};
 use vswitch_core::pipeline::corrupt_on_the_wire;
 use vswitch_core::vlan::{self, EgressTag, Ingress, TPID_8021Q};
-use vswitch_core::vnet::{F_DATA_VALID, F_NEEDS_CSUM, complete_checksum};
+use vswitch_core::vnet::complete_checksum;
 use vswitch_core::{
-    DropReason, Egress, EthernetFrame, FdbKey, LearnRequest, Outcome, PortId, PortPolicy,
-    Timestamp, VNET_HDR_LEN, VlanId, VnetHeader, insert_vlan_tag, remove_vlan_tag,
+    DropReason, Egress, FdbKey, FrameView, LearnRequest, MacAddr, Outcome, PortId, PortPolicy,
+    Timestamp, VNET_HDR_LEN, VlanId, insert_vlan_tag, remove_vlan_tag,
 };
 
 use crate::capture::Direction;
@@ -115,19 +114,16 @@ pub(super) struct Ctx<'a> {
 }
 
 /// Runs the mirror copies a pipeline asked for.
-fn mirror_to(state: &State, target: &str, buf: &mut [u8]) {
+fn mirror_to(state: &State, target: &str, buf: &[u8], view: &FrameView) {
     if let Some(port) = state.ports.live_ports().find(|p| p.name() == target) {
-        send(port, buf);
+        send(port, &mut buf.to_vec(), &mut view.clone());
     }
 }
 
-/// Whether `frame` is unicast to a destination the learning table doesn't know (so it floods).
-/// Only asked when a pipeline runs, for storm control.
-fn unknown_unicast(ctx: &Ctx<'_>, frame: &[u8]) -> bool {
-    let Ok(eth) = EthernetFrame::new_checked(frame) else {
-        return false;
-    };
-    let dst = eth.dst();
+/// Whether the frame is unicast to a destination the learning table doesn't know (so it
+/// floods). Only asked when a pipeline runs, for storm control.
+fn unknown_unicast(ctx: &Ctx<'_>, view: &FrameView) -> bool {
+    let dst = view.dst();
     matches!(ctx.shared.forwarder, Forwarder::Learning(_))
         && !dst.is_multicast()
         && ctx
@@ -146,18 +142,19 @@ fn through_pipeline(
     port: &Port,
     hook: Hook,
     buf: &[u8],
+    view: &FrameView,
     corrupted: &mut Option<Vec<Vec<u8>>>,
 ) -> Option<Outcome> {
     let mut copies: Vec<String> = Vec::new();
     let frame = &buf[VNET_HDR_LEN..];
-    let unknown = port.pipeline(hook).needs_unknown_unicast() && unknown_unicast(ctx, frame);
+    let unknown = port.pipeline(hook).needs_unknown_unicast() && unknown_unicast(ctx, view);
     let outcome = port
         .pipeline(hook)
         .process(ctx.now, frame, unknown, |MirrorCopy::Port(name)| {
             copies.push(name.to_owned())
         });
     for name in &copies {
-        mirror_to(ctx.state, name, &mut buf.to_vec());
+        mirror_to(ctx.state, name, buf, view);
     }
     if !outcome.pass {
         port.counters().count_drop(DropReason::Pipeline);
@@ -166,7 +163,7 @@ fn through_pipeline(
     if let Some((offset, bit)) = outcome.corrupt
         && VNET_HDR_LEN + offset < buf.len()
     {
-        *corrupted = Some(corrupt_on_the_wire(buf, offset, bit));
+        *corrupted = Some(corrupt_on_the_wire(buf, view, offset, bit));
     }
     if !outcome.delay.is_zero() {
         let release = ctx.now + outcome.delay;
@@ -184,11 +181,27 @@ fn through_pipeline(
 
 /// Takes the frame in `buf` (`[virtio-net header | frame]`), received on `in_port`, through the
 /// port's ingress pipeline (if `run_ingress`: not for a frame the pipeline already delayed), the
-/// forwarding decision and out to its egress ports.
+/// forwarding decision and out to its egress ports. The frame is viewed here, once; a runt goes
+/// no further.
 pub(super) fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], run_ingress: bool) {
+    match FrameView::parse(buf) {
+        Ok(mut view) => forward_viewed(ctx, in_port, buf, &mut view, run_ingress),
+        Err(_) => in_port.counters().count_drop(DropReason::Runt),
+    }
+}
+
+/// [`forward_frame`] for a frame viewed already.
+fn forward_viewed(
+    ctx: &mut Ctx<'_>,
+    in_port: &Port,
+    buf: &mut [u8],
+    view: &mut FrameView,
+    run_ingress: bool,
+) {
     if run_ingress && in_port.pipeline(Hook::Ingress).is_active() {
         let mut corrupted = None;
-        let Some(outcome) = through_pipeline(ctx, in_port, Hook::Ingress, buf, &mut corrupted)
+        let Some(outcome) =
+            through_pipeline(ctx, in_port, Hook::Ingress, buf, view, &mut corrupted)
         else {
             return;
         };
@@ -203,7 +216,7 @@ pub(super) fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], r
         }
         if outcome.duplicate {
             let mut twin = buf.to_vec();
-            forward_frame(ctx, in_port, &mut twin, false);
+            forward_viewed(ctx, in_port, &mut twin, &mut view.clone(), false);
         }
     }
     let state = ctx.state;
@@ -213,13 +226,12 @@ pub(super) fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], r
     {
         return forward_in_vlan(ctx, in_port, policy, cfg, buf);
     }
-    let frame = &buf[VNET_HDR_LEN..];
     let d = match &ctx.shared.forwarder {
-        Forwarder::Learning(cfg) => decide(&ctx.state.table, cfg, ctx.now, in_port.id(), frame),
+        Forwarder::Learning(cfg) => decide(&ctx.state.table, cfg, ctx.now, in_port.id(), view),
         Forwarder::Macvlan(table) => table
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .dispatch(in_port.id(), frame),
+            .dispatch(in_port.id(), view),
     };
     ctx.learn.extend(d.learn);
     match d.egress {
@@ -227,9 +239,9 @@ pub(super) fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], r
         Egress::Port(out) => {
             if let Some(out) = state.ports.live(out) {
                 if state.ports.policy(out.id()).is_default() {
-                    transmit(ctx, out, buf, true);
+                    transmit(ctx, out, buf, view, true);
                 } else {
-                    to_port_in_vlan(ctx, out, buf, VlanId::UNTAGGED, TPID_8021Q);
+                    to_port_in_vlan(ctx, out, buf, view, VlanId::UNTAGGED, TPID_8021Q);
                 }
             }
         }
@@ -237,9 +249,9 @@ pub(super) fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], r
             for out in state.ports.live_ports() {
                 if out.id() != in_port.id() {
                     if state.ports.policy(out.id()).is_default() {
-                        transmit(ctx, out, buf, true);
-                    } else if flood_reaches(state, in_port.id(), out.id(), &buf[VNET_HDR_LEN..]) {
-                        to_port_in_vlan(ctx, out, buf, VlanId::UNTAGGED, TPID_8021Q);
+                        transmit(ctx, out, buf, view, true);
+                    } else if flood_reaches(state, in_port.id(), out.id(), view.dst()) {
+                        to_port_in_vlan(ctx, out, buf, view, VlanId::UNTAGGED, TPID_8021Q);
                     }
                 }
             }
@@ -247,7 +259,7 @@ pub(super) fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], r
         Egress::FloodExcept(skip) => {
             for out in state.ports.live_ports() {
                 if out.id() != in_port.id() && out.id() != skip {
-                    transmit(ctx, out, buf, true);
+                    transmit(ctx, out, buf, view, true);
                 }
             }
         }
@@ -260,7 +272,7 @@ pub(super) fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], r
                     .to_vec();
                 for id in members {
                     if let Some(out) = state.ports.live(id) {
-                        transmit(ctx, out, buf, true);
+                        transmit(ctx, out, buf, view, true);
                     }
                 }
             }
@@ -270,7 +282,7 @@ pub(super) fn forward_frame(ctx: &mut Ctx<'_>, in_port: &Port, buf: &mut [u8], r
 
 /// Whether a flooded frame from `in_port` may go out of `out` by the ports' flags: isolated
 /// ports don't reach each other, and a port can refuse unknown unicast, multicast or broadcast.
-fn flood_reaches(state: &State, in_port: PortId, out: PortId, frame: &[u8]) -> bool {
+fn flood_reaches(state: &State, in_port: PortId, out: PortId, dst: MacAddr) -> bool {
     let (from, to) = (
         state.ports.policy(in_port).flags,
         state.ports.policy(out).flags,
@@ -278,10 +290,9 @@ fn flood_reaches(state: &State, in_port: PortId, out: PortId, frame: &[u8]) -> b
     if from.isolated && to.isolated {
         return false;
     }
-    let dst = &frame[..6];
-    if dst == [0xff; 6] {
+    if dst.is_broadcast() {
         to.bcast_flood
-    } else if dst[0] & 1 == 1 {
+    } else if dst.is_multicast() {
         to.mcast_flood
     } else {
         to.flood
@@ -323,19 +334,18 @@ fn forward_in_vlan(
         }
     };
     let buf = &mut buf[..len];
+    // With its tag taken out, it is a new frame.
+    let Ok(mut view) = FrameView::parse(buf) else {
+        in_port.counters().count_drop(DropReason::Runt);
+        return;
+    };
+    let view = &mut view;
     let scope = Scope {
         vlan,
         no_learning: !policy.flags.learning,
         hairpin: policy.flags.hairpin,
     };
-    let d = decide_in(
-        &ctx.state.table,
-        cfg,
-        ctx.now,
-        in_port.id(),
-        &buf[VNET_HDR_LEN..],
-        &scope,
-    );
+    let d = decide_in(&ctx.state.table, cfg, ctx.now, in_port.id(), view, &scope);
     ctx.learn.extend(d.learn);
     let state = ctx.state;
     match d.egress {
@@ -346,7 +356,7 @@ fn forward_in_vlan(
                 if isolated {
                     in_port.counters().count_drop(DropReason::Filtered);
                 } else {
-                    to_port_in_vlan(ctx, out, buf, vlan, tpid);
+                    to_port_in_vlan(ctx, out, buf, view, vlan, tpid);
                 }
             }
         }
@@ -354,9 +364,9 @@ fn forward_in_vlan(
             for out in state.ports.live_ports() {
                 let back = out.id() == in_port.id();
                 if (!back || policy.flags.hairpin)
-                    && flood_reaches(state, in_port.id(), out.id(), &buf[VNET_HDR_LEN..])
+                    && flood_reaches(state, in_port.id(), out.id(), view.dst())
                 {
-                    to_port_in_vlan(ctx, out, buf, vlan, tpid);
+                    to_port_in_vlan(ctx, out, buf, view, vlan, tpid);
                 }
             }
         }
@@ -365,28 +375,45 @@ fn forward_in_vlan(
 
 /// Sends a frame of `vlan` (as it is inside the switch) out of `out` if `out` is a member,
 /// tagged or not as `out`'s mode says.
-fn to_port_in_vlan(ctx: &mut Ctx<'_>, out: &Port, buf: &mut [u8], vlan: VlanId, tpid: u16) {
+fn to_port_in_vlan(
+    ctx: &mut Ctx<'_>,
+    out: &Port,
+    buf: &mut [u8],
+    view: &mut FrameView,
+    vlan: VlanId,
+    tpid: u16,
+) {
     match vlan::egress(&ctx.state.ports.policy(out.id()).vlan, vlan, tpid) {
         EgressTag::NotMember => {}
-        EgressTag::Untagged => transmit(ctx, out, buf, true),
+        EgressTag::Untagged => transmit(ctx, out, buf, view, true),
         EgressTag::Tagged(tpid) => TAGGED.with_borrow_mut(|tagged| {
             // A copy per tagging port (a flood leaves the others' copy untouched), in a
             // buffer the worker keeps: nothing from `transmit` on comes back here.
             tagged.clear();
             tagged.extend_from_slice(buf);
             tagged.extend_from_slice(&[0; 4]);
-            if let Some(len) = insert_vlan_tag(tagged, buf.len(), tpid, vlan.get()) {
-                transmit(ctx, out, &mut tagged[..len], true);
+            if let Some(len) = insert_vlan_tag(tagged, buf.len(), tpid, vlan.get())
+                && let Ok(mut tagged_view) = FrameView::parse(&tagged[..len])
+            {
+                transmit(ctx, out, &mut tagged[..len], &mut tagged_view, true);
             }
         }),
     }
 }
 
-/// Takes the frame in `buf` through `out`'s egress pipeline (if `run_egress`) and sends it.
-pub(super) fn transmit(ctx: &mut Ctx<'_>, out: &Port, buf: &mut [u8], run_egress: bool) {
+/// Takes the frame in `buf`, viewed as `view`, through `out`'s egress pipeline (if
+/// `run_egress`) and sends it.
+pub(super) fn transmit(
+    ctx: &mut Ctx<'_>,
+    out: &Port,
+    buf: &mut [u8],
+    view: &mut FrameView,
+    run_egress: bool,
+) {
     if run_egress && out.pipeline(Hook::Egress).is_active() {
         let mut corrupted = None;
-        let Some(outcome) = through_pipeline(ctx, out, Hook::Egress, buf, &mut corrupted) else {
+        let Some(outcome) = through_pipeline(ctx, out, Hook::Egress, buf, view, &mut corrupted)
+        else {
             return;
         };
         let sends = if outcome.duplicate { 2 } else { 1 };
@@ -395,19 +422,21 @@ pub(super) fn transmit(ctx: &mut Ctx<'_>, out: &Port, buf: &mut [u8], run_egress
             Some(mut frames) => {
                 for _ in 0..sends {
                     for frame in &mut frames {
-                        send(out, frame);
+                        if let Ok(mut damaged) = FrameView::parse(frame) {
+                            send(out, frame, &mut damaged);
+                        }
                     }
                 }
             }
             None => {
                 for _ in 0..sends {
-                    send(out, buf);
+                    send(out, buf, view);
                 }
             }
         }
         return;
     }
-    send(out, buf);
+    send(out, buf, view);
 }
 
 thread_local! {
@@ -418,24 +447,21 @@ thread_local! {
     static TAGGED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Sends the frame in `buf` (`[virtio-net header | frame]`) out of `out`, counting the outcome
-/// on it, in the form the device takes:
+/// Sends the frame in `buf` (`[virtio-net header | frame]`, viewed as `view`) out of `out`,
+/// counting the outcome on it, in the form the device takes:
 /// - a device with virtio-net headers gets the frame as it is, GSO included; a TCP GSO frame cut
 ///   for a larger MTU than `out`'s gets a smaller `gso_size`, and the kernel cuts it to fit;
 /// - a device without gets wire-sized frames: a GSO frame is segmented in software, a partial
 ///   checksum finished (in place, and the header updated, so later ports of a flood see a
 ///   complete frame).
-fn send(out: &Port, buf: &mut [u8]) {
-    let Some(vnet) = VnetHeader::parse(buf) else {
-        return;
-    };
+fn send(out: &Port, buf: &mut [u8], view: &mut FrameView) {
     let mtu = out.mtu();
+    let vnet = *view.vnet();
     if vnet.is_gso() {
-        send_gso(out, buf, &vnet, mtu);
+        send_gso(out, buf, view, mtu);
         return;
     }
-    let fits = fits_mtu(&buf[VNET_HDR_LEN..], &vnet, mtu)
-        || (out.mtu_grew() && fits_mtu(&buf[VNET_HDR_LEN..], &vnet, out.mtu()));
+    let fits = view.fits_mtu(mtu) || (out.mtu_grew() && view.fits_mtu(out.mtu()));
     if !fits {
         out.counters().count_drop(DropReason::Oversize);
         return;
@@ -447,18 +473,20 @@ fn send(out: &Port, buf: &mut [u8]) {
     if vnet.needs_csum() {
         let (header, frame) = buf.split_at_mut(VNET_HDR_LEN);
         if complete_checksum(frame, &vnet) {
-            header[0] = (vnet.flags & !F_NEEDS_CSUM) | F_DATA_VALID;
+            view.checksum_finished();
+            header[0] = view.vnet().flags;
         }
     }
     write(out, &buf[VNET_HDR_LEN..], 0);
 }
 
-/// [`send`] for a GSO frame, whose headers are parsed once for the MTU check, the re-cut size
-/// and the segmentation.
-fn send_gso(out: &Port, buf: &mut [u8], vnet: &VnetHeader, mtu: u32) {
-    let g = match GsoFrame::parse(&buf[VNET_HDR_LEN..], vnet) {
-        Ok(g) => g,
-        Err(e) => {
+/// [`send`] for a GSO frame, whose headers the view found: for the MTU check, the re-cut
+/// size and the segmentation.
+fn send_gso(out: &Port, buf: &mut [u8], view: &FrameView, mtu: u32) {
+    let g = match view.gso(&buf[VNET_HDR_LEN..]) {
+        Some(Ok(g)) => g,
+        None => return,
+        Some(Err(e)) => {
             out.counters().count_drop(DropReason::GsoUnsupported);
             tracing::trace!(port = out.name(), error = %e, "unusable GSO frame");
             return;

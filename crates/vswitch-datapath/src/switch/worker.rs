@@ -11,7 +11,9 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use std::os::fd::AsRawFd;
 
-use vswitch_core::{DropReason, LearnRequest, PortId, TableEvent, Timestamp, VNET_HDR_LEN};
+use vswitch_core::{
+    DropReason, FrameView, LearnRequest, PortId, TableEvent, Timestamp, VNET_HDR_LEN,
+};
 
 use crate::capture::Direction;
 use crate::pipeline::Hook;
@@ -313,7 +315,11 @@ impl Worker {
                         let port = ctx.state.ports.live(d.port).cloned();
                         match (port, d.hook) {
                             (Some(p), Hook::Ingress) => forward_frame(ctx, &p, &mut d.data, false),
-                            (Some(p), Hook::Egress) => transmit(ctx, &p, &mut d.data, false),
+                            (Some(p), Hook::Egress) => {
+                                if let Ok(mut view) = FrameView::parse(&d.data) {
+                                    transmit(ctx, &p, &mut d.data, &mut view, false);
+                                }
+                            }
                             (None, _) => {}
                         }
                     }
