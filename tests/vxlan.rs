@@ -5,8 +5,11 @@
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-use vswitch_datapath::{PortDevice, Switch, SwitchConfig, Tap, VxlanConfig, VxlanPort};
-use vswitch_netns::{Netlink, NetnsGuard};
+use vswitch_datapath::{
+    KernelVxlanPort, PacketPort, PortDevice, Steering, Switch, SwitchConfig, Tap, VxlanConfig,
+    VxlanPort,
+};
+use vswitch_netns::{LinkGuard, Netlink, NetnsGuard};
 use vswitch_testkit::{Host, ip_in, ping, require_root, tcp_transfer, unique_name};
 
 /// The VXLAN port's own counters (per VTEP, decap drops), by name.
@@ -381,4 +384,208 @@ fn three_machines_replicate_floods_and_relearn_a_host_that_moved() {
         "its frames go to machine 3 now"
     );
     assert_eq!(tx(&m1, "10.97.0.2"), to2, "and none to machine 2");
+}
+
+/// vswitch with a veth host (10.96.0.1, MTU `mtu`) on a `dev:` port and a kernel-carried VXLAN
+/// port of `params` whose socket lives in `ours`.
+fn kernel_carried(ours: &NetnsGuard, params: &str, mtu: u32) -> KernelCarried {
+    let port = unique_name("vxk");
+    let (outer, inner) = (unique_name("vxo"), unique_name("vxi"));
+    Netlink::open()
+        .and_then(|mut nl| nl.add_veth(&outer, &inner, None))
+        .expect("veth");
+    let outer_guard = LinkGuard::new(&outer);
+    // The tunnel's MTU on the switch's side too: the fast path takes a port's frames to a port
+    // of a smaller MTU never.
+    Netlink::open()
+        .and_then(|mut nl| nl.set_mtu(&outer, mtu))
+        .expect("mtu");
+    let config = VxlanConfig::parse(&format!(
+        "{port}:{params},carrier=kernel,netns={}",
+        ours.name()
+    ))
+    .expect("spec");
+    let vxlan = KernelVxlanPort::open(&config, 2, Steering::Flow).expect("kernel vxlan port");
+    let host_port = PacketPort::open_queues(&outer, 2, Steering::Flow).expect("dev port");
+    let ports: Vec<(String, Box<dyn PortDevice>)> = vec![
+        (port.clone(), Box::new(vxlan)),
+        (outer.clone(), Box::new(host_port)),
+    ];
+    let sw = Switch::start(
+        SwitchConfig {
+            threads: 2,
+            ..SwitchConfig::default()
+        },
+        ports,
+    )
+    .expect("switch");
+    let host = Host::with_link(&inner, Ipv4Addr::new(10, 96, 0, 1)).expect("host");
+    host.set_mtu(mtu).expect("mtu");
+    KernelCarried {
+        sw,
+        host,
+        port,
+        _outer: outer_guard,
+    }
+}
+
+struct KernelCarried {
+    sw: Switch,
+    host: Host,
+    port: String,
+    _outer: LinkGuard,
+}
+
+/// `bridge fdb show dev DEV` in namespace `ns` (`None`: this one).
+fn fdb_show(ns: Option<&str>, dev: &str) -> String {
+    let mut args = Vec::new();
+    if let Some(ns) = ns {
+        args.extend(["-n", ns]);
+    }
+    args.extend(["fdb", "show", "dev", dev]);
+    let out = Command::new("bridge").args(&args).output().expect("bridge");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// With `carrier=kernel`, a Linux vxlan device the switch made carries the tunnel, and the fast
+/// path carries known unicast between it and a `dev:` port: the same interop as the userspace
+/// carrier, and the frames counted as the fast path's.
+#[test]
+fn a_kernel_carried_vxlan_port_talks_to_linux_vxlan_on_the_fast_path() {
+    if !require_root("a_kernel_carried_vxlan_port_talks_to_linux_vxlan_on_the_fast_path") {
+        return;
+    }
+    let (ours, theirs) = underlay(4244, 4789);
+    let k = kernel_carried(
+        &ours,
+        "vni=4244,local=10.95.0.1,remote=10.95.0.2+10.95.0.9",
+        1450,
+    );
+    let report = ping(&k.host.ns, Ipv4Addr::new(10, 96, 0, 2), 5);
+    assert!(report.all_replied(), "{report}");
+    let t = tcp_transfer(
+        &k.host.ns,
+        &theirs,
+        Ipv4Addr::new(10, 96, 0, 2),
+        5611,
+        16 << 20,
+    )
+    .expect("tcp to the kernel's side");
+    assert_eq!((t.received, t.received_digest), (t.sent, t.sent_digest));
+    let t = tcp_transfer(&theirs, &k.host.ns, k.host.addr, 5612, 16 << 20)
+        .expect("tcp from the kernel's side");
+    assert_eq!((t.received, t.received_digest), (t.sent, t.sent_digest));
+    // Both ways went through the kernel: most frames on the fast path, all counted.
+    let stats = k.sw.stats();
+    let vxlan = stats.ports.iter().find(|p| p.name == k.port).expect("port");
+    assert_eq!((vxlan.kind, vxlan.mtu), ("vxlan-kernel", 1450));
+    assert!(vxlan.fast_path, "the fast path serves the vxlan port");
+    let c = &vxlan.counters;
+    assert!(
+        c.fast_rx_packets * 2 > c.rx_packets && c.fast_tx_packets * 2 > c.tx_packets,
+        "{c:?}"
+    );
+    assert!(c.rx_bytes >= 16 << 20 && c.tx_bytes >= 16 << 20, "{c:?}");
+    // Head-end replication to both remotes, and each side learned the other behind its VTEP.
+    let ours_fdb = fdb_show(None, &k.port);
+    for remote in ["10.95.0.2", "10.95.0.9"] {
+        assert!(
+            ours_fdb
+                .lines()
+                .any(|l| l.starts_with("00:00:00:00:00:00") && l.contains(&format!("dst {remote}"))),
+            "no flood entry for {remote}:\n{ours_fdb}"
+        );
+    }
+    let kernel_mac = theirs
+        .run(|| Netlink::open().and_then(|mut nl| nl.link("br0")))
+        .expect("enter")
+        .expect("link")
+        .mac
+        .map(|m| vswitch_core::MacAddr(m).to_string())
+        .expect("mac");
+    assert!(
+        ours_fdb
+            .lines()
+            .any(|l| l.starts_with(&kernel_mac) && l.contains("dst 10.95.0.2")),
+        "{kernel_mac} not learned behind 10.95.0.2:\n{ours_fdb}"
+    );
+    let theirs_fdb = fdb_show(Some(theirs.name()), "vx0");
+    let mac = k.host.mac().expect("mac");
+    assert!(
+        theirs_fdb
+            .lines()
+            .any(|l| l.starts_with(&mac) && l.contains("dst 10.95.0.1")),
+        "{mac} not learned behind 10.95.0.1:\n{theirs_fdb}"
+    );
+    // The device goes with the switch.
+    let port = k.port.clone();
+    drop(k);
+    assert!(
+        !Netlink::open()
+            .and_then(|mut nl| nl.link_exists(&port))
+            .expect("netlink"),
+        "vxlan device {port} left behind"
+    );
+}
+
+/// Over IPv6, with learning off: a MAC pinned with `fdb add ... --dst` is a static entry of the
+/// device's FDB, unicast goes there, and `fdb del` takes it out again.
+#[test]
+fn a_kernel_carried_port_over_ipv6_pins_static_remotes() {
+    if !require_root("a_kernel_carried_port_over_ipv6_pins_static_remotes") {
+        return;
+    }
+    let (ours, theirs) = underlay_with(
+        78,
+        4789,
+        ["fd95::1/64", "fd95::2/64"],
+        ("fd95::2", "fd95::1"),
+    );
+    let kernel_mac: vswitch_core::MacAddr = theirs
+        .run(|| Netlink::open().and_then(|mut nl| nl.link("br0")))
+        .expect("enter")
+        .expect("link")
+        .mac
+        .map(vswitch_core::MacAddr)
+        .expect("mac");
+    let k = kernel_carried(
+        &ours,
+        "vni=78,local=fd95::1,remote=fd95::2,learning=off,srcport=41000-41999",
+        1430,
+    );
+    assert_eq!(
+        k.sw.port(&k.port).expect("port").mtu(),
+        1430,
+        "IPv6: 70 bytes"
+    );
+    k.sw.add_static_at(kernel_mac, &k.port, Some("fd95::2".parse().expect("ip")))
+        .expect("static remote");
+    let pinned = |fdb: &str| {
+        fdb.lines().any(|l| {
+            l.starts_with(&kernel_mac.to_string())
+                && l.contains("dst fd95::2")
+                && l.contains("permanent")
+        })
+    };
+    let fdb = fdb_show(None, &k.port);
+    assert!(pinned(&fdb), "{fdb}");
+    assert!(
+        !fdb.lines()
+            .any(|l| l.starts_with(&k.host.mac().expect("mac"))),
+        "learning is off: {fdb}"
+    );
+    let report = ping(&k.host.ns, Ipv4Addr::new(10, 96, 0, 2), 5);
+    assert!(report.all_replied(), "{report}");
+    let t = tcp_transfer(
+        &k.host.ns,
+        &theirs,
+        Ipv4Addr::new(10, 96, 0, 2),
+        5613,
+        8 << 20,
+    )
+    .expect("tcp over IPv6");
+    assert_eq!((t.received, t.received_digest), (t.sent, t.sent_digest));
+    assert!(k.sw.remove_fdb(kernel_mac).expect("fdb del"));
+    let fdb = fdb_show(None, &k.port);
+    assert!(!pinned(&fdb), "still pinned after fdb del:\n{fdb}");
 }

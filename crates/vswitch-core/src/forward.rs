@@ -78,6 +78,7 @@ impl Decision {
 /// The rules are the kernel bridge's: a frame with a group or zero source MAC is dropped and never
 /// learned; 802.1D link-local destinations are dropped unless enabled in the mask; group and
 /// unknown destinations flood; a destination learned on the ingress port is filtered.
+#[inline]
 pub fn decide(
     table: &MacTable,
     config: &ForwardingConfig,

@@ -25,40 +25,54 @@ pub struct FrameView {
 
 impl FrameView {
     /// Views `buf`, `[virtio-net header | Ethernet frame]`.
+    #[inline]
     pub fn parse(buf: &[u8]) -> Result<FrameView, FrameError> {
         let vnet = VnetHeader::parse(buf).ok_or(FrameError::Runt(0))?;
         FrameView::new(&buf[VNET_HDR_LEN..], vnet)
     }
 
     /// Views `frame`, which came with the virtio-net header `vnet`.
+    #[inline]
     pub fn new(frame: &[u8], vnet: VnetHeader) -> Result<FrameView, FrameError> {
-        let eth = EthernetFrame::new_checked(frame)?;
+        let head = frame
+            .first_chunk::<14>()
+            .ok_or(FrameError::Runt(frame.len()))?;
+        let (dst, rest) = head.split_first_chunk::<6>().ok_or(FrameError::Runt(0))?;
+        let (src, _) = rest.split_first_chunk::<6>().ok_or(FrameError::Runt(0))?;
         Ok(FrameView {
             vnet,
-            dst: eth.dst(),
-            src: eth.src(),
-            payload_len: eth.payload_len(),
-            gso: vnet.is_gso().then(|| layout(frame, &vnet)),
+            dst: MacAddr(*dst),
+            src: MacAddr(*src),
+            payload_len: EthernetFrame::new_checked(frame)?.payload_len(),
+            gso: if vnet.is_gso() {
+                Some(layout(frame, &vnet))
+            } else {
+                None
+            },
         })
     }
 
     /// The virtio-net header.
+    #[inline]
     pub fn vnet(&self) -> &VnetHeader {
         &self.vnet
     }
 
     /// The destination MAC.
+    #[inline]
     pub fn dst(&self) -> MacAddr {
         self.dst
     }
 
     /// The source MAC.
+    #[inline]
     pub fn src(&self) -> MacAddr {
         self.src
     }
 
     /// The GSO frame `frame` is (the frame this view was made of, without its virtio-net
     /// header), or why it can't be cut; `None` if it is one packet.
+    #[inline]
     pub fn gso<'a>(&self, frame: &'a [u8]) -> Option<Result<GsoFrame<'a>, GsoError>> {
         let l = self.gso?;
         Some(l.map(|l| GsoFrame::laid_out(frame, l, self.vnet.gso_size)))
@@ -67,6 +81,7 @@ impl FrameView {
     /// Whether the frame may leave through an interface with MTU `mtu`: its payload (after the
     /// header and one VLAN tag) must fit, as in the kernel's `is_skb_forwardable`; for a GSO
     /// frame, each segment it will be cut into must fit (and its headers must make sense).
+    #[inline]
     pub fn fits_mtu(&self, mtu: u32) -> bool {
         match self.gso {
             Some(Ok(l)) => l.segment_len(self.vnet.gso_size) <= mtu as usize,
@@ -76,6 +91,7 @@ impl FrameView {
     }
 
     /// Notes that the frame's partial checksum was finished in place and its header says so.
+    #[inline]
     pub fn checksum_finished(&mut self) {
         self.vnet.flags = (self.vnet.flags & !F_NEEDS_CSUM) | F_DATA_VALID;
     }

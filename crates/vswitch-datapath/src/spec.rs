@@ -4,11 +4,12 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
+use crate::kernel_vxlan::KernelVxlanPort;
 use crate::packet::{PacketPort, PacketPortError, interface_index};
 use crate::port::{PortDevice, Steering};
 use crate::tap::{InvalidIfName, Tap, TapError, validate_ifname};
 use crate::tun::{TunConfig, TunPort};
-use crate::vxlan::{VxlanConfig, VxlanPort};
+use crate::vxlan::{Carrier, VxlanConfig, VxlanPort};
 
 /// A port as the user asked for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +79,9 @@ impl PortSpec {
             PortSpec::Tap(_) => false,
             PortSpec::Dev(_) => true,
             PortSpec::Auto(name) => interface_index(name).is_some() && !is_tun(name),
+            PortSpec::Vxlan(config) if config.carrier == Carrier::Kernel => {
+                return Ok(Box::new(KernelVxlanPort::open(config, queues, steering)?));
+            }
             PortSpec::Vxlan(config) => return Ok(Box::new(VxlanPort::open(config.clone())?)),
             PortSpec::Tun(config) => return Ok(Box::new(TunPort::open(config, offload)?)),
         };

@@ -86,12 +86,27 @@ pub struct VxlanConfig {
     pub srcport: Option<(u16, u16)>,
     /// Accept datagrams with a zero UDP checksum over IPv6 (Linux's `udp6zerocsumrx`).
     pub udp6_zero_csum_rx: bool,
+    /// What moves the datagrams: the switch's own sockets, or a Linux vxlan device.
+    pub carrier: Carrier,
+}
+
+/// What carries a VXLAN port's datagrams (`carrier=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Carrier {
+    /// The switch's own UDP sockets: every datagram passes through the switch, which counts
+    /// each remote VTEP's traffic and each decap drop by reason ([`VxlanPort`]).
+    #[default]
+    Switch,
+    /// A Linux vxlan device the switch creates and attaches like a `dev:` port: the kernel
+    /// encapsulates (whole 64 KiB TCP segments, no cutting in userspace) and the fast path
+    /// serves it ([`crate::KernelVxlanPort`]).
+    Kernel,
 }
 
 impl VxlanConfig {
     /// Parses `NAME:vni=42,local=10.0.0.1,remote=10.0.0.2+10.0.0.3[,dstport=4789]
-    /// [,mtu=1500][,netns=NAME][,learning=off][,srcport=MIN-MAX][,udp6zerocsumrx=on]` (the part
-    /// after `vxlan:`); IPv6 addresses work alike.
+    /// [,mtu=1500][,netns=NAME][,learning=off][,srcport=MIN-MAX][,udp6zerocsumrx=on]
+    /// [,carrier=kernel]` (the part after `vxlan:`); IPv6 addresses work alike.
     pub fn parse(s: &str) -> Result<VxlanConfig, String> {
         let (name, params) = s.split_once(':').ok_or(
             "vxlan: say vxlan:NAME:vni=N,local=IP,remote=IP[+IP...][,dstport=P][,mtu=M][,netns=NS][,learning=off]",
@@ -108,6 +123,7 @@ impl VxlanConfig {
             learning: true,
             srcport: None,
             udp6_zero_csum_rx: false,
+            carrier: Carrier::Switch,
         };
         for param in params.split(',') {
             let (key, value) = param
@@ -160,6 +176,13 @@ impl VxlanConfig {
                         .ok_or_else(|| bad("an MTU (576 to 65535)"))?
                 }
                 "netns" => config.netns = Some(value.to_owned()),
+                "carrier" => {
+                    config.carrier = match value {
+                        "switch" => Carrier::Switch,
+                        "kernel" => Carrier::Kernel,
+                        _ => return Err(bad("switch or kernel")),
+                    }
+                }
                 "learning" => {
                     config.learning = match value {
                         "on" => true,
@@ -169,7 +192,7 @@ impl VxlanConfig {
                 }
                 _ => {
                     return Err(format!(
-                        "vxlan: unknown {key:?} (vni, local, remote, dstport, mtu, netns, learning, srcport, udp6zerocsumrx)"
+                        "vxlan: unknown {key:?} (vni, local, remote, dstport, mtu, netns, learning, srcport, udp6zerocsumrx, carrier)"
                     ));
                 }
             }

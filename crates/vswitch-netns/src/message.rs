@@ -18,6 +18,10 @@ pub const RTM_GETLINK: u16 = 18;
 pub const RTM_NEWADDR: u16 = 20;
 /// Add a route.
 pub const RTM_NEWROUTE: u16 = 24;
+/// Add a neighbour (for a bridge port or a vxlan device: an FDB entry).
+pub const RTM_NEWNEIGH: u16 = 28;
+/// Delete a neighbour.
+pub const RTM_DELNEIGH: u16 = 29;
 /// Add a queueing discipline.
 pub const RTM_NEWQDISC: u16 = 36;
 /// Delete a queueing discipline.
@@ -41,6 +45,8 @@ pub const NLM_F_REPLACE: u16 = 0x100;
 pub const NLM_F_EXCL: u16 = 0x200;
 /// Create the object.
 pub const NLM_F_CREATE: u16 = 0x400;
+/// Add to the object's list (a vxlan FDB entry's destinations).
+pub const NLM_F_APPEND: u16 = 0x800;
 
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
@@ -57,6 +63,42 @@ const IFA_LOCAL: u16 = 2;
 const RTA_DST: u16 = 1;
 const RTA_GATEWAY: u16 = 5;
 const NLA_F_NESTED: u16 = 0x8000;
+
+const NDA_DST: u16 = 1;
+const NDA_LLADDR: u16 = 2;
+/// `NUD_PERMANENT`: a static entry, never aged.
+const NUD_PERMANENT: u16 = 0x80;
+/// `NTF_SELF`: the entry is the device's own (the vxlan FDB), not a bridge master's.
+const NTF_SELF: u8 = 0x02;
+
+/// `IFLA_VXLAN_*` (`<linux/if_link.h>`).
+mod vxlan {
+    pub const ID: u16 = 1;
+    pub const LOCAL: u16 = 4;
+    pub const LEARNING: u16 = 7;
+    pub const PORT_RANGE: u16 = 10;
+    pub const PORT: u16 = 15;
+    pub const LOCAL6: u16 = 17;
+    pub const UDP_CSUM: u16 = 18;
+    pub const UDP_ZERO_CSUM6_RX: u16 = 20;
+}
+
+/// A Linux `vxlan` device's settings, as `ip link add NAME type vxlan ...` gives them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanLink {
+    /// The VXLAN network identifier.
+    pub vni: u32,
+    /// The local address (its family is the underlay's).
+    pub local: IpAddr,
+    /// The UDP destination port.
+    pub dstport: u16,
+    /// Learn inner source MAC → remote from what arrives.
+    pub learning: bool,
+    /// The outer UDP source ports to send from, if not the kernel's default range.
+    pub srcport: Option<(u16, u16)>,
+    /// Accept a zero UDP checksum over IPv6.
+    pub udp6_zero_csum_rx: bool,
+}
 
 /// `IFF_UP` in `ifinfomsg.ifi_flags`.
 pub const IFF_UP: u32 = 0x1;
@@ -101,6 +143,52 @@ impl Request {
         self.buf.extend_from_slice(&index.to_ne_bytes());
         self.buf.extend_from_slice(&flags.to_ne_bytes());
         self.buf.extend_from_slice(&change.to_ne_bytes());
+    }
+
+    /// Appends an `ndmsg` for a static FDB entry of the device `index` itself (`bridge fdb
+    /// ... self permanent`).
+    pub fn fdb_ndmsg(mut self, index: u32) -> Self {
+        self.buf
+            .extend_from_slice(&[libc::AF_BRIDGE as u8, 0, 0, 0]);
+        self.buf.extend_from_slice(&index.to_ne_bytes());
+        self.buf.extend_from_slice(&NUD_PERMANENT.to_ne_bytes());
+        self.buf.extend_from_slice(&[NTF_SELF, 0]);
+        self
+    }
+
+    /// An FDB entry's MAC and, for a tunnel, its remote.
+    pub fn fdb_entry(self, mac: [u8; 6], dst: Option<IpAddr>) -> Self {
+        let req = self.attr(NDA_LLADDR, &mac);
+        match dst {
+            Some(dst) => req.attr(NDA_DST, &ip_bytes(dst)),
+            None => req,
+        }
+    }
+
+    /// `IFLA_LINKINFO { KIND "vxlan", DATA { ... } }` for `link`, UDP checksums on.
+    pub fn vxlan(self, link: &VxlanLink) -> Self {
+        let mut req = self
+            .begin_nest(IFLA_LINKINFO)
+            .attr_str(IFLA_INFO_KIND, "vxlan")
+            .begin_nest(IFLA_INFO_DATA)
+            .attr_u32(vxlan::ID, link.vni)
+            .attr(vxlan::PORT, &link.dstport.to_be_bytes())
+            .attr(vxlan::LEARNING, &[u8::from(link.learning)])
+            .attr(vxlan::UDP_CSUM, &[1])
+            .attr(
+                vxlan::UDP_ZERO_CSUM6_RX,
+                &[u8::from(link.udp6_zero_csum_rx)],
+            );
+        req = match link.local {
+            IpAddr::V4(a) => req.attr(vxlan::LOCAL, &a.octets()),
+            IpAddr::V6(a) => req.attr(vxlan::LOCAL6, &a.octets()),
+        };
+        if let Some((low, high)) = link.srcport {
+            let mut range = low.to_be_bytes().to_vec();
+            range.extend_from_slice(&high.to_be_bytes());
+            req = req.attr(vxlan::PORT_RANGE, &range);
+        }
+        req.end_nest().end_nest()
     }
 
     /// Appends a `tcmsg` for interface `index`: the object's `handle`, its `parent` and `info`

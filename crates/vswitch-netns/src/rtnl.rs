@@ -16,9 +16,10 @@ use nix::{setsockopt_impl, sockopt_impl};
 
 use crate::error::{NetnsError, Refusal};
 use crate::message::{
-    IFF_UP, LinkInfo, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, RTM_DELLINK,
-    RTM_DELQDISC, RTM_DELTFILTER, RTM_GETLINK, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWQDISC,
-    RTM_NEWROUTE, RTM_NEWTFILTER, Reply, Request, family, parse_replies,
+    IFF_UP, LinkInfo, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE,
+    RTM_DELLINK, RTM_DELNEIGH, RTM_DELQDISC, RTM_DELTFILTER, RTM_GETLINK, RTM_NEWADDR, RTM_NEWLINK,
+    RTM_NEWNEIGH, RTM_NEWQDISC, RTM_NEWROUTE, RTM_NEWTFILTER, Reply, Request, VxlanLink, family,
+    parse_replies,
 };
 use crate::netns::Netns;
 
@@ -266,6 +267,77 @@ impl Netlink {
         self.transact(seq, req)
             .map(drop)
             .map_err(|e| NetnsError::from_errno(format!("creating bridge {name}"), name, e))
+    }
+
+    /// Creates a Linux vxlan device `name` (`ip link add NAME type vxlan ...`) with MTU `mtu`,
+    /// its UDP socket in this socket's namespace and the device in `device_ns` if given (a
+    /// vxlan device may live in another namespace than its underlay, as `ip link add ...
+    /// netns NS type vxlan` puts it).
+    pub fn add_vxlan(
+        &mut self,
+        name: &str,
+        link: &VxlanLink,
+        mtu: u32,
+        device_ns: Option<std::os::fd::BorrowedFd<'_>>,
+    ) -> Result<(), NetnsError> {
+        check_link_name(name)?;
+        let seq = self.next_seq();
+        let mut req = Request::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK, seq)
+            .ifinfo(0, 0, 0)
+            .ifname(name)
+            .mtu(mtu);
+        if let Some(ns) = device_ns {
+            req = req.netns_fd(ns.as_raw_fd());
+        }
+        let req = req.vxlan(link);
+        self.transact(seq, req)
+            .map(drop)
+            .map_err(|e| NetnsError::from_errno(format!("creating vxlan device {name}"), name, e))
+    }
+
+    /// Adds `dst` to the remotes of `mac` in vxlan device `index`'s FDB (`bridge fdb append MAC
+    /// dev DEV dst DST`); the all-zeros MAC's remotes get every flood (head-end replication).
+    pub fn fdb_append(&mut self, index: u32, mac: [u8; 6], dst: IpAddr) -> Result<(), NetnsError> {
+        self.fdb_change(index, mac, dst, NLM_F_APPEND)
+    }
+
+    /// Makes `dst` the one remote of `mac` in vxlan device `index`'s FDB, static (`bridge fdb
+    /// replace MAC dev DEV dst DST`).
+    pub fn fdb_replace(&mut self, index: u32, mac: [u8; 6], dst: IpAddr) -> Result<(), NetnsError> {
+        self.fdb_change(index, mac, dst, NLM_F_REPLACE)
+    }
+
+    fn fdb_change(
+        &mut self,
+        index: u32,
+        mac: [u8; 6],
+        dst: IpAddr,
+        how: u16,
+    ) -> Result<(), NetnsError> {
+        let seq = self.next_seq();
+        let req = Request::new(RTM_NEWNEIGH, NLM_F_CREATE | how | NLM_F_ACK, seq)
+            .fdb_ndmsg(index)
+            .fdb_entry(mac, Some(dst));
+        self.transact(seq, req).map(drop).map_err(|e| {
+            NetnsError::from_errno(format!("adding an FDB entry to interface {index}"), "", e)
+        })
+    }
+
+    /// Removes `mac`'s entry from device `index`'s own FDB; false if there was none.
+    pub fn fdb_delete(&mut self, index: u32, mac: [u8; 6]) -> Result<bool, NetnsError> {
+        let seq = self.next_seq();
+        let req = Request::new(RTM_DELNEIGH, NLM_F_ACK, seq)
+            .fdb_ndmsg(index)
+            .fdb_entry(mac, None);
+        match self.transact(seq, req) {
+            Ok(_) => Ok(true),
+            Err(e) if e.errno.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(NetnsError::from_errno(
+                format!("removing an FDB entry from interface {index}"),
+                "",
+                e,
+            )),
+        }
     }
 
     /// Makes `name` a port of bridge `master` (like `ip link set NAME master MASTER`).

@@ -100,10 +100,13 @@ pub struct SwitchArgs {
     pub address: Vec<String>,
 
     /// A VXLAN port (repeatable): NAME:vni=N,local=IP,remote=IP[+IP...][,dstport=P][,mtu=M]
-    /// [,netns=NS][,learning=off]. RFC 7348 as Linux speaks it; the destination port defaults
-    /// to IANA's 4789, while Linux's vxlan uses 8472 when `dstport` is omitted: give the same
-    /// port on both ends. The port's MTU is the underlay's (`mtu`, 1500) minus 50. Also
-    /// `vswitch port add 'vxlan:NAME:...'` and `"vxlan:NAME:..."` in the config file's ports.
+    /// [,netns=NS][,learning=off][,srcport=MIN-MAX][,udp6zerocsumrx=on][,carrier=kernel].
+    /// RFC 7348 as Linux speaks it; the destination port defaults to IANA's 4789, while
+    /// Linux's vxlan uses 8472 when `dstport` is omitted: give the same port on both ends. The
+    /// port's MTU is the underlay's (`mtu`, 1500) minus 50. `carrier=kernel`: a Linux vxlan
+    /// device the switch creates carries the tunnel, and the fast path serves it (the kernel's
+    /// speed; its counters in `ip -s link`); the default, `carrier=switch`, counts per VTEP.
+    /// Also `vswitch port add 'vxlan:NAME:...'` and `"vxlan:NAME:..."` in the config file.
     #[arg(long, value_name = "NAME:PARAMS")]
     pub vxlan: Vec<String>,
 
