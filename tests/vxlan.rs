@@ -241,21 +241,28 @@ struct Machine {
 
 /// Machine `i` (1..=3) of an underlay 10.97.0.0/24, with hosts at the given addresses.
 fn machine(underlay: &NetnsGuard, i: u8, hosts: &[Ipv4Addr]) -> Machine {
+    machine_carried_by(underlay, i, hosts, "switch")
+}
+
+/// [`machine`] with the VXLAN port carried by `carrier` (`switch` or `kernel`).
+fn machine_carried_by(underlay: &NetnsGuard, i: u8, hosts: &[Ipv4Addr], carrier: &str) -> Machine {
     let others: Vec<String> = (1..=3u8)
         .filter(|j| *j != i)
         .map(|j| format!("10.97.0.{j}"))
         .collect();
     let port = unique_name("vxm");
     let config = VxlanConfig::parse(&format!(
-        "{port}:vni=97,local=10.97.0.{i},remote={},netns={}",
+        "{port}:vni=97,local=10.97.0.{i},remote={},netns={},carrier={carrier}",
         others.join("+"),
         underlay.name()
     ))
     .expect("spec");
-    let mut ports: Vec<(String, Box<dyn PortDevice>)> = vec![(
-        port.clone(),
-        Box::new(VxlanPort::open(config).expect("vxlan")),
-    )];
+    let vxlan: Box<dyn PortDevice> = if carrier == "kernel" {
+        Box::new(KernelVxlanPort::open(&config, 1, Steering::Flow).expect("vxlan"))
+    } else {
+        Box::new(VxlanPort::open(config).expect("vxlan"))
+    };
+    let mut ports: Vec<(String, Box<dyn PortDevice>)> = vec![(port.clone(), vxlan)];
     let taps: Vec<String> = hosts.iter().map(|_| unique_name("vxh")).collect();
     for tap in &taps {
         ports.push((
@@ -283,14 +290,9 @@ fn machine(underlay: &NetnsGuard, i: u8, hosts: &[Ipv4Addr]) -> Machine {
     Machine { sw, port, hosts }
 }
 
-/// Three machines on one underlay LAN (a kernel bridge, standing for the physical network):
-/// floods reach both remotes by head-end replication, every host reaches every other, and a
-/// host that moves to another machine is relearned behind its new VTEP.
-#[test]
-fn three_machines_replicate_floods_and_relearn_a_host_that_moved() {
-    if !require_root("three_machines_replicate_floods_and_relearn_a_host_that_moved") {
-        return;
-    }
+/// An underlay LAN (a kernel bridge in the first namespace, standing for the physical network)
+/// and three machines' underlay namespaces on it, 10.97.0.1 to .3.
+fn lan_of_three() -> (NetnsGuard, Vec<NetnsGuard>) {
     let lan = NetnsGuard::create(&unique_name("vxl")).expect("ns");
     ip_in(lan.name(), "link add br0 type bridge");
     ip_in(lan.name(), "link set br0 up");
@@ -307,6 +309,18 @@ fn three_machines_replicate_floods_and_relearn_a_host_that_moved() {
             ns
         })
         .collect();
+    (lan, underlays)
+}
+
+/// Three machines on one underlay LAN (a kernel bridge, standing for the physical network):
+/// floods reach both remotes by head-end replication, every host reaches every other, and a
+/// host that moves to another machine is relearned behind its new VTEP.
+#[test]
+fn three_machines_replicate_floods_and_relearn_a_host_that_moved() {
+    if !require_root("three_machines_replicate_floods_and_relearn_a_host_that_moved") {
+        return;
+    }
+    let (_lan, underlays) = lan_of_three();
     let addr = |n| Ipv4Addr::new(10, 98, 0, n);
     // The moving host stands on machines 2 and 3 with one MAC and address; it is up on 2 first.
     let m1 = machine(&underlays[0], 1, &[addr(1)]);
@@ -588,4 +602,74 @@ fn a_kernel_carried_port_over_ipv6_pins_static_remotes() {
     assert!(k.sw.remove_fdb(kernel_mac).expect("fdb del"));
     let fdb = fdb_show(None, &k.port);
     assert!(!pinned(&fdb), "still pinned after fdb del:\n{fdb}");
+}
+
+/// The three machines again, each VXLAN port carried by a Linux vxlan device: floods reach
+/// both remotes (the all-zeros entries), and the kernel's FDB relearns a host that moved.
+#[test]
+fn three_kernel_carried_machines_replicate_floods_and_relearn_a_host_that_moved() {
+    if !require_root("three_kernel_carried_machines_replicate_floods_and_relearn_a_host_that_moved")
+    {
+        return;
+    }
+    let (_lan, underlays) = lan_of_three();
+    let addr = |n| Ipv4Addr::new(10, 98, 0, n);
+    let m1 = machine_carried_by(&underlays[0], 1, &[addr(1)], "kernel");
+    let m2 = machine_carried_by(&underlays[1], 2, &[addr(2), addr(9)], "kernel");
+    let m3 = machine_carried_by(&underlays[2], 3, &[addr(3), addr(9)], "kernel");
+    let mover = "02:00:00:00:97:09";
+    for host in [&m2.hosts[1], &m3.hosts[1]] {
+        ip_in(host.ns.name(), &format!("link set {} down", host.ifname));
+        ip_in(
+            host.ns.name(),
+            &format!("link set {} address {mover}", host.ifname),
+        );
+    }
+    ip_in(
+        m2.hosts[1].ns.name(),
+        &format!("link set {} up", m2.hosts[1].ifname),
+    );
+    let a = &m1.hosts[0];
+    for to in [addr(2), addr(3), addr(9)] {
+        assert!(ping(&a.ns, to, 3).all_replied(), "1 -> {to}");
+    }
+    let t = tcp_transfer(&a.ns, &m2.hosts[0].ns, addr(2), 5614, 16 << 20).expect("tcp 1 -> 2");
+    assert_eq!((t.received, t.received_digest), (t.sent, t.sent_digest));
+    // Machine 1's first ARP reached both others: each learned its host behind 10.97.0.1.
+    let a_mac = a.mac().expect("mac");
+    for m in [&m2, &m3] {
+        let fdb = fdb_show(None, &m.port);
+        assert!(
+            fdb.lines()
+                .any(|l| l.starts_with(&a_mac) && l.contains("dst 10.97.0.1")),
+            "{a_mac} not learned on {}:\n{fdb}",
+            m.port
+        );
+    }
+    let behind = |vtep: &str| {
+        fdb_show(None, &m1.port)
+            .lines()
+            .any(|l| l.starts_with(mover) && l.contains(&format!("dst {vtep}")))
+    };
+    assert!(behind("10.97.0.2"), "the mover first behind machine 2");
+    // The host moves to machine 3 and speaks first; machine 1 relearns it there.
+    ip_in(
+        m2.hosts[1].ns.name(),
+        &format!("link set {} down", m2.hosts[1].ifname),
+    );
+    ip_in(
+        m3.hosts[1].ns.name(),
+        &format!("link set {} up", m3.hosts[1].ifname),
+    );
+    assert!(
+        ping(&m3.hosts[1].ns, addr(1), 3).all_replied(),
+        "the moved host -> 1"
+    );
+    let report = ping(&a.ns, addr(9), 10);
+    assert!(report.all_replied(), "1 -> the moved host: {report}");
+    assert!(
+        behind("10.97.0.3") && !behind("10.97.0.2"),
+        "not relearned behind machine 3:\n{}",
+        fdb_show(None, &m1.port)
+    );
 }

@@ -102,6 +102,7 @@ pub struct Scope {
 
 /// [`decide`] for a frame of `scope.vlan`, learning and hairpinning as the ingress port's flags
 /// say. The caller filters floods by VLAN membership and the egress ports' flags.
+#[inline]
 pub fn decide_in(
     table: &MacTable,
     config: &ForwardingConfig,
