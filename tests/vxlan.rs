@@ -500,6 +500,11 @@ fn a_kernel_carried_vxlan_port_talks_to_linux_vxlan_on_the_fast_path() {
         "{c:?}"
     );
     assert!(c.rx_bytes >= 16 << 20 && c.tx_bytes >= 16 << 20, "{c:?}");
+    // What the kernel counts of its own: no errors.
+    let kernel = device_counters(&k.sw, &k.port);
+    for key in ["kernel_rx_errors", "kernel_tx_errors"] {
+        assert_eq!(kernel.get(key), Some(&0), "{kernel:?}");
+    }
     // Head-end replication to both remotes, and each side learned the other behind its VTEP.
     let ours_fdb = fdb_show(None, &k.port);
     for remote in ["10.95.0.2", "10.95.0.9"] {

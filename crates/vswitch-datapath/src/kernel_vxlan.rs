@@ -134,6 +134,22 @@ impl PortDevice for KernelVxlanPort {
         self.link.status()
     }
 
+    /// The device's own error and drop counts (decapsulation failures among them), as
+    /// `ip -s link` shows them.
+    fn counters(&self) -> Vec<(String, u64)> {
+        let errors = Netlink::open()
+            .and_then(|mut nl| nl.link(&self.device.name))
+            .ok()
+            .and_then(|info| info.errors)
+            .unwrap_or_default();
+        vec![
+            ("kernel_rx_errors".into(), errors.rx_errors),
+            ("kernel_rx_dropped".into(), errors.rx_dropped),
+            ("kernel_tx_errors".into(), errors.tx_errors),
+            ("kernel_tx_dropped".into(), errors.tx_dropped),
+        ]
+    }
+
     fn cpu_steering(&self) -> Option<&dyn CpuSteering> {
         self.link.cpu_steering()
     }

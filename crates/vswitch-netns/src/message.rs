@@ -52,6 +52,7 @@ const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_TXQLEN: u16 = 13;
+const IFLA_STATS64: u16 = 23;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_NET_NS_FD: u16 = 28;
@@ -363,8 +364,41 @@ pub struct LinkInfo {
     pub mtu: Option<u32>,
     /// Transmit queue length (`txqueuelen`).
     pub tx_queue_len: Option<u32>,
+    /// Its error and drop counters, if the kernel sent them.
+    pub errors: Option<LinkErrors>,
     /// `IFF_*` flags as the kernel reports them (`IFF_RUNNING`: operationally up).
     pub flags: u32,
+}
+
+/// A link's error and drop counters, from `rtnl_link_stats64` (`ip -s link`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LinkErrors {
+    /// Frames received that were bad.
+    pub rx_errors: u64,
+    /// Frames that could not be sent.
+    pub tx_errors: u64,
+    /// Frames received and dropped.
+    pub rx_dropped: u64,
+    /// Frames dropped before sending.
+    pub tx_dropped: u64,
+}
+
+impl LinkErrors {
+    /// Reads the four from a `rtnl_link_stats64` (`u64`s: rx/tx packets, rx/tx bytes, rx/tx
+    /// errors, rx/tx dropped, ...).
+    fn parse(data: &[u8]) -> Option<LinkErrors> {
+        let at = |i: usize| -> Option<u64> {
+            Some(u64::from_ne_bytes(
+                data.get(i * 8..i * 8 + 8)?.try_into().ok()?,
+            ))
+        };
+        Some(LinkErrors {
+            rx_errors: at(4)?,
+            tx_errors: at(5)?,
+            rx_dropped: at(6)?,
+            tx_dropped: at(7)?,
+        })
+    }
 }
 
 /// `IFF_RUNNING`: the link is operationally up. The kernel sets it (and starts the device's
@@ -400,6 +434,7 @@ fn parse_link(body: &[u8]) -> LinkInfo {
             (IFLA_TXQLEN, 4) => {
                 info.tx_queue_len = Some(u32::from_ne_bytes([data[0], data[1], data[2], data[3]]))
             }
+            (IFLA_STATS64, _) => info.errors = LinkErrors::parse(data),
             _ => {}
         }
         attrs = &attrs[align4(len).min(attrs.len())..];
@@ -567,13 +602,25 @@ mod tests {
             .ifname("x")
             .mac(mac)
             .mtu(9000)
-            .attr_u32(IFLA_TXQLEN, 500);
+            .attr_u32(IFLA_TXQLEN, 500)
+            .attr(
+                IFLA_STATS64,
+                &(0..24u64)
+                    .flat_map(|i| i.to_ne_bytes())
+                    .collect::<Vec<u8>>(),
+            );
         data.extend_from_slice(&link.finish());
         let info = LinkInfo {
             index: 42,
             mac: Some(mac),
             mtu: Some(9000),
             tx_queue_len: Some(500),
+            errors: Some(LinkErrors {
+                rx_errors: 4,
+                tx_errors: 5,
+                rx_dropped: 6,
+                tx_dropped: 7,
+            }),
             flags: IFF_RUNNING,
         };
         assert!(info.is_running());
