@@ -678,3 +678,49 @@ fn three_kernel_carried_machines_replicate_floods_and_relearn_a_host_that_moved(
         fdb_show(None, &m1.port)
     );
 }
+
+/// A kernel vxlan device that a switch made and left when it died (no `Drop` ran) is removed
+/// when a switch opens a port of that name again; one a live switch or anyone else owns is not.
+#[test]
+fn a_vxlan_device_left_by_a_dead_switch_is_replaced_and_no_other() {
+    if !require_root("a_vxlan_device_left_by_a_dead_switch_is_replaced_and_no_other") {
+        return;
+    }
+    let underlay = NetnsGuard::create(&unique_name("vxd")).expect("ns");
+    let name = unique_name("vxd");
+    let _guard = LinkGuard::new(&name);
+    let config = VxlanConfig::parse(&format!(
+        "{name}:vni=5,local=10.95.9.1,remote=10.95.9.2,carrier=kernel,netns={}",
+        underlay.name()
+    ))
+    .expect("spec");
+    let open = || KernelVxlanPort::open(&config, 1, Steering::Flow);
+    // A port whose `Drop` never runs, as after SIGKILL; but its process (this one) lives.
+    std::mem::forget(open().expect("first"));
+    assert!(open().is_err(), "a live switch's device was taken over");
+    let set_alias = |alias: &str| {
+        Netlink::open()
+            .and_then(|mut nl| nl.set_alias(&name, alias))
+            .expect("alias")
+    };
+    // Someone else's device of that name stays.
+    set_alias("made by hand");
+    assert!(open().is_err(), "someone else's device was taken over");
+    // A dead switch's (no process has that id) is replaced.
+    set_alias(&format!("vswitch vxlan, pid {}", i32::MAX));
+    let port = open().expect("replacing a dead switch's device");
+    let alias = Netlink::open()
+        .and_then(|mut nl| nl.link(&name))
+        .expect("link")
+        .alias;
+    assert_eq!(
+        alias,
+        Some(format!("vswitch vxlan, pid {}", std::process::id()))
+    );
+    drop(port);
+    assert!(
+        !Netlink::open()
+            .and_then(|mut nl| nl.link_exists(&name))
+            .expect("netlink")
+    );
+}

@@ -53,6 +53,7 @@ const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_TXQLEN: u16 = 13;
 const IFLA_STATS64: u16 = 23;
+const IFLA_IFALIAS: u16 = 20;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_NET_NS_FD: u16 = 28;
@@ -253,6 +254,11 @@ impl Request {
         self.attr_str(IFLA_IFNAME, name)
     }
 
+    /// The alias attribute.
+    pub fn alias(self, alias: &str) -> Self {
+        self.attr_str(IFLA_IFALIAS, alias)
+    }
+
     /// The MTU attribute.
     pub fn mtu(self, mtu: u32) -> Self {
         self.attr_u32(IFLA_MTU, mtu)
@@ -354,7 +360,7 @@ fn ip_bytes(addr: IpAddr) -> Vec<u8> {
 }
 
 /// What a link description says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LinkInfo {
     /// Interface index.
     pub index: u32,
@@ -366,6 +372,8 @@ pub struct LinkInfo {
     pub tx_queue_len: Option<u32>,
     /// Its error and drop counters, if the kernel sent them.
     pub errors: Option<LinkErrors>,
+    /// Its alias (`ip link set NAME alias TEXT`), if it has one.
+    pub alias: Option<String>,
     /// `IFF_*` flags as the kernel reports them (`IFF_RUNNING`: operationally up).
     pub flags: u32,
 }
@@ -435,6 +443,10 @@ fn parse_link(body: &[u8]) -> LinkInfo {
                 info.tx_queue_len = Some(u32::from_ne_bytes([data[0], data[1], data[2], data[3]]))
             }
             (IFLA_STATS64, _) => info.errors = LinkErrors::parse(data),
+            (IFLA_IFALIAS, _) => {
+                let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+                info.alias = Some(String::from_utf8_lossy(&data[..end]).into_owned());
+            }
             _ => {}
         }
         attrs = &attrs[align4(len).min(attrs.len())..];
@@ -603,6 +615,7 @@ mod tests {
             .mac(mac)
             .mtu(9000)
             .attr_u32(IFLA_TXQLEN, 500)
+            .alias("vswitch 7")
             .attr(
                 IFLA_STATS64,
                 &(0..24u64)
@@ -621,6 +634,7 @@ mod tests {
                 rx_dropped: 6,
                 tx_dropped: 7,
             }),
+            alias: Some("vswitch 7".into()),
             flags: IFF_RUNNING,
         };
         assert!(info.is_running());

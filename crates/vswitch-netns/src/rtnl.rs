@@ -176,6 +176,13 @@ impl Netlink {
             .map_err(|e| NetnsError::from_errno(format!("{op} {name}"), name, e))
     }
 
+    /// Sets interface `name`'s alias (`ip link set NAME alias ALIAS`).
+    pub fn set_alias(&mut self, name: &str, alias: &str) -> Result<(), NetnsError> {
+        self.set_link(name, "setting the alias of", |r| {
+            r.ifinfo(0, 0, 0).ifname(name).alias(alias)
+        })
+    }
+
     /// Brings interface `name` up.
     pub fn set_up(&mut self, name: &str) -> Result<(), NetnsError> {
         self.set_link(name, "setting up link", |r| {

@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use crate::time::Timestamp;
 
+/// Where a normal jitter's tail is cut, in deviations: netem's `normal` table spans about
+/// ±4 (iproute2's `normal.dist`), so no delay exceeds `delay + 4 × jitter`.
+pub const NORMAL_TAIL: f64 = 4.0;
+
 /// A small fast PRNG (xorshift64*), seeded for repeatable experiments.
 #[derive(Debug, Clone)]
 struct Rng(u64);
@@ -199,7 +203,9 @@ impl Impairment {
         self.loss > 0.0 && self.rng.next_f64() < self.loss
     }
 
-    /// A jitter offset in seconds: uniform in ±jitter, or normal with jitter as its deviation.
+    /// A jitter offset in seconds: uniform in ±jitter, or normal with jitter as its deviation,
+    /// cut at ±[`NORMAL_TAIL`] deviations as netem's table of the normal distribution is (an
+    /// unbounded tail would hold a rare frame back for half an hour).
     fn spread(&mut self) -> f64 {
         let j = self.jitter.as_secs_f64();
         match self.distribution {
@@ -208,7 +214,8 @@ impl Impairment {
                 // Box-Muller.
                 let u1 = self.rng.next_f64().max(f64::MIN_POSITIVE);
                 let u2 = self.rng.next_f64();
-                j * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+                let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+                j * z.clamp(-NORMAL_TAIL, NORMAL_TAIL)
             }
         }
     }
@@ -363,6 +370,31 @@ mod tests {
             (delays.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / delays.len() as f64).sqrt();
         assert!((mean - 100.0).abs() < 0.5, "mean {mean}");
         assert!((sd - 10.0).abs() < 0.5, "deviation {sd}");
+    }
+
+    #[test]
+    fn a_normal_jitter_ends_at_four_deviations() {
+        // Found by fuzzing: a normal tail took a 51 s delay with 51 s of jitter past 126 s.
+        let mut imp = Impairment::parse(&[
+            "delay",
+            "100ms",
+            "jitter",
+            "10ms",
+            "distribution",
+            "normal",
+            "reorder",
+            "0%",
+        ])
+        .unwrap();
+        // Beyond 4 deviations lie 6 in 100 000 samples of a normal: some of these would.
+        let furthest = (0..200_000u64)
+            .map(|i| {
+                let d = imp.decide(Timestamp::from_secs(i), 100).delay.as_secs_f64() * 1000.0;
+                (d - 100.0).abs()
+            })
+            .fold(0.0, f64::max);
+        assert!(furthest <= 40.0 + 1e-6, "{furthest} ms from the mean");
+        assert!(furthest > 30.0, "the tail is there: {furthest} ms");
     }
 
     #[test]
