@@ -70,6 +70,16 @@ fn underlay_with(
     (ours, theirs)
 }
 
+/// The MAC of the kernel bridge `br0` in `ns` (the kernel side's address lives on it).
+fn bridge_mac(ns: &NetnsGuard) -> vswitch_core::MacAddr {
+    ns.run(|| Netlink::open().and_then(|mut nl| nl.link("br0")))
+        .expect("enter")
+        .expect("link")
+        .mac
+        .map(vswitch_core::MacAddr)
+        .expect("mac")
+}
+
 /// vswitch with a TAP host (10.96.0.1, MTU 1450) and a VXLAN port in `ours`.
 fn switch(ours: &NetnsGuard, vni: u32, dstport: u16) -> (Switch, Host, String) {
     switch_with(
@@ -193,13 +203,7 @@ fn an_ipv6_underlay_and_a_static_remote_without_learning_interoperate_too() {
     );
     // The kernel's bridge MAC, pinned behind its VTEP: with learning off, only the static entry
     // sends unicast there instead of to every remote.
-    let kernel_mac: vswitch_core::MacAddr = theirs
-        .run(|| Netlink::open().and_then(|mut nl| nl.link("br0")))
-        .expect("enter")
-        .expect("link")
-        .mac
-        .map(vswitch_core::MacAddr)
-        .expect("mac");
+    let kernel_mac = bridge_mac(&theirs);
     let (sw, host, port) = switch_with(
         &ours,
         "vni=77,local=fd95::1,remote=fd95::2+fd95::9,learning=off,srcport=40000-40999",
@@ -515,13 +519,7 @@ fn a_kernel_carried_vxlan_port_talks_to_linux_vxlan_on_the_fast_path() {
             "no flood entry for {remote}:\n{ours_fdb}"
         );
     }
-    let kernel_mac = theirs
-        .run(|| Netlink::open().and_then(|mut nl| nl.link("br0")))
-        .expect("enter")
-        .expect("link")
-        .mac
-        .map(|m| vswitch_core::MacAddr(m).to_string())
-        .expect("mac");
+    let kernel_mac = bridge_mac(&theirs).to_string();
     assert!(
         ours_fdb
             .lines()
@@ -560,13 +558,7 @@ fn a_kernel_carried_port_over_ipv6_pins_static_remotes() {
         ["fd95::1/64", "fd95::2/64"],
         ("fd95::2", "fd95::1"),
     );
-    let kernel_mac: vswitch_core::MacAddr = theirs
-        .run(|| Netlink::open().and_then(|mut nl| nl.link("br0")))
-        .expect("enter")
-        .expect("link")
-        .mac
-        .map(vswitch_core::MacAddr)
-        .expect("mac");
+    let kernel_mac = bridge_mac(&theirs);
     let k = kernel_carried(
         &ours,
         "vni=78,local=fd95::1,remote=fd95::2,learning=off,srcport=41000-41999",

@@ -61,8 +61,7 @@ const ALIAS_PREFIX: &str = "vswitch vxlan, pid ";
 /// Removes a vxlan device called `name` that a switch made and left behind when it died
 /// (SIGKILL, a crash: no `Drop` ran), so that the name can be used again. A device of that name
 /// that a running switch or anyone else made is left alone, and refused later as existing.
-fn remove_if_orphaned(name: &str) -> io::Result<()> {
-    let mut nl = Netlink::open().map_err(other)?;
+fn remove_if_orphaned(nl: &mut Netlink, name: &str) -> io::Result<()> {
     let Ok(info) = nl.link(name) else {
         return Ok(());
     };
@@ -106,11 +105,10 @@ impl KernelVxlanPort {
         };
         let mtu = config.underlay_mtu - config.overhead();
         let name = config.name.as_str();
-        remove_if_orphaned(name)?;
+        let mut nl = Netlink::open().map_err(other)?;
+        remove_if_orphaned(&mut nl, name)?;
         match &config.netns {
-            None => Netlink::open()
-                .and_then(|mut nl| nl.add_vxlan(name, &link, mtu, None))
-                .map_err(other)?,
+            None => nl.add_vxlan(name, &link, mtu, None).map_err(other)?,
             Some(ns) => {
                 // The socket in the underlay, the device here.
                 let here = OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/net")?);
@@ -125,8 +123,10 @@ impl KernelVxlanPort {
                 })?;
             }
         }
-        let mut nl = Netlink::open().map_err(other)?;
-        let index = nl.link_index(name).map_err(other)?;
+        let index = nl.link_index(name).map_err(|e| {
+            let _ = nl.delete_link(name);
+            other(e)
+        })?;
         let device = Device {
             name: name.to_owned(),
             index,

@@ -348,9 +348,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn normal_jitter_spreads_like_a_normal() {
-        let mut imp = Impairment::parse(&[
+    /// A 100 ms delay with a normal jitter of 10 ms, never reordered.
+    fn normal_100ms_jitter_10ms() -> Impairment {
+        Impairment::parse(&[
             "delay",
             "100ms",
             "jitter",
@@ -360,7 +360,12 @@ mod tests {
             "reorder",
             "0%",
         ])
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn normal_jitter_spreads_like_a_normal() {
+        let mut imp = normal_100ms_jitter_10ms();
         // Frames far apart, so order-keeping never stretches a delay.
         let delays: Vec<f64> = (0..10_000u64)
             .map(|i| imp.decide(Timestamp::from_secs(i), 100).delay.as_secs_f64() * 1000.0)
@@ -375,17 +380,7 @@ mod tests {
     #[test]
     fn a_normal_jitter_ends_at_four_deviations() {
         // Found by fuzzing: a normal tail took a 51 s delay with 51 s of jitter past 126 s.
-        let mut imp = Impairment::parse(&[
-            "delay",
-            "100ms",
-            "jitter",
-            "10ms",
-            "distribution",
-            "normal",
-            "reorder",
-            "0%",
-        ])
-        .unwrap();
+        let mut imp = normal_100ms_jitter_10ms();
         // Beyond 4 deviations lie 6 in 100 000 samples of a normal: some of these would.
         let furthest = (0..200_000u64)
             .map(|i| {

@@ -224,7 +224,7 @@ fn forward_viewed(
     if let Forwarder::Learning(cfg) = &ctx.shared.forwarder
         && !policy.is_default()
     {
-        return forward_in_vlan(ctx, in_port, policy, cfg, buf);
+        return forward_in_vlan(ctx, in_port, policy, cfg, buf, view);
     }
     let d = match &ctx.shared.forwarder {
         Forwarder::Learning(cfg) => decide(&ctx.state.table, cfg, ctx.now, in_port.id(), view),
@@ -308,8 +308,9 @@ fn forward_in_vlan(
     policy: &PortPolicy,
     cfg: &vswitch_core::ForwardingConfig,
     buf: &mut [u8],
+    view: &mut FrameView,
 ) {
-    let (vlan, tpid, len) = match vlan::classify(&policy.vlan, &buf[VNET_HDR_LEN..]) {
+    let (vlan, tpid, stripped) = match vlan::classify(&policy.vlan, &buf[VNET_HDR_LEN..]) {
         Ingress::Drop(reason) => {
             in_port.counters().count_drop(reason);
             let vid = vlan::outer_tag(&buf[VNET_HDR_LEN..]).map_or(0, |(_, vid)| vid.get());
@@ -319,27 +320,29 @@ fn forward_in_vlan(
             return;
         }
         Ingress::Member { vlan, strip, tpid } => {
-            let len = if strip {
-                match remove_vlan_tag(buf, buf.len()) {
-                    Some(len) => len,
-                    None => {
-                        in_port.counters().count_drop(DropReason::Runt);
-                        return;
-                    }
-                }
+            let stripped = if strip {
+                // With its tag taken out, it is a new frame, viewed anew.
+                let view = remove_vlan_tag(buf, buf.len())
+                    .and_then(|len| Some((len, FrameView::parse(&buf[..len]).ok()?)));
+                let Some(stripped) = view else {
+                    in_port.counters().count_drop(DropReason::Runt);
+                    return;
+                };
+                Some(stripped)
             } else {
-                buf.len()
+                None
             };
-            (vlan, tpid, len)
+            (vlan, tpid, stripped)
         }
     };
-    let buf = &mut buf[..len];
-    // With its tag taken out, it is a new frame.
-    let Ok(mut view) = FrameView::parse(buf) else {
-        in_port.counters().count_drop(DropReason::Runt);
-        return;
+    let mut untagged;
+    let (buf, view) = match stripped {
+        Some((len, v)) => {
+            untagged = v;
+            (&mut buf[..len], &mut untagged)
+        }
+        None => (buf, view),
     };
-    let view = &mut view;
     let scope = Scope {
         vlan,
         no_learning: !policy.flags.learning,

@@ -261,10 +261,8 @@ impl Switch {
         self.learning_table()?;
         {
             let mut state = self.shared.write();
-            let id = state.ports.live_named(name)?.id();
-            if let Some(policy) = state.ports.policy_mut(id) {
-                policy.vlan = mode;
-            }
+            let (id, policy) = state.ports.live_policy_mut(name)?;
+            policy.vlan = mode;
             state.table.flush_port(id);
         }
         self.shared.sync_fast_ports();
@@ -276,14 +274,11 @@ impl Switch {
     pub fn change_trunk(&self, name: &str, vlans: &VlanSet, add: bool) -> Result<(), ControlError> {
         self.learning_table()?;
         let mut state = self.shared.write();
-        let id = state.ports.live_named(name)?.id();
-        if let Some(policy) = state.ports.policy_mut(id) {
-            policy
-                .vlan
-                .change_trunk(vlans, add)
-                .map_err(|e| ControlError::Policy(format!("port {name}: {e}")))?;
-        }
-        Ok(())
+        let (_, policy) = state.ports.live_policy_mut(name)?;
+        policy
+            .vlan
+            .change_trunk(vlans, add)
+            .map_err(|e| ControlError::Policy(format!("port {name}: {e}")))
     }
 
     /// Sets flag `flag` (`learning`, `flood`, `mcast-flood`, `bcast-flood`, `isolated`,
@@ -292,13 +287,11 @@ impl Switch {
         self.learning_table()?;
         {
             let mut state = self.shared.write();
-            let id = state.ports.live_named(name)?.id();
-            if let Some(policy) = state.ports.policy_mut(id) {
-                policy
-                    .flags
-                    .set(flag, value)
-                    .map_err(ControlError::Policy)?;
-            }
+            let (_, policy) = state.ports.live_policy_mut(name)?;
+            policy
+                .flags
+                .set(flag, value)
+                .map_err(ControlError::Policy)?;
         }
         self.shared.sync_fast_ports();
         Ok(())

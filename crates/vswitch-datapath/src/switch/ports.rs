@@ -90,9 +90,17 @@ impl PortTable {
             .unwrap_or_else(|| DEFAULT.get_or_init(PortPolicy::default))
     }
 
-    /// Port `id`'s policy, to change.
-    pub(super) fn policy_mut(&mut self, id: PortId) -> Option<&mut PortPolicy> {
-        self.policies.get_mut(id.index())
+    /// The live port called `name`: its id and its policy, to change.
+    pub(super) fn live_policy_mut(
+        &mut self,
+        name: &str,
+    ) -> Result<(PortId, &mut PortPolicy), ControlError> {
+        let id = self.live_named(name)?.id();
+        let policy = self
+            .policies
+            .get_mut(id.index())
+            .ok_or_else(|| ControlError::UnknownPort(name.to_owned()))?;
+        Ok((id, policy))
     }
 
     /// Adds a live port called `name` under the next id; refused if a live port has that name.
