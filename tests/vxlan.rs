@@ -294,6 +294,37 @@ fn machine_carried_by(underlay: &NetnsGuard, i: u8, hosts: &[Ipv4Addr], carrier:
     Machine { sw, port, hosts }
 }
 
+/// The MAC of the host that moves between machines 2 and 3 (their second hosts).
+const MOVER: &str = "02:00:00:00:97:09";
+
+/// Gives the second hosts of machines 2 and 3 the mover's MAC (one host, two places) and brings
+/// it up on machine 2.
+fn place_mover(m2: &Machine, m3: &Machine) {
+    for host in [&m2.hosts[1], &m3.hosts[1]] {
+        ip_in(host.ns.name(), &format!("link set {} down", host.ifname));
+        ip_in(
+            host.ns.name(),
+            &format!("link set {} address {MOVER}", host.ifname),
+        );
+    }
+    ip_in(
+        m2.hosts[1].ns.name(),
+        &format!("link set {} up", m2.hosts[1].ifname),
+    );
+}
+
+/// The mover goes down on machine 2 and up on machine 3.
+fn move_mover(m2: &Machine, m3: &Machine) {
+    ip_in(
+        m2.hosts[1].ns.name(),
+        &format!("link set {} down", m2.hosts[1].ifname),
+    );
+    ip_in(
+        m3.hosts[1].ns.name(),
+        &format!("link set {} up", m3.hosts[1].ifname),
+    );
+}
+
 /// An underlay LAN (a kernel bridge in the first namespace, standing for the physical network)
 /// and three machines' underlay namespaces on it, 10.97.0.1 to .3.
 fn lan_of_three() -> (NetnsGuard, Vec<NetnsGuard>) {
@@ -330,18 +361,7 @@ fn three_machines_replicate_floods_and_relearn_a_host_that_moved() {
     let m1 = machine(&underlays[0], 1, &[addr(1)]);
     let m2 = machine(&underlays[1], 2, &[addr(2), addr(9)]);
     let m3 = machine(&underlays[2], 3, &[addr(3), addr(9)]);
-    let mover = "02:00:00:00:97:09";
-    for host in [&m2.hosts[1], &m3.hosts[1]] {
-        ip_in(host.ns.name(), &format!("link set {} down", host.ifname));
-        ip_in(
-            host.ns.name(),
-            &format!("link set {} address {mover}", host.ifname),
-        );
-    }
-    ip_in(
-        m2.hosts[1].ns.name(),
-        &format!("link set {} up", m2.hosts[1].ifname),
-    );
+    place_mover(&m2, &m3);
 
     // Every host reaches every other; the first ARP from machine 1 went to both remotes.
     let a = &m1.hosts[0];
@@ -382,14 +402,7 @@ fn three_machines_replicate_floods_and_relearn_a_host_that_moved() {
 
     // The host moves: down on machine 2, up on machine 3 (it speaks first, as a moved VM's
     // gratuitous ARP would). Machine 1 relearns it behind machine 3's VTEP.
-    ip_in(
-        m2.hosts[1].ns.name(),
-        &format!("link set {} down", m2.hosts[1].ifname),
-    );
-    ip_in(
-        m3.hosts[1].ns.name(),
-        &format!("link set {} up", m3.hosts[1].ifname),
-    );
+    move_mover(&m2, &m3);
     assert!(
         ping(&m3.hosts[1].ns, addr(1), 3).all_replied(),
         "the moved host -> 1"
@@ -614,18 +627,7 @@ fn three_kernel_carried_machines_replicate_floods_and_relearn_a_host_that_moved(
     let m1 = machine_carried_by(&underlays[0], 1, &[addr(1)], "kernel");
     let m2 = machine_carried_by(&underlays[1], 2, &[addr(2), addr(9)], "kernel");
     let m3 = machine_carried_by(&underlays[2], 3, &[addr(3), addr(9)], "kernel");
-    let mover = "02:00:00:00:97:09";
-    for host in [&m2.hosts[1], &m3.hosts[1]] {
-        ip_in(host.ns.name(), &format!("link set {} down", host.ifname));
-        ip_in(
-            host.ns.name(),
-            &format!("link set {} address {mover}", host.ifname),
-        );
-    }
-    ip_in(
-        m2.hosts[1].ns.name(),
-        &format!("link set {} up", m2.hosts[1].ifname),
-    );
+    place_mover(&m2, &m3);
     let a = &m1.hosts[0];
     for to in [addr(2), addr(3), addr(9)] {
         assert!(ping(&a.ns, to, 3).all_replied(), "1 -> {to}");
@@ -646,18 +648,11 @@ fn three_kernel_carried_machines_replicate_floods_and_relearn_a_host_that_moved(
     let behind = |vtep: &str| {
         fdb_show(None, &m1.port)
             .lines()
-            .any(|l| l.starts_with(mover) && l.contains(&format!("dst {vtep}")))
+            .any(|l| l.starts_with(MOVER) && l.contains(&format!("dst {vtep}")))
     };
     assert!(behind("10.97.0.2"), "the mover first behind machine 2");
     // The host moves to machine 3 and speaks first; machine 1 relearns it there.
-    ip_in(
-        m2.hosts[1].ns.name(),
-        &format!("link set {} down", m2.hosts[1].ifname),
-    );
-    ip_in(
-        m3.hosts[1].ns.name(),
-        &format!("link set {} up", m3.hosts[1].ifname),
-    );
+    move_mover(&m2, &m3);
     assert!(
         ping(&m3.hosts[1].ns, addr(1), 3).all_replied(),
         "the moved host -> 1"
