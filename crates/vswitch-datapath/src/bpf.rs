@@ -79,6 +79,7 @@ pub(crate) const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
 pub(crate) const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 /// `enum bpf_attach_type`: tc ingress through a tcx link (Linux 6.6+).
 const BPF_TCX_INGRESS: u32 = 46;
+const BPF_TCX_EGRESS: u32 = 47;
 /// `offsetof(struct __sk_buff, hash)`.
 const SKB_HASH: i16 = 68;
 
@@ -646,12 +647,22 @@ struct LinkCreate {
 /// Attaches a `SCHED_CLS` program at the tc ingress of interface `ifindex` through a tcx link;
 /// closing the returned link detaches it.
 pub(crate) fn attach_tcx_ingress(program: &OwnedFd, ifindex: u32) -> io::Result<OwnedFd> {
+    attach_tcx(program, ifindex, BPF_TCX_INGRESS)
+}
+
+/// Like [`attach_tcx_ingress`], at the interface's egress: it runs on every frame the stack
+/// sends there, before any qdisc.
+pub(crate) fn attach_tcx_egress(program: &OwnedFd, ifindex: u32) -> io::Result<OwnedFd> {
+    attach_tcx(program, ifindex, BPF_TCX_EGRESS)
+}
+
+fn attach_tcx(program: &OwnedFd, ifindex: u32, attach_type: u32) -> io::Result<OwnedFd> {
     bpf(
         BPF_LINK_CREATE,
         &LinkCreate {
             prog_fd: program.as_raw_fd() as u32,
             target_ifindex: ifindex,
-            attach_type: BPF_TCX_INGRESS,
+            attach_type,
             flags: 0,
             relative_fd: 0,
             pad: 0,

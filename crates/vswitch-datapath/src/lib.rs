@@ -34,6 +34,7 @@ pub mod station;
 pub mod switch;
 mod sys;
 pub mod tap;
+pub mod tap_relay;
 pub mod tun;
 pub mod vxlan;
 
@@ -49,12 +50,13 @@ pub use port::{
     CpuSteering, DeviceCapabilities, DeviceStatus, KernelLink, Port, PortDevice, PortState,
     Steering, Tunnel,
 };
-pub use spec::{OpenPortError, PortSpec, PortSpecError};
+pub use spec::{OpenPortError, PortSpec, PortSpecError, TapSpec};
 pub use station::StationPort;
 pub use switch::{
     ControlError, Datapath, FdbRow, MacvlanConfig, PortReport, Switch, SwitchConfig, SwitchError,
     SwitchStats,
 };
 pub use tap::{InvalidIfName, Tap, TapError, validate_ifname};
+pub use tap_relay::RelayedTap;
 pub use tun::{TunConfig, TunPort};
 pub use vxlan::{Carrier, VxlanConfig, VxlanPort};

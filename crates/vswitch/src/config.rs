@@ -100,6 +100,7 @@ fn port_name(spec: &str) -> &str {
     let spec = spec.split_once('=').map_or(spec, |(s, _)| s);
     match spec.split_once(':') {
         Some(("vxlan", rest)) => rest.split(':').next().unwrap_or(rest),
+        Some(("tap", rest)) => rest.split('@').next().unwrap_or(rest),
         Some((_, name)) => name,
         None => spec,
     }

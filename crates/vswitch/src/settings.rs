@@ -115,7 +115,12 @@ pub fn open_ports(
 ) -> Result<Vec<(String, Box<dyn PortDevice>)>> {
     let mut ports: Vec<(String, Box<dyn PortDevice>)> = Vec::new();
     for spec in specs {
-        let device = spec.open(offload, config.threads, config.steering)?;
+        let device = spec.open(
+            offload,
+            config.threads,
+            config.steering,
+            config.kernel_may_carry(),
+        )?;
         let can = device.capabilities();
         tracing::info!(
             port = spec.name(),

@@ -30,6 +30,14 @@ pub struct SwitchConfig {
     pub datapath: Datapath,
 }
 
+impl SwitchConfig {
+    /// Whether the kernel may carry frames the switch decided (the fast path's condition): not
+    /// with `--datapath userspace`, nor in MACVLAN mode (whose dispatch the fast path lacks).
+    pub fn kernel_may_carry(&self) -> bool {
+        self.datapath != Datapath::Userspace && self.macvlan.is_none()
+    }
+}
+
 /// Where frames are forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Datapath {

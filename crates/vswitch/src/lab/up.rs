@@ -250,7 +250,7 @@ fn make_links<'t>(
                     Attach::Tap => ports
                         .entry(&switch.name)
                         .or_default()
-                        .push(PortSpec::Tap(port)),
+                        .push(PortSpec::Tap(vswitch_datapath::TapSpec::named(&port))),
                 }
             }
             // A cable between two hosts: made from inside the first, its peer in the second.
