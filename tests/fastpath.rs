@@ -1,7 +1,7 @@
-//! The in-kernel fast path for `dev:` ports against real kernel stacks: it forwards known
-//! unicast, counts it exactly, delivers every frame once while the switch changes its mind, and
-//! gives way at once to pipelines and captures. Each check runs with `--datapath userspace`
-//! too, as the reference. Needs root.
+//! The in-kernel fast path for `dev:` ports and relayed TAPs against real kernel stacks: it
+//! forwards known unicast, counts it exactly, delivers every frame once while the switch changes
+//! its mind, and gives way at once to pipelines and captures. Each check runs with `--datapath
+//! userspace` too, as the reference. Needs root.
 
 use std::time::{Duration, Instant};
 
@@ -12,13 +12,20 @@ use vswitch_testkit::{
 };
 
 fn lab(n: usize, datapath: Datapath) -> SwitchLab {
+    lab_of(n, datapath, Attach::Veth)
+}
+
+fn lab_of(n: usize, datapath: Datapath, attach: Attach) -> SwitchLab {
     let config = SwitchConfig {
         threads: 2,
         datapath,
         ..SwitchConfig::default()
     };
-    SwitchLab::new(n, config, Attach::Veth).expect("lab")
+    SwitchLab::new(n, config, attach).expect("lab")
 }
+
+/// Both ways to give a host a port the kernel can carry.
+const CARRIED: [Attach; 2] = [Attach::Veth, Attach::RelayedTap];
 
 fn mac_of(host: &vswitch_testkit::Host) -> MacAddr {
     host.mac().expect("mac").parse().expect("a MAC")
@@ -49,8 +56,16 @@ fn known_unicast_between_veth_ports_goes_in_the_kernel_and_is_counted_exactly() 
     if !require_root("known_unicast_between_veth_ports_goes_in_the_kernel_and_is_counted_exactly") {
         return;
     }
-    for datapath in [Datapath::Auto, Datapath::ClsBpf, Datapath::Userspace] {
-        let lab = lab(2, datapath);
+    let cases = [
+        (Datapath::Auto, Attach::Veth),
+        (Datapath::ClsBpf, Attach::Veth),
+        (Datapath::Userspace, Attach::Veth),
+        (Datapath::Auto, Attach::RelayedTap),
+        // A relayed TAP without the fast path: through the relay to the switch and back.
+        (Datapath::Userspace, Attach::RelayedTap),
+    ];
+    for (datapath, attach) in cases {
+        let lab = lab_of(2, datapath, attach);
         let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
         let served = lab.switch.fast_path_ports().len();
         let fast = datapath != Datapath::Userspace;
@@ -59,7 +74,7 @@ fn known_unicast_between_veth_ports_goes_in_the_kernel_and_is_counted_exactly() 
         assert!(ping(&a.ns, b.addr, 1).all_replied());
         let before = [lab.port_stats(0), lab.port_stats(1)];
         let report = ping_with(&a.ns, b.addr, flood(200));
-        assert!(report.all_replied(), "{datapath}: {report}");
+        assert!(report.all_replied(), "{datapath} {attach:?}: {report}");
         // The switch counts a frame after handing it on: the last reply may reach a a moment
         // before its count.
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -74,7 +89,10 @@ fn known_unicast_between_veth_ports_goes_in_the_kernel_and_is_counted_exactly() 
         // refresh may add a frame or two each way. Counted the same with or without the fast
         // path.
         for (what, n) in [("a rx", rx0), ("a tx", tx0), ("b rx", rx1), ("b tx", tx1)] {
-            assert!((200..=204).contains(&n), "{datapath}: {what} {n}");
+            assert!(
+                (200..=204).contains(&n),
+                "{datapath} {attach:?}: {what} {n}"
+            );
         }
         if fast {
             // Echoes of both ways, in the kernel (all but what the switch saw first).
@@ -96,13 +114,17 @@ fn every_frame_arrives_once_while_the_table_is_flushed_and_a_mac_moves() {
     if !require_root("every_frame_arrives_once_while_the_table_is_flushed_and_a_mac_moves") {
         return;
     }
-    for datapath in [Datapath::Auto, Datapath::ClsBpf] {
-        exactly_once_under_change(datapath);
+    for (datapath, attach) in [
+        (Datapath::Auto, Attach::Veth),
+        (Datapath::ClsBpf, Attach::Veth),
+        (Datapath::Auto, Attach::RelayedTap),
+    ] {
+        exactly_once_under_change(datapath, attach);
     }
 }
 
-fn exactly_once_under_change(datapath: Datapath) {
-    let lab = lab(3, datapath);
+fn exactly_once_under_change(datapath: Datapath, attach: Attach) {
+    let lab = lab_of(3, datapath, attach);
     let (a, b, c) = (&lab.hosts[0], &lab.hosts[1], &lab.hosts[2]);
     assert!(ping(&a.ns, b.addr, 1).all_replied() && ping(&b.ns, a.addr, 1).all_replied());
     let port_c = lab.switch.ports()[2].name().to_owned();
@@ -166,13 +188,17 @@ fn pipelines_and_captures_installed_at_runtime_see_the_next_frame() {
     if !require_root("pipelines_and_captures_installed_at_runtime_see_the_next_frame") {
         return;
     }
-    for datapath in [Datapath::Auto, Datapath::ClsBpf] {
-        runtime_changes_see_the_next_frame(datapath);
+    for (datapath, attach) in [
+        (Datapath::Auto, Attach::Veth),
+        (Datapath::ClsBpf, Attach::Veth),
+        (Datapath::Auto, Attach::RelayedTap),
+    ] {
+        runtime_changes_see_the_next_frame(datapath, attach);
     }
 }
 
-fn runtime_changes_see_the_next_frame(datapath: Datapath) {
-    let lab = lab(2, datapath);
+fn runtime_changes_see_the_next_frame(datapath: Datapath, attach: Attach) {
+    let lab = lab_of(2, datapath, attach);
     let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
     let port_b = lab.switch.ports()[1].name().to_owned();
     assert!(ping(&a.ns, b.addr, 20).all_replied());
@@ -217,7 +243,13 @@ fn a_station_heard_only_through_the_kernel_does_not_age_out() {
         },
         ..SwitchConfig::default()
     };
-    let lab = SwitchLab::new(2, config, Attach::Veth).expect("lab");
+    for attach in CARRIED {
+        heard_only_through_the_kernel(config.clone(), attach);
+    }
+}
+
+fn heard_only_through_the_kernel(config: SwitchConfig, attach: Attach) {
+    let lab = SwitchLab::new(2, config, attach).expect("lab");
     let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
     assert!(ping(&a.ns, b.addr, 1).all_replied());
     // 5 s of echoes (2.5 ageing times) that the kernel forwards: the entries stay.
@@ -286,4 +318,124 @@ fn the_fast_path_attaches_through_tcx_or_cls_bpf_and_leaves_nothing() {
         );
         drop(hosts);
     }
+}
+
+/// The switch ends of the relays made for TAP `tap` (found by their alias).
+fn relays_of(tap: &str) -> Vec<String> {
+    let wanted = format!("relay for TAP {tap},");
+    std::fs::read_dir("/sys/class/net")
+        .expect("sysfs")
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            let alias = std::fs::read_to_string(format!("/sys/class/net/{name}/ifalias")).ok()?;
+            alias.contains(&wanted).then_some(name)
+        })
+        .collect()
+}
+
+/// Whether link `name` exists in `host`'s namespace.
+fn in_host(host: &vswitch_testkit::Host, name: &str) -> bool {
+    host.ns
+        .run(|| vswitch_netns::Netlink::open()?.link_exists(name))
+        .expect("enter")
+        .expect("netlink")
+}
+
+#[test]
+fn a_relayed_tap_carries_whole_tcp_segments_adds_no_station_and_leaves_nothing() {
+    if !require_root("a_relayed_tap_carries_whole_tcp_segments_adds_no_station_and_leaves_nothing")
+    {
+        return;
+    }
+    let lab = lab_of(2, Datapath::Auto, Attach::RelayedTap);
+    let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
+    let taps: Vec<String> = lab.hosts.iter().map(|h| h.ifname.clone()).collect();
+    let relays: Vec<String> = taps
+        .iter()
+        .map(|t| relays_of(t))
+        .map(|r| {
+            assert_eq!(r.len(), 1, "one relay per TAP: {r:?}");
+            r[0].clone()
+        })
+        .collect();
+    // Each relay's other end is beside its TAP, in the host's namespace.
+    let host_ends: Vec<String> = relays
+        .iter()
+        .map(|r| format!("{}h", r.trim_end_matches('s')))
+        .collect();
+    for (host, end) in lab.hosts.iter().zip(&host_ends) {
+        assert!(in_host(host, end), "{end} not in {}", host.ns.name());
+    }
+    assert_eq!(lab.switch.fast_path_ports().len(), 2);
+    let before = [lab.port_stats(0), lab.port_stats(1)];
+    for (from, to, port) in [(a, b, 5501), (b, a, 5502)] {
+        let t = tcp_transfer(&from.ns, &to.ns, to.addr, port, 32 << 20).expect("tcp");
+        assert_eq!((t.received, t.received_digest), (t.sent, t.sent_digest));
+    }
+    let after = [lab.port_stats(0), lab.port_stats(1)];
+    for i in 0..2 {
+        let (rx, _, fast_rx, _) = delta(after[i], before[i]);
+        let bytes = after[i].rx_bytes - before[i].rx_bytes;
+        // 32 MiB each way, nearly all of it in the kernel, in segments far beyond the MTU
+        // (64 KiB TCP segments cross whole, as on the bridge).
+        assert!(bytes >= 32 << 20, "port {i}: {bytes} bytes");
+        assert!(
+            fast_rx * 10 >= rx * 9,
+            "port {i}: {fast_rx} of {rx} in the kernel"
+        );
+        let data = after[i].rx_bytes - before[i].rx_bytes;
+        assert!(
+            data / rx > 3000,
+            "port {i}: {rx} frames for {data} bytes: cut up"
+        );
+    }
+    // The relays add no station: the switch knows the two hosts, nothing else.
+    let mut macs: Vec<MacAddr> = lab.switch.fdb().iter().map(|r| r.key.mac).collect();
+    macs.sort();
+    let mut hosts = vec![mac_of(a), mac_of(b)];
+    hosts.sort();
+    assert_eq!(macs, hosts);
+
+    let SwitchLab { switch, hosts, .. } = lab;
+    switch.stop();
+    drop(switch);
+    for tap in &taps {
+        assert_eq!(relays_of(tap), Vec::<String>::new(), "left behind");
+    }
+    for (host, end) in hosts.iter().zip(&host_ends) {
+        assert!(!in_host(host, end), "{end} left in {}", host.ns.name());
+    }
+}
+
+#[test]
+fn a_relayed_tap_moved_elsewhere_goes_on_through_the_switch() {
+    if !require_root("a_relayed_tap_moved_elsewhere_goes_on_through_the_switch") {
+        return;
+    }
+    let lab = lab_of(2, Datapath::Auto, Attach::RelayedTap);
+    let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
+    assert!(ping(&a.ns, b.addr, 5).all_replied());
+    assert!(lab.port_stats(0).fast_rx_packets > 0);
+    // The user moves a's TAP into another namespace (the same address there): the relay, left
+    // behind in the first, can't carry it any more.
+    let ns = vswitch_testkit::Host::namespace().expect("namespace");
+    a.ns.run(|| vswitch_netns::Netlink::open()?.move_to(&a.ifname, &ns))
+        .expect("enter")
+        .expect("move");
+    let moved = vswitch_testkit::Host::with_link_in(ns, &a.ifname, a.addr).expect("host");
+    moved.wait_running().expect("running");
+    // Within a housekeeping tick (1 s) the switch notices and lets the TAP's fd carry it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ping(&moved.ns, b.addr, 1).all_replied() {
+        assert!(
+            Instant::now() < deadline,
+            "the moved TAP never worked again"
+        );
+    }
+    let before = lab.port_stats(0);
+    let report = ping(&moved.ns, b.addr, 20);
+    assert!(report.all_replied(), "{report}");
+    let (rx, _, fast_rx, _) = delta(lab.port_stats(0), before);
+    assert!(rx >= 20, "{rx}");
+    assert_eq!(fast_rx, 0, "still relayed after the move");
 }

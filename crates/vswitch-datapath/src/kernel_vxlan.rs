@@ -55,38 +55,6 @@ fn other(e: vswitch_netns::NetnsError) -> io::Error {
     io::Error::other(e)
 }
 
-/// What a device the switch made says in its alias, before the switch's process id.
-const ALIAS_PREFIX: &str = "vswitch vxlan, pid ";
-
-/// Removes a vxlan device called `name` that a switch made and left behind when it died
-/// (SIGKILL, a crash: no `Drop` ran), so that the name can be used again. A device of that name
-/// that a running switch or anyone else made is left alone, and refused later as existing.
-fn remove_if_orphaned(nl: &mut Netlink, name: &str) -> io::Result<()> {
-    let Ok(info) = nl.link(name) else {
-        return Ok(());
-    };
-    let owner = info
-        .alias
-        .as_deref()
-        .and_then(|a| a.strip_prefix(ALIAS_PREFIX))
-        .and_then(|pid| pid.parse::<i32>().ok());
-    let Some(pid) = owner else {
-        return Ok(());
-    };
-    // Signal 0 checks that the process exists; ESRCH: it doesn't.
-    let dead = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
-        == Err(nix::errno::Errno::ESRCH);
-    if dead {
-        tracing::warn!(
-            device = name,
-            pid,
-            "removing a vxlan device left by a switch that died"
-        );
-        nl.delete_link(name).map_err(other)?;
-    }
-    Ok(())
-}
-
 impl KernelVxlanPort {
     /// Creates the vxlan device for `config` and attaches to it with `queues` packet sockets
     /// spread by `steering`.
@@ -106,7 +74,7 @@ impl KernelVxlanPort {
         let mtu = config.underlay_mtu - config.overhead();
         let name = config.name.as_str();
         let mut nl = Netlink::open().map_err(other)?;
-        remove_if_orphaned(&mut nl, name)?;
+        crate::leftover::remove_if_orphaned(&mut nl, name)?;
         match &config.netns {
             None => nl.add_vxlan(name, &link, mtu, None).map_err(other)?,
             Some(ns) => {
@@ -131,7 +99,7 @@ impl KernelVxlanPort {
             name: name.to_owned(),
             index,
         };
-        nl.set_alias(name, &format!("{ALIAS_PREFIX}{}", std::process::id()))
+        nl.set_alias(name, &crate::leftover::alias("vxlan"))
             .map_err(other)?;
         for remote in &config.remotes {
             nl.fdb_append(index, [0; 6], *remote).map_err(other)?;

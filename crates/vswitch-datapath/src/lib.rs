@@ -24,6 +24,7 @@ pub mod capture;
 mod fastpath;
 pub mod hugepage;
 pub mod kernel_vxlan;
+mod leftover;
 pub mod memory;
 pub mod mirror_file;
 pub mod packet;

@@ -9,9 +9,9 @@ use crate::packet::{PacketPort, PacketPortError, interface_index};
 use crate::port::{PortDevice, Steering};
 use crate::tap::{InvalidIfName, Tap, TapError, validate_ifname};
 use crate::tap_relay::RelayedTap;
-use vswitch_netns::{Netlink, Netns};
 use crate::tun::{TunConfig, TunPort};
 use crate::vxlan::{Carrier, VxlanConfig, VxlanPort};
+use vswitch_netns::{Netlink, Netns};
 
 /// A port as the user asked for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,7 +159,11 @@ fn open_tap_in(
     let tap = if kernel {
         match RelayedTap::open(tap, &netns, queues, steering) {
             Ok(relayed) => {
-                tracing::info!(tap = name, netns = ns, "TAP relayed: the kernel carries its known unicast");
+                tracing::info!(
+                    tap = name,
+                    netns = ns,
+                    "TAP relayed: the kernel carries its known unicast"
+                );
                 return Ok(Box::new(relayed));
             }
             Err((tap, e)) => {

@@ -16,7 +16,8 @@
 //! reaches the switch).
 
 use std::io;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
 
 use vswitch_core::VNET_HDR_LEN;
 use vswitch_netns::{Netlink, Netns};
@@ -43,7 +44,7 @@ pub struct RelayedTap {
     tap_vnet: bool,
     /// Packet sockets on the relay's switch end, as for a `dev:` port.
     link: PacketPort,
-    _relay: Relay,
+    relay: Relay,
 }
 
 /// The relay's veth pair and the programs' links; dropping it detaches the programs and
@@ -51,8 +52,40 @@ pub struct RelayedTap {
 #[derive(Debug)]
 struct Relay {
     switch_end: String,
-    /// The programs' tcx links, in the host's namespace.
-    _links: Vec<OwnedFd>,
+    /// The programs' tcx links, in the host's namespace; let go if the TAP leaves it.
+    links: Mutex<Vec<OwnedFd>>,
+    /// The host's namespace (its inode).
+    netns: u64,
+}
+
+impl Relay {
+    /// Detaches the programs if the TAP (whose namespace `tap_netns` says) left the relay's
+    /// namespace: the relay can't follow it, and its programs would send the host's frames to
+    /// an interface that isn't there. The TAP's fd carries them from then on.
+    fn follow(&self, tap_netns: io::Result<OwnedFd>, tap: &str) {
+        let Ok(moved) = tap_netns.and_then(|fd| netns_inode(&fd)) else {
+            return;
+        };
+        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        if moved != self.netns && !links.is_empty() {
+            links.clear();
+            tracing::warn!(
+                tap,
+                "the TAP left its namespace: its relay is off, its frames go through the switch"
+            );
+        }
+    }
+}
+
+impl Relay {
+    fn is_on(&self) -> bool {
+        !self.links.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+}
+
+fn netns_inode(fd: &OwnedFd) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::File::from(fd.try_clone()?).metadata()?.ino())
 }
 
 impl Drop for Relay {
@@ -89,6 +122,19 @@ fn quiet(name: &str) -> io::Result<()> {
     }
 }
 
+/// Deletes every relay (here, and so its peer) that a switch left when it died: its TAP went
+/// with the switch's process, its veth pair didn't.
+fn remove_orphaned_relays(nl: &mut Netlink) -> io::Result<()> {
+    for entry in std::fs::read_dir("/sys/class/net")? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("vsr") && name.ends_with('s') {
+            crate::leftover::remove_if_orphaned(nl, name)?;
+        }
+    }
+    Ok(())
+}
+
 impl RelayedTap {
     /// Puts `tap` (just opened, in the switch's namespace) into namespace `netns` and builds its
     /// relay, with `queues` packet sockets spread by `steering` on the switch end. On an error
@@ -105,7 +151,7 @@ impl RelayedTap {
                 tap_vnet: tap.capabilities().rx_vnet_header,
                 tap,
                 link,
-                _relay: relay,
+                relay,
             }),
             Err(e) => Err((tap, e)),
         }
@@ -122,15 +168,24 @@ impl RelayedTap {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no TAP {name}")))?;
         let (switch_end, host_end) = (format!("vsr{index}s"), format!("vsr{index}h"));
         let mut nl = Netlink::open().map_err(other)?;
+        remove_orphaned_relays(&mut nl)?;
+        netns
+            .run(|| {
+                Netlink::open()
+                    .map_err(other)
+                    .and_then(|mut nl| crate::leftover::remove_if_orphaned(&mut nl, &host_end))
+            })
+            .map_err(other)??;
         nl.move_to(name, netns).map_err(other)?;
         nl.add_veth(&switch_end, &host_end, Some(netns))
             .map_err(other)?;
         // From here on, dropping `relay` deletes the pair.
         let mut relay = Relay {
             switch_end: switch_end.clone(),
-            _links: Vec::new(),
+            links: Mutex::new(Vec::new()),
+            netns: netns_inode(&netns.as_fd().try_clone_to_owned()?)?,
         };
-        let alias = format!("vswitch relay for TAP {name}, pid {}", std::process::id());
+        let alias = crate::leftover::alias(&format!("relay for TAP {name}"));
         nl.set_alias(&switch_end, &alias).map_err(other)?;
         quiet(&switch_end)?;
         let links = netns
@@ -148,8 +203,9 @@ impl RelayedTap {
                 Ok(vec![out, back])
             })
             .map_err(other)??;
-        relay._links = links;
-        let link = PacketPort::open_queues(&switch_end, queues, steering).map_err(io::Error::other)?;
+        relay.links = Mutex::new(links);
+        let link =
+            PacketPort::open_queues(&switch_end, queues, steering).map_err(io::Error::other)?;
         Ok((link, relay))
     }
 }
@@ -195,8 +251,10 @@ impl PortDevice for RelayedTap {
     }
 
     /// The TAP's MTU; present while the relay is (the kernel deletes the pair with the host's
-    /// namespace, and the TAP with it); the drops of both.
+    /// namespace, and the TAP with it); the drops of both. Turns the relay off if the TAP moved.
     fn status(&self) -> DeviceStatus {
+        self.relay
+            .follow(crate::sys::tun_get_netns(self.tap.fd(0)), self.tap.name());
         let tap = self.tap.status();
         let link = self.link.status();
         DeviceStatus {
@@ -213,8 +271,9 @@ impl PortDevice for RelayedTap {
         Some(self)
     }
 
+    /// The relay's switch end, while the relay is on.
     fn kernel_link(&self) -> Option<&dyn KernelLink> {
-        Some(&self.link)
+        self.relay.is_on().then_some(&self.link as &dyn KernelLink)
     }
 }
 

@@ -90,8 +90,19 @@ pub struct Host {
 impl Host {
     /// Makes a namespace, moves `ifname` (from the caller's namespace) into it, and configures it.
     pub fn with_link(ifname: &str, addr: Ipv4Addr) -> Result<Host, NetnsError> {
-        let ns = NetnsGuard::create(&unique_name("vsh"))?;
+        let ns = Host::namespace()?;
         Netlink::open()?.move_to(ifname, &ns)?;
+        Host::with_link_in(ns, ifname, addr)
+    }
+
+    /// A new namespace for a host whose interface is to be put there by someone else (a
+    /// relayed TAP's switch): then [`Host::with_link_in`].
+    pub fn namespace() -> Result<NetnsGuard, NetnsError> {
+        NetnsGuard::create(&unique_name("vsh"))
+    }
+
+    /// Configures `ifname`, already in `ns`, as the host's interface.
+    pub fn with_link_in(ns: NetnsGuard, ifname: &str, addr: Ipv4Addr) -> Result<Host, NetnsError> {
         ns.run(|| -> Result<(), NetnsError> {
             for path in ["all", "default", ifname] {
                 let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{path}/disable_ipv6"), "1");
@@ -437,6 +448,9 @@ pub enum Attach {
     },
     /// A veth pair per host, the outer end a `dev:` port of the switch (packet socket).
     Veth,
+    /// A TAP (with offloads) that the switch puts in the host's namespace with a relay
+    /// ([`vswitch_datapath::RelayedTap`], `tap:NAME@NS`), so the fast path carries it.
+    RelayedTap,
 }
 
 /// A switch with one [`Host`] namespace per port, addressed 10.77.0.1, .2, ...
@@ -473,8 +487,11 @@ impl SwitchLab {
         let mut ports: Vec<(String, Box<dyn vswitch_datapath::PortDevice>)> = Vec::new();
         let mut inner = Vec::new();
         let mut links = Vec::new();
+        // Namespaces made before their host's interface (relayed TAPs), by host.
+        let mut made: Vec<Option<NetnsGuard>> = Vec::new();
         for &attach in attachments {
             let name = unique_name("vsp");
+            made.push(None);
             let device: Box<dyn vswitch_datapath::PortDevice> = match attach {
                 Attach::Tap { offload } => {
                     inner.push(name.clone());
@@ -483,6 +500,22 @@ impl SwitchLab {
                         offload,
                         config.threads,
                     )?)
+                }
+                Attach::RelayedTap => {
+                    let ns = Host::namespace()?;
+                    let tap = vswitch_datapath::Tap::open_queues(&name, true, config.threads)?;
+                    let relayed = vswitch_datapath::RelayedTap::open(
+                        tap,
+                        &ns,
+                        config.threads,
+                        config.steering,
+                    )
+                    .map_err(|(_, e)| e)?;
+                    inner.push(name.clone());
+                    if let Some(slot) = made.last_mut() {
+                        *slot = Some(ns);
+                    }
+                    Box::new(relayed)
                 }
                 Attach::Veth => {
                     let host_end = unique_name("vsv");
@@ -504,9 +537,12 @@ impl SwitchLab {
             _links: links,
             hosts: Vec::new(),
         };
-        for (i, name) in inner.iter().enumerate() {
+        for (i, (name, ns)) in inner.iter().zip(made).enumerate() {
             let addr = Ipv4Addr::new(10, 77, 0, u8::try_from(i + 1)?);
-            lab.hosts.push(Host::with_link(name, addr)?);
+            lab.hosts.push(match ns {
+                Some(ns) => Host::with_link_in(ns, name, addr)?,
+                None => Host::with_link(name, addr)?,
+            });
         }
         // Usable means running: a first probe sent before the kernel starts a link's queue
         // is lost.

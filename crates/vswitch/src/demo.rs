@@ -43,7 +43,10 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         hosts[0].0,
         hosts[1].0
     );
-    let specs: Vec<PortSpec> = taps.iter().map(|t| PortSpec::Tap(vswitch_datapath::TapSpec::named(t))).collect();
+    let specs: Vec<PortSpec> = taps
+        .iter()
+        .map(|t| PortSpec::Tap(vswitch_datapath::TapSpec::named(t)))
+        .collect();
     let ports = open_ports(&specs, true, &SwitchConfig::default())?;
     let switch =
         Switch::start(SwitchConfig::default(), ports).context("couldn't start the switch")?;

@@ -196,6 +196,8 @@ impl Shared {
         for (port, plain) in ports.iter().filter(|(p, _)| fast.serves(p.id())) {
             let enabled = *plain
                 && !port.is_gone()
+                // (A relayed TAP that left its namespace is no longer a kernel link.)
+                && port.device().kernel_link().is_some()
                 && !port.pipeline(Hook::Ingress).is_active()
                 && !port.pipeline(Hook::Egress).is_active()
                 && !port.capture_tap().is_active();
