@@ -1,6 +1,7 @@
 //! End-to-end comparison, as root: two namespaces joined by (1) a direct veth pair, (2) the
-//! kernel bridge with veth ports, (3) vswitch with TAP ports, (4) vswitch with veth ports and
-//! its in-kernel fast path, (5) the same through packet sockets only (`--datapath userspace`),
+//! kernel bridge with veth ports, (3) vswitch with TAP ports, (4) the same TAPs relayed into
+//! their hosts' namespaces (`tap:NAME@NS`) so the fast path carries them, (5) vswitch with veth
+//! ports and its in-kernel fast path, (6) the same through packet sockets only (`--datapath userspace`),
 //! and variants of (3): queues steered by flow instead of by CPU, no offloads, one busy-polling
 //! worker — built in one run and measured over several rounds, the candidates in a new random
 //! order each round after a discarded warm-up round. Each figure is reported as the median over
@@ -213,6 +214,10 @@ fn main() -> BoxResult<()> {
                 },
                 TAP,
             ),
+        ),
+        (
+            "vswitch, TAP ports relayed (tap:NAME@NS), fast path".into(),
+            vswitch(two_workers(), Attach::RelayedTap),
         ),
         (
             "vswitch, veth ports, fast path".into(),

@@ -79,7 +79,11 @@ impl Relay {
 
 impl Relay {
     fn is_on(&self) -> bool {
-        !self.links.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+        !self
+            .links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 }
 

@@ -246,11 +246,14 @@ fn make_links<'t>(
                             .or_default()
                             .push(PortSpec::Dev(port));
                     }
-                    // The switch creates the TAP; it is moved into the host below.
-                    Attach::Tap => ports
-                        .entry(&switch.name)
-                        .or_default()
-                        .push(PortSpec::Tap(vswitch_datapath::TapSpec::named(&port))),
+                    // The switch creates the TAP in the host's namespace, relayed where the
+                    // fast path runs (`tap:NAME@NS`); it is renamed there below.
+                    Attach::Tap => ports.entry(&switch.name).or_default().push(PortSpec::Tap(
+                        vswitch_datapath::TapSpec {
+                            name: port,
+                            netns: Some(namespaces[host.as_str()].name().to_owned()),
+                        },
+                    )),
                 }
             }
             // A cable between two hosts: made from inside the first, its peer in the second.
@@ -365,7 +368,10 @@ fn configure_hosts(
             });
             let moved = topology.attach == Attach::Tap || topology.links[*i].tun;
             if let (true, Some(port)) = (moved, switch_port) {
-                netlink.move_to(&port, ns)?;
+                // (A TAP is there already: its switch put it there.)
+                if netlink.link_exists(&port)? {
+                    netlink.move_to(&port, ns)?;
+                }
                 ns.run(|| Netlink::open()?.rename(&port, ifname))??;
             }
             let addresses = topology.interface_addresses(host, k, *i);
