@@ -389,6 +389,20 @@ fn a_relayed_tap_carries_whole_tcp_segments_adds_no_station_and_leaves_nothing()
             "port {i}: {rx} frames for {data} bytes: cut up"
         );
     }
+    // The TAPs' MTU is what limits a frame, not the relay's: 8 000-byte echoes at MTU 9 000.
+    for host in [a, b] {
+        host.set_mtu(9000).expect("mtu");
+    }
+    let jumbo = ping_with(
+        &a.ns,
+        b.addr,
+        EchoOptions {
+            count: 5,
+            payload: 8000,
+            ..EchoOptions::default()
+        },
+    );
+    assert!(jumbo.all_replied(), "jumbo: {jumbo}");
     // The relays add no station: the switch knows the two hosts, nothing else.
     let mut macs: Vec<MacAddr> = lab.switch.fdb().iter().map(|r| r.key.mac).collect();
     macs.sort();

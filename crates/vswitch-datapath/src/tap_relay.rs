@@ -32,6 +32,10 @@ use crate::port::{
 };
 use crate::tap::Tap;
 
+/// The relay's MTU, veth's largest: the TAP's own MTU is what limits the host's frames (the
+/// kernel checks it as it hands a frame to the TAP), whatever the user sets it to.
+const RELAY_MTU: u32 = 65_535;
+
 /// `BPF_F_INGRESS`: deliver to the interface's receive path, not its transmit.
 const BPF_F_INGRESS: i32 = 1;
 
@@ -59,6 +63,14 @@ struct Relay {
 }
 
 impl Relay {
+    fn is_on(&self) -> bool {
+        !self
+            .links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
     /// Detaches the programs if the TAP (whose namespace `tap_netns` says) left the relay's
     /// namespace: the relay can't follow it, and its programs would send the host's frames to
     /// an interface that isn't there. The TAP's fd carries them from then on.
@@ -74,16 +86,6 @@ impl Relay {
                 "the TAP left its namespace: its relay is off, its frames go through the switch"
             );
         }
-    }
-}
-
-impl Relay {
-    fn is_on(&self) -> bool {
-        !self
-            .links
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
     }
 }
 
@@ -191,11 +193,13 @@ impl RelayedTap {
         };
         let alias = crate::leftover::alias(&format!("relay for TAP {name}"));
         nl.set_alias(&switch_end, &alias).map_err(other)?;
+        nl.set_mtu(&switch_end, RELAY_MTU).map_err(other)?;
         quiet(&switch_end)?;
         let links = netns
             .run(|| -> io::Result<Vec<OwnedFd>> {
                 let mut nl = Netlink::open().map_err(other)?;
                 nl.set_alias(&host_end, &alias).map_err(other)?;
+                nl.set_mtu(&host_end, RELAY_MTU).map_err(other)?;
                 quiet(&host_end)?;
                 nl.set_up(&host_end).map_err(other)?;
                 nl.set_up(name).map_err(other)?;

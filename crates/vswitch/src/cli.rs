@@ -27,9 +27,10 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct SwitchArgs {
     /// Ports to switch among, comma-separated: `tap:NAME` creates TAP NAME (or attaches to a
-    /// persistent TAP of that name); `dev:NAME` attaches to existing interface NAME (a veth end,
-    /// a NIC) with a packet socket; a bare NAME is `dev:` if NAME exists and is not a TAP, else
-    /// `tap:`. Names are at most 15 bytes. Example: tap0,tap1,dev:veth0
+    /// persistent TAP of that name); `tap:NAME@NS` creates it in namespace NS, relayed so the
+    /// fast path carries it; `dev:NAME` attaches to existing interface NAME (a veth end, a NIC)
+    /// with a packet socket; a bare NAME is `dev:` if NAME exists and is not a TAP, else `tap:`.
+    /// Names are at most 15 bytes. Example: tap0,tap:tap1@h1,dev:veth0
     #[arg(
         long,
         value_delimiter = ',',
@@ -145,9 +146,10 @@ pub struct SwitchArgs {
     #[arg(long, default_value_t = vswitch_datapath::Steering::Cpu, value_name = "cpu|flow")]
     pub steering: vswitch_datapath::Steering,
 
-    /// `auto`: known unicast between `dev:` ports (veth ends, NICs) is forwarded in the kernel
-    /// by an eBPF program at tc ingress, from maps the switch keeps equal to its table (needs
-    /// CAP_BPF; attached through tcx on Linux 6.6+, else as a cls_bpf filter; for TAPs, ports
+    /// `auto`: known unicast between `dev:` ports (veth ends, NICs) and relayed TAPs
+    /// (`tap:NAME@NS`) is forwarded in the kernel by an eBPF program at tc ingress, from maps
+    /// the switch keeps equal to its table (needs CAP_BPF; attached through tcx on Linux 6.6+,
+    /// else as a cls_bpf filter; for other TAPs, ports
     /// with a pipeline or a capture, unknown, broadcast, multicast and tagged frames, the switch
     /// forwards as always). `cls-bpf`: as auto, always attached as a cls_bpf filter.
     /// `userspace`: every frame through the switch. Counters include both.

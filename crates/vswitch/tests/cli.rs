@@ -56,8 +56,9 @@ fn link_exists(name: &str) -> bool {
 
 #[test]
 fn bad_port_lists_fail_with_one_clear_line_and_create_nothing() {
-    let cases: [(&[&str], &str); 10] = [
+    let cases: [(&[&str], &str); 11] = [
         (&["--ports", "vsa0,vsa0"], "given twice"),
+        (&["--ports", "tap:vsa0@a/b"], "not a namespace's name"),
         (&["--ports", "vsa0,,vsa1"], "interface name is empty"),
         (&["--ports", "a234567890123456"], "longer than 15 bytes"),
         (&["--ports", "a/b"], "characters Linux does not allow"),
@@ -91,6 +92,19 @@ fn bad_port_lists_fail_with_one_clear_line_and_create_nothing() {
         assert_refused(args, expected);
     }
     assert!(!link_exists("vsa0"));
+}
+
+#[test]
+fn a_tap_for_a_missing_namespace_is_refused_before_anything_is_made() {
+    if !require_root("a_tap_for_a_missing_namespace_is_refused_before_anything_is_made") {
+        return;
+    }
+    let (tap, ns) = (unique_name("vsm"), unique_name("vsn"));
+    assert_refused(
+        &["--ports", &format!("tap:{tap}@{ns}")],
+        &format!("namespace {ns} not found"),
+    );
+    assert!(!link_exists(&tap));
 }
 
 /// VLAN modes and port flags at start: a bad VID, two modes for one port, a native VLAN outside

@@ -225,6 +225,47 @@ fn port_del_and_add_while_traffic_flows() {
     let dup = sw.cli(&["port", "add", &format!("tap:{tap}")]);
     assert!(!dup.status.success());
     sw.hosts.push(host);
+
+    // A TAP added into a host's namespace (`tap:NAME@NS`) comes with its relay, which the fast
+    // path (made now: the switch had only plain TAPs) serves; `port del` takes both away.
+    let ns = Host::namespace().expect("namespace");
+    let relayed = unique_name("vsr");
+    let add = sw.cli(&["port", "add", &format!("tap:{relayed}@{}", ns.name())]);
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    let host = Host::with_link_in(ns, &relayed, Ipv4Addr::new(10, 88, 0, 10)).expect("host");
+    assert!(
+        ping(&sw.hosts[0].ns, host.addr, 2).all_replied(),
+        "relayed host unreachable"
+    );
+    let fast = |port: &str| {
+        sw.json(&["stats", "--json"])["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .any(|p| p["name"] == port && p["fast_path"] == true)
+    };
+    assert!(
+        fast(&relayed),
+        "the added relayed TAP isn't on the fast path"
+    );
+    let relay_of = || {
+        std::fs::read_dir("/sys/class/net")
+            .expect("sysfs")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .find(|n| {
+                std::fs::read_to_string(format!("/sys/class/net/{n}/ifalias"))
+                    .is_ok_and(|a| a.contains(&format!("relay for TAP {relayed},")))
+            })
+    };
+    assert!(relay_of().is_some(), "no relay");
+    let del = sw.cli(&["port", "del", &relayed]);
+    assert!(del.status.success());
+    assert_eq!(relay_of(), None, "the relay stayed after port del");
+    drop(host);
 }
 
 #[test]

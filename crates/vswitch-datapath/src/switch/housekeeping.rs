@@ -38,7 +38,9 @@ pub(super) fn run(shared: &Shared, stop: &mpsc::Receiver<()>) {
 /// What the fast path moved goes into the ports' counters, and the sources it saw into the table
 /// (so they don't age out) before the table ages.
 fn fast_path_seen(shared: &Shared) {
-    let Some(fast) = &shared.fast else { return };
+    let Some(fast) = shared.fast.get() else {
+        return;
+    };
     shared.harvest_fast_counters();
     match fast.seen() {
         Ok(seen) => {

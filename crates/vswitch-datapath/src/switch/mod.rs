@@ -142,7 +142,7 @@ impl Switch {
     /// userspace`, without CAP_BPF or tcx, or without `dev:` ports; not those with a pipeline,
     /// a capture, a VLAN mode or flags).
     pub fn fast_path_ports(&self) -> Vec<String> {
-        let Some(fast) = &self.shared.fast else {
+        let Some(fast) = self.shared.fast.get() else {
             return Vec::new();
         };
         self.shared
@@ -156,14 +156,20 @@ impl Switch {
 
     /// How the fast path's classifiers are attached (`tcx` or `cls_bpf`), if it runs.
     pub fn fast_path_attachment(&self) -> Option<&'static str> {
-        self.shared.fast.as_ref().map(|f| f.attachment())
+        self.shared.fast.get().map(|f| f.attachment())
+    }
+
+    /// Whether the kernel may carry frames for ports added now: a fast path runs, or may be
+    /// made for them (so a TAP added with `tap:NAME@NS` is worth a relay).
+    pub fn kernel_may_carry(&self) -> bool {
+        self.shared.fast.get().is_some() || lock(&self.shared.fast_allowed).is_some()
     }
 
     /// Stops the workers and the housekeeper and waits for them. Devices close when the switch is
     /// dropped (TAPs this process created disappear then).
     pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::Relaxed);
-        if let Some(fast) = &self.shared.fast {
+        if let Some(fast) = self.shared.fast.get() {
             fast.disable_all();
         }
         let workers: Vec<WorkerHandle> = lock(&self.workers).drain(..).collect();

@@ -163,7 +163,7 @@ impl Switch {
         }
         let id = self.shared.read().ports.named(name).map(|p| p.id());
         // The kernel stops redirecting to it before the switch forgets it.
-        if let (Some(fast), Some(id)) = (&self.shared.fast, id) {
+        if let (Some(fast), Some(id)) = (self.shared.fast.get(), id) {
             fast.detach(id);
         }
         let port = {
@@ -177,6 +177,13 @@ impl Switch {
             let _ = worker.commands.send(WorkerCommand::Remove(port.id()));
             let _ = worker.waker.wake();
         }
+        // The device closes with the last reference: wait (briefly) for the workers to let go,
+        // so that what it made (a TAP, a relay) is gone when this returns.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while Arc::strong_count(&port) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        drop(port);
         tracing::info!(port = name, "port removed");
         Ok(())
     }

@@ -3,7 +3,7 @@
 //! the in-kernel fast path kept equal to the table.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use vswitch_core::{
@@ -47,8 +47,12 @@ pub(super) struct Shared {
     pub(super) epoch: Instant,
     /// `epoch` on the fast path's clock (`CLOCK_MONOTONIC` ns).
     pub(super) epoch_ns: u64,
-    /// The in-kernel fast path, when the switch runs one.
-    pub(super) fast: Option<FastPath>,
+    /// The in-kernel fast path, made when the first port it can serve is attached (at start or
+    /// later) if [`Shared::fast_allowed`].
+    pub(super) fast: OnceLock<FastPath>,
+    /// Whether the switch may run a fast path (`Some(cls_bpf)`: the datapath allows and the
+    /// switch learns) and hasn't failed to make one.
+    pub(super) fast_allowed: Mutex<Option<bool>>,
     /// Held while the fast path's counters are harvested.
     pub(super) harvesting: Mutex<()>,
     /// Frames VLAN membership dropped on ingress, by the VID of their outer tag (0: untagged):
@@ -95,7 +99,7 @@ impl Shared {
         if port.is_gone() {
             return;
         }
-        if let Some(fast) = &self.fast {
+        if let Some(fast) = self.fast.get() {
             fast.detach(port.id());
         }
         let flushed = {
@@ -126,9 +130,13 @@ impl Shared {
         }
     }
 
-    /// Lets the fast path serve `port` if it can (a `dev:` port); logs why not otherwise.
+    /// Lets the fast path serve `port` if it can (a `dev:` port, a relayed TAP), making the
+    /// fast path first if this is the first such port; logs why not otherwise.
     pub(super) fn attach_fast(&self, port: &Port) {
-        let Some(fast) = &self.fast else { return };
+        if port.device().kernel_link().is_none() {
+            return;
+        }
+        let Some(fast) = self.fast_path() else { return };
         match fast.attach(port) {
             Ok(true) => tracing::info!(port = port.name(), "in-kernel fast path"),
             Ok(false) => {}
@@ -139,11 +147,33 @@ impl Shared {
         }
     }
 
+    /// The fast path, made now if it may be and isn't yet (once: a failure is logged and not
+    /// tried again).
+    fn fast_path(&self) -> Option<&FastPath> {
+        let mut allowed = lock(&self.fast_allowed);
+        if self.fast.get().is_none() {
+            let cls_bpf = (*allowed)?;
+            match FastPath::new(cls_bpf) {
+                Ok(fast) => {
+                    let _ = self.fast.set(fast);
+                    drop(allowed);
+                    self.sync_fast_fdb();
+                }
+                Err(e) => {
+                    *allowed = None;
+                    tracing::warn!(error = %e, "no in-kernel fast path (needs CAP_BPF and CAP_NET_ADMIN); every frame goes through the switch");
+                    return None;
+                }
+            }
+        }
+        self.fast.get()
+    }
+
     /// Keeps the fast path's MACs equal to the table after `events`: a learned or moved MAC is
     /// forwarded in the kernel from its next frame on, an aged or evicted one no longer. Called
     /// under the table's write lock, so the map changes in the table's order.
     pub(super) fn fast_learn(&self, events: &[TableEvent]) {
-        let Some(fast) = &self.fast else { return };
+        let Some(fast) = self.fast.get() else { return };
         for event in events {
             let (key, port) = match *event {
                 TableEvent::Learned { key, port } => (key, Some(port)),
@@ -161,7 +191,7 @@ impl Shared {
     /// Makes the fast path's MACs equal to the table's untagged entries (after a flush, a
     /// static entry, a removed port, a VLAN mode).
     pub(super) fn sync_fast_fdb(&self) {
-        let Some(fast) = &self.fast else { return };
+        let Some(fast) = self.fast.get() else { return };
         let now = self.now();
         // The read lock is held until the map is written: a change the snapshot misses (it
         // needs the write lock) is written to the map after this sync, never undone by it.
@@ -181,7 +211,7 @@ impl Shared {
     /// Lets the fast path serve each of its ports that has no pipeline and no capture, with the
     /// port's MTU; the others' frames all go through the switch.
     pub(super) fn sync_fast_ports(&self) {
-        let Some(fast) = &self.fast else { return };
+        let Some(fast) = self.fast.get() else { return };
         if self.stop.load(Ordering::Relaxed) {
             return; // stopping: `Switch::stop` disabled every port for good
         }
@@ -209,7 +239,7 @@ impl Shared {
 
     /// Adds what the fast path moved since the last call to the ports' counters.
     pub(super) fn harvest_fast_counters(&self) {
-        let Some(fast) = &self.fast else { return };
+        let Some(fast) = self.fast.get() else { return };
         // One harvest at a time, so no delta is counted twice.
         let _one = lock(&self.harvesting);
         let moved = fast.harvest();

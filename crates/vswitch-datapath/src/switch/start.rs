@@ -2,14 +2,13 @@
 //! receive queues, and the housekeeper.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
 use mio::unix::SourceFd;
 use mio::{Interest, Poll, Token, Waker};
 use vswitch_core::{MacTable, MacvlanMode, MacvlanTable, TableCounters};
 
-use crate::fastpath::FastPath;
 use crate::port::{Port, PortDevice, Steering};
 
 use super::ports::PortTable;
@@ -49,15 +48,9 @@ impl Switch {
         let queues: usize = ports.iter().map(|p| p.capabilities().rx_queues).sum();
         let threads = config.threads.clamp(1, queues.max(1));
         let pinned = config.steering == Steering::Cpu && owns_cpus(threads);
-        let fast = match (config.datapath, &forwarder) {
-            (Datapath::Auto | Datapath::ClsBpf, Forwarder::Learning(_))
-                if ports.iter().any(|p| p.device().kernel_link().is_some()) =>
-            {
-                FastPath::new(config.datapath == Datapath::ClsBpf)
-                    .inspect_err(|e| {
-                        tracing::warn!(error = %e, "no in-kernel fast path (needs CAP_BPF and CAP_NET_ADMIN); every frame goes through the switch")
-                    })
-                    .ok()
+        let fast_allowed = match (config.datapath, &forwarder) {
+            (Datapath::Auto | Datapath::ClsBpf, Forwarder::Learning(_)) => {
+                Some(config.datapath == Datapath::ClsBpf)
             }
             _ => None,
         };
@@ -73,7 +66,8 @@ impl Switch {
             table_counters: TableCounters::default(),
             epoch: Instant::now(),
             epoch_ns: crate::steering_clock_ns(),
-            fast,
+            fast: OnceLock::new(),
+            fast_allowed: Mutex::new(fast_allowed),
             harvesting: Mutex::new(()),
             vlan_drops: vlan_drop_counters(),
             stop: AtomicBool::new(false),

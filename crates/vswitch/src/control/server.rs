@@ -380,8 +380,7 @@ fn handle(request: &Request, switch: &Switch, name: &str, offload: bool) -> Resu
             if switch.port(spec.name()).is_some_and(|p| !p.is_gone()) {
                 bail!("port {} exists already", spec.name());
             }
-            // A relay is worth building only where a fast path runs to use it.
-            let kernel = switch.fast_path_attachment().is_some();
+            let kernel = switch.kernel_may_carry();
             let device = spec.open(offload, switch.threads(), switch.steering(), kernel)?;
             let id = switch.add_port(spec.name().to_owned(), device)?;
             json!({"id": id.0})
