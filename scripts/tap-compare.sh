@@ -1,7 +1,8 @@
 #!/bin/bash
 # TAP ports by hand: two hosts in namespaces, iperf3 with 1 and 4 TCP streams, through
-# (1) the kernel bridge with veth ports, (2) vswitch with TAP ports, (3) Open vSwitch's
-# userspace datapath (netdev) with TAP ports; the three interleaved, ROUNDS rounds of SECS s.
+# (1) the kernel bridge with veth ports, (2) vswitch with TAP ports moved into the hosts,
+# (3) vswitch with relayed TAPs (tap:NAME@NS), (4) Open vSwitch's userspace datapath (netdev)
+# with TAP ports; the four interleaved, ROUNDS rounds of SECS s.
 #
 #   sudo scripts/tap-compare.sh [ROUNDS] [SECS]          # defaults 3 and 5
 #
@@ -53,6 +54,17 @@ vswitch() { # STREAMS
   ip netns del "${T}s1"; ip netns del "${T}s2"
 }
 
+relayed() { # STREAMS
+  ip netns add "${T}r1"; ip netns add "${T}r2"
+  "$V" --ports "tap:${T}r1@${T}r1,tap:${T}r2@${T}r2" --name "$T" >/dev/null 2>&1 &
+  local sw=$!
+  sleep 1.5
+  for i in 1 2; do ip -n "${T}r$i" addr add "10.76.0.$i/24" dev "${T}r$i"; done
+  iperf "${T}r1" "${T}r2" 10.76.0.2 5201 "$1"
+  kill "$sw"; wait "$sw" 2>/dev/null
+  ip netns del "${T}r1"; ip netns del "${T}r2"
+}
+
 ovs() { # STREAMS
   local d; d=$(mktemp -d /tmp/vswitch-ovs.XXXXXX)
   (
@@ -85,18 +97,19 @@ ovs() { # STREAMS
 declare -A got
 for r in $(seq "$ROUNDS"); do
   for streams in 1 4; do
-    for c in bridge vswitch ovs; do
+    for c in $(printf '%s\n' bridge vswitch relayed ovs | shuf); do
       got[$c,$streams]+="$($c "$streams") "
     done
   done
 done
 median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-echo "| TCP streams | kernel bridge (veth) | vswitch (TAP) | Open vSwitch userspace (TAP) |"
-echo "|---|---|---|---|"
+echo "| TCP streams | kernel bridge (veth) | vswitch (TAP) | vswitch (relayed TAP) | Open vSwitch userspace (TAP) |"
+echo "|---|---|---|---|---|"
 for streams in 1 4; do
   b=$(echo "${got[bridge,$streams]}" | median)
   s=$(echo "${got[vswitch,$streams]}" | median)
+  r=$(echo "${got[relayed,$streams]}" | median)
   o=$(echo "${got[ovs,$streams]}" | median)
-  echo "| $streams | $b Gbit/s | $s ($(python3 -c "print(round($s/$b,2))")×) | $o ($(python3 -c "print(round($o/$b,2))")×) |"
+  echo "| $streams | $b Gbit/s | $s ($(python3 -c "print(round($s/$b,2))")×) | $r ($(python3 -c "print(round($r/$b,2))")×) | $o ($(python3 -c "print(round($o/$b,2))")×) |"
 done
 echo "rounds: $ROUNDS of $SECS s; per round: ${got[*]}" >&2
