@@ -90,6 +90,8 @@ pub struct Tap {
     offload: bool,
     /// Under CPU steering, when each queue was last found empty (see `crate::bpf`).
     drained: std::sync::OnceLock<crate::bpf::DrainClock>,
+    /// Whether to say, once, that a TAP moved into another namespace could be relayed.
+    may_hint: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) fn open_tun(name: &str) -> Result<File, TapError> {
@@ -159,6 +161,7 @@ impl Tap {
             name: name.to_owned(),
             offload,
             drained: std::sync::OnceLock::new(),
+            may_hint: std::sync::atomic::AtomicBool::new(true),
         };
         if flags & sys::IFF_MULTI_QUEUE != 0 {
             for _ in 1..queues {
@@ -220,6 +223,41 @@ impl Tap {
     }
 }
 
+impl Tap {
+    /// A TAP of a relay says nothing about relays.
+    pub(crate) fn relayed(&self) {
+        self.may_hint
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Once a TAP serves a host in another namespace (moved there by the user), says how the
+    /// kernel could carry it instead of the switch's copies.
+    fn hint_relay(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.may_hint.load(Relaxed) {
+            return;
+        }
+        let inode = |fd: OwnedFd| {
+            use std::os::unix::fs::MetadataExt;
+            File::from(fd).metadata().map(|m| m.ino())
+        };
+        let there = sys::tun_get_netns(self.queues[0].as_fd()).and_then(inode);
+        let here = File::open("/proc/thread-self/ns/net")
+            .map(OwnedFd::from)
+            .and_then(inode);
+        if let (Ok(there), Ok(here)) = (there, here)
+            && there != here
+            && self.may_hint.swap(false, Relaxed)
+        {
+            tracing::info!(
+                tap = self.name,
+                "the TAP serves a host in another namespace through the switch's copies; \
+                 open it as tap:NAME@NAMESPACE for the fast path to carry its known unicast"
+            );
+        }
+    }
+}
+
 /// [`Tap::ring_drops`] for the TAP called `name` in the calling thread's namespace.
 fn ring_drops_here(name: &str) -> io::Result<u64> {
     let table = std::fs::read_to_string("/proc/thread-self/net/dev")?;
@@ -278,6 +316,7 @@ impl PortDevice for Tap {
     /// The MTU and the ring's drops (what the kernel sends into a TAP goes into a ring per
     /// queue that tail-drops when full), both read in one visit to the TAP's namespace.
     fn status(&self) -> DeviceStatus {
+        self.hint_relay();
         let both = self.where_it_lives(|name| {
             let mtu = sys::ioctl_socket().and_then(|sock| sys::if_mtu(sock.as_fd(), name));
             Ok((mtu.ok(), ring_drops_here(name).ok()))

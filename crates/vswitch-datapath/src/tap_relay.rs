@@ -152,13 +152,17 @@ impl RelayedTap {
         steering: Steering,
     ) -> Result<RelayedTap, (Tap, io::Error)> {
         match Self::relay(&tap, netns, queues, steering) {
-            Ok((link, relay)) => Ok(RelayedTap {
-                tap_queues: tap.capabilities().rx_queues,
-                tap_vnet: tap.capabilities().rx_vnet_header,
-                tap,
-                link,
-                relay,
-            }),
+            Ok((link, relay)) => {
+                tap.relayed();
+                let can = tap.capabilities();
+                Ok(RelayedTap {
+                    tap_queues: can.rx_queues,
+                    tap_vnet: can.rx_vnet_header,
+                    tap,
+                    link,
+                    relay,
+                })
+            }
             Err(e) => Err((tap, e)),
         }
     }
