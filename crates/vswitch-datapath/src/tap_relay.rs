@@ -1,4 +1,4 @@
-//! A TAP whose host lives in another namespace, carried by the kernel (`tap:NAME,netns=NS`).
+//! A TAP whose host lives in another namespace, carried by the kernel (`tap:NAME@NS`).
 //!
 //! Reading a frame out of one TAP and writing it into another copies it twice, and on two cores
 //! those copies alone cap a userspace switch below the bridge (docs/performance.md). The kernel
@@ -144,7 +144,7 @@ fn remove_orphaned_relays(nl: &mut Netlink) -> io::Result<()> {
 impl RelayedTap {
     /// Puts `tap` (just opened, in the switch's namespace) into namespace `netns` and builds its
     /// relay, with `queues` packet sockets spread by `steering` on the switch end. On an error
-    /// the TAP comes back with it, in `netns` still, for the caller to use without a relay.
+    /// the TAP comes back with it (moved or not yet) for the caller to use without a relay.
     pub fn open(
         tap: Tap,
         netns: &Netns,
