@@ -77,7 +77,7 @@ pub enum PortSpecError {
     /// A `tun:` spec that doesn't say what it must.
     #[error("{0}")]
     Tun(String),
-    /// A `tap:` spec with an option it can't have.
+    /// A `tap:NAME@NS` whose NS can't be a namespace's name.
     #[error("{0}")]
     Tap(String),
 }
@@ -114,7 +114,7 @@ impl PortSpec {
     /// that many receive queues (TAP queues or fanout sockets; one per worker serves a busy port
     /// best), `steering` for how a packet socket's fanout spreads frames (a TAP's steering is
     /// set when the switch takes it); `kernel` lets the kernel carry frames where it can (a
-    /// TAP with `netns=` gets a relay).
+    /// `tap:NAME@NS` gets a relay).
     pub fn open(
         &self,
         offload: bool,
