@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use vswitch_core::{DropReason, MacAddr, PortStats};
 use vswitch_datapath::{Capture, Datapath, Direction, Hook, SwitchConfig};
 use vswitch_testkit::{
-    Attach, EchoOptions, SwitchLab, ping, ping_with, require_root, tcp_transfer,
+    Attach, EchoOptions, SwitchLab, ping, ping_with, relays_of, require_root, tcp_transfer,
 };
 
 fn lab(n: usize, datapath: Datapath) -> SwitchLab {
@@ -26,6 +26,14 @@ fn lab_of(n: usize, datapath: Datapath, attach: Attach) -> SwitchLab {
 
 /// Both ways to give a host a port the kernel can carry.
 const CARRIED: [Attach; 2] = [Attach::Veth, Attach::RelayedTap];
+
+/// Where the checks under runtime changes run: veth ports with either attachment of the
+/// classifier, and relayed TAPs.
+const UNDER_CHANGE: [(Datapath, Attach); 3] = [
+    (Datapath::Auto, Attach::Veth),
+    (Datapath::ClsBpf, Attach::Veth),
+    (Datapath::Auto, Attach::RelayedTap),
+];
 
 fn mac_of(host: &vswitch_testkit::Host) -> MacAddr {
     host.mac().expect("mac").parse().expect("a MAC")
@@ -114,11 +122,7 @@ fn every_frame_arrives_once_while_the_table_is_flushed_and_a_mac_moves() {
     if !require_root("every_frame_arrives_once_while_the_table_is_flushed_and_a_mac_moves") {
         return;
     }
-    for (datapath, attach) in [
-        (Datapath::Auto, Attach::Veth),
-        (Datapath::ClsBpf, Attach::Veth),
-        (Datapath::Auto, Attach::RelayedTap),
-    ] {
+    for (datapath, attach) in UNDER_CHANGE {
         exactly_once_under_change(datapath, attach);
     }
 }
@@ -188,11 +192,7 @@ fn pipelines_and_captures_installed_at_runtime_see_the_next_frame() {
     if !require_root("pipelines_and_captures_installed_at_runtime_see_the_next_frame") {
         return;
     }
-    for (datapath, attach) in [
-        (Datapath::Auto, Attach::Veth),
-        (Datapath::ClsBpf, Attach::Veth),
-        (Datapath::Auto, Attach::RelayedTap),
-    ] {
+    for (datapath, attach) in UNDER_CHANGE {
         runtime_changes_see_the_next_frame(datapath, attach);
     }
 }
@@ -320,19 +320,6 @@ fn the_fast_path_attaches_through_tcx_or_cls_bpf_and_leaves_nothing() {
     }
 }
 
-/// The switch ends of the relays made for TAP `tap` (found by their alias).
-fn relays_of(tap: &str) -> Vec<String> {
-    let wanted = format!("relay for TAP {tap},");
-    std::fs::read_dir("/sys/class/net")
-        .expect("sysfs")
-        .filter_map(|entry| {
-            let name = entry.ok()?.file_name().into_string().ok()?;
-            let alias = std::fs::read_to_string(format!("/sys/class/net/{name}/ifalias")).ok()?;
-            alias.contains(&wanted).then_some(name)
-        })
-        .collect()
-}
-
 /// Whether link `name` exists in `host`'s namespace.
 fn in_host(host: &vswitch_testkit::Host, name: &str) -> bool {
     host.ns
@@ -383,10 +370,9 @@ fn a_relayed_tap_carries_whole_tcp_segments_adds_no_station_and_leaves_nothing()
             fast_rx * 10 >= rx * 9,
             "port {i}: {fast_rx} of {rx} in the kernel"
         );
-        let data = after[i].rx_bytes - before[i].rx_bytes;
         assert!(
-            data / rx > 3000,
-            "port {i}: {rx} frames for {data} bytes: cut up"
+            bytes / rx > 3000,
+            "port {i}: {rx} frames for {bytes} bytes: cut up"
         );
     }
     // The TAPs' MTU is what limits a frame, not the relay's: 8 000-byte echoes at MTU 9 000.

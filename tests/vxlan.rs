@@ -97,21 +97,28 @@ fn switch_with(ours: &NetnsGuard, params: &str, mtu: u32) -> (Switch, Host, Stri
     let vxlan = VxlanPort::open(config).expect("vxlan port");
     let tap_name = unique_name("vxt");
     let tap = Tap::open_queues(&tap_name, true, 2).expect("tap");
-    let ports: Vec<(String, Box<dyn PortDevice>)> = vec![
-        (port.clone(), Box::new(vxlan)),
-        (tap_name.clone(), Box::new(tap)),
-    ];
-    let sw = Switch::start(
-        SwitchConfig {
-            threads: 2,
-            ..SwitchConfig::default()
-        },
-        ports,
-    )
-    .expect("switch");
-    let host = Host::with_link(&tap_name, Ipv4Addr::new(10, 96, 0, 1)).expect("host");
-    host.set_mtu(mtu).expect("mtu");
+    let (sw, host) = with_host(
+        vec![
+            (port.clone(), Box::new(vxlan)),
+            (tap_name.clone(), Box::new(tap)),
+        ],
+        &tap_name,
+        mtu,
+    );
     (sw, host, port)
+}
+
+/// A two-worker switch on `ports`, and host 10.96.0.1 on `link` (one end of a port of it) with
+/// MTU `mtu`.
+fn with_host(ports: Vec<(String, Box<dyn PortDevice>)>, link: &str, mtu: u32) -> (Switch, Host) {
+    let config = SwitchConfig {
+        threads: 2,
+        ..SwitchConfig::default()
+    };
+    let sw = Switch::start(config, ports).expect("switch");
+    let host = Host::with_link(link, Ipv4Addr::new(10, 96, 0, 1)).expect("host");
+    host.set_mtu(mtu).expect("mtu");
+    (sw, host)
 }
 
 #[test]
@@ -438,20 +445,14 @@ fn kernel_carried(ours: &NetnsGuard, params: &str, mtu: u32) -> KernelCarried {
     .expect("spec");
     let vxlan = KernelVxlanPort::open(&config, 2, Steering::Flow).expect("kernel vxlan port");
     let host_port = PacketPort::open_queues(&outer, 2, Steering::Flow).expect("dev port");
-    let ports: Vec<(String, Box<dyn PortDevice>)> = vec![
-        (port.clone(), Box::new(vxlan)),
-        (outer.clone(), Box::new(host_port)),
-    ];
-    let sw = Switch::start(
-        SwitchConfig {
-            threads: 2,
-            ..SwitchConfig::default()
-        },
-        ports,
-    )
-    .expect("switch");
-    let host = Host::with_link(&inner, Ipv4Addr::new(10, 96, 0, 1)).expect("host");
-    host.set_mtu(mtu).expect("mtu");
+    let (sw, host) = with_host(
+        vec![
+            (port.clone(), Box::new(vxlan)),
+            (outer.clone(), Box::new(host_port)),
+        ],
+        &inner,
+        mtu,
+    );
     KernelCarried {
         sw,
         host,

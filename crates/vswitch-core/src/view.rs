@@ -34,16 +34,12 @@ impl FrameView {
     /// Views `frame`, which came with the virtio-net header `vnet`.
     #[inline]
     pub fn new(frame: &[u8], vnet: VnetHeader) -> Result<FrameView, FrameError> {
-        let head = frame
-            .first_chunk::<14>()
-            .ok_or(FrameError::Runt(frame.len()))?;
-        let (dst, rest) = head.split_first_chunk::<6>().ok_or(FrameError::Runt(0))?;
-        let (src, _) = rest.split_first_chunk::<6>().ok_or(FrameError::Runt(0))?;
+        let eth = EthernetFrame::new_checked(frame)?;
         Ok(FrameView {
             vnet,
-            dst: MacAddr(*dst),
-            src: MacAddr(*src),
-            payload_len: EthernetFrame::new_checked(frame)?.payload_len(),
+            dst: eth.dst(),
+            src: eth.src(),
+            payload_len: eth.payload_len(),
             gso: if vnet.is_gso() {
                 Some(layout(frame, &vnet))
             } else {

@@ -16,8 +16,8 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use vswitch_core::MacAddr;
-use vswitch_netns::Netlink;
 use vswitch_netns::message::VxlanLink;
+use vswitch_netns::{LinkGuard, Netlink};
 
 use crate::packet::PacketPort;
 use crate::port::{
@@ -30,25 +30,12 @@ use crate::vxlan::VxlanConfig;
 pub struct KernelVxlanPort {
     /// Packet sockets on the device, as for a `dev:` port.
     link: PacketPort,
-    device: Device,
-    local_is_v4: bool,
-}
-
-/// The vxlan interface, deleted when the port goes.
-#[derive(Debug)]
-struct Device {
-    name: String,
+    /// The vxlan interface, deleted when the port goes (unless its underlay namespace went
+    /// first: the kernel deletes a vxlan device with its socket's namespace).
+    device: LinkGuard,
+    /// Its index, for FDB changes.
     index: u32,
-}
-
-impl Drop for Device {
-    fn drop(&mut self) {
-        if let Err(e) = Netlink::open().and_then(|mut nl| nl.delete_link(&self.name)) {
-            // Gone already if its underlay namespace went first (the kernel deletes a vxlan
-            // device with its socket's namespace).
-            tracing::debug!(device = %self.name, error = %e, "vxlan device not deleted");
-        }
-    }
+    local_is_v4: bool,
 }
 
 fn other(e: vswitch_netns::NetnsError) -> io::Error {
@@ -91,14 +78,8 @@ impl KernelVxlanPort {
                 })?;
             }
         }
-        let index = nl.link_index(name).map_err(|e| {
-            let _ = nl.delete_link(name);
-            other(e)
-        })?;
-        let device = Device {
-            name: name.to_owned(),
-            index,
-        };
+        let device = LinkGuard::new(name);
+        let index = nl.link_index(name).map_err(other)?;
         nl.set_alias(name, &crate::leftover::alias("vxlan"))
             .map_err(other)?;
         for remote in &config.remotes {
@@ -109,6 +90,7 @@ impl KernelVxlanPort {
         Ok(KernelVxlanPort {
             link,
             device,
+            index,
             local_is_v4: config.local.is_ipv4(),
         })
     }
@@ -142,7 +124,7 @@ impl PortDevice for KernelVxlanPort {
     /// `ip -s link` shows them.
     fn counters(&self) -> Vec<(String, u64)> {
         let errors = Netlink::open()
-            .and_then(|mut nl| nl.link(&self.device.name))
+            .and_then(|mut nl| nl.link(self.device.name()))
             .ok()
             .and_then(|info| info.errors)
             .unwrap_or_default();
@@ -177,13 +159,13 @@ impl Tunnel for KernelVxlanPort {
             ));
         }
         Netlink::open()
-            .and_then(|mut nl| nl.fdb_replace(self.device.index, mac.0, remote))
+            .and_then(|mut nl| nl.fdb_replace(self.index, mac.0, remote))
             .map_err(other)
     }
 
     fn remove_remote(&self, mac: MacAddr) {
-        if let Err(e) = Netlink::open().and_then(|mut nl| nl.fdb_delete(self.device.index, mac.0)) {
-            tracing::warn!(device = %self.device.name, %mac, error = %e, "couldn't remove an FDB entry");
+        if let Err(e) = Netlink::open().and_then(|mut nl| nl.fdb_delete(self.index, mac.0)) {
+            tracing::warn!(device = %self.device.name(), %mac, error = %e, "couldn't remove an FDB entry");
         }
     }
 }

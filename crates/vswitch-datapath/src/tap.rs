@@ -92,6 +92,8 @@ pub struct Tap {
     drained: std::sync::OnceLock<crate::bpf::DrainClock>,
     /// Whether to say, once, that a TAP moved into another namespace could be relayed.
     may_hint: std::sync::atomic::AtomicBool,
+    /// The namespace the TAP was opened in (the switch's), by inode.
+    home: Option<u64>,
 }
 
 pub(crate) fn open_tun(name: &str) -> Result<File, TapError> {
@@ -162,6 +164,9 @@ impl Tap {
             offload,
             drained: std::sync::OnceLock::new(),
             may_hint: std::sync::atomic::AtomicBool::new(true),
+            home: File::open("/proc/thread-self/ns/net")
+                .and_then(|f| netns_inode(f.as_fd()))
+                .ok(),
         };
         if flags & sys::IFF_MULTI_QUEUE != 0 {
             for _ in 1..queues {
@@ -230,23 +235,18 @@ impl Tap {
             .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The namespace the TAP lives in now, by inode.
+    pub(crate) fn netns(&self) -> io::Result<u64> {
+        netns_inode(sys::tun_get_netns(self.queues[0].as_fd())?.as_fd())
+    }
+
     /// Once a TAP serves a host in another namespace (moved there by the user), says how the
     /// kernel could carry it instead of the switch's copies.
     fn hint_relay(&self) {
         use std::sync::atomic::Ordering::Relaxed;
-        if !self.may_hint.load(Relaxed) {
-            return;
-        }
-        let inode = |fd: OwnedFd| {
-            use std::os::unix::fs::MetadataExt;
-            File::from(fd).metadata().map(|m| m.ino())
-        };
-        let there = sys::tun_get_netns(self.queues[0].as_fd()).and_then(inode);
-        let here = File::open("/proc/thread-self/ns/net")
-            .map(OwnedFd::from)
-            .and_then(inode);
-        if let (Ok(there), Ok(here)) = (there, here)
-            && there != here
+        if self.may_hint.load(Relaxed)
+            && let (Some(home), Ok(now)) = (self.home, self.netns())
+            && now != home
             && self.may_hint.swap(false, Relaxed)
         {
             tracing::info!(
@@ -256,6 +256,12 @@ impl Tap {
             );
         }
     }
+}
+
+/// The inode of the namespace file `fd` (what tells namespaces apart).
+pub(crate) fn netns_inode(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(File::from(fd.try_clone_to_owned()?).metadata()?.ino())
 }
 
 /// [`Tap::ring_drops`] for the TAP called `name` in the calling thread's namespace.

@@ -20,7 +20,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
 
 use vswitch_core::VNET_HDR_LEN;
-use vswitch_netns::{Netlink, Netns};
+use vswitch_netns::{LinkGuard, Netlink, Netns};
 
 use crate::bpf::{
     Asm, BPF_PROG_TYPE_SCHED_CLS, EXIT, FUNC_REDIRECT, MOV64_IMM, R0, R1, R2, attach_tcx_egress,
@@ -30,7 +30,7 @@ use crate::packet::{PacketPort, interface_index};
 use crate::port::{
     CpuSteering, DeviceCapabilities, DeviceStatus, KernelLink, PortDevice, Steering,
 };
-use crate::tap::Tap;
+use crate::tap::{Tap, netns_inode};
 
 /// The relay's MTU, veth's largest: the TAP's own MTU is what limits the host's frames (the
 /// kernel checks it as it hands a frame to the TAP), whatever the user sets it to.
@@ -52,10 +52,10 @@ pub struct RelayedTap {
 }
 
 /// The relay's veth pair and the programs' links; dropping it detaches the programs and
-/// deletes the pair (both ends).
+/// deletes the pair (both ends; the host's namespace going first takes the pair with it).
 #[derive(Debug)]
 struct Relay {
-    switch_end: String,
+    _switch_end: LinkGuard,
     /// The programs' tcx links, in the host's namespace; let go if the TAP leaves it.
     links: Mutex<Vec<OwnedFd>>,
     /// The host's namespace (its inode).
@@ -71,34 +71,18 @@ impl Relay {
             .is_empty()
     }
 
-    /// Detaches the programs if the TAP (whose namespace `tap_netns` says) left the relay's
+    /// Detaches the programs if the TAP (in namespace `tap_netns` now) left the relay's
     /// namespace: the relay can't follow it, and its programs would send the host's frames to
     /// an interface that isn't there. The TAP's fd carries them from then on.
-    fn follow(&self, tap_netns: io::Result<OwnedFd>, tap: &str) {
-        let Ok(moved) = tap_netns.and_then(|fd| netns_inode(&fd)) else {
-            return;
-        };
+    fn follow(&self, tap_netns: io::Result<u64>, tap: &str) {
+        let Ok(now) = tap_netns else { return };
         let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
-        if moved != self.netns && !links.is_empty() {
+        if now != self.netns && !links.is_empty() {
             links.clear();
             tracing::warn!(
                 tap,
                 "the TAP left its namespace: its relay is off, its frames go through the switch"
             );
-        }
-    }
-}
-
-fn netns_inode(fd: &OwnedFd) -> io::Result<u64> {
-    use std::os::unix::fs::MetadataExt;
-    Ok(std::fs::File::from(fd.try_clone()?).metadata()?.ino())
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if let Err(e) = Netlink::open().and_then(|mut nl| nl.delete_link(&self.switch_end)) {
-            // Gone already if the host's namespace went first (it takes the pair with it).
-            tracing::debug!(relay = %self.switch_end, error = %e, "relay not deleted");
         }
     }
 }
@@ -191,9 +175,9 @@ impl RelayedTap {
             .map_err(other)?;
         // From here on, dropping `relay` deletes the pair.
         let mut relay = Relay {
-            switch_end: switch_end.clone(),
+            _switch_end: LinkGuard::new(&switch_end),
             links: Mutex::new(Vec::new()),
-            netns: netns_inode(&netns.as_fd().try_clone_to_owned()?)?,
+            netns: netns_inode(netns.as_fd())?,
         };
         let alias = crate::leftover::alias(&format!("relay for TAP {name}"));
         nl.set_alias(&switch_end, &alias).map_err(other)?;
@@ -265,8 +249,7 @@ impl PortDevice for RelayedTap {
     /// The TAP's MTU; present while the relay is (the kernel deletes the pair with the host's
     /// namespace, and the TAP with it); the drops of both. Turns the relay off if the TAP moved.
     fn status(&self) -> DeviceStatus {
-        self.relay
-            .follow(crate::sys::tun_get_netns(self.tap.fd(0)), self.tap.name());
+        self.relay.follow(self.tap.netns(), self.tap.name());
         let tap = self.tap.status();
         let link = self.link.status();
         DeviceStatus {

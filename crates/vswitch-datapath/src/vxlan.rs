@@ -109,7 +109,7 @@ impl VxlanConfig {
     /// [,carrier=kernel]` (the part after `vxlan:`); IPv6 addresses work alike.
     pub fn parse(s: &str) -> Result<VxlanConfig, String> {
         let (name, params) = s.split_once(':').ok_or(
-            "vxlan: say vxlan:NAME:vni=N,local=IP,remote=IP[+IP...][,dstport=P][,mtu=M][,netns=NS][,learning=off]",
+            "vxlan: say vxlan:NAME:vni=N,local=IP,remote=IP[+IP...][,dstport=P][,mtu=M][,netns=NS][,learning=off][,carrier=kernel]",
         )?;
         crate::tap::validate_ifname(name).map_err(|e| e.to_string())?;
         let mut config = VxlanConfig {

@@ -438,6 +438,20 @@ pub fn tcp_transfer(
     })
 }
 
+/// The switch ends of the relays a switch made for TAP `tap` (`tap:NAME@NS`), found by the
+/// alias they carry.
+pub fn relays_of(tap: &str) -> Vec<String> {
+    let wanted = format!("relay for TAP {tap},");
+    std::fs::read_dir("/sys/class/net")
+        .expect("sysfs")
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            let alias = std::fs::read_to_string(format!("/sys/class/net/{name}/ifalias")).ok()?;
+            alias.contains(&wanted).then_some(name)
+        })
+        .collect()
+}
+
 /// How a [`SwitchLab`] joins its hosts to the switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attach {

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
-use vswitch_testkit::{ChildGuard, EchoOptions, Host, ping, ping_with, require_root, unique_name};
+use vswitch_testkit::{
+    ChildGuard, EchoOptions, Host, ping, ping_with, relays_of, require_root, unique_name,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vswitch");
 
@@ -252,19 +254,14 @@ fn port_del_and_add_while_traffic_flows() {
         fast(&relayed),
         "the added relayed TAP isn't on the fast path"
     );
-    let relay_of = || {
-        std::fs::read_dir("/sys/class/net")
-            .expect("sysfs")
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .find(|n| {
-                std::fs::read_to_string(format!("/sys/class/net/{n}/ifalias"))
-                    .is_ok_and(|a| a.contains(&format!("relay for TAP {relayed},")))
-            })
-    };
-    assert!(relay_of().is_some(), "no relay");
+    assert_eq!(relays_of(&relayed).len(), 1, "no relay");
     let del = sw.cli(&["port", "del", &relayed]);
     assert!(del.status.success());
-    assert_eq!(relay_of(), None, "the relay stayed after port del");
+    assert_eq!(
+        relays_of(&relayed),
+        Vec::<String>::new(),
+        "the relay stayed after port del"
+    );
     drop(host);
 }
 
